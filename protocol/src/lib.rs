@@ -1,0 +1,3 @@
+//! narlink wire formats, sans-IO: no sockets, no files, no clocks.
+//!
+//! See `SPEC.md` beside this crate for byte layouts.

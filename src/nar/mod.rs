@@ -1,0 +1,1 @@
+//! NAR (Nix ARchive) codec. To be written.

@@ -1,3 +1,6 @@
 //! narlink wire formats, sans-IO: no sockets, no files, no clocks.
 //!
 //! See `SPEC.md` beside this crate for byte layouts.
+pub mod bundle;
+pub mod digest;
+pub mod manifest;

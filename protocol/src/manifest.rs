@@ -1,0 +1,169 @@
+//! The bundle manifest: what the device needs to rebuild and verify every new store path.
+//!
+//! The manifest is serialized with postcard and compressed by the bundle container
+//! (see [`crate::bundle`]). It names the device state it was planned against, lists the new
+//! paths in dependency order (every reference is either already on board or listed earlier),
+//! and, per path, the chunk list of its NAR. New chunk bytes travel as payloads after the
+//! manifest, in the order of [`Manifest::payloads`].
+
+use serde::{Deserialize, Serialize};
+
+/// Format version of [`Manifest`]. Bump on any change of its fields.
+pub const MANIFEST_VERSION: u16 = 1;
+
+/// Hard cap on the decompressed manifest (defends the device against a hostile length).
+pub const MAX_MANIFEST_BYTES: u32 = 256 << 20;
+
+/// A 32-byte BLAKE3 chunk id.
+pub type ChunkId = [u8; 32];
+
+/// The content-defined chunking parameters both sides must agree on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkParams {
+    /// Version of the chunking algorithm (1 = fastcdc v2020 with BLAKE3 ids).
+    pub algorithm: u8,
+    pub min_size: u32,
+    pub avg_size: u32,
+    pub max_size: u32,
+}
+
+/// One chunk of a NAR: its id and length.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkRef {
+    pub id: ChunkId,
+    pub len: u32,
+}
+
+/// A store path the bundle brings to the device.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PathEntry {
+    /// Full store path, e.g. `/nix/store/<hash>-name`.
+    pub store_path: String,
+    /// SHA-256 of the NAR, as Nix computes it.
+    pub nar_hash: [u8; 32],
+    pub nar_size: u64,
+    /// Full store paths this path references (may include itself).
+    pub references: Vec<String>,
+    pub deriver: Option<String>,
+    /// The NAR, as a sequence of chunks; lengths add up to `nar_size`.
+    pub chunks: Vec<ChunkRef>,
+}
+
+/// How a payload's bytes encode its chunk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Encoding {
+    /// The chunk bytes as they are.
+    Raw,
+    /// One zstd frame of the chunk bytes.
+    Zstd,
+}
+
+/// A new chunk carried in the bundle's payload section.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Payload {
+    pub chunk: ChunkId,
+    /// Length of the chunk once decoded.
+    pub raw_len: u32,
+    /// Length of the payload bytes in the bundle.
+    pub encoded_len: u32,
+    pub encoding: Encoding,
+}
+
+/// The manifest of a bundle.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub version: u16,
+    pub chunking: ChunkParams,
+    /// State digest of the device the ground planned this bundle against.
+    pub base_digest: [u8; 32],
+    /// State digest of the device once every path of this bundle is imported.
+    pub target_digest: [u8; 32],
+    /// The target closure roots (what a profile would point to).
+    pub roots: Vec<String>,
+    /// New paths, references first.
+    pub paths: Vec<PathEntry>,
+    /// New chunks, in the order their bytes follow the manifest.
+    pub payloads: Vec<Payload>,
+}
+
+impl Manifest {
+    /// Sum of all payloads' encoded lengths: the size of the payload section.
+    pub fn payload_bytes(&self) -> u64 {
+        self.payloads.iter().map(|p| u64::from(p.encoded_len)).sum()
+    }
+}
+
+/// Why a manifest could not be decoded or is inconsistent.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ManifestError {
+    #[error("manifest does not decode: {0}")]
+    Decode(String),
+    #[error("manifest format version {found} is not supported (this narlink reads version {MANIFEST_VERSION}): upgrade narlink on this side")]
+    Version { found: u16 },
+    #[error("manifest path {path}: chunk lengths add up to {sum} bytes, but narSize is {nar_size}")]
+    ChunkSum { path: String, sum: u64, nar_size: u64 },
+    #[error("manifest path {path} references {reference}, which is neither on board nor earlier in the bundle")]
+    Order { path: String, reference: String },
+    #[error("manifest lists path {0} twice")]
+    Duplicate(String),
+    #[error("manifest payload {index}: {reason}")]
+    Payload { index: usize, reason: &'static str },
+}
+
+impl Manifest {
+    pub fn to_bytes(&self) -> Vec<u8> {
+        // Serializing plain structs into a Vec cannot fail.
+        postcard::to_allocvec(self).unwrap_or_default()
+    }
+
+    /// Decode and check internal consistency (not authenticity: the bundle container checks
+    /// the manifest's BLAKE3, and signatures come on top of that).
+    pub fn from_bytes(bytes: &[u8]) -> Result<Manifest, ManifestError> {
+        // The version comes first: check it before trusting the rest of the layout.
+        let (version, _) = postcard::take_from_bytes::<u16>(bytes)
+            .map_err(|e| ManifestError::Decode(e.to_string()))?;
+        if version != MANIFEST_VERSION {
+            return Err(ManifestError::Version { found: version });
+        }
+        let m: Manifest =
+            postcard::from_bytes(bytes).map_err(|e| ManifestError::Decode(e.to_string()))?;
+        m.check()?;
+        Ok(m)
+    }
+
+    /// Structural checks that need no knowledge of the device.
+    pub fn check(&self) -> Result<(), ManifestError> {
+        let mut seen = std::collections::HashSet::new();
+        for p in &self.paths {
+            if !seen.insert(p.store_path.as_str()) {
+                return Err(ManifestError::Duplicate(p.store_path.clone()));
+            }
+            let sum: u64 = p.chunks.iter().map(|c| u64::from(c.len)).sum();
+            if sum != p.nar_size {
+                return Err(ManifestError::ChunkSum {
+                    path: p.store_path.clone(),
+                    sum,
+                    nar_size: p.nar_size,
+                });
+            }
+        }
+        for (index, p) in self.payloads.iter().enumerate() {
+            if p.raw_len == 0 {
+                return Err(ManifestError::Payload { index, reason: "empty chunk" });
+            }
+            if p.raw_len > self.chunking.max_size {
+                return Err(ManifestError::Payload {
+                    index,
+                    reason: "chunk longer than the chunking maximum",
+                });
+            }
+            if p.encoding == Encoding::Raw && p.encoded_len != p.raw_len {
+                return Err(ManifestError::Payload {
+                    index,
+                    reason: "raw payload whose length differs from its chunk",
+                });
+            }
+        }
+        Ok(())
+    }
+}

@@ -4,3 +4,7 @@
 pub mod bundle;
 pub mod digest;
 pub mod manifest;
+pub mod fec;
+pub mod layout;
+pub mod params;
+pub mod wire;

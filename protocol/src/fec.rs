@@ -310,8 +310,11 @@ impl ErasureCode for RsSimd16 {
 /// few coding matrices, since building one costs O(k^3).
 #[derive(Default)]
 pub struct RsErasure8 {
-    cache: Mutex<Vec<((u16, u16), Arc<ReedSolomon>)>>,
+    cache: Mutex<Vec<CachedCoder>>,
 }
+
+/// A coding matrix for `(k, P)`.
+type CachedCoder = ((u16, u16), Arc<ReedSolomon>);
 
 impl core::fmt::Debug for RsErasure8 {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {

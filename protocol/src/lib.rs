@@ -8,3 +8,8 @@ pub mod fec;
 pub mod layout;
 pub mod params;
 pub mod wire;
+pub mod frame;
+pub mod receiver;
+pub mod schedule;
+pub mod sim;
+pub mod status;

@@ -1,0 +1,342 @@
+//! Ground side: which shards to put on air, and in what order. A pure state machine.
+//!
+//! Every group has a fixed send order over its `k + P` shard indices: data `0..k`, then parity
+//! `k..k+P`, then around again. The [`Sender`] keeps one cursor per group (how many shards it
+//! has sent of that group) and always sends the next ones in that order. So:
+//!
+//! * the first pass sends all data shards and the first `ceil(k * redundancy / 100)` parity
+//!   shards of every group;
+//! * a resend sends parity never sent before (the device cannot have it, so each one counts);
+//! * once all `P` parity shards have been sent, the cursor wraps and the least recently sent
+//!   shards go again (the device lacks some of them, but the ground does not know which).
+//!
+//! Within a pass, shards of different groups are interleaved round-robin (group 0, 1, 2, …, then
+//! again), so a burst of `b` consecutive losses costs `b` different groups one shard each
+//! instead of one group `b` shards.
+
+use thiserror::Error;
+
+use crate::frame::FrameHeader;
+use crate::layout::GroupLayout;
+use crate::params::{LinkParams, ParamsError};
+use crate::status::{Phase, StatusReport};
+
+/// One shard to send: group and shard index within the group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ShardRef {
+    /// Group index.
+    pub group: u32,
+    /// Shard index within the group (`< k` data, `k + j` parity `j`).
+    pub shard: u16,
+}
+
+/// Why a status report cannot be acted on.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum ResendError {
+    /// The report is about another bundle.
+    #[error("status report is about bundle {got:02x?}, not {want:02x?}")]
+    WrongBundle {
+        /// The sender's bundle.
+        want: [u8; 16],
+        /// The report's.
+        got: [u8; 16],
+    },
+    /// The report names a group past the end of the bundle.
+    #[error("status report names group {group}, the bundle has {groups}")]
+    NoSuchGroup {
+        /// Named group.
+        group: u32,
+        /// `G`.
+        groups: u32,
+    },
+}
+
+/// The ground's send state for one bundle.
+#[derive(Debug, Clone)]
+pub struct Sender {
+    bundle_id: [u8; 16],
+    params: LinkParams,
+    layout: GroupLayout,
+    redundancy_percent: u16,
+    resend_margin_percent: u16,
+    /// Shards sent so far per group; the next shard is `sent % (k + P)`.
+    sent: Vec<u64>,
+}
+
+fn percent_of(n: u64, percent: u16) -> u64 {
+    (n * u64::from(percent)).div_ceil(100)
+}
+
+impl Sender {
+    /// A sender for a bundle whose first pass adds `redundancy_percent` parity (rounded up,
+    /// at most `P`) to each group.
+    pub fn new(
+        bundle_id: [u8; 16],
+        params: LinkParams,
+        redundancy_percent: u16,
+    ) -> Result<Self, ParamsError> {
+        let layout = params.validate()?;
+        Ok(Sender {
+            bundle_id,
+            params,
+            layout,
+            redundancy_percent,
+            resend_margin_percent: 0,
+            sent: vec![0; layout.group_count() as usize],
+        })
+    }
+
+    /// Extra shards per resend, as a percentage of what a group asked for (rounded up;
+    /// default 0: exactly what was asked). A margin trades bytes for fewer round trips.
+    pub fn set_resend_margin(&mut self, percent: u16) {
+        self.resend_margin_percent = percent;
+    }
+
+    /// The bundle's layout.
+    pub fn layout(&self) -> &GroupLayout {
+        &self.layout
+    }
+
+    /// The bundle's parameters.
+    pub fn params(&self) -> &LinkParams {
+        &self.params
+    }
+
+    /// Parity shards `group` gets in the first pass.
+    pub fn initial_parity(&self, group: u32) -> u16 {
+        let k = self.layout.group_k(group).unwrap_or(0);
+        percent_of(u64::from(k), self.redundancy_percent).min(u64::from(self.params.parity)) as u16
+    }
+
+    /// Shards of `group` sent so far.
+    pub fn sent(&self, group: u32) -> u64 {
+        self.sent.get(group as usize).copied().unwrap_or(0)
+    }
+
+    /// The header of the frame carrying `shard`.
+    pub fn frame_header(&self, shard: ShardRef) -> FrameHeader {
+        FrameHeader {
+            bundle_id: self.bundle_id,
+            params: self.params,
+            group: shard.group,
+            shard: shard.shard,
+        }
+    }
+
+    /// Plans `count` more shards of `group` from its cursor, advancing the cursor.
+    fn plan(&mut self, group: u32, count: u64) -> Option<PassEntry> {
+        let k = self.layout.group_k(group)?;
+        if count == 0 {
+            return None;
+        }
+        let total = u32::from(k) + u32::from(self.params.parity);
+        let cursor = &mut self.sent[group as usize];
+        let entry = PassEntry {
+            group,
+            next: (*cursor % u64::from(total)) as u32,
+            total,
+            remaining: count,
+        };
+        *cursor += count;
+        Some(entry)
+    }
+
+    /// The first pass: every data shard and the initial parity of every group, interleaved.
+    pub fn first_pass(&mut self) -> Pass {
+        let entries = (0..self.layout.group_count())
+            .filter_map(|g| {
+                let k = u64::from(self.layout.group_k(g)?);
+                let count = k + u64::from(self.initial_parity(g));
+                self.plan(g, count)
+            })
+            .collect();
+        Pass::new(entries)
+    }
+
+    /// The shards each group in `report` still needs (plus the resend margin), new parity
+    /// first, interleaved. Counts over a group's `k` are taken as `k`. A report for a phase
+    /// past receiving asks for nothing.
+    pub fn resend(&mut self, report: &StatusReport) -> Result<Pass, ResendError> {
+        if report.bundle_id != self.bundle_id {
+            return Err(ResendError::WrongBundle {
+                want: self.bundle_id,
+                got: report.bundle_id,
+            });
+        }
+        if matches!(
+            report.phase,
+            Phase::Decoded | Phase::Imported | Phase::ImportFailed
+        ) {
+            return Ok(Pass::new(Vec::new()));
+        }
+        let groups = self.layout.group_count();
+        if let Some(run) = report.runs().iter().find(|r| r.end() > u64::from(groups)) {
+            return Err(ResendError::NoSuchGroup {
+                group: (run.end() - 1) as u32,
+                groups,
+            });
+        }
+        let margin = self.resend_margin_percent;
+        let mut entries = Vec::new();
+        for (group, needed) in report.needs() {
+            let k = self.layout.group_k(group).unwrap_or(0);
+            let n = u64::from(needed.min(k));
+            entries.extend(self.plan(group, n + percent_of(n, margin)));
+        }
+        Ok(Pass::new(entries))
+    }
+}
+
+#[derive(Debug, Clone)]
+struct PassEntry {
+    group: u32,
+    /// Next shard index.
+    next: u32,
+    /// `k + P`.
+    total: u32,
+    remaining: u64,
+}
+
+/// The shards of one pass, in send order. An iterator of [`ShardRef`].
+#[derive(Debug, Clone)]
+pub struct Pass {
+    active: Vec<PassEntry>,
+    pos: usize,
+    left: u64,
+}
+
+impl Pass {
+    fn new(active: Vec<PassEntry>) -> Self {
+        let left = active.iter().map(|e| e.remaining).sum();
+        Pass {
+            active,
+            pos: 0,
+            left,
+        }
+    }
+
+    /// Shards left in this pass.
+    pub fn remaining(&self) -> u64 {
+        self.left
+    }
+}
+
+impl Iterator for Pass {
+    type Item = ShardRef;
+
+    fn next(&mut self) -> Option<ShardRef> {
+        if self.left == 0 {
+            return None;
+        }
+        loop {
+            if self.pos >= self.active.len() {
+                self.active.retain(|e| e.remaining > 0);
+                self.pos = 0;
+            }
+            let e = self.active.get_mut(self.pos)?;
+            self.pos += 1;
+            if e.remaining == 0 {
+                continue;
+            }
+            let shard = ShardRef {
+                group: e.group,
+                shard: e.next as u16,
+            };
+            e.next = (e.next + 1) % e.total;
+            e.remaining -= 1;
+            self.left -= 1;
+            return Some(shard);
+        }
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let n = usize::try_from(self.left).unwrap_or(usize::MAX);
+        (n, usize::try_from(self.left).ok())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::params::CodecId;
+
+    fn params(len: u64, k: u16, parity: u16) -> LinkParams {
+        LinkParams {
+            codec: CodecId::RsSimd16,
+            shard_size: 2,
+            group_k: k,
+            parity,
+            bundle_len: len,
+        }
+    }
+
+    #[test]
+    fn first_pass_is_interleaved() {
+        // 6 shards, K = 3: groups of 3 and 3; 50% redundancy -> 2 parity each.
+        let mut s = Sender::new([0; 16], params(12, 3, 4), 50).unwrap();
+        assert_eq!(s.initial_parity(0), 2);
+        let pass: Vec<_> = s.first_pass().map(|r| (r.group, r.shard)).collect();
+        assert_eq!(
+            pass,
+            vec![
+                (0, 0),
+                (1, 0),
+                (0, 1),
+                (1, 1),
+                (0, 2),
+                (1, 2),
+                (0, 3),
+                (1, 3),
+                (0, 4),
+                (1, 4)
+            ]
+        );
+        assert_eq!(s.sent(0), 5);
+    }
+
+    #[test]
+    fn resend_new_parity_first_then_wraps() {
+        let mut s = Sender::new([0; 16], params(6, 3, 2), 0).unwrap();
+        assert_eq!(s.first_pass().count(), 3);
+        let report = |n| StatusReport::new([0; 16], [0; 16], Phase::Receiving, [(0, n)]).unwrap();
+        // Needs 1: parity 0 (index 3).
+        assert_eq!(
+            s.resend(&report(1)).unwrap().collect::<Vec<_>>(),
+            vec![ShardRef { group: 0, shard: 3 }]
+        );
+        // Needs 3: parity 1, then wrap to the least recently sent: data 0, 1.
+        let shards: Vec<u16> = s.resend(&report(3)).unwrap().map(|r| r.shard).collect();
+        assert_eq!(shards, vec![4, 0, 1]);
+        // Counts over k are clamped to k.
+        assert_eq!(s.resend(&report(9)).unwrap().count(), 3);
+    }
+
+    #[test]
+    fn resend_checks_report() {
+        let mut s = Sender::new([0; 16], params(6, 3, 2), 0).unwrap();
+        let other = StatusReport::new([1; 16], [0; 16], Phase::Receiving, [(0, 1)]).unwrap();
+        assert!(matches!(
+            s.resend(&other),
+            Err(ResendError::WrongBundle { .. })
+        ));
+        let past = StatusReport::new([0; 16], [0; 16], Phase::Receiving, [(1, 1)]).unwrap();
+        assert_eq!(
+            s.resend(&past).unwrap_err(),
+            ResendError::NoSuchGroup {
+                group: 1,
+                groups: 1
+            }
+        );
+        let done = StatusReport::new([0; 16], [0; 16], Phase::Decoded, [(0, 1)]).unwrap();
+        assert_eq!(s.resend(&done).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn resend_margin_rounds_up() {
+        let mut s = Sender::new([0; 16], params(200, 100, 100), 0).unwrap();
+        s.first_pass().for_each(drop);
+        s.set_resend_margin(10);
+        let r = StatusReport::new([0; 16], [0; 16], Phase::Receiving, [(0, 5)]).unwrap();
+        assert_eq!(s.resend(&r).unwrap().count(), 6);
+    }
+}

@@ -2,4 +2,13 @@
 //!
 //! See `ARCHITECTURE.md` for the code map.
 
+pub mod chunking;
+pub mod device;
+pub mod ground;
+pub mod index;
 pub mod nar;
+pub mod nixstore;
+pub mod payload;
+pub mod progress;
+pub mod state;
+pub mod inspect;

@@ -1,1 +1,35 @@
-fn main() {}
+//! The `narlink` command: a thin shell over the library. Flags are parsed once into plain
+//! structs (`cli::*::Args`), each subcommand's `run` does the work and prints the result.
+
+mod cli;
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let args = cli::Cli::parse();
+    match cli::run(args) {
+        Ok(code) => code,
+        Err(err) => {
+            // A closed pipe (`narlink inspect x | head`) is not a failure.
+            if err.chain().any(|c| {
+                c.downcast_ref::<std::io::Error>()
+                    .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+            }) {
+                return ExitCode::SUCCESS;
+            }
+            let mut msg = format!("narlink: error: {err}");
+            for cause in err.chain().skip(1) {
+                let c = cause.to_string();
+                if !msg.contains(&c) {
+                    msg.push_str(": ");
+                    msg.push_str(&c);
+                }
+            }
+            let _ = writeln!(std::io::stderr(), "{msg}");
+            ExitCode::FAILURE
+        }
+    }
+}

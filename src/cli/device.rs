@@ -1,0 +1,135 @@
+//! `narlink device ...`
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use narlink::device::{import, init, receive, status};
+use narlink::nixstore::NixStore;
+use narlink::progress::bytes;
+use narlink::state::device::DeviceState;
+
+use super::output;
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Create the device state for a Nix store and index what it holds.
+    Init(InitArgs),
+    /// Stage a bundle (a file, or - for standard input).
+    Receive(ReceiveArgs),
+    /// Verify and import every complete bundle into the Nix store.
+    Import(ImportArgs),
+    /// Write a status report for the ground.
+    Status(StatusArgs),
+}
+
+#[derive(Args)]
+pub struct InitArgs {
+    /// State directory (created).
+    #[arg(long)]
+    state: PathBuf,
+    /// The device's Nix store, e.g. `local?root=/srv/device` (default: the environment's).
+    #[arg(long)]
+    store: Option<String>,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+pub struct ReceiveArgs {
+    #[arg(long)]
+    state: PathBuf,
+    /// Bundle file, or - for standard input.
+    file: PathBuf,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+pub struct ImportArgs {
+    #[arg(long)]
+    state: PathBuf,
+    /// Override the store recorded at init.
+    #[arg(long)]
+    store: Option<String>,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+pub struct StatusArgs {
+    #[arg(long)]
+    state: PathBuf,
+    /// Where to write the report for the downlink.
+    #[arg(long)]
+    out: PathBuf,
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(c: Command, progress: bool) -> anyhow::Result<ExitCode> {
+    match c {
+        Command::Init(a) => {
+            let r = init::init(&a.state, a.store.as_deref(), progress)
+                .with_context(|| format!("device init of {}", a.state.display()))?;
+            output(a.json, &r, || {
+                let mut s = format!("device state {}: {} paths indexed ({}, {} chunks)", a.state.display(), r.paths, bytes(r.nar_bytes), r.chunks);
+                for d in &r.damaged {
+                    s.push_str(&format!("\nwarning: {d} does not match its narHash; left out of the index"));
+                }
+                s
+            })?;
+        }
+        Command::Receive(a) => {
+            let state = DeviceState::open(&a.state)?;
+            let r = if a.file.as_os_str() == "-" {
+                receive::receive(&state, std::io::stdin().lock())
+            } else {
+                let f = std::fs::File::open(&a.file).with_context(|| format!("opening {}", a.file.display()))?;
+                receive::receive(&state, std::io::BufReader::with_capacity(1 << 20, f))
+            }
+            .with_context(|| format!("device receive of {}", a.file.display()))?;
+            output(a.json, &r, || {
+                let mut s = format!(
+                    "bundle {}: {} paths, {} payloads: {} staged now, {} already staged, {} rejected{}",
+                    r.bundle, r.paths, r.payloads, r.staged, r.already_staged, r.rejected.len(),
+                    if r.complete { "; complete, ready to import" } else { "; incomplete" }
+                );
+                for e in &r.rejected {
+                    s.push_str(&format!("\nrejected: {e}"));
+                }
+                s
+            })?;
+            if !r.complete {
+                anyhow::bail!("bundle {} is incomplete: {} payloads failed verification and were dropped", r.bundle, r.rejected.len());
+            }
+        }
+        Command::Import(a) => {
+            let state = DeviceState::open(&a.state)?;
+            let uri = match a.store {
+                Some(s) => Some(s),
+                None => state.store_uri()?,
+            };
+            let store = NixStore::new(uri.as_deref());
+            let r = import::import_all(&state, &store, progress).context("device import")?;
+            output(a.json, &r, || {
+                if r.bundles.is_empty() {
+                    return "nothing to import".into();
+                }
+                r.bundles
+                    .iter()
+                    .map(|b| format!("bundle {}: imported {} paths ({} of NAR), {} were already valid; roots: {}", b.bundle, b.paths_imported, bytes(b.nar_bytes), b.paths_already_valid, b.roots.join(" ")))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            })?;
+        }
+        Command::Status(a) => {
+            let state = DeviceState::open(&a.state)?;
+            let (report, encoded) = status::report(&state)?;
+            std::fs::write(&a.out, &encoded).with_context(|| format!("writing {}", a.out.display()))?;
+            output(a.json, &report, || format!("{} ({} bytes) written to {}", report.summary(), encoded.len(), a.out.display()))?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,54 @@
+//! Command-line interface: one module per command group, each an `Args` struct and a `run`.
+
+mod device;
+mod ground;
+mod inspect;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use serde::Serialize;
+
+#[derive(Parser)]
+#[command(name = "narlink", version, about = "Ship Nix store updates to devices behind a lossy, intermittent uplink")]
+pub struct Cli {
+    /// No progress output on standard error.
+    #[arg(long, short, global = true)]
+    quiet: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Ground side: keep the mirror of a device, pack updates, fold in its reports.
+    #[command(subcommand)]
+    Ground(ground::Command),
+    /// Device side: stage bundles, import them into Nix, report status.
+    #[command(subcommand)]
+    Device(device::Command),
+    /// Show any narlink file (bundle, status report) to a human.
+    Inspect(inspect::Args),
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let progress = !cli.quiet;
+    match cli.command {
+        Command::Ground(c) => ground::run(c, progress),
+        Command::Device(c) => device::run(c, progress),
+        Command::Inspect(a) => inspect::run(a),
+    }
+}
+
+/// Print `value` as one JSON object, or `human` otherwise.
+pub(crate) fn output<T: Serialize>(json: bool, value: &T, human: impl FnOnce() -> String) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    if json {
+        serde_json::to_writer(&mut out, value)?;
+        writeln!(out)?;
+    } else {
+        writeln!(out, "{}", human())?;
+    }
+    Ok(())
+}

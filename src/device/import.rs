@@ -1,0 +1,202 @@
+//! Import: rebuild every NAR of a complete bundle, verify all of them, then hand them to
+//! `nix-store --import` in dependency order and fold the new paths into the index.
+//!
+//! Two passes: the first rebuilds each NAR only to check its narHash (nothing is written);
+//! the second streams the same verified chunks into Nix. Memory stays at a few chunks, and
+//! no byte reaches the store before its whole NAR has been verified. If Nix fails midway,
+//! the paths this import added are deleted again, so the store is as it was.
+
+use std::collections::HashSet;
+
+use narlink_protocol::bundle::BundleId;
+use narlink_protocol::manifest::Manifest;
+use serde::Serialize;
+
+use super::reassemble::{ChunkSource, ReassembleError};
+use crate::ground::pack::hex;
+use crate::nixstore::{export, NixError, NixStore};
+use crate::progress::Progress;
+use crate::state::device::{BundleRecord, DeviceState, Phase};
+use crate::state::{PathRecord, StateError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ImportError {
+    #[error("bundle {bundle} is incomplete: {missing} of {total} payloads are not staged yet (receive the rest first)")]
+    Incomplete { bundle: String, missing: usize, total: usize },
+    #[error("bundle {bundle} was planned against another device state ({reason}): refusing it; send a status report so the ground can re-plan")]
+    StaleBase { bundle: String, reason: String },
+    #[error("bundle {bundle}: {path} references {reference}, which is neither on board nor earlier in the bundle")]
+    Order { bundle: String, path: String, reference: String },
+    #[error("bundle {bundle}: {source}")]
+    Verify { bundle: String, source: ReassembleError },
+    #[error("bundle {bundle}: nix-store --import failed, the paths it had added were removed again: {source}")]
+    Nix { bundle: String, source: NixError },
+    #[error(transparent)]
+    NixQuery(#[from] NixError),
+    #[error(transparent)]
+    State(#[from] StateError),
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct BundleImport {
+    pub bundle: String,
+    pub paths_imported: usize,
+    pub paths_already_valid: usize,
+    pub nar_bytes: u64,
+    pub roots: Vec<String>,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ImportReport {
+    pub bundles: Vec<BundleImport>,
+}
+
+/// Import every staged bundle that has not been imported yet, in arrival order.
+pub fn import_all(state: &DeviceState, store: &NixStore, progress: bool) -> Result<ImportReport, ImportError> {
+    let mut report = ImportReport::default();
+    for (id, rec) in state.bundles()? {
+        if rec.phase == Phase::Imported {
+            continue;
+        }
+        match import_bundle(state, store, &id, &rec, progress) {
+            Ok(r) => report.bundles.push(r),
+            Err(e) => {
+                // Remember why, for `device status` and the operator; the staged data stays.
+                if !matches!(e, ImportError::Incomplete { .. }) {
+                    let tx = state.db.begin_write()?;
+                    state.put_bundle(&tx, &id, &BundleRecord { phase: Phase::Failed, note: e.to_string(), ..rec })?;
+                    state.db.commit(tx)?;
+                }
+                return Err(e);
+            }
+        }
+    }
+    Ok(report)
+}
+
+fn import_bundle(
+    state: &DeviceState,
+    store: &NixStore,
+    id: &BundleId,
+    rec: &BundleRecord,
+    progress: bool,
+) -> Result<BundleImport, ImportError> {
+    let bundle = hex(id);
+    let manifest = rec.manifest()?;
+    let staged = state.staged_set(manifest.payloads.iter().map(|p| p.chunk))?;
+    let missing = staged.iter().filter(|s| !**s).count();
+    if missing > 0 {
+        return Err(ImportError::Incomplete { bundle, missing, total: manifest.payloads.len() });
+    }
+    check_base(state, &manifest, &bundle)?;
+
+    let names: Vec<String> = manifest.paths.iter().map(|p| p.store_path.clone()).collect();
+    let valid_before = store.valid_paths(&names)?;
+    let todo: Vec<_> = manifest.paths.iter().filter(|p| !valid_before.contains(&p.store_path)).collect();
+    let nar_bytes: u64 = todo.iter().map(|p| p.nar_size).sum();
+
+    // Pass 1: verify every NAR before anything touches the store.
+    let mut source = ChunkSource::new(state, store)?;
+    let mut bar = Progress::new("verify", nar_bytes, progress);
+    let mut done = 0;
+    for entry in &todo {
+        source.verify_entry(entry).map_err(|source| ImportError::Verify { bundle: bundle.clone(), source })?;
+        done += entry.nar_size;
+        bar.update(done, || "bytes".into());
+    }
+    bar.finish();
+
+    // Pass 2: stream the verified chunks into Nix, in dependency order.
+    if !todo.is_empty() {
+        let mut failure: Option<ReassembleError> = None;
+        let mut bar = Progress::new("import", nar_bytes, progress);
+        let mut done = 0;
+        let result = store.import(|w| {
+            for entry in &todo {
+                export::begin_path(w)?;
+                if let Err(e) = source.stream(entry, |b| w.write_all(b)) {
+                    // Stop mid-NAR: Nix registers nothing it has not read completely.
+                    let msg = e.to_string();
+                    failure = Some(e);
+                    return Err(std::io::Error::other(msg));
+                }
+                export::end_path(w, &entry.store_path, &entry.references, entry.deriver.as_deref())?;
+                done += entry.nar_size;
+                bar.update(done, || "bytes".into());
+            }
+            export::finish(w)
+        });
+        bar.finish();
+        if let Err(err) = result {
+            let added: Vec<String> = store
+                .valid_paths(&names)
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|p| !valid_before.contains(p))
+                .collect();
+            let _ = store.delete(&added);
+            if let Some(source) = failure {
+                return Err(ImportError::Verify { bundle, source });
+            }
+            return Err(ImportError::Nix { bundle, source: err });
+        }
+    }
+
+    // Fold into the index, drop the staged chunks, mark the bundle imported: one transaction.
+    let tx = state.db.begin_write()?;
+    for p in &manifest.paths {
+        if !state.db.has_path(&p.store_path)? {
+            state.db.add_path(&tx, &p.store_path, &PathRecord::from(p))?;
+        }
+    }
+    for p in &manifest.payloads {
+        state.unstage(&tx, &p.chunk)?;
+    }
+    state.put_bundle(&tx, id, &BundleRecord { phase: Phase::Imported, note: String::new(), ..rec.clone() })?;
+    state.db.commit(tx)?;
+
+    Ok(BundleImport {
+        bundle: hex(id),
+        paths_imported: todo.len(),
+        paths_already_valid: valid_before.len(),
+        nar_bytes,
+        roots: manifest.roots.clone(),
+    })
+}
+
+/// The bundle must have been planned against this device's state, and every reference
+/// must be on board or earlier in the bundle.
+fn check_base(state: &DeviceState, m: &Manifest, bundle: &str) -> Result<(), ImportError> {
+    let lacking = lacking_references(state, m)?;
+    let digest = state.db.digest()?;
+    if digest != m.base_digest && digest != m.target_digest {
+        let mut names: Vec<&str> = lacking.iter().map(|(_, r)| r.as_str()).collect();
+        names.sort();
+        names.dedup();
+        let reason = if names.is_empty() {
+            "state digest differs".to_owned()
+        } else {
+            format!("the device lacks base paths {}", names.join(", "))
+        };
+        return Err(ImportError::StaleBase { bundle: bundle.to_owned(), reason });
+    }
+    if let Some((path, reference)) = lacking.into_iter().next() {
+        return Err(ImportError::Order { bundle: bundle.to_owned(), path, reference });
+    }
+    Ok(())
+}
+
+/// (path, reference) pairs whose reference is neither on board nor earlier in the bundle.
+fn lacking_references(state: &DeviceState, m: &Manifest) -> Result<Vec<(String, String)>, StateError> {
+    let mut lacking = Vec::new();
+    let mut earlier: HashSet<&str> = HashSet::new();
+    for p in &m.paths {
+        for r in &p.references {
+            if r != &p.store_path && !earlier.contains(r.as_str()) && !state.db.has_path(r)? {
+                lacking.push((p.store_path.clone(), r.clone()));
+            }
+        }
+        earlier.insert(&p.store_path);
+    }
+    Ok(lacking)
+}

@@ -1,0 +1,27 @@
+//! `device init`: record what the device's store holds and index it.
+
+use std::path::Path;
+
+use crate::index::{index_into, IndexOrStateError, IndexReport};
+use crate::nixstore::{NixError, NixStore};
+use crate::state::device::DeviceState;
+use crate::state::StateError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DeviceInitError {
+    #[error(transparent)]
+    Nix(#[from] NixError),
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error(transparent)]
+    Index(#[from] IndexOrStateError),
+}
+
+/// Create a device state in `dir` for the store at `store_uri` and index every valid path,
+/// checking each against the narHash Nix recorded (damaged paths are left out).
+pub fn init(dir: &Path, store_uri: Option<&str>, progress: bool) -> Result<IndexReport, DeviceInitError> {
+    let store = NixStore::new(store_uri);
+    let infos = store.path_infos(None)?;
+    let state = DeviceState::create(dir, store_uri)?;
+    Ok(index_into(&state.db, &store, &infos, true, progress)?)
+}

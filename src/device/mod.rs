@@ -1,0 +1,7 @@
+//! The device side: stage bundles, rebuild and verify NARs, import them into Nix.
+
+pub mod import;
+pub mod init;
+pub mod reassemble;
+pub mod receive;
+pub mod status;

@@ -1,0 +1,135 @@
+//! Receive a bundle byte stream: check the manifest, then verify and stage every payload.
+//!
+//! A payload that fails verification is dropped (it is missing, not fatal): the bundle stays
+//! `Receiving` and import refuses it, naming what is missing. Nothing staged is ever lost.
+
+use std::io::{self, Read};
+
+use narlink_protocol::bundle::{BundleError, BundleHeader, HEADER_LEN};
+use narlink_protocol::manifest::{Manifest, ManifestError};
+use serde::Serialize;
+
+use crate::chunking::PARAMS;
+use crate::ground::pack::hex;
+use crate::payload::{self, PayloadError};
+use crate::state::device::{BundleRecord, DeviceState, Phase};
+use crate::state::StateError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReceiveError {
+    #[error(transparent)]
+    Bundle(#[from] BundleError),
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+    #[error("manifest does not decompress: {0}")]
+    ManifestZstd(String),
+    #[error("bundle uses chunking {found:?}, this device uses {PARAMS:?}")]
+    Chunking { found: narlink_protocol::manifest::ChunkParams },
+    #[error("bundle ends early: {0}")]
+    Truncated(io::Error),
+    #[error(transparent)]
+    State(#[from] StateError),
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ReceiveReport {
+    pub bundle: String,
+    pub paths: usize,
+    pub payloads: usize,
+    pub staged: usize,
+    pub already_staged: usize,
+    /// Payloads that failed verification and were dropped, with the reason.
+    pub rejected: Vec<String>,
+    pub complete: bool,
+}
+
+/// Read the header and manifest of a bundle stream; check the manifest's checksum.
+pub fn read_manifest(r: &mut impl Read) -> Result<(BundleHeader, Manifest), ReceiveError> {
+    let mut head = [0u8; HEADER_LEN];
+    r.read_exact(&mut head).map_err(ReceiveError::Truncated)?;
+    let header = BundleHeader::decode(&head)?;
+    // manifest_len is bounded by the decoded cap's compress bound; check before allocating.
+    let cap = zstd::zstd_safe::compress_bound(header.manifest_raw_len as usize) as u64;
+    if u64::from(header.manifest_len) > cap {
+        return Err(BundleError::ManifestChecksum.into());
+    }
+    let mut encoded = vec![0u8; header.manifest_len as usize];
+    r.read_exact(&mut encoded).map_err(ReceiveError::Truncated)?;
+    header.verify_manifest(&encoded)?;
+    let raw = zstd::bulk::decompress(&encoded, header.manifest_raw_len as usize)
+        .map_err(|e| ReceiveError::ManifestZstd(e.to_string()))?;
+    let manifest = Manifest::from_bytes(&raw)?;
+    if manifest.chunking != PARAMS {
+        return Err(ReceiveError::Chunking { found: manifest.chunking });
+    }
+    if manifest.payload_bytes() != header.payload_len {
+        return Err(ManifestError::Payload { index: 0, reason: "payload lengths disagree with the header" }.into());
+    }
+    Ok((header, manifest))
+}
+
+/// Stage the bundle read from `r`.
+pub fn receive(state: &DeviceState, mut r: impl Read) -> Result<ReceiveReport, ReceiveError> {
+    let (header, manifest) = read_manifest(&mut r)?;
+    let id = header.id();
+    let mut report = ReceiveReport {
+        bundle: hex(&id),
+        paths: manifest.paths.len(),
+        payloads: manifest.payloads.len(),
+        ..ReceiveReport::default()
+    };
+    let existing = state.bundle(&id)?;
+    if existing.as_ref().is_some_and(|b| b.phase == Phase::Imported) {
+        report.complete = true;
+        return Ok(report);
+    }
+    let seq = match &existing {
+        Some(b) => b.seq,
+        None => state.next_seq()?,
+    };
+    let record = |phase| BundleRecord { manifest: manifest.to_bytes(), phase, note: String::new(), seq };
+    let tx = state.db.begin_write()?;
+    state.put_bundle(&tx, &id, &record(Phase::Receiving))?;
+    state.db.commit(tx)?;
+
+    let staged = state.staged_set(manifest.payloads.iter().map(|p| p.chunk))?;
+    let mut tx = state.db.begin_write()?;
+    let mut pending = 0usize;
+    let mut buf = Vec::new();
+    for (p, was_staged) in manifest.payloads.iter().zip(staged) {
+        buf.resize(p.encoded_len as usize, 0);
+        if p.encoded_len > payload::max_encoded_len(p.raw_len) {
+            // Cannot be a valid payload; and its length came from the (checksummed) manifest.
+            report.rejected.push(PayloadError::TooLong {
+                chunk: payload::short_id(&p.chunk),
+                len: p.encoded_len,
+                raw_len: p.raw_len,
+            }.to_string());
+            io::copy(&mut (&mut r).take(u64::from(p.encoded_len)), &mut io::sink()).map_err(ReceiveError::Truncated)?;
+            continue;
+        }
+        r.read_exact(&mut buf).map_err(ReceiveError::Truncated)?;
+        if was_staged {
+            report.already_staged += 1;
+            continue;
+        }
+        match payload::decode(p, &buf) {
+            Ok(_) => {
+                state.stage(&tx, p, &buf)?;
+                report.staged += 1;
+                pending += buf.len();
+                if pending > 32 << 20 {
+                    state.db.commit(tx)?;
+                    tx = state.db.begin_write()?;
+                    pending = 0;
+                }
+            }
+            Err(e) => report.rejected.push(e.to_string()),
+        }
+    }
+    report.complete = report.rejected.is_empty();
+    let phase = if report.complete { Phase::Complete } else { Phase::Receiving };
+    state.put_bundle(&tx, &id, &record(phase))?;
+    state.db.commit(tx)?;
+    Ok(report)
+}

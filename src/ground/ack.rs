@@ -1,0 +1,75 @@
+//! `ground ack`: fold a device status report into the mirror.
+//!
+//! The report's state digest is compared with the mirror's. If the device reports a bundle
+//! imported and its digest is the state that bundle leads to, the bundle's paths join the
+//! mirror. Any other mismatch means the mirror is stale: it is never trusted silently.
+
+use narlink_protocol::digest::short;
+use narlink_protocol::status::{Phase, StatusError, StatusReport};
+use serde::Serialize;
+
+use crate::device::status::StatusView;
+use crate::ground::pack::hex;
+use crate::state::mirror::Mirror;
+use crate::state::StateError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AckError {
+    #[error("status report does not decode: {0}")]
+    Decode(#[from] StatusError),
+    #[error(transparent)]
+    State(#[from] StateError),
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct AckReport {
+    /// The mirror now matches the device.
+    pub in_step: bool,
+    /// The bundle whose paths were folded in, if any.
+    pub applied: Option<String>,
+    pub device_digest: String,
+    pub mirror_digest: String,
+    pub report: StatusView,
+}
+
+pub fn ack(mirror: &Mirror, bytes: &[u8]) -> Result<AckReport, AckError> {
+    let r = StatusReport::decode(bytes)?;
+    let mut applied = None;
+    let mut mirror_digest = short(&mirror.db.digest()?);
+    if r.state_digest != mirror_digest && r.phase == Phase::Imported {
+        if let Some(m) = mirror.pending(&r.bundle_id)? {
+            if short(&m.target_digest) == r.state_digest && short(&m.base_digest) == mirror_digest {
+                mirror.apply(&r.bundle_id, &m)?;
+                applied = Some(hex(&r.bundle_id));
+                mirror_digest = short(&mirror.db.digest()?);
+            }
+        }
+    }
+    Ok(AckReport {
+        in_step: r.state_digest == mirror_digest,
+        applied,
+        device_digest: hex(&r.state_digest),
+        mirror_digest: hex(&mirror_digest),
+        report: StatusView::of(&r),
+    })
+}
+
+impl AckReport {
+    pub fn render(&self) -> String {
+        let mut s = format!("device reports bundle {} {}", self.report.bundle, self.report.phase);
+        if let Some(b) = &self.applied {
+            s.push_str(&format!("\nbundle {b} folded into the mirror"));
+        }
+        if self.in_step {
+            s.push_str(&format!("\nmirror in step with the device (state {})", self.mirror_digest));
+        } else {
+            s.push_str(&format!(
+                "\nmirror is STALE: the device is in state {}, the mirror believes {}; \
+                 do not pack against it until it is rebuilt from the device's inventory",
+                self.device_digest, self.mirror_digest
+            ));
+        }
+        s
+    }
+}
+

@@ -1,0 +1,5 @@
+//! The ground side: plan and pack bundles against the mirror, fold device reports into it.
+
+pub mod ack;
+pub mod init;
+pub mod pack;

@@ -1,0 +1,318 @@
+//! Pack: the closure of the target roots, minus what the mirror says is on board, as a
+//! bundle of a manifest and the payloads of the chunks the device lacks.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::io::{self, BufWriter, Read, Seek, Write};
+use std::path::{Path, PathBuf};
+
+use narlink_protocol::bundle::BundleHeader;
+use narlink_protocol::digest::state_digest;
+use narlink_protocol::manifest::{ChunkId, Manifest, PathEntry, Payload, MANIFEST_VERSION};
+use serde::Serialize;
+
+use crate::chunking::{chunk_stream, PARAMS};
+use crate::nar::{NarError, NarLayout};
+use crate::nixstore::{NixError, NixStore, PathInfo};
+use crate::payload;
+use crate::progress::{self, Progress};
+use crate::state::mirror::Mirror;
+use crate::state::StateError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PackError {
+    #[error(transparent)]
+    Nix(#[from] NixError),
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error("{path}: {source}")]
+    Nar { path: String, source: NarError },
+    #[error("{what} {path}: {source}")]
+    Io { what: &'static str, path: PathBuf, source: io::Error },
+    #[error("reading the NAR of {path}: {source}")]
+    Read { path: String, source: io::Error },
+    #[error("{path}: NAR is {size} bytes but Nix recorded {recorded}: the ground store path changed")]
+    Changed { path: String, size: u64, recorded: u64 },
+    #[error("the references of the new paths form a cycle through {0}")]
+    Cycle(String),
+}
+
+/// How hard to work.
+#[derive(Clone, Debug)]
+pub struct PackOptions {
+    /// zstd level for payloads (1..=22).
+    pub zstd_level: i32,
+    /// Worker threads for compression.
+    pub threads: usize,
+    pub progress: bool,
+}
+
+impl Default for PackOptions {
+    fn default() -> Self {
+        PackOptions {
+            zstd_level: 19,
+            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            progress: true,
+        }
+    }
+}
+
+/// What a pack cost; printed for the operator, or as JSON.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct PackReport {
+    pub bundle: String,
+    pub paths_new: usize,
+    pub paths_in_closure: usize,
+    pub nar_bytes_new: u64,
+    /// NAR bytes the device rebuilds from chunks it already holds.
+    pub bytes_reused: u64,
+    /// NAR bytes of chunks that repeat earlier in this bundle (sent once).
+    pub bytes_repeated: u64,
+    /// NAR bytes of chunks sent in this bundle, before compression.
+    pub bytes_new: u64,
+    /// The same after compression: the payload section.
+    pub bytes_compressed: u64,
+    pub chunks_new: usize,
+    pub chunks_reused: usize,
+    pub manifest_bytes: u64,
+    pub bundle_bytes: u64,
+}
+
+/// Pack the update from the mirror's state to the closure of `roots` into `out`.
+pub fn pack(
+    mirror: &Mirror,
+    store: &NixStore,
+    roots: &[String],
+    out: &Path,
+    opts: &PackOptions,
+) -> Result<PackReport, PackError> {
+    let roots = store.resolve_roots(roots)?;
+    let closure = store.closure(&roots)?;
+    let on_board: BTreeSet<String> = mirror.db.paths()?.into_iter().collect();
+    let new: Vec<String> = closure.iter().filter(|p| !on_board.contains(*p)).cloned().collect();
+    let infos = store.path_infos(Some(&new))?;
+    let ordered = dependency_order(infos)?;
+
+    let mut report = PackReport {
+        paths_new: ordered.len(),
+        paths_in_closure: closure.len(),
+        ..PackReport::default()
+    };
+    let total: u64 = ordered.iter().map(|i| i.nar_size).sum();
+    report.nar_bytes_new = total;
+
+    let dir = out.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let io_err = |what, path: &Path| {
+        let path = path.to_owned();
+        move |source| PackError::Io { what, path, source }
+    };
+    let mut payload_file = tempfile::tempfile_in(dir).map_err(io_err("creating a temporary file in", dir))?;
+    let mut payload_out = BufWriter::with_capacity(1 << 20, &mut payload_file);
+
+    let index = mirror.db.chunk_reader()?;
+    let mut seen: HashSet<ChunkId> = HashSet::new();
+    let mut payloads = Vec::new();
+    let mut entries = Vec::with_capacity(ordered.len());
+    let mut batch = Batch::default();
+    let mut progress = Progress::new("pack", total, opts.progress);
+    let mut done = 0u64;
+
+    for info in &ordered {
+        let layout = NarLayout::scan(&store.real_path(&info.path))
+            .map_err(|source| PackError::Nar { path: info.path.clone(), source })?;
+        let mut chunks = Vec::new();
+        let mut failure: Option<PackError> = None;
+        let result = chunk_stream::<_, io::Error>(layout.reader(), &PARAMS, |_, bytes, c| {
+            chunks.push(c);
+            done += u64::from(c.len);
+            let known = index.contains(&c.id).map_err(|e| {
+                failure = Some(e.into());
+                io::Error::other("chunk index lookup failed")
+            })?;
+            if known {
+                report.bytes_reused += u64::from(c.len);
+                report.chunks_reused += 1;
+            } else if !seen.insert(c.id) {
+                report.bytes_repeated += u64::from(c.len);
+            } else {
+                report.bytes_new += u64::from(c.len);
+                report.chunks_new += 1;
+                batch.push(c.id, bytes);
+                if batch.bytes >= BATCH_BYTES {
+                    batch.flush(opts, &mut payloads, &mut payload_out).map_err(|e| {
+                        failure = Some(io_err("writing payloads to a temporary file in", dir)(e));
+                        io::Error::other("payload write failed")
+                    })?;
+                }
+            }
+            progress.update(done, || format!("bytes, {} new chunks", report.chunks_new));
+            Ok(())
+        });
+        let size = match (result, failure) {
+            (_, Some(e)) => return Err(e),
+            (Err(source), None) => return Err(PackError::Read { path: info.path.clone(), source }),
+            (Ok(size), None) => size,
+        };
+        if size != info.nar_size {
+            return Err(PackError::Changed { path: info.path.clone(), size, recorded: info.nar_size });
+        }
+        entries.push(PathEntry {
+            store_path: info.path.clone(),
+            nar_hash: info.nar_hash.0,
+            nar_size: info.nar_size,
+            references: info.references.clone(),
+            deriver: info.deriver.clone(),
+            chunks,
+        });
+    }
+    batch.flush(opts, &mut payloads, &mut payload_out).map_err(io_err("writing payloads to a temporary file in", dir))?;
+    payload_out.flush().map_err(io_err("writing payloads to a temporary file in", dir))?;
+    drop(payload_out);
+    progress.finish();
+
+    let mut target: BTreeSet<&str> = on_board.iter().map(String::as_str).collect();
+    target.extend(entries.iter().map(|e| e.store_path.as_str()));
+    let manifest = Manifest {
+        version: MANIFEST_VERSION,
+        chunking: PARAMS,
+        base_digest: state_digest(on_board.iter().map(String::as_str)),
+        target_digest: state_digest(target.iter().copied()),
+        roots: roots.clone(),
+        paths: entries,
+        payloads,
+    };
+    let raw = manifest.to_bytes();
+    let encoded = zstd::bulk::compress(&raw, 19).map_err(io_err("compressing the manifest for", out))?;
+    let header = BundleHeader::for_manifest(&encoded, raw.len() as u32, manifest.payload_bytes());
+    report.bytes_compressed = header.payload_len;
+    report.manifest_bytes = encoded.len() as u64;
+    report.bundle_bytes = header.total_len();
+    report.bundle = hex(&header.id());
+
+    // Write next to the destination, then rename: a crash never leaves half a bundle at `out`.
+    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(io_err("creating a temporary file in", dir))?;
+    {
+        let mut w = BufWriter::with_capacity(1 << 20, tmp.as_file_mut());
+        w.write_all(&header.encode()).map_err(io_err("writing", out))?;
+        w.write_all(&encoded).map_err(io_err("writing", out))?;
+        payload_file.rewind().map_err(io_err("reading back payloads for", out))?;
+        io::copy(&mut (&mut payload_file).take(header.payload_len), &mut w).map_err(io_err("writing", out))?;
+        w.flush().map_err(io_err("writing", out))?;
+    }
+    tmp.as_file().sync_all().map_err(io_err("syncing", out))?;
+    tmp.persist(out).map_err(|e| PackError::Io { what: "renaming into place", path: out.to_owned(), source: e.error })?;
+    mirror.add_pending(&header.id(), &manifest)?;
+    Ok(report)
+}
+
+const BATCH_BYTES: usize = 8 << 20;
+
+/// New chunks waiting to be compressed, in bundle order.
+#[derive(Default)]
+struct Batch {
+    chunks: Vec<(ChunkId, Vec<u8>)>,
+    bytes: usize,
+}
+
+impl Batch {
+    fn push(&mut self, id: ChunkId, bytes: &[u8]) {
+        self.bytes += bytes.len();
+        self.chunks.push((id, bytes.to_vec()));
+    }
+
+    /// Compress the batch on `opts.threads` threads and append the payloads in order.
+    fn flush(&mut self, opts: &PackOptions, payloads: &mut Vec<Payload>, out: &mut impl Write) -> io::Result<()> {
+        let chunks = std::mem::take(&mut self.chunks);
+        self.bytes = 0;
+        let per = chunks.len().div_ceil(opts.threads.max(1)).max(1);
+        let encoded: Vec<Vec<_>> = std::thread::scope(|s| {
+            let handles: Vec<_> = chunks
+                .chunks(per)
+                .map(|part| {
+                    s.spawn(move || {
+                        part.iter().map(|(_, data)| payload::encode(data, opts.zstd_level)).collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap_or_default()).collect()
+        });
+        for ((id, data), (encoding, bytes)) in chunks.iter().zip(encoded.into_iter().flatten()) {
+            out.write_all(&bytes)?;
+            payloads.push(Payload {
+                chunk: *id,
+                raw_len: data.len() as u32,
+                encoded_len: bytes.len() as u32,
+                encoding,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Order paths so that every path comes after the paths it references (ties by name).
+fn dependency_order(infos: Vec<PathInfo>) -> Result<Vec<PathInfo>, PackError> {
+    let names: BTreeSet<String> = infos.iter().map(|i| i.path.clone()).collect();
+    let mut waiting: BTreeMap<String, (PathInfo, usize)> = BTreeMap::new();
+    let mut dependents: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for i in infos {
+        let deps: Vec<&String> = i.references.iter().filter(|r| **r != i.path && names.contains(*r)).collect();
+        for d in &deps {
+            dependents.entry((*d).clone()).or_default().push(i.path.clone());
+        }
+        let n = deps.len();
+        waiting.insert(i.path.clone(), (i, n));
+    }
+    let mut ready: BTreeSet<String> = waiting.iter().filter(|(_, (_, n))| *n == 0).map(|(p, _)| p.clone()).collect();
+    let mut out = Vec::with_capacity(waiting.len());
+    while let Some(p) = ready.pop_first() {
+        let Some((info, _)) = waiting.remove(&p) else { continue };
+        for d in dependents.get(&p).into_iter().flatten() {
+            if let Some((_, n)) = waiting.get_mut(d) {
+                *n -= 1;
+                if *n == 0 {
+                    ready.insert(d.clone());
+                }
+            }
+        }
+        out.push(info);
+    }
+    if let Some((p, _)) = waiting.into_iter().next() {
+        return Err(PackError::Cycle(p));
+    }
+    Ok(out)
+}
+
+pub fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+impl PackReport {
+    /// The human-readable report.
+    pub fn render(&self) -> String {
+        let pct = |n: u64| if self.nar_bytes_new == 0 { 0.0 } else { 100.0 * n as f64 / self.nar_bytes_new as f64 };
+        format!(
+            "bundle {}\n\
+             paths:            {} new of {} in the closure\n\
+             NAR bytes new:    {}\n\
+             reused on board:  {} ({:.1}%)\n\
+             repeated:         {} ({:.1}%)\n\
+             sent chunks:      {} in {} chunks\n\
+             after zstd:       {}\n\
+             manifest:         {}\n\
+             bundle:           {} ({:.2}% of the new NAR bytes)",
+            self.bundle,
+            self.paths_new,
+            self.paths_in_closure,
+            progress::bytes(self.nar_bytes_new),
+            progress::bytes(self.bytes_reused),
+            pct(self.bytes_reused),
+            progress::bytes(self.bytes_repeated),
+            pct(self.bytes_repeated),
+            progress::bytes(self.bytes_new),
+            self.chunks_new,
+            progress::bytes(self.bytes_compressed),
+            progress::bytes(self.manifest_bytes),
+            progress::bytes(self.bundle_bytes),
+            pct(self.bundle_bytes),
+        )
+    }
+}

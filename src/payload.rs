@@ -1,0 +1,85 @@
+//! Payload coding: how a new chunk's bytes travel (zstd or raw) and how a device turns
+//! payload bytes back into a verified chunk.
+
+use narlink_protocol::manifest::{ChunkId, Encoding, Payload};
+
+use crate::chunking::chunk_id;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PayloadError {
+    #[error("chunk {chunk}: payload of {len} bytes is larger than any encoding of a {raw_len}-byte chunk")]
+    TooLong { chunk: String, len: u32, raw_len: u32 },
+    #[error("chunk {chunk}: payload does not decompress ({reason})")]
+    Zstd { chunk: String, reason: String },
+    #[error("chunk {chunk}: decoded to {found} bytes, the manifest says {expected}")]
+    Length { chunk: String, found: usize, expected: u32 },
+    #[error("chunk {chunk}: BLAKE3 of its bytes is {found}: the payload was corrupted or forged")]
+    Hash { chunk: String, found: String },
+}
+
+/// Short hex form of a chunk id for messages.
+pub fn short_id(id: &ChunkId) -> String {
+    id[..8].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Encode one chunk at zstd `level`, keeping it raw when compression does not pay.
+pub fn encode(chunk: &[u8], level: i32) -> (Encoding, Vec<u8>) {
+    match zstd::bulk::compress(chunk, level) {
+        Ok(z) if z.len() < chunk.len() => (Encoding::Zstd, z),
+        _ => (Encoding::Raw, chunk.to_vec()),
+    }
+}
+
+/// Largest payload accepted for a chunk of `raw_len` bytes.
+pub fn max_encoded_len(raw_len: u32) -> u32 {
+    zstd::zstd_safe::compress_bound(raw_len as usize).min(u32::MAX as usize) as u32
+}
+
+/// Decode payload bytes into the chunk they carry and check the chunk's BLAKE3.
+pub fn decode(p: &Payload, bytes: &[u8]) -> Result<Vec<u8>, PayloadError> {
+    let chunk = || short_id(&p.chunk);
+    if bytes.len() as u64 > u64::from(max_encoded_len(p.raw_len)) {
+        return Err(PayloadError::TooLong { chunk: chunk(), len: bytes.len() as u32, raw_len: p.raw_len });
+    }
+    let data = match p.encoding {
+        Encoding::Raw => bytes.to_vec(),
+        // The capacity bounds the output: a hostile frame cannot make this allocate more.
+        Encoding::Zstd => zstd::bulk::decompress(bytes, p.raw_len as usize)
+            .map_err(|e| PayloadError::Zstd { chunk: chunk(), reason: e.to_string() })?,
+    };
+    if data.len() != p.raw_len as usize {
+        return Err(PayloadError::Length { chunk: chunk(), found: data.len(), expected: p.raw_len });
+    }
+    verify(&p.chunk, &data)?;
+    Ok(data)
+}
+
+/// Check that `data` is the chunk `id`.
+pub fn verify(id: &ChunkId, data: &[u8]) -> Result<(), PayloadError> {
+    let found = chunk_id(data);
+    if &found != id {
+        return Err(PayloadError::Hash { chunk: short_id(id), found: short_id(&found) });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_corruption() {
+        let data: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+        let (encoding, bytes) = encode(&data, 3);
+        assert_eq!(encoding, Encoding::Zstd);
+        let p = Payload { chunk: chunk_id(&data), raw_len: data.len() as u32, encoded_len: bytes.len() as u32, encoding };
+        assert_eq!(decode(&p, &bytes).unwrap(), data);
+        for i in [0, bytes.len() / 2, bytes.len() - 1] {
+            let mut bad = bytes.clone();
+            bad[i] ^= 0x40;
+            assert!(decode(&p, &bad).is_err(), "flip at {i} accepted");
+        }
+        let random: Vec<u8> = (0..1000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+        assert_eq!(encode(&random, 3).0, Encoding::Raw);
+    }
+}

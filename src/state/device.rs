@@ -1,0 +1,173 @@
+//! The device's state: its path set and chunk index (a function of its Nix store), the
+//! chunks staged from bundles, and each bundle's progress.
+//!
+//! Device-only tables:
+//! - `staged`: chunk id → `[encoding u8][raw_len u32 LE][payload bytes]`, verified on arrival
+//!   and again when read.
+//! - `bundles`: bundle id → [`BundleRecord`] (postcard).
+
+use std::path::Path;
+
+use narlink_protocol::bundle::BundleId;
+use narlink_protocol::manifest::{ChunkId, Encoding, Manifest, Payload};
+use redb::{ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
+
+use super::{Ctx, StateDb, StateError};
+
+const STAGED: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("staged");
+const BUNDLES: TableDefinition<&[u8; 16], &[u8]> = TableDefinition::new("bundles");
+
+const FILE: &str = "device.redb";
+const ROLE: &str = "device";
+
+/// Where a bundle stands on the device.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Phase {
+    /// Some payloads are still missing.
+    Receiving,
+    /// Every payload is staged; ready to import.
+    Complete,
+    /// Its paths are in the store and in the index.
+    Imported,
+    /// Import was refused or failed; see the record's note.
+    Failed,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct BundleRecord {
+    /// The decoded manifest (postcard), as received and checked.
+    pub manifest: Vec<u8>,
+    pub phase: Phase,
+    /// Why the last import failed, for the operator.
+    pub note: String,
+    /// Monotonic arrival order, to import bundles in the order they came.
+    pub seq: u64,
+}
+
+pub struct DeviceState {
+    pub db: StateDb,
+}
+
+impl DeviceState {
+    pub fn create(dir: &Path, store_uri: Option<&str>) -> Result<DeviceState, StateError> {
+        let db = StateDb::create(dir, FILE, ROLE)?;
+        db.set_meta("store", store_uri.unwrap_or("").as_bytes())?;
+        let tx = db.begin_write()?;
+        tx.open_table(STAGED).ctx(&db.file)?;
+        tx.open_table(BUNDLES).ctx(&db.file)?;
+        db.commit(tx)?;
+        Ok(DeviceState { db })
+    }
+
+    pub fn open(dir: &Path) -> Result<DeviceState, StateError> {
+        Ok(DeviceState { db: StateDb::open(dir, FILE, ROLE)? })
+    }
+
+    /// The store URI recorded at init (`None` = the default store).
+    pub fn store_uri(&self) -> Result<Option<String>, StateError> {
+        Ok(self
+            .db
+            .meta("store")?
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .filter(|s| !s.is_empty()))
+    }
+
+    pub fn bundle(&self, id: &BundleId) -> Result<Option<BundleRecord>, StateError> {
+        let tx = self.db.db.begin_read().ctx(&self.db.file)?;
+        let t = tx.open_table(BUNDLES).ctx(&self.db.file)?;
+        let v = t.get(id).ctx(&self.db.file)?;
+        v.map(|v| decode_bundle(v.value())).transpose()
+    }
+
+    /// All bundle records, in arrival order.
+    pub fn bundles(&self) -> Result<Vec<(BundleId, BundleRecord)>, StateError> {
+        let tx = self.db.db.begin_read().ctx(&self.db.file)?;
+        let t = tx.open_table(BUNDLES).ctx(&self.db.file)?;
+        let mut v = Vec::new();
+        for e in t.iter().ctx(&self.db.file)? {
+            let (k, val) = e.ctx(&self.db.file)?;
+            v.push((*k.value(), decode_bundle(val.value())?));
+        }
+        v.sort_by_key(|(_, r)| r.seq);
+        Ok(v)
+    }
+
+    pub fn put_bundle(&self, tx: &redb::WriteTransaction, id: &BundleId, rec: &BundleRecord) -> Result<(), StateError> {
+        let bytes = postcard::to_allocvec(rec).unwrap_or_default();
+        tx.open_table(BUNDLES).ctx(&self.db.file)?.insert(id, bytes.as_slice()).ctx(&self.db.file)?;
+        Ok(())
+    }
+
+    /// The next arrival sequence number.
+    pub fn next_seq(&self) -> Result<u64, StateError> {
+        Ok(self.bundles()?.last().map_or(0, |(_, r)| r.seq + 1))
+    }
+
+    /// Stage a verified chunk's payload, within `tx`.
+    pub fn stage(&self, tx: &redb::WriteTransaction, p: &Payload, bytes: &[u8]) -> Result<(), StateError> {
+        let mut v = Vec::with_capacity(5 + bytes.len());
+        v.push(match p.encoding {
+            Encoding::Raw => 0,
+            Encoding::Zstd => 1,
+        });
+        v.extend_from_slice(&p.raw_len.to_le_bytes());
+        v.extend_from_slice(bytes);
+        tx.open_table(STAGED).ctx(&self.db.file)?.insert(&p.chunk, v.as_slice()).ctx(&self.db.file)?;
+        Ok(())
+    }
+
+    pub fn unstage(&self, tx: &redb::WriteTransaction, id: &ChunkId) -> Result<(), StateError> {
+        tx.open_table(STAGED).ctx(&self.db.file)?.remove(id).ctx(&self.db.file)?;
+        Ok(())
+    }
+
+    /// Which of `ids` are staged.
+    pub fn staged_set(&self, ids: impl Iterator<Item = ChunkId>) -> Result<Vec<bool>, StateError> {
+        let tx = self.db.db.begin_read().ctx(&self.db.file)?;
+        let t = tx.open_table(STAGED).ctx(&self.db.file)?;
+        ids.map(|id| Ok(t.get(&id).ctx(&self.db.file)?.is_some())).collect()
+    }
+
+    /// A snapshot reader of staged payloads.
+    pub fn staged_reader(&self) -> Result<StagedReader, StateError> {
+        let tx = self.db.db.begin_read().ctx(&self.db.file)?;
+        let t = tx.open_table(STAGED).ctx(&self.db.file)?;
+        Ok(StagedReader { t, file: self.db.file.clone() })
+    }
+}
+
+pub struct StagedReader {
+    t: redb::ReadOnlyTable<&'static [u8; 32], &'static [u8]>,
+    file: std::path::PathBuf,
+}
+
+impl StagedReader {
+    /// The staged payload of `id` as (payload description, payload bytes).
+    pub fn get(&self, id: &ChunkId) -> Result<Option<(Payload, Vec<u8>)>, StateError> {
+        let Some(v) = self.t.get(id).ctx(&self.file)? else { return Ok(None) };
+        let v = v.value();
+        let corrupt = || StateError::Corrupt(format!("staged chunk {}", crate::payload::short_id(id)));
+        if v.len() < 5 {
+            return Err(corrupt());
+        }
+        let encoding = match v[0] {
+            0 => Encoding::Raw,
+            1 => Encoding::Zstd,
+            _ => return Err(corrupt()),
+        };
+        let raw_len = u32::from_le_bytes([v[1], v[2], v[3], v[4]]);
+        let bytes = v[5..].to_vec();
+        Ok(Some((Payload { chunk: *id, raw_len, encoded_len: bytes.len() as u32, encoding }, bytes)))
+    }
+}
+
+fn decode_bundle(bytes: &[u8]) -> Result<BundleRecord, StateError> {
+    postcard::from_bytes(bytes).map_err(|_| StateError::Corrupt("bundle record".into()))
+}
+
+impl BundleRecord {
+    pub fn manifest(&self) -> Result<Manifest, StateError> {
+        Manifest::from_bytes(&self.manifest).map_err(|e| StateError::Corrupt(format!("stored manifest: {e}")))
+    }
+}

@@ -1,0 +1,267 @@
+//! Persistent state in redb: the set of store paths a device holds and the chunk index over
+//! their NARs. The device keeps one (its truth); the ground keeps a mirror (its belief).
+//!
+//! Tables shared by both roles:
+//! - `paths`: store path → [`PathRecord`] (postcard): narHash, narSize, references, deriver,
+//!   chunk list of the NAR.
+//! - `chunk_locs` (multimap): chunk id → (store path, NAR offset, length). The first location
+//!   in key order is the one used, so the index is a function of the set of paths.
+//! - `meta`: role, chunking parameters, store URI.
+
+pub mod device;
+pub mod mirror;
+
+use std::path::{Path, PathBuf};
+
+use narlink_protocol::digest::state_digest;
+use narlink_protocol::manifest::{ChunkId, ChunkParams, ChunkRef};
+use redb::{
+    Database, MultimapTableDefinition, ReadableTable, ReadableTableMetadata,
+    TableDefinition,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::chunking::PARAMS;
+
+pub(crate) const PATHS: TableDefinition<&str, &[u8]> = TableDefinition::new("paths");
+pub(crate) const CHUNK_LOCS: MultimapTableDefinition<&[u8; 32], (&str, u64, u32)> =
+    MultimapTableDefinition::new("chunk_locs");
+pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("state database {path}: {source}")]
+    Db { path: PathBuf, source: redb::Error },
+    #[error("{path} holds a narlink {found} state, not a {expected} state")]
+    Role { path: PathBuf, found: String, expected: &'static str },
+    #[error("{0} holds no narlink state: run `narlink {1} init` first")]
+    Missing(PathBuf, &'static str),
+    #[error("{path} was indexed with chunking {found:?}, this narlink uses {PARAMS:?}: re-run init")]
+    Chunking { path: PathBuf, found: ChunkParams },
+    #[error("state record for {0} does not decode: the state database is damaged")]
+    Corrupt(String),
+    #[error("I/O error on {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+}
+
+/// What the state knows of one store path.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PathRecord {
+    pub nar_hash: [u8; 32],
+    pub nar_size: u64,
+    pub references: Vec<String>,
+    pub deriver: Option<String>,
+    pub chunks: Vec<ChunkRef>,
+}
+
+impl From<&narlink_protocol::manifest::PathEntry> for PathRecord {
+    fn from(p: &narlink_protocol::manifest::PathEntry) -> Self {
+        PathRecord {
+            nar_hash: p.nar_hash,
+            nar_size: p.nar_size,
+            references: p.references.clone(),
+            deriver: p.deriver.clone(),
+            chunks: p.chunks.clone(),
+        }
+    }
+}
+
+/// Where a chunk's bytes can be read: `len` bytes at `offset` in the NAR of `path`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChunkLocation {
+    pub path: String,
+    pub offset: u64,
+    pub len: u32,
+}
+
+/// A redb database holding the path set and chunk index of one role.
+pub struct StateDb {
+    pub(crate) db: Database,
+    pub(crate) file: PathBuf,
+}
+
+fn db_err(file: &Path) -> impl Fn(redb::Error) -> StateError + '_ {
+    move |source| StateError::Db { path: file.to_owned(), source }
+}
+
+/// Convert any redb error type into [`StateError`] with the database's path.
+pub(crate) trait Ctx<T> {
+    fn ctx(self, file: &Path) -> Result<T, StateError>;
+}
+impl<T, E: Into<redb::Error>> Ctx<T> for Result<T, E> {
+    fn ctx(self, file: &Path) -> Result<T, StateError> {
+        self.map_err(|e| db_err(file)(e.into()))
+    }
+}
+
+impl StateDb {
+    /// Create a fresh state in `dir` for `role`, replacing none: fails if one exists.
+    pub(crate) fn create(dir: &Path, file_name: &str, role: &'static str) -> Result<StateDb, StateError> {
+        std::fs::create_dir_all(dir).map_err(|source| StateError::Io { path: dir.into(), source })?;
+        let file = dir.join(file_name);
+        let db = Database::create(&file).ctx(&file)?;
+        let s = StateDb { db, file };
+        let tx = s.db.begin_write().ctx(&s.file)?;
+        {
+            let mut meta = tx.open_table(META).ctx(&s.file)?;
+            meta.insert("role", role.as_bytes()).ctx(&s.file)?;
+            let params = postcard::to_allocvec(&PARAMS).unwrap_or_default();
+            meta.insert("chunking", params.as_slice()).ctx(&s.file)?;
+            tx.open_table(PATHS).ctx(&s.file)?;
+            tx.open_multimap_table(CHUNK_LOCS).ctx(&s.file)?;
+        }
+        tx.commit().ctx(&s.file)?;
+        Ok(s)
+    }
+
+    /// Open an existing state and check its role and chunking parameters.
+    pub(crate) fn open(dir: &Path, file_name: &str, role: &'static str) -> Result<StateDb, StateError> {
+        let file = dir.join(file_name);
+        if !file.exists() {
+            return Err(StateError::Missing(dir.into(), role));
+        }
+        let db = Database::open(&file).ctx(&file)?;
+        let s = StateDb { db, file };
+        let found = s.meta("role")?.unwrap_or_default();
+        if found != role.as_bytes() {
+            return Err(StateError::Role {
+                path: dir.into(),
+                found: String::from_utf8_lossy(&found).into_owned(),
+                expected: role,
+            });
+        }
+        let params: ChunkParams = s
+            .meta("chunking")?
+            .and_then(|b| postcard::from_bytes(&b).ok())
+            .ok_or_else(|| StateError::Corrupt("chunking parameters".into()))?;
+        if params != PARAMS {
+            return Err(StateError::Chunking { path: dir.into(), found: params });
+        }
+        Ok(s)
+    }
+
+    pub(crate) fn meta(&self, key: &str) -> Result<Option<Vec<u8>>, StateError> {
+        let tx = self.db.begin_read().ctx(&self.file)?;
+        let t = tx.open_table(META).ctx(&self.file)?;
+        Ok(t.get(key).ctx(&self.file)?.map(|v| v.value().to_vec()))
+    }
+
+    pub(crate) fn set_meta(&self, key: &str, value: &[u8]) -> Result<(), StateError> {
+        let tx = self.db.begin_write().ctx(&self.file)?;
+        tx.open_table(META).ctx(&self.file)?.insert(key, value).ctx(&self.file)?;
+        tx.commit().ctx(&self.file)
+    }
+
+    /// Record `path` and index its chunks, within `tx`.
+    pub(crate) fn add_path(
+        &self,
+        tx: &redb::WriteTransaction,
+        path: &str,
+        rec: &PathRecord,
+    ) -> Result<(), StateError> {
+        let bytes = postcard::to_allocvec(rec).unwrap_or_default();
+        tx.open_table(PATHS).ctx(&self.file)?.insert(path, bytes.as_slice()).ctx(&self.file)?;
+        let mut locs = tx.open_multimap_table(CHUNK_LOCS).ctx(&self.file)?;
+        let mut offset = 0u64;
+        for c in &rec.chunks {
+            locs.insert(&c.id, (path, offset, c.len)).ctx(&self.file)?;
+            offset += u64::from(c.len);
+        }
+        Ok(())
+    }
+
+    /// Forget `path` and its chunk locations, within `tx`.
+    pub(crate) fn remove_path(&self, tx: &redb::WriteTransaction, path: &str) -> Result<bool, StateError> {
+        let Some(rec) = self.record_in(tx, path)? else { return Ok(false) };
+        let mut locs = tx.open_multimap_table(CHUNK_LOCS).ctx(&self.file)?;
+        let mut offset = 0u64;
+        for c in &rec.chunks {
+            locs.remove(&c.id, (path, offset, c.len)).ctx(&self.file)?;
+            offset += u64::from(c.len);
+        }
+        tx.open_table(PATHS).ctx(&self.file)?.remove(path).ctx(&self.file)?;
+        Ok(true)
+    }
+
+    fn record_in(&self, tx: &redb::WriteTransaction, path: &str) -> Result<Option<PathRecord>, StateError> {
+        let t = tx.open_table(PATHS).ctx(&self.file)?;
+        let v = t.get(path).ctx(&self.file)?;
+        v.map(|v| decode_record(path, v.value())).transpose()
+    }
+
+    /// Every path the state holds, in byte order.
+    pub fn paths(&self) -> Result<Vec<String>, StateError> {
+        let tx = self.db.begin_read().ctx(&self.file)?;
+        let t = tx.open_table(PATHS).ctx(&self.file)?;
+        let mut v = Vec::with_capacity(t.len().ctx(&self.file)? as usize);
+        for e in t.iter().ctx(&self.file)? {
+            v.push(e.ctx(&self.file)?.0.value().to_owned());
+        }
+        Ok(v)
+    }
+
+    pub fn has_path(&self, path: &str) -> Result<bool, StateError> {
+        Ok(self.record(path)?.is_some())
+    }
+
+    pub fn record(&self, path: &str) -> Result<Option<PathRecord>, StateError> {
+        let tx = self.db.begin_read().ctx(&self.file)?;
+        let t = tx.open_table(PATHS).ctx(&self.file)?;
+        let v = t.get(path).ctx(&self.file)?;
+        v.map(|v| decode_record(path, v.value())).transpose()
+    }
+
+    /// The state digest of the path set.
+    pub fn digest(&self) -> Result<[u8; 32], StateError> {
+        let paths = self.paths()?;
+        Ok(state_digest(paths.iter().map(String::as_str)))
+    }
+
+    /// A reader for many chunk lookups in one consistent snapshot.
+    pub fn chunk_reader(&self) -> Result<ChunkLookup, StateError> {
+        let tx = self.db.begin_read().ctx(&self.file)?;
+        let locs = tx.open_multimap_table(CHUNK_LOCS).ctx(&self.file)?;
+        Ok(ChunkLookup { locs, file: self.file.clone() })
+    }
+
+    pub fn begin_write(&self) -> Result<redb::WriteTransaction, StateError> {
+        self.db.begin_write().ctx(&self.file)
+    }
+
+    pub fn commit(&self, tx: redb::WriteTransaction) -> Result<(), StateError> {
+        tx.commit().ctx(&self.file)
+    }
+
+    pub fn file(&self) -> &Path {
+        &self.file
+    }
+}
+
+fn decode_record(path: &str, bytes: &[u8]) -> Result<PathRecord, StateError> {
+    postcard::from_bytes(bytes).map_err(|_| StateError::Corrupt(path.to_owned()))
+}
+
+/// Chunk lookups over one read snapshot of the index.
+pub struct ChunkLookup {
+    locs: redb::ReadOnlyMultimapTable<&'static [u8; 32], (&'static str, u64, u32)>,
+    file: PathBuf,
+}
+
+impl ChunkLookup {
+    /// Where `id` can be read, if any path holds it.
+    pub fn locate(&self, id: &ChunkId) -> Result<Option<ChunkLocation>, StateError> {
+        let mut it = self.locs.get(id).ctx(&self.file)?;
+        match it.next() {
+            None => Ok(None),
+            Some(v) => {
+                let v = v.ctx(&self.file)?;
+                let (path, offset, len) = v.value();
+                Ok(Some(ChunkLocation { path: path.to_owned(), offset, len }))
+            }
+        }
+    }
+
+    pub fn contains(&self, id: &ChunkId) -> Result<bool, StateError> {
+        Ok(self.locs.get(id).ctx(&self.file)?.next().is_some())
+    }
+}

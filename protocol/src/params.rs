@@ -16,6 +16,19 @@ use crate::layout::{GroupLayout, LayoutError};
 /// Largest bundle length the format accepts (2^48 bytes); keeps shard arithmetic in `u64`.
 pub const MAX_BUNDLE_LEN: u64 = 1 << 48;
 
+/// Default codec: GF(2^16), the only one fast enough for large groups (see SPEC.md,
+/// "FEC groups").
+pub const DEFAULT_CODEC: CodecId = CodecId::RsSimd16;
+/// Default shard (frame payload) size: 1 KiB, 1068 bytes a frame on air.
+pub const DEFAULT_SHARD_SIZE: u16 = 1024;
+/// Default target group size: 1000 shards (1 MiB groups).
+pub const DEFAULT_GROUP_K: u16 = 1000;
+/// Default parity capacity: as many parity shards as data shards (rate 1/2 code), so
+/// resends carry new parity until half of everything sent was lost.
+pub const DEFAULT_PARITY: u16 = 1000;
+/// Default first-pass redundancy: 15% parity per group.
+pub const DEFAULT_REDUNDANCY_PERCENT: u16 = 15;
+
 /// Which erasure code protects the groups of a bundle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(u8)]
@@ -136,6 +149,17 @@ impl Default for Limits {
 }
 
 impl LinkParams {
+    /// The default code (see the `DEFAULT_*` constants) for a bundle of `bundle_len` bytes.
+    pub fn with_defaults(bundle_len: u64) -> LinkParams {
+        LinkParams {
+            codec: DEFAULT_CODEC,
+            shard_size: DEFAULT_SHARD_SIZE,
+            group_k: DEFAULT_GROUP_K,
+            parity: DEFAULT_PARITY,
+            bundle_len,
+        }
+    }
+
     /// Checks the codec can build this code and derives the layout.
     pub fn validate(&self) -> Result<GroupLayout, ParamsError> {
         if !self
@@ -235,5 +259,8 @@ mod tests {
             Err(ParamsError::OverCap { .. })
         ));
         assert_eq!(CodecId::from_u8(3), None);
+        assert!(LinkParams::with_defaults(4 << 30)
+            .validate_within(&l)
+            .is_ok());
     }
 }

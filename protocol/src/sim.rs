@@ -233,6 +233,22 @@ impl LinkModel {
         }
     }
 
+    /// Lets `frame_times` frame slots pass with nothing sent, so a burst can end (or start)
+    /// between passes — between two passes lies at least a round trip.
+    pub fn advance(&mut self, frame_times: u64) {
+        if let Loss::GilbertElliott {
+            to_bad, to_good, ..
+        } = self.loss
+        {
+            for _ in 0..frame_times {
+                let flip = if self.bad { to_good } else { to_bad };
+                if self.rng.chance(flip) {
+                    self.bad = !self.bad;
+                }
+            }
+        }
+    }
+
     /// The frames that arrive, in arrival order, for `frames` put on air in order.
     pub fn transmit(&mut self, frames: impl IntoIterator<Item = Vec<u8>>) -> Vec<Vec<u8>> {
         let mut out = Vec::new();

@@ -534,6 +534,77 @@ mod tests {
         }
     }
 
+    fn any_frame() -> impl proptest::strategy::Strategy<Value = (FrameHeader, Vec<u8>)> {
+        use proptest::prelude::*;
+        (
+            any::<[u8; 16]>(),
+            prop::sample::select(vec![CodecId::RsSimd16, CodecId::RsErasure8]),
+            1u16..=64,
+            1u16..=128,
+            1u16..=128,
+            1u64..100_000,
+            any::<u32>(),
+            any::<u16>(),
+        )
+            .prop_filter_map("valid", |(id, codec, half_s, k, p, len, g, sh)| {
+                let params = LinkParams {
+                    codec,
+                    shard_size: half_s * 2,
+                    group_k: k,
+                    parity: p,
+                    bundle_len: len,
+                };
+                let layout = params.validate().ok()?;
+                let group = g % layout.group_count();
+                let total = u32::from(layout.group_k(group)?) + u32::from(p);
+                let header = FrameHeader {
+                    bundle_id: id,
+                    params,
+                    group,
+                    shard: (u32::from(sh) % total) as u16,
+                };
+                let payload = (0..half_s * 2).map(|i| (i as u8) ^ id[0]).collect();
+                Some((header, payload))
+            })
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_valid_frame_round_trips((header, payload) in any_frame()) {
+            let f = Frame::new(header, payload).unwrap();
+            let mut out = Vec::new();
+            f.encode(&mut out);
+            proptest::prop_assert_eq!(out.len(), f.as_ref().encoded_len());
+            let back = Frame::decode(&out).unwrap();
+            proptest::prop_assert_eq!(back, f.as_ref());
+            for n in [0, 1, 3, HEADER_LEN - 1, HEADER_LEN, out.len() - 1] {
+                proptest::prop_assert!(Frame::decode(&out[..n]).is_err());
+            }
+        }
+
+        #[test]
+        fn decode_is_total(mut bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200), fix_crc: bool) {
+            // With and without a matching checksum, so the field checks are reached too.
+            if bytes.len() >= 4 {
+                bytes[..3].copy_from_slice(&[b'n', b'L', VERSION]);
+                if bytes.len() >= OVERHEAD {
+                    let s = (bytes.len() - OVERHEAD) as u16;
+                    bytes[4..6].copy_from_slice(&s.to_le_bytes());
+                }
+                if fix_crc {
+                    let n = bytes.len();
+                    let crc = crc32c(&bytes[..n - 4]);
+                    bytes[n - 4..].copy_from_slice(&crc.to_le_bytes());
+                }
+            }
+            if let Ok(f) = Frame::decode(&bytes) {
+                let mut out = Vec::new();
+                f.encode(&mut out);
+                proptest::prop_assert_eq!(out, bytes);
+            }
+        }
+    }
+
     #[test]
     fn crc32c_check_value() {
         assert_eq!(crc32c(b"123456789"), 0xe306_9283);

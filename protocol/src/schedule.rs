@@ -86,6 +86,34 @@ impl Sender {
         })
     }
 
+    /// A sender that continues where an earlier one stopped: `sent` is what
+    /// [`sent_counts`](Self::sent_counts) returned then (one count per group).
+    pub fn with_sent(
+        bundle_id: [u8; 16],
+        params: LinkParams,
+        redundancy_percent: u16,
+        sent: Vec<u64>,
+    ) -> Result<Self, ParamsError> {
+        let mut s = Self::new(bundle_id, params, redundancy_percent)?;
+        if sent.len() == s.sent.len() {
+            s.sent = sent;
+        }
+        Ok(s)
+    }
+
+    /// Shards sent so far, per group: the state to persist between passes.
+    pub fn sent_counts(&self) -> &[u64] {
+        &self.sent
+    }
+
+    /// Take back the last `count` shards planned for `group` that were never put on air (a
+    /// pass cut short by its byte budget), so the next plan sends them first.
+    pub fn unsend(&mut self, group: u32, count: u64) {
+        if let Some(c) = self.sent.get_mut(group as usize) {
+            *c = c.saturating_sub(count);
+        }
+    }
+
     /// Extra shards per resend, as a percentage of what a group asked for (rounded up;
     /// default 0: exactly what was asked). A margin trades bytes for fewer round trips.
     pub fn set_resend_margin(&mut self, percent: u16) {

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
-use narlink::device::{import, init, receive, status};
+use narlink::device::{import, init, intake, status};
 use narlink::nixstore::NixStore;
 use narlink::progress::bytes;
 use narlink::state::device::DeviceState;
@@ -40,8 +40,12 @@ pub struct InitArgs {
 pub struct ReceiveArgs {
     #[arg(long)]
     state: PathBuf,
-    /// Bundle file, or - for standard input.
-    file: PathBuf,
+    /// Bundle files, frame files, directories of frame files, or - for standard input.
+    #[arg(required = true)]
+    files: Vec<PathBuf>,
+    /// Import as soon as a bundle is complete.
+    #[arg(long)]
+    import: bool,
     #[arg(long)]
     json: bool,
 }
@@ -83,26 +87,18 @@ pub fn run(c: Command, progress: bool) -> anyhow::Result<ExitCode> {
         }
         Command::Receive(a) => {
             let state = DeviceState::open(&a.state)?;
-            let r = if a.file.as_os_str() == "-" {
-                receive::receive(&state, std::io::stdin().lock())
-            } else {
-                let f = std::fs::File::open(&a.file).with_context(|| format!("opening {}", a.file.display()))?;
-                receive::receive(&state, std::io::BufReader::with_capacity(1 << 20, f))
-            }
-            .with_context(|| format!("device receive of {}", a.file.display()))?;
-            output(a.json, &r, || {
-                let mut s = format!(
-                    "bundle {}: {} paths, {} payloads: {} staged now, {} already staged, {} rejected{}",
-                    r.bundle, r.paths, r.payloads, r.staged, r.already_staged, r.rejected.len(),
-                    if r.complete { "; complete, ready to import" } else { "; incomplete" }
-                );
-                for e in &r.rejected {
-                    s.push_str(&format!("\nrejected: {e}"));
+            let r = intake::receive_paths(&state, &a.files).context("device receive")?;
+            output(a.json, &r, || r.render())?;
+            let ready = state.bundles()?.iter().any(|(_, b)| b.phase == narlink::state::device::Phase::Complete);
+            if a.import && ready {
+                let store = NixStore::new(state.store_uri()?.as_deref());
+                let imp = import::import_all(&state, &store, progress).context("device import")?;
+                if !a.json {
+                    println!("{}", render_import(&imp));
                 }
-                s
-            })?;
-            if !r.complete {
-                anyhow::bail!("bundle {} is incomplete: {} payloads failed verification and were dropped", r.bundle, r.rejected.len());
+            }
+            if !r.rejected().is_empty() {
+                anyhow::bail!("{} payloads failed verification and were dropped; the bundle is incomplete", r.rejected().len());
             }
         }
         Command::Import(a) => {
@@ -113,16 +109,7 @@ pub fn run(c: Command, progress: bool) -> anyhow::Result<ExitCode> {
             };
             let store = NixStore::new(uri.as_deref());
             let r = import::import_all(&state, &store, progress).context("device import")?;
-            output(a.json, &r, || {
-                if r.bundles.is_empty() {
-                    return "nothing to import".into();
-                }
-                r.bundles
-                    .iter()
-                    .map(|b| format!("bundle {}: imported {} paths ({} of NAR), {} were already valid; roots: {}", b.bundle, b.paths_imported, bytes(b.nar_bytes), b.paths_already_valid, b.roots.join(" ")))
-                    .collect::<Vec<_>>()
-                    .join("\n")
-            })?;
+            output(a.json, &r, || render_import(&r))?;
         }
         Command::Status(a) => {
             let state = DeviceState::open(&a.state)?;
@@ -132,4 +119,24 @@ pub fn run(c: Command, progress: bool) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn render_import(r: &import::ImportReport) -> String {
+    if r.bundles.is_empty() {
+        return "nothing to import".into();
+    }
+    r.bundles
+        .iter()
+        .map(|b| {
+            format!(
+                "bundle {}: imported {} paths ({} of NAR), {} were already valid; roots: {}",
+                b.bundle,
+                b.paths_imported,
+                bytes(b.nar_bytes),
+                b.paths_already_valid,
+                b.roots.join(" ")
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
-use narlink::ground::{ack, init, pack};
+use narlink::ground::{ack, init, link, pack};
 use narlink::nixstore::NixStore;
 use narlink::progress::bytes;
 use narlink::state::mirror::Mirror;
@@ -20,6 +20,8 @@ pub enum Command {
     Pack(PackArgs),
     /// Fold a device status report into the mirror.
     Ack(AckArgs),
+    /// Emit exactly the frames a status report says each unfinished group still needs.
+    Resend(ResendArgs),
 }
 
 #[derive(Args)]
@@ -49,6 +51,12 @@ pub struct PackArgs {
     /// zstd level for new chunks (1-22).
     #[arg(long, default_value_t = 19, value_parser = clap::value_parser!(i32).range(1..=22))]
     level: i32,
+    /// Also cut the bundle into frames for the uplink: a file, a directory (one file per
+    /// frame), or - for standard output.
+    #[arg(long)]
+    frames: Option<PathBuf>,
+    #[command(flatten)]
+    link: LinkArgs,
     #[arg(long)]
     json: bool,
     /// The target closure roots.
@@ -64,6 +72,60 @@ pub struct AckArgs {
     report: PathBuf,
     #[arg(long)]
     json: bool,
+}
+
+/// How bundles are cut into frames; defaults justified in protocol/SPEC.md.
+#[derive(Args, Clone, Copy)]
+pub struct LinkArgs {
+    /// Frame payload size in bytes (each frame adds 44 bytes of header and checksum).
+    #[arg(long, default_value_t = narlink_protocol::params::DEFAULT_SHARD_SIZE, value_parser = clap::value_parser!(u16).range(16..))]
+    frame_size: u16,
+    /// First-pass parity, in percent of each group's data frames.
+    #[arg(long, default_value_t = narlink_protocol::params::DEFAULT_REDUNDANCY_PERCENT)]
+    redundancy: u16,
+    /// Data frames per FEC group.
+    #[arg(long, default_value_t = narlink_protocol::params::DEFAULT_GROUP_K, value_parser = clap::value_parser!(u16).range(1..))]
+    group_k: u16,
+    /// Parity frames that exist per group (fresh parity for resends).
+    #[arg(long, default_value_t = narlink_protocol::params::DEFAULT_PARITY)]
+    parity: u16,
+}
+
+impl LinkArgs {
+    fn options(&self) -> link::LinkOptions {
+        link::LinkOptions {
+            frame_size: self.frame_size,
+            group_k: self.group_k,
+            parity: self.parity,
+            redundancy_percent: self.redundancy,
+            ..link::LinkOptions::default()
+        }
+    }
+}
+
+#[derive(Args)]
+pub struct ResendArgs {
+    #[arg(long)]
+    mirror: PathBuf,
+    /// The device's status report.
+    #[arg(long)]
+    status: PathBuf,
+    /// Where the frames go: a file, a directory, or - for standard output.
+    #[arg(long)]
+    frames: PathBuf,
+    /// Send at most this many bytes of frames (the pass budget); the rest waits.
+    #[arg(long)]
+    budget: Option<u64>,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(serde::Serialize)]
+struct PackOutput<'a> {
+    #[serde(flatten)]
+    pack: &'a pack::PackReport,
+    frames: u64,
+    frame_bytes: u64,
 }
 
 pub fn run(c: Command, progress: bool) -> anyhow::Result<ExitCode> {
@@ -82,7 +144,25 @@ pub fn run(c: Command, progress: bool) -> anyhow::Result<ExitCode> {
             let opts = pack::PackOptions { zstd_level: a.level, progress, ..Default::default() };
             let r = pack::pack(&mirror, &store, &a.roots, &a.out, &opts)
                 .with_context(|| format!("ground pack into {}", a.out.display()))?;
-            output(a.json, &r, || r.render())?;
+            let options = a.link.options();
+            let out_abs = std::path::absolute(&a.out)?;
+            let mut source = link::FrameSource::open(&out_abs, options, None)?;
+            let mut emitted = link::EmitReport::default();
+            if let Some(dest) = &a.frames {
+                let mut sink = link::FrameSink::open(dest).with_context(|| format!("opening {}", dest.display()))?;
+                let pass = source.sender.first_pass();
+                emitted = source.emit(pass, None, &mut |f| sink.write(f))?;
+                sink.finish().with_context(|| format!("writing {}", dest.display()))?;
+            }
+            mirror.put_send(&source.id(), &source.record(options))?;
+            let o = PackOutput { pack: &r, frames: emitted.frames, frame_bytes: emitted.bytes };
+            output(a.json, &o, || {
+                let mut s = r.render();
+                if a.frames.is_some() {
+                    s.push_str(&format!("\nframes:           {} ({}, {} parity)", emitted.frames, bytes(emitted.bytes), emitted.parity_frames));
+                }
+                s
+            })?;
         }
         Command::Ack(a) => {
             let mirror = Mirror::open(&a.mirror)?;
@@ -92,6 +172,28 @@ pub fn run(c: Command, progress: bool) -> anyhow::Result<ExitCode> {
             if !r.in_step {
                 return Ok(ExitCode::from(3));
             }
+        }
+        Command::Resend(a) => {
+            let mirror = Mirror::open(&a.mirror)?;
+            let raw = std::fs::read(&a.status).with_context(|| format!("reading {}", a.status.display()))?;
+            let report = narlink_protocol::status::StatusReport::decode(&raw)
+                .with_context(|| format!("status report {}", a.status.display()))?;
+            let id = report.bundle_id;
+            let rec = mirror.send_record(&id)?.with_context(|| {
+                format!("the mirror has no bundle {} to resend: it was not packed here", pack::hex(&id))
+            })?;
+            let mut source = link::FrameSource::open(&rec.bundle_path, rec.options, Some(rec.sent))?;
+            let pass = source.sender.resend(&report)?;
+            let mut sink = link::FrameSink::open(&a.frames).with_context(|| format!("opening {}", a.frames.display()))?;
+            let emitted = source.emit(pass, a.budget, &mut |f| sink.write(f))?;
+            sink.finish().with_context(|| format!("writing {}", a.frames.display()))?;
+            mirror.put_send(&id, &source.record(rec.options))?;
+            output(a.json, &emitted, || {
+                format!(
+                    "bundle {}: {} frames ({}), {} new parity; {} shards wait for the next pass",
+                    pack::hex(&id), emitted.frames, bytes(emitted.bytes), emitted.parity_frames, emitted.deferred
+                )
+            })?;
         }
     }
     Ok(ExitCode::SUCCESS)

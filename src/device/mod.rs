@@ -2,6 +2,8 @@
 
 pub mod import;
 pub mod init;
+pub mod intake;
+pub mod link;
 pub mod reassemble;
 pub mod receive;
 pub mod status;

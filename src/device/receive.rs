@@ -6,7 +6,8 @@
 use std::io::{self, Read};
 
 use narlink_protocol::bundle::{BundleError, BundleHeader, HEADER_LEN};
-use narlink_protocol::manifest::{Manifest, ManifestError};
+use narlink_protocol::bundle::BundleId;
+use narlink_protocol::manifest::{Manifest, ManifestError, Payload};
 use serde::Serialize;
 
 use crate::chunking::PARAMS;
@@ -78,26 +79,16 @@ pub fn receive(state: &DeviceState, mut r: impl Read) -> Result<ReceiveReport, R
         payloads: manifest.payloads.len(),
         ..ReceiveReport::default()
     };
-    let existing = state.bundle(&id)?;
-    if existing.as_ref().is_some_and(|b| b.phase == Phase::Imported) {
+    let Some(_) = begin_bundle(state, &id, &manifest)? else {
         report.complete = true;
         return Ok(report);
-    }
-    let seq = match &existing {
-        Some(b) => b.seq,
-        None => state.next_seq()?,
     };
-    let record = |phase| BundleRecord { manifest: manifest.to_bytes(), phase, note: String::new(), seq };
-    let tx = state.db.begin_write()?;
-    state.put_bundle(&tx, &id, &record(Phase::Receiving))?;
-    state.db.commit(tx)?;
 
     let staged = state.staged_set(manifest.payloads.iter().map(|p| p.chunk))?;
     let mut tx = state.db.begin_write()?;
     let mut pending = 0usize;
     let mut buf = Vec::new();
     for (p, was_staged) in manifest.payloads.iter().zip(staged) {
-        buf.resize(p.encoded_len as usize, 0);
         if p.encoded_len > payload::max_encoded_len(p.raw_len) {
             // Cannot be a valid payload; and its length came from the (checksummed) manifest.
             report.rejected.push(PayloadError::TooLong {
@@ -108,28 +99,73 @@ pub fn receive(state: &DeviceState, mut r: impl Read) -> Result<ReceiveReport, R
             io::copy(&mut (&mut r).take(u64::from(p.encoded_len)), &mut io::sink()).map_err(ReceiveError::Truncated)?;
             continue;
         }
+        buf.resize(p.encoded_len as usize, 0);
         r.read_exact(&mut buf).map_err(ReceiveError::Truncated)?;
         if was_staged {
             report.already_staged += 1;
             continue;
         }
-        match payload::decode(p, &buf) {
-            Ok(_) => {
-                state.stage(&tx, p, &buf)?;
-                report.staged += 1;
-                pending += buf.len();
-                if pending > 32 << 20 {
-                    state.db.commit(tx)?;
-                    tx = state.db.begin_write()?;
-                    pending = 0;
-                }
+        if stage_payload(state, &tx, p, &buf, &mut report)? {
+            pending += buf.len();
+            if pending > 8 << 20 {
+                state.db.commit(tx)?;
+                tx = state.db.begin_write()?;
+                pending = 0;
             }
-            Err(e) => report.rejected.push(e.to_string()),
         }
     }
     report.complete = report.rejected.is_empty();
-    let phase = if report.complete { Phase::Complete } else { Phase::Receiving };
-    state.put_bundle(&tx, &id, &record(phase))?;
+    finish_bundle(state, &tx, &id, report.complete)?;
     state.db.commit(tx)?;
     Ok(report)
+}
+
+/// Record a bundle whose manifest arrived (phase `Receiving`), keeping its arrival order if
+/// it was seen before. `None` if it is already imported.
+pub fn begin_bundle(state: &DeviceState, id: &BundleId, manifest: &Manifest) -> Result<Option<u64>, StateError> {
+    let existing = state.bundle(id)?;
+    if existing.as_ref().is_some_and(|b| b.phase == Phase::Imported) {
+        return Ok(None);
+    }
+    if let Some(b) = existing {
+        return Ok(Some(b.seq));
+    }
+    let seq = state.next_seq()?;
+    let tx = state.db.begin_write()?;
+    state.put_bundle(&tx, id, &BundleRecord { manifest: manifest.to_bytes(), phase: Phase::Receiving, note: String::new(), seq })?;
+    state.db.commit(tx)?;
+    Ok(Some(seq))
+}
+
+/// Verify one payload and stage it within `tx`. A payload that fails verification is
+/// recorded in `report.rejected` and not staged. Returns whether it was staged.
+pub fn stage_payload(
+    state: &DeviceState,
+    tx: &redb::WriteTransaction,
+    p: &Payload,
+    bytes: &[u8],
+    report: &mut ReceiveReport,
+) -> Result<bool, StateError> {
+    match payload::decode(p, bytes) {
+        Ok(_) => {
+            state.stage(tx, p, bytes)?;
+            report.staged += 1;
+            Ok(true)
+        }
+        Err(e) => {
+            report.rejected.push(e.to_string());
+            Ok(false)
+        }
+    }
+}
+
+/// Mark a bundle complete (every payload staged) or still receiving.
+pub fn finish_bundle(state: &DeviceState, tx: &redb::WriteTransaction, id: &BundleId, complete: bool) -> Result<(), StateError> {
+    if let Some(mut rec) = state.bundle(id)? {
+        if rec.phase == Phase::Receiving || rec.phase == Phase::Complete {
+            rec.phase = if complete { Phase::Complete } else { Phase::Receiving };
+            state.put_bundle(tx, id, &rec)?;
+        }
+    }
+    Ok(())
 }

@@ -7,7 +7,6 @@ use serde::Serialize;
 
 use crate::ground::pack::hex;
 use crate::state::device::{DeviceState, Phase};
-use crate::state::StateError;
 
 /// A status report as people and scripts read it.
 #[derive(Clone, Debug, Serialize)]
@@ -65,20 +64,22 @@ pub fn phase_name(p: WirePhase) -> String {
 }
 
 /// The report for the device's current state, and its encoding.
-pub fn report(state: &DeviceState) -> Result<(StatusView, Vec<u8>), StateError> {
+pub fn report(state: &DeviceState) -> Result<(StatusView, Vec<u8>), super::link::LinkError> {
     let digest = short(&state.db.digest()?);
-    let latest = state.bundles()?.pop();
-    let r = match latest {
-        None => StatusReport::empty([0; 16], digest, WirePhase::Idle),
-        Some((id, rec)) => {
-            let phase = match rec.phase {
-                Phase::Receiving => WirePhase::Receiving,
-                Phase::Complete => WirePhase::Decoded,
-                Phase::Imported => WirePhase::Imported,
-                Phase::Failed => WirePhase::ImportFailed,
-            };
-            StatusReport::empty(id, digest, phase)
-        }
+    let r = match super::link::status_report(state)? {
+        Some(receiving) => receiving,
+        None => match state.bundles()?.pop() {
+            None => StatusReport::empty([0; 16], digest, WirePhase::Idle),
+            Some((id, rec)) => {
+                let phase = match rec.phase {
+                    Phase::Receiving => WirePhase::Receiving,
+                    Phase::Complete => WirePhase::Decoded,
+                    Phase::Imported => WirePhase::Imported,
+                    Phase::Failed => WirePhase::ImportFailed,
+                };
+                StatusReport::empty(id, digest, phase)
+            }
+        },
     };
     let mut bytes = Vec::new();
     r.encode(&mut bytes);

@@ -2,4 +2,5 @@
 
 pub mod ack;
 pub mod init;
+pub mod link;
 pub mod pack;

@@ -4,6 +4,8 @@
 //! Mirror-only table:
 //! - `pending`: bundle id → manifest (postcard) of a packed bundle, applied when the device
 //!   reports it imported.
+//! - `sends`: bundle id → [`SendRecord`] (postcard): the bundle file, link options and
+//!   shards sent per group, so a resend continues with parity never sent.
 
 use std::path::Path;
 
@@ -12,8 +14,10 @@ use narlink_protocol::manifest::Manifest;
 use redb::TableDefinition;
 
 use super::{Ctx, PathRecord, StateDb, StateError};
+use crate::ground::link::SendRecord;
 
 const PENDING: TableDefinition<&[u8; 16], &[u8]> = TableDefinition::new("pending");
+const SENDS: TableDefinition<&[u8; 16], &[u8]> = TableDefinition::new("sends");
 
 const FILE: &str = "mirror.redb";
 const ROLE: &str = "mirror";
@@ -27,6 +31,7 @@ impl Mirror {
         let db = StateDb::create(dir, FILE, ROLE)?;
         let tx = db.begin_write()?;
         tx.open_table(PENDING).ctx(&db.file)?;
+        tx.open_table(SENDS).ctx(&db.file)?;
         db.commit(tx)?;
         Ok(Mirror { db })
     }
@@ -66,5 +71,22 @@ impl Mirror {
         }
         tx.open_table(PENDING).ctx(&self.db.file)?.remove(id).ctx(&self.db.file)?;
         self.db.commit(tx)
+    }
+}
+
+impl Mirror {
+    pub fn put_send(&self, id: &BundleId, rec: &SendRecord) -> Result<(), StateError> {
+        let tx = self.db.begin_write()?;
+        let bytes = postcard::to_allocvec(rec).unwrap_or_default();
+        tx.open_table(SENDS).ctx(&self.db.file)?.insert(id, bytes.as_slice()).ctx(&self.db.file)?;
+        self.db.commit(tx)
+    }
+
+    pub fn send_record(&self, id: &BundleId) -> Result<Option<SendRecord>, StateError> {
+        let tx = self.db.db.begin_read().ctx(&self.db.file)?;
+        let t = tx.open_table(SENDS).ctx(&self.db.file)?;
+        let v = t.get(id).ctx(&self.db.file)?;
+        v.map(|v| postcard::from_bytes(v.value()).map_err(|_| StateError::Corrupt("send record".into())))
+            .transpose()
     }
 }

@@ -26,6 +26,10 @@ use crate::chunking::PARAMS;
 pub(crate) const PATHS: TableDefinition<&str, &[u8]> = TableDefinition::new("paths");
 pub(crate) const CHUNK_LOCS: MultimapTableDefinition<&[u8; 32], (&str, u64, u32)> =
     MultimapTableDefinition::new("chunk_locs");
+/// redb's page cache: small, so the device's memory is bounded by configuration, not by
+/// how much it stores.
+const CACHE_BYTES: usize = 16 << 20;
+
 pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 
 #[derive(Debug, thiserror::Error)]
@@ -99,7 +103,7 @@ impl StateDb {
     pub(crate) fn create(dir: &Path, file_name: &str, role: &'static str) -> Result<StateDb, StateError> {
         std::fs::create_dir_all(dir).map_err(|source| StateError::Io { path: dir.into(), source })?;
         let file = dir.join(file_name);
-        let db = Database::create(&file).ctx(&file)?;
+        let db = Database::builder().set_cache_size(CACHE_BYTES).create(&file).ctx(&file)?;
         let s = StateDb { db, file };
         let tx = s.db.begin_write().ctx(&s.file)?;
         {
@@ -120,7 +124,7 @@ impl StateDb {
         if !file.exists() {
             return Err(StateError::Missing(dir.into(), role));
         }
-        let db = Database::open(&file).ctx(&file)?;
+        let db = Database::builder().set_cache_size(CACHE_BYTES).open(&file).ctx(&file)?;
         let s = StateDb { db, file };
         let found = s.meta("role")?.unwrap_or_default();
         if found != role.as_bytes() {

@@ -1,0 +1,608 @@
+//! The device end of the link: frames in, bundle bytes out.
+//!
+//! Frames arrive in any order, duplicated, corrupted, or of other bundles. Each wanted frame
+//! is written to redb and committed (durable) before the group tracker counts it, so a crash
+//! loses at most frames not yet committed. A group with `k` shards is decoded at once; its
+//! bytes replace its shards in one transaction. As soon as a prefix of the bundle is decoded,
+//! the manifest is read and every payload inside that prefix is verified and staged, in the
+//! same transaction that advances the bundle's cursor. Decoded groups below the cursor are
+//! dropped, so storage holds roughly one copy of the undelivered part of the bundle.
+//!
+//! A payload that fails verification although its group decoded (a forged frame that passed
+//! its checksum) costs its groups: their data is dropped and they are asked for again.
+//!
+//! Device tables (beside those of [`crate::state::device`]):
+//! - `link`: bundle id → [`LinkRecord`] (postcard): link parameters and staging cursor.
+//! - `shards`: (bundle id, group, shard) → frame payload.
+//! - `groups`: (bundle id, group) → decoded group bytes, until staged.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::io::{self, Read};
+
+use narlink_protocol::bundle::{BundleHeader, BundleId, HEADER_LEN};
+use narlink_protocol::digest::short;
+use narlink_protocol::fec::{self, ErasureCode};
+use narlink_protocol::frame::{Frame, FrameRef};
+use narlink_protocol::layout::GroupLayout;
+use narlink_protocol::manifest::Manifest;
+use narlink_protocol::params::{CodecId, LinkParams, Limits};
+use narlink_protocol::receiver::{GroupTracker, Outcome};
+use narlink_protocol::status::{Phase as WirePhase, StatusReport};
+use redb::{ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
+
+use super::receive::{begin_bundle, finish_bundle, read_manifest, stage_payload, ReceiveError, ReceiveReport};
+use crate::state::device::DeviceState;
+use crate::state::{Ctx, StateError};
+
+const LINK: TableDefinition<&[u8; 16], &[u8]> = TableDefinition::new("link");
+const SHARDS: TableDefinition<(&[u8; 16], u32, u16), &[u8]> = TableDefinition::new("shards");
+const GROUPS: TableDefinition<(&[u8; 16], u32), &[u8]> = TableDefinition::new("groups");
+
+/// Bundles being received at once; frames of a further unknown bundle are refused.
+pub const MAX_ACTIVE_BUNDLES: usize = 4;
+/// Frames are committed in batches of at most this many payload bytes.
+const FLUSH_BYTES: usize = 4 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error("bundle {bundle}: {source}")]
+    Bundle { bundle: String, source: ReceiveError },
+}
+
+/// What the link layer persists per bundle.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct LinkRecord {
+    pub codec: u8,
+    pub shard_size: u16,
+    pub group_k: u16,
+    pub parity: u16,
+    pub bundle_len: u64,
+    /// Arrival order.
+    pub seq: u64,
+    /// The manifest has been read and the bundle recorded.
+    pub manifest_done: bool,
+    /// Index and bundle offset of the next payload to stage.
+    pub next_payload: u64,
+    pub next_offset: u64,
+    /// Every payload is staged; later frames of this bundle are ignored.
+    pub done: bool,
+}
+
+impl LinkRecord {
+    fn params(&self) -> Option<LinkParams> {
+        Some(LinkParams {
+            codec: CodecId::from_u8(self.codec)?,
+            shard_size: self.shard_size,
+            group_k: self.group_k,
+            parity: self.parity,
+            bundle_len: self.bundle_len,
+        })
+    }
+}
+
+/// Counters of what arrived.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct IntakeStats {
+    pub frames: u64,
+    /// Frames that failed their checksum or did not parse (erasures).
+    pub corrupt: u64,
+    pub duplicates: u64,
+    /// Frames of bundles already complete.
+    pub late: u64,
+    /// Frames refused: parameters over the limits, too many bundles, mismatching parameters.
+    pub refused: u64,
+    pub stored: u64,
+    pub groups_decoded: u64,
+    /// Groups whose decode failed or whose payloads failed verification; asked for again.
+    pub groups_dropped: u64,
+    pub payloads_staged: u64,
+    pub bundles_completed: Vec<String>,
+}
+
+struct Session {
+    rec: LinkRecord,
+    layout: GroupLayout,
+    tracker: GroupTracker,
+    code: Box<dyn ErasureCode>,
+    manifest: Option<Manifest>,
+    persisted: bool,
+}
+
+/// The device's frame intake over its state database.
+pub struct LinkReceiver<'a> {
+    state: &'a DeviceState,
+    limits: Limits,
+    sessions: BTreeMap<BundleId, Session>,
+    done: HashSet<BundleId>,
+    pending: Vec<Frame>,
+    pending_keys: HashSet<(BundleId, u32, u16)>,
+    pending_bytes: usize,
+    pub stats: IntakeStats,
+}
+
+impl<'a> LinkReceiver<'a> {
+    /// Open the intake, rebuilding every unfinished bundle's tracker from what is durable.
+    pub fn open(state: &'a DeviceState) -> Result<LinkReceiver<'a>, LinkError> {
+        let mut r = LinkReceiver {
+            state,
+            limits: Limits::default(),
+            sessions: BTreeMap::new(),
+            done: HashSet::new(),
+            pending: Vec::new(),
+            pending_keys: HashSet::new(),
+            pending_bytes: 0,
+            stats: IntakeStats::default(),
+        };
+        let file = state.db.file().to_owned();
+        let tx = state.db.begin_write()?;
+        let mut records = Vec::new();
+        {
+            let t = tx.open_table(LINK).ctx(&file)?;
+            tx.open_table(SHARDS).ctx(&file)?;
+            tx.open_table(GROUPS).ctx(&file)?;
+            for e in t.iter().ctx(&file)? {
+                let (k, v) = e.ctx(&file)?;
+                let rec: LinkRecord = postcard::from_bytes(v.value())
+                    .map_err(|_| StateError::Corrupt("link record".into()))?;
+                records.push((*k.value(), rec));
+            }
+        }
+        state.db.commit(tx)?;
+        for (id, rec) in records {
+            if rec.done {
+                r.done.insert(id);
+                continue;
+            }
+            let session = r.rebuild(id, rec)?;
+            r.sessions.insert(id, session);
+        }
+        Ok(r)
+    }
+
+    /// A session for `id` from its record and what is durable.
+    fn rebuild(&self, id: BundleId, rec: LinkRecord) -> Result<Session, LinkError> {
+        let file = self.state.db.file().to_owned();
+        let params = rec.params().ok_or_else(|| StateError::Corrupt("link record codec".into()))?;
+        let layout = params.validate().map_err(|_| StateError::Corrupt("link record parameters".into()))?;
+        let tx = self.state.db.db.begin_read().ctx(&file)?;
+        let shards = tx.open_table(SHARDS).ctx(&file)?;
+        let groups = tx.open_table(GROUPS).ctx(&file)?;
+        let mut persisted = Vec::new();
+        for e in shards.range((&id, 0u32, 0u16)..=(&id, u32::MAX, u16::MAX)).ctx(&file)? {
+            let (k, _) = e.ctx(&file)?;
+            let (_, g, s) = k.value();
+            persisted.push((g, s));
+        }
+        let mut decoded: BTreeSet<u32> = (0..layout.group_count())
+            .take_while(|&g| layout.byte_range(g).is_some_and(|r| r.end <= rec.next_offset))
+            .collect();
+        for e in groups.range((&id, 0u32)..=(&id, u32::MAX)).ctx(&file)? {
+            decoded.insert(e.ctx(&file)?.0.value().1);
+        }
+        let tracker = GroupTracker::rebuild(id, params, &self.limits, persisted, decoded)
+            .map_err(|_| StateError::Corrupt("link record parameters".into()))?;
+        let manifest = if rec.manifest_done {
+            let rec = self.state.bundle(&id)?.ok_or_else(|| StateError::Corrupt("bundle record of a link session".into()))?;
+            Some(rec.manifest()?)
+        } else {
+            None
+        };
+        Ok(Session { rec, layout, tracker, code: fec::codec(params.codec), manifest, persisted: true })
+    }
+}
+
+impl LinkReceiver<'_> {
+    /// Take one frame's bytes (a datagram, or one frame cut from a stream). Corrupt frames
+    /// are counted as erasures. Call [`flush`](Self::flush) when input pauses.
+    pub fn handle_bytes(&mut self, bytes: &[u8]) -> Result<(), LinkError> {
+        self.stats.frames += 1;
+        match Frame::decode(bytes) {
+            Ok(f) => self.offer(f),
+            Err(_) => {
+                self.stats.corrupt += 1;
+                Ok(())
+            }
+        }
+    }
+
+    /// Take one decoded frame.
+    pub fn handle_frame(&mut self, f: FrameRef<'_>) -> Result<(), LinkError> {
+        self.stats.frames += 1;
+        self.offer(f)
+    }
+
+    fn offer(&mut self, f: FrameRef<'_>) -> Result<(), LinkError> {
+        let h = *f.header();
+        let id = h.bundle_id;
+        if self.done.contains(&id) {
+            self.stats.late += 1;
+            return Ok(());
+        }
+        if !self.sessions.contains_key(&id) {
+            let active = self.sessions.len();
+            let Ok(layout) = h.params.validate_within(&self.limits) else {
+                self.stats.refused += 1;
+                return Ok(());
+            };
+            if active >= MAX_ACTIVE_BUNDLES {
+                self.stats.refused += 1;
+                return Ok(());
+            }
+            let Ok(tracker) = GroupTracker::new(id, h.params, &self.limits) else {
+                self.stats.refused += 1;
+                return Ok(());
+            };
+            let seq = self.next_seq()?;
+            let rec = LinkRecord {
+                codec: h.params.codec.to_u8(),
+                shard_size: h.params.shard_size,
+                group_k: h.params.group_k,
+                parity: h.params.parity,
+                bundle_len: h.params.bundle_len,
+                seq,
+                manifest_done: false,
+                next_payload: 0,
+                next_offset: 0,
+                done: false,
+            };
+            let code = fec::codec(h.params.codec);
+            self.sessions.insert(id, Session { rec, layout, tracker, code, manifest: None, persisted: false });
+        }
+        let Some(s) = self.sessions.get(&id) else { return Ok(()) };
+        let outcome = s.tracker.peek_frame(&h);
+        if !outcome.is_wanted() || self.pending_keys.contains(&(id, h.group, h.shard)) {
+            match outcome {
+                Outcome::ParamsMismatch | Outcome::OutOfRange | Outcome::OtherBundle => self.stats.refused += 1,
+                _ => self.stats.duplicates += 1,
+            }
+            return Ok(());
+        }
+        self.pending_keys.insert((id, h.group, h.shard));
+        self.pending_bytes += f.payload().len();
+        self.pending.push(f.to_frame());
+        if self.pending_bytes >= FLUSH_BYTES {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn next_seq(&self) -> Result<u64, LinkError> {
+        let s = self.sessions.values().map(|s| s.rec.seq + 1).max().unwrap_or(0);
+        Ok(s.max(self.state.next_seq()?))
+    }
+
+    /// Persist pending frames (one durable commit), count them, decode every group that
+    /// became decodable, and stage what the decoded prefix of each bundle holds.
+    pub fn flush(&mut self) -> Result<(), LinkError> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let file = self.state.db.file().to_owned();
+        let frames = std::mem::take(&mut self.pending);
+        self.pending_keys.clear();
+        self.pending_bytes = 0;
+        let tx = self.state.db.begin_write()?;
+        {
+            let mut link = tx.open_table(LINK).ctx(&file)?;
+            for (id, s) in self.sessions.iter_mut().filter(|(_, s)| !s.persisted) {
+                link.insert(id, postcard::to_allocvec(&s.rec).unwrap_or_default().as_slice()).ctx(&file)?;
+            }
+            let mut shards = tx.open_table(SHARDS).ctx(&file)?;
+            for f in &frames {
+                let h = f.header();
+                shards.insert((&h.bundle_id, h.group, h.shard), f.payload()).ctx(&file)?;
+            }
+        }
+        self.state.db.commit(tx)?;
+        let mut decodable: BTreeSet<(BundleId, u32)> = BTreeSet::new();
+        for s in self.sessions.values_mut() {
+            s.persisted = true;
+        }
+        for f in &frames {
+            let h = f.header();
+            if let Some(s) = self.sessions.get_mut(&h.bundle_id) {
+                if s.tracker.handle_frame(h) == Outcome::Decodable {
+                    decodable.insert((h.bundle_id, h.group));
+                }
+                self.stats.stored += 1;
+            }
+        }
+        let mut touched = BTreeSet::new();
+        for (id, g) in decodable {
+            self.decode(&id, g)?;
+            touched.insert(id);
+        }
+        for id in touched {
+            self.advance(&id)?;
+        }
+        Ok(())
+    }
+
+    /// Decode `group` from its stored shards and store its bytes in place of them.
+    fn decode(&mut self, id: &BundleId, group: u32) -> Result<(), LinkError> {
+        let file = self.state.db.file().to_owned();
+        let Some(s) = self.sessions.get_mut(id) else { return Ok(()) };
+        let params = *s.tracker.params();
+        let tx = self.state.db.begin_write()?;
+        let decoded = {
+            let mut shards = tx.open_table(SHARDS).ctx(&file)?;
+            let mut held: Vec<(u16, Vec<u8>)> = Vec::new();
+            for e in shards.range((id, group, 0u16)..=(id, group, u16::MAX)).ctx(&file)? {
+                let (k, v) = e.ctx(&file)?;
+                held.push((k.value().2, v.value().to_vec()));
+            }
+            let refs: Vec<(u16, &[u8])> = held.iter().map(|(i, b)| (*i, b.as_slice())).collect();
+            let decoded = fec::decode_group(s.code.as_ref(), &params, &s.layout, group, &refs);
+            for (i, _) in &held {
+                shards.remove((id, group, *i)).ctx(&file)?;
+            }
+            decoded
+        };
+        match decoded {
+            Ok(bytes) => {
+                tx.open_table(GROUPS).ctx(&file)?.insert((id, group), bytes.as_slice()).ctx(&file)?;
+                self.state.db.commit(tx)?;
+                s.tracker.mark_decoded(group);
+                self.stats.groups_decoded += 1;
+            }
+            Err(_) => {
+                // Forged or inconsistent shards: drop them all and ask for the group again.
+                self.state.db.commit(tx)?;
+                self.stats.groups_dropped += 1;
+                self.reset(id)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Rebuild a session's tracker from what is durable (after dropping data).
+    fn reset(&mut self, id: &BundleId) -> Result<(), LinkError> {
+        if let Some(s) = self.sessions.remove(id) {
+            let session = self.rebuild(*id, s.rec)?;
+            self.sessions.insert(*id, session);
+        }
+        Ok(())
+    }
+
+    /// Stage whatever the decoded prefix of bundle `id` now covers.
+    fn advance(&mut self, id: &BundleId) -> Result<(), LinkError> {
+        let file = self.state.db.file().to_owned();
+        let bundle = crate::ground::pack::hex(id);
+        let Some(s) = self.sessions.get_mut(id) else { return Ok(()) };
+        let groups = s.layout.group_count();
+        let first_missing = (0..groups).find(|&g| !s.tracker.is_decoded(g)).unwrap_or(groups);
+        let prefix_end = if first_missing == groups {
+            s.layout.bundle_len()
+        } else {
+            s.layout.byte_range(first_missing).map_or(0, |r| r.start)
+        };
+
+        if s.manifest.is_none() {
+            if prefix_end < HEADER_LEN as u64 {
+                return Ok(());
+            }
+            let tx = self.state.db.db.begin_read().ctx(&file)?;
+            let t = tx.open_table(GROUPS).ctx(&file)?;
+            let mut head = [0u8; HEADER_LEN];
+            GroupReader::new(&t, id, &s.layout, 0, prefix_end).read_exact(&mut head).map_err(|e| {
+                LinkError::Bundle { bundle: bundle.clone(), source: ReceiveError::Truncated(e) }
+            })?;
+            let header = match BundleHeader::decode(&head) {
+                Ok(h) => h,
+                Err(e) => return self.refuse(id, ReceiveError::Bundle(e)),
+            };
+            if header.payload_offset() > prefix_end {
+                return Ok(());
+            }
+            if header.total_len() != s.layout.bundle_len() || header.id() != *id {
+                return self.refuse(id, ReceiveError::Bundle(narlink_protocol::bundle::BundleError::ManifestChecksum));
+            }
+            let mut r = GroupReader::new(&t, id, &s.layout, 0, prefix_end);
+            let manifest = match read_manifest(&mut r) {
+                Ok((_, m)) => m,
+                Err(e) => return self.refuse(id, e),
+            };
+            drop(t);
+            drop(tx);
+            begin_bundle(self.state, id, &manifest)?;
+            let s = self.sessions.get_mut(id).ok_or_else(|| StateError::Corrupt("session".into()))?;
+            s.rec.manifest_done = true;
+            s.rec.next_offset = header.payload_offset();
+            s.manifest = Some(manifest);
+        }
+
+        let s = self.sessions.get_mut(id).ok_or_else(|| StateError::Corrupt("session".into()))?;
+        let Some(m) = s.manifest.as_ref() else { return Ok(()) };
+        let tx = self.state.db.begin_write()?;
+        let mut report = ReceiveReport::default();
+        let mut bad_range = None;
+        {
+            let groups_t = tx.open_table(GROUPS).ctx(&file)?;
+            let staged = self.state.staged_reader()?;
+            let mut buf = Vec::new();
+            while let Some(p) = m.payloads.get(s.rec.next_payload as usize) {
+                let end = s.rec.next_offset + u64::from(p.encoded_len);
+                if end > prefix_end {
+                    break;
+                }
+                if staged.get(&p.chunk)?.is_none() {
+                    buf.resize(p.encoded_len as usize, 0);
+                    GroupReader::new(&groups_t, id, &s.layout, s.rec.next_offset, end)
+                        .read_exact(&mut buf)
+                        .map_err(|e| LinkError::Bundle { bundle: bundle.clone(), source: ReceiveError::Truncated(e) })?;
+                    if !stage_payload(self.state, &tx, p, &buf, &mut report)? {
+                        bad_range = Some(s.rec.next_offset..end);
+                        break;
+                    }
+                }
+                s.rec.next_payload += 1;
+                s.rec.next_offset = end;
+            }
+        }
+        self.stats.payloads_staged += report.staged as u64;
+        let complete = s.rec.next_payload as usize == m.payloads.len();
+        {
+            let mut groups_t = tx.open_table(GROUPS).ctx(&file)?;
+            // Drop decoded groups wholly staged, and the groups of a payload that failed.
+            let mut drop_groups: Vec<u32> = (0..groups)
+                .take_while(|&g| s.layout.byte_range(g).is_some_and(|r| r.end <= s.rec.next_offset || complete))
+                .collect();
+            if let Some(bad) = &bad_range {
+                drop_groups.extend((0..groups).filter(|&g| {
+                    s.layout.byte_range(g).is_some_and(|r| r.start < bad.end && bad.start < r.end)
+                }));
+                self.stats.groups_dropped += 1;
+            }
+            for g in drop_groups {
+                groups_t.remove((id, g)).ctx(&file)?;
+            }
+        }
+        if complete {
+            s.rec.done = true;
+            finish_bundle(self.state, &tx, id, true)?;
+            let mut shards = tx.open_table(SHARDS).ctx(&file)?;
+            let keys: Vec<(u32, u16)> = shards
+                .range((id, 0u32, 0u16)..=(id, u32::MAX, u16::MAX))
+                .ctx(&file)?
+                .filter_map(|e| e.ok().map(|(k, _)| (k.value().1, k.value().2)))
+                .collect();
+            for (g, sh) in keys {
+                shards.remove((id, g, sh)).ctx(&file)?;
+            }
+        }
+        tx.open_table(LINK).ctx(&file)?.insert(id, postcard::to_allocvec(&s.rec).unwrap_or_default().as_slice()).ctx(&file)?;
+        self.state.db.commit(tx)?;
+        if complete {
+            self.sessions.remove(id);
+            self.done.insert(*id);
+            self.stats.bundles_completed.push(bundle);
+        } else if bad_range.is_some() {
+            self.reset(id)?;
+        }
+        Ok(())
+    }
+
+    /// A bundle whose decoded header or manifest is bad: forget its link data and ask again.
+    fn refuse(&mut self, id: &BundleId, _why: ReceiveError) -> Result<(), LinkError> {
+        let file = self.state.db.file().to_owned();
+        let tx = self.state.db.begin_write()?;
+        {
+            let mut groups_t = tx.open_table(GROUPS).ctx(&file)?;
+            let keys: Vec<u32> = groups_t
+                .range((id, 0u32)..=(id, u32::MAX))
+                .ctx(&file)?
+                .filter_map(|e| e.ok().map(|(k, _)| k.value().1))
+                .collect();
+            for g in keys {
+                groups_t.remove((id, g)).ctx(&file)?;
+            }
+        }
+        self.state.db.commit(tx)?;
+        self.stats.groups_dropped += 1;
+        self.reset(id)
+    }
+
+    /// The status report for the most recent unfinished bundle, if any.
+    pub fn status(&self, state_digest: [u8; 16]) -> Option<StatusReport> {
+        let s = self.sessions.values().max_by_key(|s| s.rec.seq)?;
+        Some(s.tracker.status_report(state_digest, WirePhase::Receiving))
+    }
+
+    /// Bundles still being received.
+    pub fn active(&self) -> usize {
+        self.sessions.len()
+    }
+}
+
+/// The current status report of the device, including link progress.
+pub fn status_report(state: &DeviceState) -> Result<Option<StatusReport>, LinkError> {
+    let r = LinkReceiver::open(state)?;
+    let digest = short(&state.db.digest()?);
+    let newest_bundle = state.bundles()?.last().map(|(_, b)| b.seq);
+    match r.sessions.values().max_by_key(|s| s.rec.seq) {
+        Some(s) if newest_bundle.is_none_or(|b| s.rec.seq >= b) => Ok(r.status(digest)),
+        _ => Ok(None),
+    }
+}
+
+/// Reads bundle bytes `[pos, end)` out of decoded groups.
+struct GroupReader<'t, T: ReadableTable<(&'static [u8; 16], u32), &'static [u8]>> {
+    table: &'t T,
+    id: &'t BundleId,
+    layout: &'t GroupLayout,
+    pos: u64,
+    end: u64,
+}
+
+impl<'t, T: ReadableTable<(&'static [u8; 16], u32), &'static [u8]>> GroupReader<'t, T> {
+    fn new(table: &'t T, id: &'t BundleId, layout: &'t GroupLayout, pos: u64, end: u64) -> Self {
+        GroupReader { table, id, layout, pos, end }
+    }
+}
+
+impl<T: ReadableTable<(&'static [u8; 16], u32), &'static [u8]>> Read for GroupReader<'_, T> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.pos >= self.end || buf.is_empty() {
+            return Ok(0);
+        }
+        let shard = self.pos / u64::from(self.layout.shard_size());
+        let (group, _) = self
+            .layout
+            .locate_shard(shard)
+            .ok_or_else(|| io::Error::other("offset past the bundle"))?;
+        let range = self.layout.byte_range(group).ok_or_else(|| io::Error::other("no such group"))?;
+        let v = self
+            .table
+            .get((self.id, group))
+            .map_err(io::Error::other)?
+            .ok_or_else(|| io::Error::new(io::ErrorKind::UnexpectedEof, format!("group {group} not decoded")))?;
+        let bytes = v.value();
+        let at = (self.pos - range.start) as usize;
+        let avail = (range.end.min(self.end) - self.pos) as usize;
+        let n = buf.len().min(avail).min(bytes.len().saturating_sub(at));
+        if n == 0 {
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "group shorter than its layout"));
+        }
+        buf[..n].copy_from_slice(&bytes[at..at + n]);
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+impl LinkReceiver<'_> {
+    /// Take a byte stream of concatenated frames (a file, standard input, a TCP stream):
+    /// frames are cut out wherever reads end; garbage between them is skipped.
+    pub fn handle_stream(&mut self, mut r: impl Read) -> Result<(), LinkError> {
+        let mut splitter = narlink_protocol::frame::FrameSplitter::with_max_shard_size(self.limits.max_shard_size);
+        let mut buf = vec![0u8; 256 << 10];
+        loop {
+            let n = match r.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    // What arrived so far still counts.
+                    self.drain(&mut splitter)?;
+                    self.flush()?;
+                    return Err(StateError::Io { path: "frame stream".into(), source: e }.into());
+                }
+            };
+            splitter.push(&buf[..n]);
+            self.drain(&mut splitter)?;
+        }
+        splitter.finish();
+        self.drain(&mut splitter)?;
+        self.stats.corrupt += splitter.stats().rejected;
+        self.flush()
+    }
+
+    fn drain(&mut self, splitter: &mut narlink_protocol::frame::FrameSplitter) -> Result<(), LinkError> {
+        while let Some(f) = splitter.next_frame() {
+            self.handle_frame(f.as_ref())?;
+        }
+        Ok(())
+    }
+}

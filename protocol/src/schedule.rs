@@ -61,6 +61,41 @@ pub struct Sender {
     resend_margin_percent: u16,
     /// Shards sent so far per group; the next shard is `sent % (k + P)`.
     sent: Vec<u64>,
+    /// Per group: shards still needed at the last report (k before any), and shards sent
+    /// by then: from these the next report tells how many got through.
+    last_needed: Vec<u16>,
+    sent_at_report: Vec<u64>,
+    /// Frame loss estimated from the reports so far, in parts per million.
+    loss_ppm: u32,
+    policy: ResendPolicy,
+}
+
+/// How many shards a resend gives a group that still needs `n`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ResendPolicy {
+    /// Exactly `n` (plus the fixed margin): the fewest bytes, more round trips under loss.
+    Exact,
+    /// Enough that `n` arrive with high probability at the loss measured from the reports
+    /// (see [`shards_to_send`]): when reports only come between passes, this saves passes
+    /// for a few percent more bytes.
+    #[default]
+    LossAdaptive,
+}
+
+/// Loss assumed before any report has measured it: 10%.
+const INITIAL_LOSS_PPM: u32 = 100_000;
+/// Highest loss the estimate will assume: 95%.
+const MAX_LOSS_PPM: u32 = 950_000;
+
+/// Shards to send so that `needed` of them arrive with high probability (about 98% per
+/// group) over a link losing `loss_ppm`: `(n + 2·sqrt(n·p)) / (1 − p)`, rounded up.
+pub fn shards_to_send(needed: u64, loss_ppm: u32) -> u64 {
+    if needed == 0 {
+        return 0;
+    }
+    let p = f64::from(loss_ppm.min(MAX_LOSS_PPM)) / 1e6;
+    let n = needed as f64;
+    ((n + 2.0 * (n * p).sqrt()) / (1.0 - p)).ceil() as u64
 }
 
 fn percent_of(n: u64, percent: u16) -> u64 {
@@ -83,6 +118,10 @@ impl Sender {
             redundancy_percent,
             resend_margin_percent: 0,
             sent: vec![0; layout.group_count() as usize],
+            last_needed: (0..layout.group_count()).map(|g| layout.group_k(g).unwrap_or(0)).collect(),
+            sent_at_report: vec![0; layout.group_count() as usize],
+            loss_ppm: INITIAL_LOSS_PPM,
+            policy: ResendPolicy::default(),
         })
     }
 
@@ -96,6 +135,7 @@ impl Sender {
     ) -> Result<Self, ParamsError> {
         let mut s = Self::new(bundle_id, params, redundancy_percent)?;
         if sent.len() == s.sent.len() {
+            s.sent_at_report = sent.clone();
             s.sent = sent;
         }
         Ok(s)
@@ -204,14 +244,60 @@ impl Sender {
                 groups,
             });
         }
+        self.observe(report);
         let margin = self.resend_margin_percent;
         let mut entries = Vec::new();
         for (group, needed) in report.needs() {
             let k = self.layout.group_k(group).unwrap_or(0);
             let n = u64::from(needed.min(k));
-            entries.extend(self.plan(group, n + percent_of(n, margin)));
+            let count = match self.policy {
+                ResendPolicy::Exact => n,
+                ResendPolicy::LossAdaptive => shards_to_send(n, self.loss_ppm),
+            };
+            entries.extend(self.plan(group, count + percent_of(n, margin)));
         }
+        self.sent_at_report.clone_from(&self.sent);
         Ok(Pass::new(entries))
+    }
+
+    /// Choose how resends are sized (default [`ResendPolicy::LossAdaptive`]).
+    pub fn set_policy(&mut self, policy: ResendPolicy) {
+        self.policy = policy;
+    }
+
+    /// The loss the sender currently assumes, in parts per million.
+    pub fn loss_estimate_ppm(&self) -> u32 {
+        self.loss_ppm
+    }
+
+    /// Learn the link's loss from a report: for every group sent to since the last report
+    /// and still unfinished, the drop in its need is what arrived of what was sent.
+    fn observe(&mut self, report: &StatusReport) {
+        let mut listed = vec![false; self.last_needed.len()];
+        let (mut sent, mut arrived) = (0u64, 0u64);
+        for (group, needed) in report.needs() {
+            let g = group as usize;
+            let Some(last) = self.last_needed.get_mut(g) else { continue };
+            listed[g] = true;
+            let delta = self.sent[g].saturating_sub(self.sent_at_report[g]);
+            if delta > 0 {
+                sent += delta;
+                arrived += u64::from(last.saturating_sub(needed)).min(delta);
+            }
+            *last = needed;
+        }
+        if !report.is_truncated() {
+            for (g, last) in self.last_needed.iter_mut().enumerate() {
+                if !listed[g] {
+                    *last = 0;
+                }
+            }
+        }
+        // Too few samples say little; keep the earlier estimate then.
+        if sent >= 32 {
+            let loss = 1.0 - arrived as f64 / sent as f64;
+            self.loss_ppm = ((loss * 1e6) as u32).min(MAX_LOSS_PPM);
+        }
     }
 }
 
@@ -325,6 +411,7 @@ mod tests {
     #[test]
     fn resend_new_parity_first_then_wraps() {
         let mut s = Sender::new([0; 16], params(6, 3, 2), 0).unwrap();
+        s.set_policy(ResendPolicy::Exact);
         assert_eq!(s.first_pass().count(), 3);
         let report = |n| StatusReport::new([0; 16], [0; 16], Phase::Receiving, [(0, n)]).unwrap();
         // Needs 1: parity 0 (index 3).
@@ -360,9 +447,24 @@ mod tests {
     }
 
     #[test]
+    fn adaptive_resend_learns_the_loss() {
+        let mut s = Sender::new([0; 16], params(200_000, 1000, 1000), 0).unwrap();
+        let groups = s.layout().group_count();
+        assert_eq!(s.first_pass().count(), 100_000);
+        // Every group got 80% of what was sent: loss 20%.
+        let r = StatusReport::new([0; 16], [0; 16], Phase::Receiving, (0..groups).map(|g| (g, 200))).unwrap();
+        let n = s.resend(&r).unwrap().count() as u64;
+        assert_eq!(s.loss_estimate_ppm(), 200_000);
+        assert_eq!(n, u64::from(groups) * shards_to_send(200, 200_000));
+        assert!(shards_to_send(200, 200_000) > 250 && shards_to_send(200, 200_000) < 280);
+        assert_eq!(shards_to_send(0, 500_000), 0);
+    }
+
+    #[test]
     fn resend_margin_rounds_up() {
         let mut s = Sender::new([0; 16], params(200, 100, 100), 0).unwrap();
         s.first_pass().for_each(drop);
+        s.set_policy(ResendPolicy::Exact);
         s.set_resend_margin(10);
         let r = StatusReport::new([0; 16], [0; 16], Phase::Receiving, [(0, 5)]).unwrap();
         assert_eq!(s.resend(&r).unwrap().count(), 6);

@@ -295,8 +295,8 @@ impl Sender {
         }
         // Too few samples say little; keep the earlier estimate then.
         if sent >= 32 {
-            let loss = 1.0 - arrived as f64 / sent as f64;
-            self.loss_ppm = ((loss * 1e6) as u32).min(MAX_LOSS_PPM);
+            let lost = sent - arrived;
+            self.loss_ppm = ((lost * 1_000_000 / sent) as u32).min(MAX_LOSS_PPM);
         }
     }
 }

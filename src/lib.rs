@@ -12,3 +12,4 @@ pub mod payload;
 pub mod progress;
 pub mod state;
 pub mod inspect;
+pub mod sim;

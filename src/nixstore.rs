@@ -174,6 +174,22 @@ impl NixStore {
         Ok(paths.iter().filter(|p| !invalid.contains(p.as_str())).cloned().collect())
     }
 
+    /// Copy `paths` (a closure) into `dest` with `nix-store --export | nix-store --import`:
+    /// used to set up a device store for tests and the simulator.
+    pub fn copy_to(&self, dest: &NixStore, paths: &[String]) -> Result<(), NixError> {
+        let mut export = self.command();
+        export.arg("--export").args(paths).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let cmd = describe(&export);
+        let mut child = export.spawn().map_err(|source| NixError::Spawn { cmd: cmd.clone(), source })?;
+        let mut out = child.stdout.take().ok_or_else(|| NixError::Output { cmd: cmd.clone(), what: "no stdout".into() })?;
+        dest.import(|w| io::copy(&mut out, w).map(drop))?;
+        let status = child.wait()?;
+        if !status.success() {
+            return Err(NixError::Failed { cmd, status: status.to_string(), stderr: String::new() });
+        }
+        Ok(())
+    }
+
     /// Delete paths (used to undo a partial import). Paths that are not valid are skipped.
     pub fn delete(&self, paths: &[String]) -> Result<(), NixError> {
         if paths.is_empty() {

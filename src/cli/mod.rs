@@ -3,6 +3,7 @@
 mod device;
 mod ground;
 mod inspect;
+mod simulate;
 
 use std::process::ExitCode;
 
@@ -29,6 +30,8 @@ enum Command {
     Device(device::Command),
     /// Show any narlink file (bundle, status report) to a human.
     Inspect(inspect::Args),
+    /// Simulate an update over a lossy link, pass by pass, with the real sender and device.
+    Simulate(simulate::Args),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -37,6 +40,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Ground(c) => ground::run(c, progress),
         Command::Device(c) => device::run(c, progress),
         Command::Inspect(a) => inspect::run(a),
+        Command::Simulate(a) => simulate::run(a, progress),
     }
 }
 

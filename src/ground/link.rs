@@ -112,9 +112,18 @@ impl FrameSource {
         let mut head = [0u8; HEADER_LEN];
         file.read_exact(&mut head).map_err(io_err("reading bundle"))?;
         let header = BundleHeader::decode(&head).map_err(|e| LinkError::NotBundle(path.to_owned(), e))?;
+        Self::open_raw(path, header.id(), options, sent)
+    }
+
+    /// Frames of any file, named `id` (for synthetic link studies).
+    pub fn open_raw(path: &Path, id: BundleId, options: LinkOptions, sent: Option<Vec<u64>>) -> Result<FrameSource, LinkError> {
+        let io_err = |what| {
+            let path = path.to_owned();
+            move |source| LinkError::Io { what, path, source }
+        };
+        let file = File::open(path).map_err(io_err("opening bundle"))?;
         let len = file.metadata().map_err(io_err("reading bundle"))?.len();
         let params = options.params(len);
-        let id = header.id();
         let sender = match sent {
             Some(sent) => Sender::with_sent(id, params, options.redundancy_percent, sent)?,
             None => Sender::new(id, params, options.redundancy_percent)?,

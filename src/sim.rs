@@ -1,0 +1,417 @@
+//! The link simulator: the real ground sender and the real device intake, over a modeled
+//! link (loss, bursts, corruption, duplication, reordering), in passes with a byte budget,
+//! a status report after each pass, and device reboots mid-pass. Deterministic for a seed.
+//!
+//! Two devices can sit at the far end: [`StateDevice`], the real device (redb state, durable
+//! frames, staging, then import into a real Nix store), and [`MemoryDevice`], an in-memory
+//! group decoder for quick studies of the link alone.
+
+use std::collections::HashMap;
+
+use narlink_protocol::digest::short;
+use narlink_protocol::fec;
+use narlink_protocol::frame::Frame;
+use narlink_protocol::params::{LinkParams, Limits};
+use narlink_protocol::receiver::{GroupTracker, Outcome};
+use narlink_protocol::sim::{LinkModel, Loss, Prob, Rng};
+use narlink_protocol::status::{Phase, StatusReport};
+use serde::Serialize;
+
+use crate::device::link::{LinkError as DeviceLinkError, LinkReceiver};
+use crate::device::status;
+use crate::ground::link::{FrameSource, LinkError as GroundLinkError};
+use crate::state::device::DeviceState;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SimError {
+    #[error("ground: {0}")]
+    Ground(#[from] GroundLinkError),
+    #[error("device: {0}")]
+    Device(#[from] DeviceLinkError),
+    #[error("ground cannot use the device's report: {0}")]
+    Resend(#[from] narlink_protocol::schedule::ResendError),
+    #[error("device report does not decode: {0}")]
+    Report(#[from] narlink_protocol::status::StatusError),
+    #[error("device decoded group {0} to bytes that differ from what was sent")]
+    Mismatch(u32),
+}
+
+/// The modeled link and the pass structure.
+#[derive(Clone, Debug, Serialize)]
+pub struct SimOptions {
+    /// Long-run frame loss rate.
+    pub loss: f64,
+    /// Mean burst length in frames (Gilbert–Elliott); `None` for i.i.d. loss.
+    pub burst: Option<f64>,
+    /// Probability that a frame is corrupted (up to 8 bytes flipped).
+    pub corrupt: f64,
+    pub duplicate: f64,
+    /// Reordering window in frames (0: in order).
+    pub reorder: usize,
+    /// Frame bytes the ground may send per pass (`None`: no limit).
+    pub pass_bytes: Option<u64>,
+    /// Probability that the device reboots at a random point of a pass, losing the frames
+    /// it had not yet persisted.
+    pub reboot: f64,
+    pub seed: u64,
+    pub max_passes: u32,
+}
+
+impl Default for SimOptions {
+    fn default() -> Self {
+        SimOptions {
+            loss: 0.0,
+            burst: None,
+            corrupt: 0.0,
+            duplicate: 0.0,
+            reorder: 0,
+            pass_bytes: None,
+            reboot: 0.0,
+            seed: 1,
+            max_passes: 50,
+        }
+    }
+}
+
+/// One pass.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct PassRow {
+    pub pass: u32,
+    pub frames_sent: u64,
+    pub bytes_sent: u64,
+    pub frames_delivered: u64,
+    pub rebooted: bool,
+    pub groups_done: u32,
+    pub groups: u32,
+    /// Shards still needed after the pass, times the shard size.
+    pub bytes_needed: u64,
+    pub report_bytes: u64,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct SimReport {
+    pub passes: u32,
+    /// Bundle bytes.
+    pub payload_bytes: u64,
+    pub bytes_on_air: u64,
+    pub on_air_per_payload: f64,
+    /// The floor for this loss: frame bytes of every shard / (1 − loss).
+    pub downlink_bytes: u64,
+    pub status_reports: u32,
+    pub completed: bool,
+    pub rows: Vec<PassRow>,
+}
+
+/// The far end of the link.
+pub trait Device {
+    /// Frames delivered in one pass; `reboot_at` = index of the frame before which the device
+    /// loses power (frames not yet persisted are lost, then it starts again).
+    fn receive(&mut self, frames: Vec<Vec<u8>>, reboot_at: Option<usize>) -> Result<(), SimError>;
+    /// The status report sent down after the pass.
+    fn report(&mut self) -> Result<Vec<u8>, SimError>;
+}
+
+/// Run passes until the device reports the bundle decoded, or `max_passes`.
+pub fn run(ground: &mut FrameSource, device: &mut dyn Device, opts: &SimOptions) -> Result<SimReport, SimError> {
+    let mut model = LinkModel::new(opts.seed).with_loss(match opts.burst {
+        Some(b) if b > 1.0 => Loss::bursts(opts.loss, b),
+        _ => Loss::iid(opts.loss),
+    });
+    if opts.corrupt > 0.0 {
+        model = model.with_corruption(opts.corrupt, 8);
+    }
+    if opts.duplicate > 0.0 {
+        model = model.with_duplication(opts.duplicate);
+    }
+    if opts.reorder > 1 {
+        model = model.with_reordering(opts.reorder);
+    }
+    let mut rng = Rng::new(opts.seed ^ 0x5eed_b007);
+    let params = ground.params();
+    let layout = *ground.sender.layout();
+    let mut report = SimReport { payload_bytes: params.bundle_len, ..SimReport::default() };
+    let mut last: Option<StatusReport> = None;
+    for pass in 1..=opts.max_passes {
+        let plan = match &last {
+            None => ground.sender.first_pass(),
+            Some(r) => ground.sender.resend(r)?,
+        };
+        let mut frames = Vec::new();
+        let emitted = ground.emit(plan, opts.pass_bytes, &mut |f| {
+            frames.push(f.to_vec());
+            Ok(())
+        })?;
+        let delivered = model.transmit(frames);
+        let n = delivered.len();
+        let reboot_at = (opts.reboot > 0.0 && n > 0 && rng.chance(Prob::new(opts.reboot)))
+            .then(|| rng.below(n as u64) as usize);
+        device.receive(delivered, reboot_at)?;
+        let bytes = device.report()?;
+        let r = StatusReport::decode(&bytes)?;
+        let needed: u64 = r.needs().map(|(_, n)| u64::from(n)).sum();
+        let done = matches!(r.phase, Phase::Decoded | Phase::Imported);
+        let unfinished = if done { 0 } else { r.listed_groups() as u32 };
+        report.rows.push(PassRow {
+            pass,
+            frames_sent: emitted.frames,
+            bytes_sent: emitted.bytes,
+            frames_delivered: n as u64,
+            rebooted: reboot_at.is_some(),
+            groups: layout.group_count(),
+            groups_done: layout.group_count().saturating_sub(unfinished),
+            bytes_needed: needed * u64::from(params.shard_size),
+            report_bytes: bytes.len() as u64,
+        });
+        report.passes = pass;
+        report.bytes_on_air += emitted.bytes;
+        report.downlink_bytes += bytes.len() as u64;
+        report.status_reports += 1;
+        if done {
+            report.completed = true;
+            break;
+        }
+        last = Some(r);
+    }
+    report.on_air_per_payload = report.bytes_on_air as f64 / report.payload_bytes.max(1) as f64;
+    Ok(report)
+}
+
+/// The real device: durable frames in its redb state, staging as groups decode.
+pub struct StateDevice<'a> {
+    pub state: &'a DeviceState,
+    pub reboots: u32,
+}
+
+impl Device for StateDevice<'_> {
+    fn receive(&mut self, frames: Vec<Vec<u8>>, reboot_at: Option<usize>) -> Result<(), SimError> {
+        let mut rx = LinkReceiver::open(self.state)?;
+        for (i, f) in frames.iter().enumerate() {
+            if reboot_at == Some(i) {
+                // Power lost: whatever was not flushed is gone; the device starts again.
+                drop(rx);
+                self.reboots += 1;
+                rx = LinkReceiver::open(self.state)?;
+            }
+            rx.handle_bytes(f)?;
+        }
+        rx.flush()?;
+        Ok(())
+    }
+
+    fn report(&mut self) -> Result<Vec<u8>, SimError> {
+        Ok(status::report(self.state)?.1)
+    }
+}
+
+/// An in-memory device for studies of the link alone: it decodes groups and checks them
+/// against the bytes that were sent.
+pub struct MemoryDevice {
+    id: [u8; 16],
+    params: LinkParams,
+    tracker: GroupTracker,
+    shards: HashMap<u32, Vec<(u16, Vec<u8>)>>,
+    /// Frames seen in this pass not yet "persisted" (lost on reboot).
+    original: Vec<u8>,
+}
+
+impl MemoryDevice {
+    pub fn new(id: [u8; 16], params: LinkParams, original: Vec<u8>) -> Result<MemoryDevice, SimError> {
+        let tracker = GroupTracker::new(id, params, &Limits::default())
+            .map_err(|e| SimError::Ground(GroundLinkError::Params(e)))?;
+        Ok(MemoryDevice { id, params, tracker, shards: HashMap::new(), original })
+    }
+}
+
+impl Device for MemoryDevice {
+    fn receive(&mut self, frames: Vec<Vec<u8>>, reboot_at: Option<usize>) -> Result<(), SimError> {
+        // Persisting is instant here, so a reboot loses nothing but the frame it interrupts.
+        for (i, bytes) in frames.iter().enumerate() {
+            if reboot_at == Some(i) {
+                continue;
+            }
+            let Ok(f) = Frame::decode(bytes) else { continue };
+            let h = *f.header();
+            if !self.tracker.peek_frame(&h).is_wanted() {
+                continue;
+            }
+            self.shards.entry(h.group).or_default().push((h.shard, f.payload().to_vec()));
+            if self.tracker.handle_frame(&h) == Outcome::Decodable {
+                let layout = *self.tracker.layout();
+                let held = self.shards.remove(&h.group).unwrap_or_default();
+                let refs: Vec<(u16, &[u8])> = held.iter().map(|(i, b)| (*i, b.as_slice())).collect();
+                let code = fec::codec(self.params.codec);
+                let data = fec::decode_group(code.as_ref(), &self.params, &layout, h.group, &refs)
+                    .map_err(|e| SimError::Ground(GroundLinkError::Fec(e)))?;
+                let range = layout.byte_range(h.group).unwrap_or(0..0);
+                if data != self.original[range.start as usize..range.end as usize] {
+                    return Err(SimError::Mismatch(h.group));
+                }
+                self.tracker.mark_decoded(h.group);
+            }
+        }
+        Ok(())
+    }
+
+    fn report(&mut self) -> Result<Vec<u8>, SimError> {
+        let phase = if self.tracker.is_complete() { Phase::Decoded } else { Phase::Receiving };
+        let r = self.tracker.status_report(short(&[0; 32]), phase);
+        let mut b = Vec::new();
+        r.encode(&mut b);
+        let _ = self.id;
+        Ok(b)
+    }
+}
+
+impl SimReport {
+    pub fn render(&self) -> String {
+        let mut s = String::from("pass  frames sent   bytes sent  delivered  reboot  groups done   bytes needed  report\n");
+        for r in &self.rows {
+            s.push_str(&format!(
+                "{:>4}  {:>11}  {:>11}  {:>9}  {:>6}  {:>5}/{:<5}  {:>13}  {:>5} B\n",
+                r.pass,
+                r.frames_sent,
+                r.bytes_sent,
+                r.frames_delivered,
+                if r.rebooted { "yes" } else { "" },
+                r.groups_done,
+                r.groups,
+                r.bytes_needed,
+                r.report_bytes
+            ));
+        }
+        s.push_str(&format!(
+            "{} after {} passes: payload {} B, on air {} B ({:.3} x payload), downlink {} B in {} status reports",
+            if self.completed { "completed" } else { "NOT completed" },
+            self.passes,
+            self.payload_bytes,
+            self.bytes_on_air,
+            self.on_air_per_payload,
+            self.downlink_bytes,
+            self.status_reports
+        ));
+        s
+    }
+
+    /// An SVG chart of progress per pass: bytes still needed and bytes sent.
+    pub fn svg(&self) -> String {
+        let (w, h, m) = (640.0, 360.0, 50.0);
+        let max = self
+            .rows
+            .iter()
+            .map(|r| r.bytes_needed.max(r.bytes_sent))
+            .max()
+            .unwrap_or(1)
+            .max(self.payload_bytes)
+            .max(1) as f64;
+        let n = self.rows.len().max(1) as f64;
+        let x = |i: f64| m + (w - 2.0 * m) * i / n;
+        let y = |v: f64| h - m - (h - 2.0 * m) * v / max;
+        let mut s = format!(
+            "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"12\">\n\
+             <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
+             <line x1=\"{m}\" y1=\"{b}\" x2=\"{r}\" y2=\"{b}\" stroke=\"black\"/>\n\
+             <line x1=\"{m}\" y1=\"{m}\" x2=\"{m}\" y2=\"{b}\" stroke=\"black\"/>\n\
+             <text x=\"{m}\" y=\"20\">narlink simulate: bytes sent per pass (bars) and bytes still needed (line)</text>\n\
+             <text x=\"{tx}\" y=\"{ty}\">pass</text>\n",
+            b = h - m,
+            r = w - m,
+            tx = w / 2.0,
+            ty = h - 15.0
+        );
+        let bw = (w - 2.0 * m) / n * 0.6;
+        let mut points = vec![format!("{},{}", x(0.0), y(self.payload_bytes as f64))];
+        for (i, r) in self.rows.iter().enumerate() {
+            let xi = x(i as f64 + 1.0);
+            s.push_str(&format!(
+                "<rect x=\"{}\" y=\"{}\" width=\"{bw}\" height=\"{}\" fill=\"#9ecae1\"/>\n<text x=\"{}\" y=\"{}\">{}</text>\n",
+                xi - bw,
+                y(r.bytes_sent as f64),
+                (h - m) - y(r.bytes_sent as f64),
+                xi - bw / 2.0 - 4.0,
+                h - m + 15.0,
+                r.pass
+            ));
+            points.push(format!("{xi},{}", y(r.bytes_needed as f64)));
+        }
+        s.push_str(&format!(
+            "<polyline points=\"{}\" fill=\"none\" stroke=\"#d62728\" stroke-width=\"2\"/>\n<text x=\"4\" y=\"{}\">{:.1} MB</text>\n</svg>\n",
+            points.join(" "),
+            m,
+            max / 1e6
+        ));
+        s
+    }
+}
+
+/// What a simulated update of a real closure did, end to end.
+#[derive(Clone, Debug, Serialize)]
+pub struct UpdateReport {
+    #[serde(flatten)]
+    pub link: SimReport,
+    pub pack: crate::ground::pack::PackReport,
+    pub imported_paths: usize,
+    /// `nix-store --verify-path` passed on the device for the whole target closure, and the
+    /// device's closure of the target equals the ground's.
+    pub verified: bool,
+    pub device_reboots: u32,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum UpdateSimError {
+    #[error(transparent)]
+    Sim(#[from] SimError),
+    #[error(transparent)]
+    Nix(#[from] crate::nixstore::NixError),
+    #[error(transparent)]
+    DeviceInit(#[from] crate::device::init::DeviceInitError),
+    #[error(transparent)]
+    GroundInit(#[from] crate::ground::init::GroundInitError),
+    #[error(transparent)]
+    Pack(#[from] crate::ground::pack::PackError),
+    #[error(transparent)]
+    State(#[from] crate::state::StateError),
+    #[error(transparent)]
+    Import(#[from] crate::device::import::ImportError),
+    #[error(transparent)]
+    Ground(#[from] GroundLinkError),
+}
+
+/// Simulate the update from the closure of `v1` (on the device) to that of `v2` over the
+/// modeled link: real pack, real frames, real device state and a real Nix import into a
+/// chroot store under `work`.
+pub fn simulate_update(
+    ground_store: &crate::nixstore::NixStore,
+    v1: &str,
+    v2: &str,
+    work: &std::path::Path,
+    link: crate::ground::link::LinkOptions,
+    opts: &SimOptions,
+    progress: bool,
+) -> Result<UpdateReport, UpdateSimError> {
+    use crate::nixstore::NixStore;
+    let roots = ground_store.resolve_roots(&[v1.to_owned(), v2.to_owned()])?;
+    let device_uri = format!("local?root={}", work.join("device").display());
+    let device_store = NixStore::new(Some(&device_uri));
+    let v1_closure = ground_store.closure(&roots[..1])?;
+    ground_store.copy_to(&device_store, &v1_closure)?;
+    crate::device::init::init(&work.join("device-state"), Some(&device_uri), progress)?;
+    crate::ground::init::init(&work.join("mirror"), ground_store, &roots[..1], progress)?;
+    let mirror = crate::state::mirror::Mirror::open(&work.join("mirror"))?;
+    let bundle = work.join("update.bundle");
+    let pack_opts = crate::ground::pack::PackOptions { progress, ..Default::default() };
+    let pack = crate::ground::pack::pack(&mirror, ground_store, &roots[1..], &bundle, &pack_opts)?;
+    let mut ground = FrameSource::open(&bundle, link, None)?;
+    let state = DeviceState::open(&work.join("device-state"))?;
+    let mut device = StateDevice { state: &state, reboots: 0 };
+    let report = run(&mut ground, &mut device, opts)?;
+    let device_reboots = device.reboots;
+    let mut imported_paths = 0;
+    let mut verified = false;
+    if report.completed {
+        let imp = crate::device::import::import_all(&state, &device_store, progress)?;
+        imported_paths = imp.bundles.iter().map(|b| b.paths_imported).sum();
+        let target = ground_store.closure(&roots[1..])?;
+        verified = device_store.verify_paths(&target).is_ok() && device_store.closure(&roots[1..])? == target;
+    }
+    Ok(UpdateReport { link: report, pack, imported_paths, verified, device_reboots })
+}

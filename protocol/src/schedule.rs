@@ -87,15 +87,17 @@ const INITIAL_LOSS_PPM: u32 = 100_000;
 /// Highest loss the estimate will assume: 95%.
 const MAX_LOSS_PPM: u32 = 950_000;
 
-/// Shards to send so that `needed` of them arrive with high probability (about 98% per
-/// group) over a link losing `loss_ppm`: `(n + 2·sqrt(n·p)) / (1 − p)`, rounded up.
+/// Shards to send so that `needed` of them arrive with high probability (about 99.9% per
+/// group, 3.5 standard deviations) over a link losing `loss_ppm`:
+/// `(n + 3.5·sqrt(n·p)) / (1 − p)`, rounded up. A group that falls short costs a whole extra
+/// pass when reports only come between passes; a few more parity frames cost little.
 pub fn shards_to_send(needed: u64, loss_ppm: u32) -> u64 {
     if needed == 0 {
         return 0;
     }
     let p = f64::from(loss_ppm.min(MAX_LOSS_PPM)) / 1e6;
     let n = needed as f64;
-    ((n + 2.0 * (n * p).sqrt()) / (1.0 - p)).ceil() as u64
+    ((n + 3.5 * (n * p).sqrt()) / (1.0 - p)).ceil() as u64
 }
 
 fn percent_of(n: u64, percent: u16) -> u64 {

@@ -97,6 +97,9 @@ pub fn run(c: Command, progress: bool) -> anyhow::Result<ExitCode> {
                     println!("{}", render_import(&imp));
                 }
             }
+            if let Some(p) = r.unrecognized.first() {
+                anyhow::bail!("{p} is neither a narlink bundle nor a stream of narlink frames");
+            }
             if !r.rejected().is_empty() {
                 anyhow::bail!("{} payloads failed verification and were dropped; the bundle is incomplete", r.rejected().len());
             }

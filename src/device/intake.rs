@@ -29,6 +29,8 @@ pub struct IntakeReport {
     pub link: IntakeStats,
     /// Bundles still being received over the link.
     pub receiving: usize,
+    /// Inputs named on the command line that held neither a bundle nor any frame.
+    pub unrecognized: Vec<String>,
 }
 
 impl IntakeReport {
@@ -79,17 +81,20 @@ pub fn receive_paths(state: &DeviceState, paths: &[PathBuf]) -> Result<IntakeRep
     let mut link = LinkReceiver::open(state)?;
     for p in paths {
         if p.as_os_str() == "-" {
-            one(state, &mut link, &mut report, p, io::stdin().lock())?;
+            if !one(state, &mut link, &mut report, p, io::stdin().lock())? {
+                report.unrecognized.push("standard input".into());
+            }
         } else if p.is_dir() {
             let mut files: Vec<PathBuf> = std::fs::read_dir(p)
                 .and_then(|d| d.map(|e| e.map(|e| e.path())).collect())
                 .map_err(|source| IntakeError::Io { path: p.clone(), source })?;
             files.sort();
             for f in files.iter().filter(|f| f.is_file()) {
+                // A damaged frame file in a directory is an erasure, nothing more.
                 one(state, &mut link, &mut report, f, open(f)?)?;
             }
-        } else {
-            one(state, &mut link, &mut report, p, open(p)?)?;
+        } else if !one(state, &mut link, &mut report, p, open(p)?)? {
+            report.unrecognized.push(p.display().to_string());
         }
     }
     link.flush()?;
@@ -110,7 +115,7 @@ fn one(
     report: &mut IntakeReport,
     path: &Path,
     mut r: impl Read,
-) -> Result<(), IntakeError> {
+) -> Result<bool, IntakeError> {
     let mut magic = [0u8; 8];
     let mut n = 0;
     while n < magic.len() {
@@ -124,8 +129,10 @@ fn one(
     if n == magic.len() && magic == BUNDLE_MAGIC {
         let b = receive(state, r).map_err(|source| IntakeError::Bundle { path: path.to_owned(), source })?;
         report.bundles.push(b);
+        Ok(true)
     } else {
+        let before = link.stats.frames;
         link.handle_stream(r)?;
+        Ok(link.stats.frames > before)
     }
-    Ok(())
 }

@@ -159,7 +159,25 @@ impl<'a> LinkReceiver<'a> {
             let session = r.rebuild(id, rec)?;
             r.sessions.insert(id, session);
         }
+        r.recover()?;
         Ok(r)
+    }
+
+    /// Finish what a crash interrupted: decode groups that already have `k` shards, and
+    /// stage what the decoded prefix covers.
+    fn recover(&mut self) -> Result<(), LinkError> {
+        let ids: Vec<BundleId> = self.sessions.keys().copied().collect();
+        for id in ids {
+            let decodable: Vec<u32> = match self.sessions.get(&id) {
+                Some(s) => (0..s.layout.group_count()).filter(|&g| s.tracker.is_decodable(g)).collect(),
+                None => continue,
+            };
+            for g in decodable {
+                self.decode(&id, g)?;
+            }
+            self.advance(&id)?;
+        }
+        Ok(())
     }
 
     /// A session for `id` from its record and what is durable.

@@ -1,0 +1,635 @@
+//! Replays the fuzz inputs through the fuzz targets' checks, on stable Rust, so `cargo test`
+//! keeps fixed bugs fixed.
+//!
+//! Each target's check is one function in `fuzz/src/checks.rs`, included here with `#[path]`
+//! (the fuzz targets call the same file through the `narlink_fuzz_checks` crate). For every
+//! target this runs each file of `fuzz/seeds/<target>/` (committed), and of
+//! `fuzz/corpus/<target>/` and `fuzz/artifacts/<target>/` when they exist (local fuzzing
+//! output, not committed), and fails naming every input whose check panicked.
+//!
+//! The generated seeds are made here too, from the real encoders: `seeds_match_generator`
+//! fails when the code's encodings drift from the committed files, and
+//!
+//! ```text
+//! cargo test --test fuzz_corpus -- --ignored regenerate_seeds
+//! ```
+//!
+//! rewrites them. Seeds not named by the generator (from real Nix or a real `ground pack`,
+//! see `fuzz/README.md`) are left alone.
+
+#[path = "../fuzz/src/checks.rs"]
+mod checks;
+
+use std::fs;
+use std::os::unix::fs::{symlink, PermissionsExt};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::{Path, PathBuf};
+
+use narlink_protocol::bundle::BundleHeader;
+use narlink_protocol::fec;
+use narlink_protocol::frame::{Frame, FrameHeader, FrameRef};
+use narlink_protocol::manifest::{
+    ChunkParams, ChunkRef, Encoding, Manifest, PathEntry, Payload, MANIFEST_VERSION,
+};
+use narlink_protocol::params::{CodecId, LinkParams};
+use narlink_protocol::receiver::GroupTracker;
+use narlink_protocol::status::{Phase, StatusReport};
+
+fn fuzz_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz")
+}
+
+/// Files of `fuzz/{seeds,corpus,artifacts}/<target>/`, sorted.
+fn inputs(target: &str) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for dir in ["seeds", "corpus", "artifacts"] {
+        let Ok(entries) = fs::read_dir(fuzz_dir().join(dir).join(target)) else {
+            continue;
+        };
+        let mut found: Vec<PathBuf> = entries
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.is_file())
+            .collect();
+        found.sort();
+        files.extend(found);
+    }
+    files
+}
+
+fn check_of(target: &str) -> fn(&[u8]) {
+    checks::TARGETS
+        .iter()
+        .find(|(name, _)| *name == target)
+        .map(|&(_, check)| check)
+        .unwrap_or_else(|| panic!("no fuzz check named {target}"))
+}
+
+fn replay(target: &str) {
+    let check = check_of(target);
+    let files = inputs(target);
+    assert!(
+        files.iter().any(|f| f.starts_with(fuzz_dir().join("seeds"))),
+        "no seeds in fuzz/seeds/{target}/"
+    );
+    let mut failed = Vec::new();
+    for file in &files {
+        let data = fs::read(file).unwrap_or_else(|e| panic!("read {}: {e}", file.display()));
+        if catch_unwind(AssertUnwindSafe(|| check(&data))).is_err() {
+            failed.push(file.display().to_string());
+        }
+    }
+    assert!(
+        failed.is_empty(),
+        "fuzz check `{target}` failed on {} of {} inputs (messages above); reproduce one with \
+         `cargo +nightly fuzz run {target} FILE` in fuzz/:\n  {}",
+        failed.len(),
+        files.len(),
+        failed.join("\n  ")
+    );
+    println!("{target}: {} inputs replayed", files.len());
+}
+
+macro_rules! replay_tests {
+    ($($target:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $target() {
+                replay(stringify!($target));
+            }
+        )*
+
+        #[test]
+        fn every_check_has_a_replay_test() {
+            let tested = [$(stringify!($target)),*];
+            let names: Vec<&str> = checks::TARGETS.iter().map(|(n, _)| *n).collect();
+            assert_eq!(names, tested);
+        }
+    };
+}
+
+replay_tests!(
+    frame,
+    frame_stream,
+    status,
+    manifest,
+    bundle,
+    nar,
+    group_decode,
+    receiver,
+);
+
+// ---------------------------------------------------------------------------------------------
+// Seeds
+
+/// Generated seeds: (target, file name, bytes). Each is a handful of valid inputs made with the
+/// real encoders, plus a few near misses.
+fn generated_seeds() -> Vec<(&'static str, String, Vec<u8>)> {
+    let mut seeds = Vec::new();
+    let mut add = |target: &'static str, name: &str, bytes: Vec<u8>| {
+        assert!(bytes.len() < 64 << 10, "seed {target}/{name} is over 64 KiB");
+        seeds.push((target, name.to_string(), bytes));
+    };
+    for (name, bytes) in frame_seeds() {
+        add("frame", &name, bytes);
+    }
+    for (name, bytes) in frame_stream_seeds() {
+        add("frame_stream", &name, bytes);
+    }
+    for (name, bytes) in status_seeds() {
+        add("status", &name, bytes);
+    }
+    for (name, m) in manifests() {
+        assert_eq!(Manifest::from_bytes(&m.to_bytes()), Ok(m.clone()));
+        add("manifest", &name, m.to_bytes());
+    }
+    for (name, bytes) in bundle_seeds() {
+        add("bundle", &name, bytes);
+    }
+    for (name, bytes) in nar_seeds() {
+        add("nar", &name, bytes);
+    }
+    for (name, bytes) in group_decode_seeds() {
+        add("group_decode", &name, bytes);
+    }
+    for (name, bytes) in receiver_seeds() {
+        add("receiver", &name, bytes);
+    }
+    seeds
+}
+
+#[test]
+fn seeds_match_generator() {
+    let mut stale = Vec::new();
+    for (target, name, bytes) in generated_seeds() {
+        let path = fuzz_dir().join("seeds").join(target).join(&name);
+        if fs::read(&path).ok().as_ref() != Some(&bytes) {
+            stale.push(format!("{target}/{name}"));
+        }
+    }
+    assert!(
+        stale.is_empty(),
+        "generated fuzz seeds differ from the encoders' output (a format changed?): {stale:?}; \
+         run `cargo test --test fuzz_corpus -- --ignored regenerate_seeds` and commit fuzz/seeds"
+    );
+}
+
+#[test]
+#[ignore = "writes fuzz/seeds; run by hand after a format change"]
+fn regenerate_seeds() {
+    for (target, name, bytes) in generated_seeds() {
+        let dir = fuzz_dir().join("seeds").join(target);
+        fs::create_dir_all(&dir).expect("create seeds directory");
+        fs::write(dir.join(&name), bytes).expect("write seed");
+    }
+}
+
+fn encode_frame(header: FrameHeader, payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    FrameRef::new(header, payload)
+        .expect("a valid seed frame")
+        .encode(&mut out);
+    out
+}
+
+/// Bundle bytes for the FEC seeds: deterministic, not all one value.
+fn bundle_bytes(len: usize) -> Vec<u8> {
+    (0..len as u32).map(|i| (i * 31 + i / 7) as u8).collect()
+}
+
+/// The real frames of shards `shards` of `group` of a bundle of `bundle_bytes(L)`.
+fn real_frames(params: LinkParams, id: [u8; 16], group: u32, shards: &[u16]) -> Vec<Vec<u8>> {
+    let layout = params.validate().expect("valid seed parameters");
+    let bundle = bundle_bytes(params.bundle_len as usize);
+    let range = layout.byte_range(group).expect("seed group exists");
+    let code = fec::codec(params.codec);
+    let payloads = fec::encode_group_shards(
+        &*code,
+        &params,
+        &layout,
+        group,
+        &bundle[range.start as usize..range.end as usize],
+        shards,
+    )
+    .expect("encode seed shards");
+    shards
+        .iter()
+        .zip(payloads)
+        .map(|(&shard, payload)| {
+            let header = FrameHeader {
+                bundle_id: id,
+                params,
+                group,
+                shard,
+            };
+            encode_frame(header, &payload)
+        })
+        .collect()
+}
+
+fn small_simd() -> LinkParams {
+    // 50 bytes in shards of 8: 7 shards, K = 4: groups of 4 and 3; P = 4.
+    LinkParams {
+        codec: CodecId::RsSimd16,
+        shard_size: 8,
+        group_k: 4,
+        parity: 4,
+        bundle_len: 50,
+    }
+}
+
+fn small_erasure8() -> LinkParams {
+    // 20 bytes in shards of 3: 7 shards, K = 5: groups of 4 and 3; P = 3.
+    LinkParams {
+        codec: CodecId::RsErasure8,
+        shard_size: 3,
+        group_k: 5,
+        parity: 3,
+        bundle_len: 20,
+    }
+}
+
+fn frame_seeds() -> Vec<(String, Vec<u8>)> {
+    let id = *b"0123456789abcdef";
+    let mut seeds = Vec::new();
+    let simd = real_frames(small_simd(), id, 1, &[0, 2, 5]);
+    seeds.push(("simd-data-g1s0".into(), simd[0].clone()));
+    seeds.push(("simd-last-data-padded-g1s2".into(), simd[1].clone()));
+    seeds.push(("simd-parity-g1s5".into(), simd[2].clone()));
+    let e8 = real_frames(small_erasure8(), [7; 16], 0, &[3, 6]);
+    seeds.push(("erasure8-data-g0s3".into(), e8[0].clone()));
+    seeds.push(("erasure8-parity-g0s6".into(), e8[1].clone()));
+    let big = LinkParams {
+        codec: CodecId::RsSimd16,
+        shard_size: 256,
+        group_k: 1000,
+        parity: 1000,
+        bundle_len: 3000,
+    };
+    seeds.push((
+        "simd-s256-parity".into(),
+        real_frames(big, [9; 16], 0, &[12 + 500])[0].clone(),
+    ));
+    for (_, f) in &seeds {
+        assert!(Frame::decode(f).is_ok());
+    }
+    seeds
+}
+
+fn frame_stream_seeds() -> Vec<(String, Vec<u8>)> {
+    let stream_input = |split: u16, max_shard: u16, stream: &[u8]| {
+        let mut v = Vec::new();
+        v.extend_from_slice(&split.to_le_bytes());
+        v.extend_from_slice(&max_shard.to_le_bytes());
+        v.extend_from_slice(stream);
+        v
+    };
+    let frames = real_frames(small_simd(), [1; 16], 0, &[0, 1, 2, 3, 4, 5]);
+    let e8 = real_frames(small_erasure8(), [2; 16], 1, &[0, 1, 2, 3]);
+    let mut seeds = Vec::new();
+
+    let clean = frames.concat();
+    seeds.push(("clean-split0".into(), stream_input(0, 0, &clean)));
+    // Cut in the middle of the second frame's header.
+    let cut = (frames[0].len() + 17) as u16;
+    seeds.push(("clean-split-mid-header".into(), stream_input(cut, 8, &clean)));
+
+    // Garbage, a false magic, a frame with a flipped payload bit, a frame of another bundle,
+    // and a truncated frame at the end.
+    let mut dirty = b"garbage nL\x01 more".to_vec();
+    dirty.extend_from_slice(&frames[0]);
+    let mut flipped = frames[1].clone();
+    flipped[45] ^= 0x10;
+    dirty.extend_from_slice(&flipped);
+    dirty.extend_from_slice(&e8[0]);
+    dirty.extend_from_slice(b"nLnL");
+    dirty.extend_from_slice(&frames[2]);
+    dirty.extend_from_slice(&e8[3][..30]);
+    seeds.push(("dirty-split-mid".into(), stream_input(60, 0, &dirty)));
+    // A length cap that rejects the larger frames.
+    seeds.push(("dirty-capped".into(), stream_input(7, 4, &dirty)));
+    seeds
+}
+
+fn status_seeds() -> Vec<(String, Vec<u8>)> {
+    let enc = |r: &StatusReport| {
+        let mut out = Vec::new();
+        r.encode(&mut out);
+        assert_eq!(StatusReport::decode(&out).as_ref(), Ok(r));
+        out
+    };
+    let id = [3; 16];
+    let digest = [4; 16];
+    let mut seeds = Vec::new();
+    seeds.push((
+        "idle-empty".into(),
+        enc(&StatusReport::empty(id, digest, Phase::Idle)),
+    ));
+    let r = StatusReport::new(
+        id,
+        digest,
+        Phase::Receiving,
+        [(0, 4), (1, 4), (2, 3), (10, 100), (11, 0), (12, 1)],
+    )
+    .expect("sorted needs");
+    seeds.push(("receiving-runs".into(), enc(&r)));
+    let sparse = StatusReport::new(
+        id,
+        digest,
+        Phase::Unknown(9),
+        [(5, 65535), (70_000, 1), (4_000_000_000, 300), (u32::MAX, 2)],
+    )
+    .expect("sorted needs");
+    seeds.push(("unknown-phase-sparse".into(), enc(&sparse)));
+    let mut long = StatusReport::new(
+        id,
+        digest,
+        Phase::Receiving,
+        (0..400u32).map(|g| (g * 3, (g % 7 + 1) as u16 * 90)),
+    )
+    .expect("sorted needs");
+    assert!(long.truncate_to(StatusReport::budget(40)));
+    assert!(long.is_truncated());
+    seeds.push(("truncated".into(), enc(&long)));
+    // What a device tracker reports midway.
+    let params = LinkParams {
+        codec: CodecId::RsSimd16,
+        shard_size: 4,
+        group_k: 4,
+        parity: 2,
+        bundle_len: 40,
+    };
+    let mut t = GroupTracker::new(id, params, &Default::default()).expect("tracker");
+    for (g, s) in [(0, 0), (0, 4), (1, 0), (1, 1), (1, 2), (2, 1)] {
+        t.handle_shard(g, s);
+    }
+    t.mark_decoded(1);
+    seeds.push((
+        "tracker-report".into(),
+        enc(&t.status_report(digest, Phase::Receiving)),
+    ));
+    seeds
+}
+
+fn chunk(id: u8, len: u32) -> ChunkRef {
+    ChunkRef { id: [id; 32], len }
+}
+
+fn manifests() -> Vec<(String, Manifest)> {
+    let chunking = narlink::chunking::PARAMS;
+    let empty = Manifest {
+        version: MANIFEST_VERSION,
+        chunking,
+        base_digest: [0; 32],
+        target_digest: [1; 32],
+        roots: vec![],
+        paths: vec![],
+        payloads: vec![],
+    };
+    let lib = "/nix/store/0c8f5dd1zxb7mrnr8hb0hpwxzfz1b4qa-libfoo-1.0".to_string();
+    let app = "/nix/store/9vv4bd0l5i8k8gd9hkqhhq1rhs0h2f60-app-2.0".to_string();
+    let two = Manifest {
+        version: MANIFEST_VERSION,
+        chunking,
+        base_digest: [2; 32],
+        target_digest: [3; 32],
+        roots: vec![app.clone()],
+        paths: vec![
+            PathEntry {
+                store_path: lib.clone(),
+                nar_hash: [4; 32],
+                nar_size: 70_000,
+                references: vec![lib.clone()],
+                deriver: None,
+                chunks: vec![chunk(5, 20_000), chunk(6, 50_000)],
+            },
+            PathEntry {
+                store_path: app.clone(),
+                nar_hash: [7; 32],
+                nar_size: 120,
+                references: vec![lib, app.clone()],
+                deriver: Some("/nix/store/n8i3c2w5zqi4x6pmm8lkfzxbj5wl3y5c-app-2.0.drv".into()),
+                chunks: vec![chunk(8, 120)],
+            },
+        ],
+        payloads: vec![
+            Payload {
+                chunk: [6; 32],
+                raw_len: 50_000,
+                encoded_len: 900,
+                encoding: Encoding::Zstd,
+            },
+            Payload {
+                chunk: [8; 32],
+                raw_len: 120,
+                encoded_len: 120,
+                encoding: Encoding::Raw,
+            },
+        ],
+    };
+    let other_chunking = Manifest {
+        chunking: ChunkParams {
+            algorithm: 1,
+            min_size: 2048,
+            avg_size: 8192,
+            max_size: 65536,
+        },
+        ..empty.clone()
+    };
+    vec![
+        ("empty".into(), empty),
+        ("two-paths".into(), two),
+        ("other-chunking".into(), other_chunking),
+    ]
+}
+
+fn bundle_seeds() -> Vec<(String, Vec<u8>)> {
+    manifests()
+        .into_iter()
+        .map(|(name, m)| {
+            let raw = m.to_bytes();
+            let encoded = zstd::bulk::compress(&raw, 19).expect("compress manifest");
+            // read_manifest stops after the manifest; a few payload bytes follow for realism.
+            let header =
+                BundleHeader::for_manifest(&encoded, raw.len() as u32, m.payload_bytes());
+            let mut bytes = header.encode().to_vec();
+            bytes.extend_from_slice(&encoded);
+            bytes.extend_from_slice(&[0x28, 0xb5, 0x2f, 0xfd]);
+            (format!("{name}-manifest"), bytes)
+        })
+        .collect()
+}
+
+fn nar_seeds() -> Vec<(String, Vec<u8>)> {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let root = tmp.path();
+    let write = |rel: &str, bytes: &[u8], mode: u32| {
+        let p = root.join(rel);
+        fs::write(&p, bytes).expect("write");
+        fs::set_permissions(&p, fs::Permissions::from_mode(mode)).expect("chmod");
+    };
+    write("hello", b"hello, world\n", 0o644);
+    write("script", b"#!/bin/sh\necho hi\n", 0o755);
+    write("empty", b"", 0o644);
+    symlink("../lib/libfoo.so.1", root.join("link")).expect("symlink");
+    fs::create_dir(root.join("emptydir")).expect("mkdir");
+    let tree = root.join("tree");
+    fs::create_dir_all(tree.join("bin")).expect("mkdir");
+    fs::create_dir_all(tree.join("share/doc/x")).expect("mkdir");
+    fs::write(tree.join("bin/app"), bundle_bytes(300)).expect("write");
+    fs::set_permissions(tree.join("bin/app"), fs::Permissions::from_mode(0o755)).expect("chmod");
+    fs::write(tree.join("share/doc/x/README"), b"read me\n").expect("write");
+    fs::write(tree.join("share/doc/x/a"), b"12345678").expect("write");
+    fs::write(tree.join("share/doc/x/B"), b"").expect("write");
+    symlink("bin/app", tree.join("default")).expect("symlink");
+    symlink("/nix/store/0c8f5dd1zxb7mrnr8hb0hpwxzfz1b4qa-libfoo-1.0", tree.join("dep"))
+        .expect("symlink");
+
+    ["hello", "script", "empty", "link", "emptydir", "tree"]
+        .into_iter()
+        .map(|name| {
+            let mut out = Vec::new();
+            narlink::nar::dump(&root.join(name), &mut out).expect("dump seed tree");
+            narlink::nar::validate(&out[..]).expect("seed NAR validates");
+            (format!("{name}.nar"), out)
+        })
+        .collect()
+}
+
+/// One shard of a group_decode input: `index: u16, kind: u8` and its bytes.
+fn shard_op(out: &mut Vec<u8>, index: u16, kind: u8, bytes: &[u8]) {
+    out.extend_from_slice(&index.to_le_bytes());
+    out.push(kind);
+    out.extend_from_slice(bytes);
+}
+
+fn group_decode_seeds() -> Vec<(String, Vec<u8>)> {
+    let mut seeds = Vec::new();
+    // Link-parameter mode: real shards of a group, some data lost, parity in its place.
+    for (name, params, group, shards) in [
+        ("simd-g0-lost-data", small_simd(), 0u32, vec![1u16, 3, 4, 6]),
+        ("simd-g1-last-padded", small_simd(), 1, vec![0, 4, 6]),
+        ("erasure8-g1-parity-only", small_erasure8(), 1, vec![3, 4, 5]),
+        ("erasure8-g0-all-data", small_erasure8(), 0, vec![0, 1, 2, 3, 5]),
+    ] {
+        let layout = params.validate().expect("valid");
+        let bundle = bundle_bytes(params.bundle_len as usize);
+        let range = layout.byte_range(group).expect("group");
+        let code = fec::codec(params.codec);
+        let payloads = fec::encode_group_shards(
+            &*code,
+            &params,
+            &layout,
+            group,
+            &bundle[range.start as usize..range.end as usize],
+            &shards,
+        )
+        .expect("encode");
+        let mut v = vec![u8::from(params.codec == CodecId::RsErasure8)];
+        v.extend_from_slice(&params.shard_size.to_le_bytes());
+        v.extend_from_slice(&params.group_k.to_le_bytes());
+        v.extend_from_slice(&params.parity.to_le_bytes());
+        v.extend_from_slice(&(params.bundle_len as u32).to_le_bytes());
+        v.extend_from_slice(&group.to_le_bytes());
+        for (&i, p) in shards.iter().zip(&payloads) {
+            shard_op(&mut v, i, 0, p);
+        }
+        seeds.push((name.to_string(), v));
+    }
+    // Raw-shape mode: k = 3, P = 2, S = 4, data shard 1 lost, both parity shards, a duplicate.
+    let data = [*b"abcd", *b"efgh", *b"ijkl"];
+    let refs: Vec<&[u8]> = data.iter().map(|d| &d[..]).collect();
+    for (codec, flags) in [(CodecId::RsSimd16, 2u8), (CodecId::RsErasure8, 3)] {
+        let shape = fec::GroupShape {
+            k: 3,
+            parity: 2,
+            shard_size: 4,
+        };
+        let parity = fec::codec(codec).encode(shape, &refs, 0..2).expect("encode");
+        let mut v = vec![flags];
+        for x in [3u16, 2, 4] {
+            v.extend_from_slice(&x.to_le_bytes());
+        }
+        shard_op(&mut v, 0, 0, &data[0]);
+        shard_op(&mut v, 2, 0, &data[2]);
+        shard_op(&mut v, 0, 1, &[0x55]);
+        shard_op(&mut v, 4, 0, &parity[1]);
+        shard_op(&mut v, 3, 0, &parity[0]);
+        seeds.push((format!("raw-{codec:?}").to_lowercase(), v));
+    }
+    // Pattern, wrong-length and copied shards.
+    let mut v = vec![0u8];
+    for x in [16u16, 4, 4] {
+        v.extend_from_slice(&x.to_le_bytes());
+    }
+    v.extend_from_slice(&100u32.to_le_bytes());
+    v.extend_from_slice(&1u32.to_le_bytes());
+    shard_op(&mut v, 0, 1, &[7]);
+    shard_op(&mut v, 5, 1, &[9]);
+    shard_op(&mut v, 6, 3, &[0]);
+    shard_op(&mut v, 7, 2, &[1]);
+    shard_op(&mut v, 2, 1, &[0]);
+    seeds.push(("patterns".into(), v));
+    seeds
+}
+
+/// One receiver operation: opcode, group byte, shard byte (both below 0x80: small values).
+fn op(out: &mut Vec<u8>, code: u8, group: u8, shard: u8) {
+    out.extend_from_slice(&[code, group, shard]);
+}
+
+fn receiver_seeds() -> Vec<(String, Vec<u8>)> {
+    let head = |codec: u8, s: u16, k: u16, p: u16, len: u32| {
+        let mut v = vec![codec];
+        for x in [s, k, p] {
+            v.extend_from_slice(&x.to_le_bytes());
+        }
+        v.extend_from_slice(&len.to_le_bytes());
+        v
+    };
+    let mut seeds = Vec::new();
+    // 10 shards of 4 bytes, K = 4: groups of 4, 3, 3; P = 2.
+    let mut v = head(0, 4, 4, 2, 40);
+    for (g, s) in [(1, 0), (1, 0), (1, 4), (1, 5), (1, 2), (1, 3), (0, 0), (2, 1)] {
+        op(&mut v, 0, g, s);
+    }
+    op(&mut v, 5, 1, 0); // query group 1
+    op(&mut v, 6, 0, 1); // status report
+    op(&mut v, 4, 1, 0); // mark group 1 decoded
+    op(&mut v, 1, 1, 1); // shard of a decoded group
+    op(&mut v, 4, 3, 0); // mark a group that does not exist
+    op(&mut v, 3, 0, 1); // as a frame
+    op(&mut v, 0x13, 0, 2); // frame of another bundle
+    op(&mut v, 0x23, 0, 2); // frame with other parameters
+    op(&mut v, 7, 0, 0); // rebuild and compare
+    op(&mut v, 6, 0, 9);
+    seeds.push(("simd-three-groups".into(), v));
+
+    // GF(2^8), groups of 10 and 9 shards, P = 5: finish every group.
+    let mut v = head(1, 16, 10, 5, 19 * 16 - 3);
+    for g in 0..2u8 {
+        for s in 0..12u8 {
+            op(&mut v, 2, g, s);
+        }
+        op(&mut v, 4, g, 0);
+    }
+    op(&mut v, 7, 0, 0);
+    op(&mut v, 6, 0, 2);
+    seeds.push(("erasure8-complete".into(), v));
+
+    // Many small groups (status report truncation), out-of-range operands.
+    let mut v = head(0, 2, 3, 1, 2 * 3 * 200);
+    for g in (0..120u8).step_by(3) {
+        op(&mut v, 0, g, 0);
+    }
+    op(&mut v, 0, 0x80, 0x80);
+    v.extend_from_slice(&u32::MAX.to_le_bytes());
+    v.extend_from_slice(&7u16.to_le_bytes());
+    op(&mut v, 6, 0, 1);
+    op(&mut v, 7, 0, 0);
+    seeds.push(("many-groups".into(), v));
+
+    // Parameters over the fuzz limits: the tracker refuses them.
+    seeds.push(("refused-params".into(), head(0, 2, 1, 1, u32::MAX)));
+    seeds
+}

@@ -1,0 +1,116 @@
+//! Shared helpers: real Nix, the ground is this machine's store, the device a second store
+//! under a chroot directory (`local?root=DIR`). Tests fail, not skip, without Nix.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+pub const NARLINK: &str = env!("CARGO_BIN_EXE_narlink");
+
+pub fn nix_env(c: &mut Command) -> &mut Command {
+    c.env("NIX_REMOTE", "local")
+}
+
+pub fn sh(cmd: &str) -> String {
+    let out = nix_env(Command::new("bash").arg("-c").arg(format!("set -euo pipefail; {cmd}")))
+        .output()
+        .expect("bash runs");
+    assert!(
+        out.status.success(),
+        "`{cmd}` failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Build version `v` of examples/demo.nix (once per test process).
+pub fn demo(v: u32) -> String {
+    static BUILT: OnceLock<std::sync::Mutex<std::collections::HashMap<u32, String>>> = OnceLock::new();
+    let m = BUILT.get_or_init(Default::default);
+    let mut m = m.lock().unwrap();
+    m.entry(v)
+        .or_insert_with(|| {
+            assert!(
+                Command::new("nix-build").arg("--version").output().is_ok(),
+                "nix-build is not on PATH: run scripts/setup.sh (Debian's nix-bin) first"
+            );
+            let root = env!("CARGO_MANIFEST_DIR");
+            sh(&format!(
+                "nix-build {root}/examples/demo.nix --arg version {v} --no-out-link \
+                 --option sandbox false --option substituters '' 2>/dev/null"
+            ))
+            .trim()
+            .to_owned()
+        })
+        .clone()
+}
+
+/// A device: a chroot Nix store holding the closure of `holds`, plus its narlink state, and
+/// a ground mirror that knows it.
+pub struct Rig {
+    _tmp: tempfile::TempDir,
+    pub dir: PathBuf,
+}
+
+impl Rig {
+    pub fn new(holds: &str) -> Rig {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().to_owned();
+        let rig = Rig { _tmp: tmp, dir };
+        sh(&format!(
+            "nix-store --export $(nix-store -qR {holds}) | nix-store --store '{}' --import >/dev/null",
+            rig.store()
+        ));
+        rig.ok(&["device", "init", "--state", rig.p("state"), "--store", &rig.store()]);
+        rig.ok(&["ground", "init", "--mirror", rig.p("mirror"), holds]);
+        rig
+    }
+
+    pub fn store(&self) -> String {
+        format!("local?root={}", self.dir.join("device").display())
+    }
+
+    pub fn p(&self, name: &str) -> &str {
+        Box::leak(self.dir.join(name).to_string_lossy().into_owned().into_boxed_str())
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        nix_env(Command::new(NARLINK).arg("--quiet").args(args)).output().unwrap()
+    }
+
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "narlink {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    pub fn json(&self, args: &[&str]) -> serde_json::Value {
+        let mut a = args.to_vec();
+        a.push("--json");
+        serde_json::from_str(&self.ok(&a)).unwrap()
+    }
+
+    /// What the device store holds: its whole registration database.
+    pub fn device_db(&self) -> String {
+        sh(&format!("nix-store --store '{}' --dump-db", self.store()))
+    }
+
+    pub fn assert_holds(&self, root: &str) {
+        let closure = sh(&format!("nix-store -qR {root}"));
+        let paths: Vec<&str> = closure.lines().collect();
+        sh(&format!("nix-store --store '{}' --verify-path {}", self.store(), paths.join(" ")));
+        let on_device = sh(&format!("nix-store --store '{}' -qR {root}", self.store()));
+        assert_eq!(on_device, closure, "device closure differs from the ground's");
+    }
+}
+
+pub fn flip(file: &Path, offset: u64) {
+    let mut b = std::fs::read(file).unwrap();
+    b[offset as usize] ^= 0x01;
+    std::fs::write(file, b).unwrap();
+}
+

@@ -1,0 +1,5 @@
+//! narlink's integration tests: one binary, one module per area.
+
+mod common;
+mod link;
+mod spine;

@@ -66,7 +66,7 @@ impl CodecId {
         }
         match self {
             CodecId::RsSimd16 => {
-                shard_size % 2 == 0
+                shard_size.is_multiple_of(2)
                     && reed_solomon_simd::ReedSolomonEncoder::supports(
                         usize::from(k),
                         usize::from(parity),

@@ -17,6 +17,9 @@ use narlink_protocol::params::{CodecId, LinkParams, ParamsError};
 use narlink_protocol::schedule::{Pass, Sender};
 use serde::{Deserialize, Serialize};
 
+/// A shard index and its payload.
+type EncodedShard = (u16, Vec<u8>);
+
 /// Groups interleaved together.
 pub const WINDOW_GROUPS: usize = 64;
 
@@ -167,7 +170,7 @@ impl FrameSource {
         let mut frame = Vec::new();
         let mut out_of_budget = false;
         for window in (0..groups).collect::<Vec<_>>().chunks(WINDOW_GROUPS) {
-            let mut encoded: Vec<(u32, Vec<(u16, Vec<u8>)>)> = Vec::new();
+            let mut encoded: Vec<(u32, Vec<EncodedShard>)> = Vec::new();
             for &g in window {
                 if want[g].is_empty() {
                     continue;

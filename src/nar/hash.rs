@@ -118,7 +118,7 @@ fn decode_base64<const N: usize>(s: &str) -> Result<[u8; N], String> {
     let want = (N * 8).div_ceil(6);
     if unpadded.len() != want
         || s.len() - unpadded.len() > 2
-        || (s.len() != want && s.len() % 4 != 0)
+        || (s.len() != want && !s.len().is_multiple_of(4))
     {
         return Err(format!(
             "base64 part must be {want} characters plus padding, got {}",

@@ -174,25 +174,6 @@ impl StateDb {
         Ok(())
     }
 
-    /// Forget `path` and its chunk locations, within `tx`.
-    pub(crate) fn remove_path(&self, tx: &redb::WriteTransaction, path: &str) -> Result<bool, StateError> {
-        let Some(rec) = self.record_in(tx, path)? else { return Ok(false) };
-        let mut locs = tx.open_multimap_table(CHUNK_LOCS).ctx(&self.file)?;
-        let mut offset = 0u64;
-        for c in &rec.chunks {
-            locs.remove(&c.id, (path, offset, c.len)).ctx(&self.file)?;
-            offset += u64::from(c.len);
-        }
-        tx.open_table(PATHS).ctx(&self.file)?.remove(path).ctx(&self.file)?;
-        Ok(true)
-    }
-
-    fn record_in(&self, tx: &redb::WriteTransaction, path: &str) -> Result<Option<PathRecord>, StateError> {
-        let t = tx.open_table(PATHS).ctx(&self.file)?;
-        let v = t.get(path).ctx(&self.file)?;
-        v.map(|v| decode_record(path, v.value())).transpose()
-    }
-
     /// Every path the state holds, in byte order.
     pub fn paths(&self) -> Result<Vec<String>, StateError> {
         let tx = self.db.begin_read().ctx(&self.file)?;

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
-use narlink::device::{import, init, intake, status};
+use narlink::device::{import, init, intake, listen, status};
 use narlink::nixstore::NixStore;
 use narlink::progress::bytes;
 use narlink::state::device::DeviceState;
@@ -22,6 +22,44 @@ pub enum Command {
     Import(ImportArgs),
     /// Write a status report for the ground.
     Status(StatusArgs),
+    /// Receive frames from a socket, unattended.
+    Listen(ListenArgs),
+}
+
+#[derive(Args)]
+#[group(id = "endpoint", required = true, multiple = false)]
+pub struct Endpoint {
+    /// UDP address: one frame per datagram.
+    #[arg(long, group = "endpoint")]
+    udp: Option<std::net::SocketAddr>,
+    /// TCP address: a stream of frames per connection.
+    #[arg(long, group = "endpoint")]
+    tcp: Option<std::net::SocketAddr>,
+    /// Unix-domain socket path: a stream of frames per connection.
+    #[arg(long, group = "endpoint")]
+    unix: Option<PathBuf>,
+}
+
+#[derive(Args)]
+pub struct ListenArgs {
+    #[arg(long)]
+    state: PathBuf,
+    #[command(flatten)]
+    endpoint: Endpoint,
+    /// Import each bundle as soon as it is complete.
+    #[arg(long)]
+    import: bool,
+    /// Exit once a bundle is imported (with --import) or complete.
+    #[arg(long)]
+    exit_when_done: bool,
+    /// Keep the latest status report in this file.
+    #[arg(long)]
+    status_out: Option<PathBuf>,
+    /// Rewrite the status report at least this often, in seconds.
+    #[arg(long, default_value_t = 60)]
+    status_every: u64,
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -113,6 +151,30 @@ pub fn run(c: Command, progress: bool) -> anyhow::Result<ExitCode> {
             let store = NixStore::new(uri.as_deref());
             let r = import::import_all(&state, &store, progress).context("device import")?;
             output(a.json, &r, || render_import(&r))?;
+        }
+        Command::Listen(a) => {
+            let endpoint = match (a.endpoint.udp, a.endpoint.tcp, a.endpoint.unix.clone()) {
+                (Some(u), _, _) => listen::Endpoint::Udp(u),
+                (_, Some(t), _) => listen::Endpoint::Tcp(t),
+                (_, _, Some(p)) => listen::Endpoint::Unix(p),
+                _ => anyhow::bail!("give one of --udp, --tcp, --unix"),
+            };
+            let opts = listen::ListenOptions {
+                endpoint,
+                import: a.import,
+                exit_when_done: a.exit_when_done,
+                status_out: a.status_out.clone(),
+                status_every: std::time::Duration::from_secs(a.status_every.max(1)),
+                progress,
+            };
+            let r = listen::listen(&a.state, &opts, |addr| {
+                println!("listening on {addr}");
+                let _ = std::io::Write::flush(&mut std::io::stdout());
+            })
+            .context("device listen")?;
+            output(a.json, &r, || {
+                format!("{} frames; bundles completed: {}; imported: {}", r.frames, r.bundles_completed.join(" "), r.bundles_imported.join(" "))
+            })?;
         }
         Command::Status(a) => {
             let state = DeviceState::open(&a.state)?;

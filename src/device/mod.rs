@@ -4,6 +4,7 @@ pub mod import;
 pub mod init;
 pub mod intake;
 pub mod link;
+pub mod listen;
 pub mod reassemble;
 pub mod receive;
 pub mod status;

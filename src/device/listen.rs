@@ -1,0 +1,230 @@
+//! `device listen`: frames from a socket (UDP datagrams, or a TCP or Unix-domain byte stream),
+//! into the same intake as files. Sockets live here, and only here.
+//!
+//! A tokio task per socket cuts frames out of the bytes; one worker thread owns the device
+//! state (redb is synchronous) and persists frames in batches: it flushes whenever no frame
+//! is waiting, so a frame is durable a few milliseconds after it arrived, and every batch is
+//! one commit. When a bundle completes, the worker can import it at once.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use narlink_protocol::frame::{FrameSplitter, MAX_FRAME_LEN};
+use serde::Serialize;
+use tokio::io::AsyncReadExt;
+
+use super::import::{import_all, ImportError};
+use super::link::{LinkError, LinkReceiver};
+use crate::nixstore::NixStore;
+use crate::state::device::DeviceState;
+use crate::state::StateError;
+
+#[derive(Clone, Debug)]
+pub enum Endpoint {
+    Udp(SocketAddr),
+    Tcp(SocketAddr),
+    Unix(PathBuf),
+}
+
+#[derive(Clone, Debug)]
+pub struct ListenOptions {
+    pub endpoint: Endpoint,
+    /// Import a bundle as soon as it is complete.
+    pub import: bool,
+    /// Stop once a bundle has been imported (or completed, without `import`).
+    pub exit_when_done: bool,
+    /// Write the status report here after every batch that changed something, and at most
+    /// every `status_every`.
+    pub status_out: Option<PathBuf>,
+    pub status_every: Duration,
+    pub progress: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ListenError {
+    #[error("cannot listen on {what}: {source}")]
+    Bind { what: String, source: std::io::Error },
+    #[error("socket: {0}")]
+    Socket(std::io::Error),
+    #[error(transparent)]
+    Link(#[from] LinkError),
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error(transparent)]
+    Import(#[from] ImportError),
+    #[error("writing the status report {path}: {source}")]
+    Status { path: PathBuf, source: std::io::Error },
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct ListenReport {
+    pub frames: u64,
+    pub bundles_completed: Vec<String>,
+    pub bundles_imported: Vec<String>,
+}
+
+/// Run until `exit_when_done` is met (or forever). `ready` is called with the bound address
+/// once the socket listens (for port 0).
+pub fn listen(state_dir: &Path, opts: &ListenOptions, ready: impl FnOnce(&str)) -> Result<ListenReport, ListenError> {
+    let (tx, rx) = mpsc::sync_channel::<Vec<u8>>(4096);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_io().build().map_err(ListenError::Socket)?;
+    let bound = rt.block_on(bind(&opts.endpoint))?;
+    ready(&bound.describe());
+    let worker = {
+        let dir = state_dir.to_owned();
+        let opts = opts.clone();
+        std::thread::spawn(move || work(&dir, &opts, rx))
+    };
+    // The socket side runs until the worker stops (it drops the receiver: sends then fail).
+    let net = std::thread::spawn(move || rt.block_on(serve(bound, tx)));
+    let report = worker.join().unwrap_or_else(|_| Err(ListenError::Socket(std::io::Error::other("worker panicked"))));
+    drop(net); // detached: the process exits with the worker's result
+    report
+}
+
+enum Bound {
+    Udp(tokio::net::UdpSocket),
+    Tcp(tokio::net::TcpListener),
+    Unix(tokio::net::UnixListener, PathBuf),
+}
+
+impl Bound {
+    fn describe(&self) -> String {
+        match self {
+            Bound::Udp(s) => format!("udp {}", s.local_addr().map(|a| a.to_string()).unwrap_or_default()),
+            Bound::Tcp(s) => format!("tcp {}", s.local_addr().map(|a| a.to_string()).unwrap_or_default()),
+            Bound::Unix(_, p) => format!("unix {}", p.display()),
+        }
+    }
+}
+
+async fn bind(e: &Endpoint) -> Result<Bound, ListenError> {
+    let err = |what: String| move |source| ListenError::Bind { what, source };
+    Ok(match e {
+        Endpoint::Udp(a) => Bound::Udp(tokio::net::UdpSocket::bind(a).await.map_err(err(format!("udp {a}")))?),
+        Endpoint::Tcp(a) => Bound::Tcp(tokio::net::TcpListener::bind(a).await.map_err(err(format!("tcp {a}")))?),
+        Endpoint::Unix(p) => {
+            // A stale socket file from an earlier run would make bind fail.
+            if p.exists() {
+                let _ = std::fs::remove_file(p);
+            }
+            Bound::Unix(tokio::net::UnixListener::bind(p).map_err(err(format!("unix {}", p.display())))?, p.clone())
+        }
+    })
+}
+
+async fn serve(bound: Bound, tx: mpsc::SyncSender<Vec<u8>>) -> Result<(), ListenError> {
+    match bound {
+        Bound::Udp(sock) => {
+            let mut buf = vec![0u8; MAX_FRAME_LEN + 1];
+            loop {
+                let (n, _) = sock.recv_from(&mut buf).await.map_err(ListenError::Socket)?;
+                if tx.send(buf[..n].to_vec()).is_err() {
+                    return Ok(());
+                }
+            }
+        }
+        Bound::Tcp(l) => loop {
+            let (s, _) = l.accept().await.map_err(ListenError::Socket)?;
+            tokio::spawn(stream(s, tx.clone()));
+        },
+        Bound::Unix(l, _) => loop {
+            let (s, _) = l.accept().await.map_err(ListenError::Socket)?;
+            tokio::spawn(stream(s, tx.clone()));
+        },
+    }
+}
+
+/// Cut frames out of one connection's bytes.
+async fn stream(mut s: impl tokio::io::AsyncRead + Unpin, tx: mpsc::SyncSender<Vec<u8>>) {
+    let mut splitter = FrameSplitter::new();
+    let mut buf = vec![0u8; 64 << 10];
+    loop {
+        let n = match s.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        splitter.push(&buf[..n]);
+        while let Some(f) = splitter.next_frame() {
+            let mut bytes = Vec::with_capacity(f.payload().len() + 64);
+            f.encode(&mut bytes);
+            // A full queue blocks this thread: the socket is not read until the worker
+            // catches up, which is the back-pressure a stream wants.
+            if tx.send(bytes).is_err() {
+                return;
+            }
+        }
+    }
+    splitter.finish();
+    while let Some(f) = splitter.next_frame() {
+        let mut bytes = Vec::new();
+        f.encode(&mut bytes);
+        let _ = tx.send(bytes);
+    }
+}
+
+/// The worker: owns the state, persists frames in batches, imports, writes status.
+fn work(dir: &Path, opts: &ListenOptions, rx: mpsc::Receiver<Vec<u8>>) -> Result<ListenReport, ListenError> {
+    let state = DeviceState::open(dir)?;
+    let store = NixStore::new(state.store_uri()?.as_deref());
+    let mut report = ListenReport::default();
+    let mut rx_link = LinkReceiver::open(&state)?;
+    let mut last_status = Instant::now() - opts.status_every;
+    loop {
+        // Block for the first frame (or wake up for a scheduled status report), then take
+        // whatever else is already waiting: one durable commit for the batch.
+        let first = match rx.recv_timeout(opts.status_every) {
+            Ok(f) => Some(f),
+            Err(mpsc::RecvTimeoutError::Timeout) => None,
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        };
+        let mut batch = 0;
+        if let Some(f) = first {
+            rx_link.handle_bytes(&f)?;
+            batch += 1;
+            while let Ok(f) = rx.try_recv() {
+                rx_link.handle_bytes(&f)?;
+                batch += 1;
+                if batch >= 4096 {
+                    break;
+                }
+            }
+            rx_link.flush()?;
+            report.frames += batch;
+        }
+        let completed = std::mem::take(&mut rx_link.stats.bundles_completed);
+        report.bundles_completed.extend(completed.iter().cloned());
+        if !completed.is_empty() && opts.import {
+            drop(rx_link);
+            let imp = import_all(&state, &store, opts.progress)?;
+            report.bundles_imported.extend(imp.bundles.iter().map(|b| b.bundle.clone()));
+            if opts.progress {
+                for b in &imp.bundles {
+                    let _ = writeln!(std::io::stderr(), "listen: imported bundle {} ({} paths)", b.bundle, b.paths_imported);
+                }
+            }
+            rx_link = LinkReceiver::open(&state)?;
+        }
+        if let Some(path) = &opts.status_out {
+            if batch > 0 && last_status.elapsed() >= Duration::from_millis(200) || last_status.elapsed() >= opts.status_every {
+                let (_, bytes) = super::status::report(&state)?;
+                write_atomically(path, &bytes).map_err(|source| ListenError::Status { path: path.clone(), source })?;
+                last_status = Instant::now();
+            }
+        }
+        let done = if opts.import { !report.bundles_imported.is_empty() } else { !report.bundles_completed.is_empty() };
+        if opts.exit_when_done && done {
+            break;
+        }
+    }
+    Ok(report)
+}
+
+fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(tmp, path)
+}

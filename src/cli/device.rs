@@ -46,7 +46,7 @@ pub struct ListenArgs {
     state: PathBuf,
     #[command(flatten)]
     endpoint: Endpoint,
-    /// Import each bundle as soon as it is complete.
+    /// Import every path as soon as its data is all here.
     #[arg(long)]
     import: bool,
     /// Exit once a bundle is imported (with --import) or complete.
@@ -81,7 +81,8 @@ pub struct ReceiveArgs {
     /// Bundle files, frame files, directories of frame files, or - for standard input.
     #[arg(required = true)]
     files: Vec<PathBuf>,
-    /// Import as soon as a bundle is complete.
+    /// Import every path whose data is all here, at once (even while the rest of its
+    /// bundle is still missing).
     #[arg(long)]
     import: bool,
     #[arg(long)]
@@ -92,6 +93,10 @@ pub struct ReceiveArgs {
 pub struct ImportArgs {
     #[arg(long)]
     state: PathBuf,
+    /// Also import, from bundles still being received, the paths whose data is all here.
+    /// Without it an incomplete bundle is refused and the store is left as it is.
+    #[arg(long)]
+    partial: bool,
     /// Override the store recorded at init.
     #[arg(long)]
     store: Option<String>,
@@ -127,10 +132,9 @@ pub fn run(c: Command, progress: bool) -> anyhow::Result<ExitCode> {
             let state = DeviceState::open(&a.state)?;
             let r = intake::receive_paths(&state, &a.files).context("device receive")?;
             output(a.json, &r, || r.render())?;
-            let ready = state.bundles()?.iter().any(|(_, b)| b.phase == narlink::state::device::Phase::Complete);
-            if a.import && ready {
+            if a.import {
                 let store = NixStore::new(state.store_uri()?.as_deref());
-                let imp = import::import_all(&state, &store, progress).context("device import")?;
+                let imp = import::import_all(&state, &store, progress, true).context("device import")?;
                 if !a.json {
                     println!("{}", render_import(&imp));
                 }
@@ -149,7 +153,7 @@ pub fn run(c: Command, progress: bool) -> anyhow::Result<ExitCode> {
                 None => state.store_uri()?,
             };
             let store = NixStore::new(uri.as_deref());
-            let r = import::import_all(&state, &store, progress).context("device import")?;
+            let r = import::import_all(&state, &store, progress, a.partial).context("device import")?;
             output(a.json, &r, || render_import(&r))?;
         }
         Command::Listen(a) => {
@@ -194,11 +198,12 @@ fn render_import(r: &import::ImportReport) -> String {
         .iter()
         .map(|b| {
             format!(
-                "bundle {}: imported {} paths ({} of NAR), {} were already valid; roots: {}",
+                "bundle {}: imported {} paths ({} of NAR), {} were already valid{}; roots: {}",
                 b.bundle,
                 b.paths_imported,
                 bytes(b.nar_bytes),
                 b.paths_already_valid,
+                if b.complete { "" } else { " (partial: the bundle is still arriving)" },
                 b.roots.join(" ")
             )
         })

@@ -40,6 +40,8 @@ pub enum ImportError {
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct BundleImport {
     pub bundle: String,
+    /// Every path of the bundle is now in the store (else: a partial import).
+    pub complete: bool,
     pub paths_imported: usize,
     pub paths_already_valid: usize,
     pub nar_bytes: u64,
@@ -52,13 +54,18 @@ pub struct ImportReport {
 }
 
 /// Import every staged bundle that has not been imported yet, in arrival order.
-pub fn import_all(state: &DeviceState, store: &NixStore, progress: bool) -> Result<ImportReport, ImportError> {
+///
+/// With `partial`, a bundle still being received has every path imported whose chunks are all
+/// here (a prefix of the bundle's dependency order), as soon as they are; without it, an
+/// incomplete bundle is refused and the store is left untouched.
+pub fn import_all(state: &DeviceState, store: &NixStore, progress: bool, partial: bool) -> Result<ImportReport, ImportError> {
     let mut report = ImportReport::default();
     for (id, rec) in state.bundles()? {
         if rec.phase == Phase::Imported {
             continue;
         }
-        match import_bundle(state, store, &id, &rec, progress) {
+        match import_bundle(state, store, &id, &rec, progress, partial) {
+            Ok(r) if r.paths_imported == 0 && !r.complete => {}
             Ok(r) => report.bundles.push(r),
             Err(e) => {
                 // Remember why, for `device status` and the operator; the staged data stays.
@@ -80,23 +87,39 @@ fn import_bundle(
     id: &BundleId,
     rec: &BundleRecord,
     progress: bool,
+    partial: bool,
 ) -> Result<BundleImport, ImportError> {
     let bundle = hex(id);
     let manifest = rec.manifest()?;
     let staged = state.staged_set(manifest.payloads.iter().map(|p| p.chunk))?;
     let missing = staged.iter().filter(|s| !**s).count();
-    if missing > 0 {
+    let complete = missing == 0;
+    if !complete && !partial {
         return Err(ImportError::Incomplete { bundle, missing, total: manifest.payloads.len() });
     }
     check_base(state, &manifest, &bundle)?;
 
-    let names: Vec<String> = manifest.paths.iter().map(|p| p.store_path.clone()).collect();
+    let mut source = ChunkSource::new(state, store)?;
+    // Everything, or the prefix of paths whose chunks are all here.
+    let mut ready = manifest.paths.len();
+    if !complete {
+        ready = 0;
+        'paths: for p in &manifest.paths {
+            for c in &p.chunks {
+                if !source.available(&c.id)? {
+                    break 'paths;
+                }
+            }
+            ready += 1;
+        }
+    }
+    let ready = &manifest.paths[..ready];
+    let names: Vec<String> = ready.iter().map(|p| p.store_path.clone()).collect();
     let valid_before = store.valid_paths(&names)?;
-    let todo: Vec<_> = manifest.paths.iter().filter(|p| !valid_before.contains(&p.store_path)).collect();
+    let todo: Vec<_> = ready.iter().filter(|p| !valid_before.contains(&p.store_path)).collect();
     let nar_bytes: u64 = todo.iter().map(|p| p.nar_size).sum();
 
     // Pass 1: verify every NAR before anything touches the store.
-    let mut source = ChunkSource::new(state, store)?;
     let mut bar = Progress::new("verify", nar_bytes, progress);
     let mut done = 0;
     for entry in &todo {
@@ -142,20 +165,24 @@ fn import_bundle(
         }
     }
 
-    // Fold into the index, drop the staged chunks, mark the bundle imported: one transaction.
+    // Fold into the index; once complete, drop the staged chunks and mark the bundle
+    // imported: one transaction.
     let tx = state.db.begin_write()?;
-    for p in &manifest.paths {
+    for p in ready {
         if !state.db.has_path(&p.store_path)? {
             state.db.add_path(&tx, &p.store_path, &PathRecord::from(p))?;
         }
     }
-    for p in &manifest.payloads {
-        state.unstage(&tx, &p.chunk)?;
+    if complete {
+        for p in &manifest.payloads {
+            state.unstage(&tx, &p.chunk)?;
+        }
+        state.put_bundle(&tx, id, &BundleRecord { phase: Phase::Imported, note: String::new(), ..rec.clone() })?;
     }
-    state.put_bundle(&tx, id, &BundleRecord { phase: Phase::Imported, note: String::new(), ..rec.clone() })?;
     state.db.commit(tx)?;
 
     Ok(BundleImport {
+        complete,
         bundle: hex(id),
         paths_imported: todo.len(),
         paths_already_valid: valid_before.len(),
@@ -168,8 +195,12 @@ fn import_bundle(
 /// must be on board or earlier in the bundle.
 fn check_base(state: &DeviceState, m: &Manifest, bundle: &str) -> Result<(), ImportError> {
     let lacking = lacking_references(state, m)?;
-    let digest = state.db.digest()?;
-    if digest != m.base_digest && digest != m.target_digest {
+    // The device's paths, less those this bundle brings (some may be imported already, by a
+    // partial or an interrupted import), must be the state the ground planned against.
+    let ours: HashSet<&str> = m.paths.iter().map(|p| p.store_path.as_str()).collect();
+    let paths = state.db.paths()?;
+    let digest = narlink_protocol::digest::state_digest(paths.iter().map(String::as_str).filter(|p| !ours.contains(p)));
+    if digest != m.base_digest {
         let mut names: Vec<&str> = lacking.iter().map(|(_, r)| r.as_str()).collect();
         names.sort();
         names.dedup();

@@ -197,10 +197,12 @@ fn work(dir: &Path, opts: &ListenOptions, rx: mpsc::Receiver<Vec<u8>>) -> Result
         }
         let completed = std::mem::take(&mut rx_link.stats.bundles_completed);
         report.bundles_completed.extend(completed.iter().cloned());
-        if !completed.is_empty() && opts.import {
+        let staged = std::mem::take(&mut rx_link.stats.payloads_staged);
+        if (staged > 0 || !completed.is_empty()) && opts.import {
+            // Paths whose data is all here go into the store now, the rest later.
             drop(rx_link);
-            let imp = import_all(&state, &store, opts.progress)?;
-            report.bundles_imported.extend(imp.bundles.iter().map(|b| b.bundle.clone()));
+            let imp = import_all(&state, &store, opts.progress, true)?;
+            report.bundles_imported.extend(imp.bundles.iter().filter(|b| b.complete).map(|b| b.bundle.clone()));
             if opts.progress {
                 for b in &imp.bundles {
                     let _ = writeln!(std::io::stderr(), "listen: imported bundle {} ({} paths)", b.bundle, b.paths_imported);

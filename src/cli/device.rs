@@ -130,7 +130,7 @@ pub fn run(c: Command, progress: bool) -> anyhow::Result<ExitCode> {
         }
         Command::Receive(a) => {
             let state = DeviceState::open(&a.state)?;
-            let r = intake::receive_paths(&state, &a.files).context("device receive")?;
+            let r = intake::receive_paths(&state, &a.files, progress).context("device receive")?;
             output(a.json, &r, || r.render())?;
             if a.import {
                 let store = NixStore::new(state.store_uri()?.as_deref());

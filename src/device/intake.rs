@@ -75,8 +75,25 @@ impl IntakeReport {
     }
 }
 
+/// Counts bytes read, for progress output.
+struct Counting<R> {
+    inner: R,
+    read: u64,
+    bar: crate::progress::Progress,
+}
+
+impl<R: Read> Read for Counting<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.read += n as u64;
+        let read = self.read;
+        self.bar.update(read, || "bytes".into());
+        Ok(n)
+    }
+}
+
 /// Receive everything in `paths` (`-` is standard input).
-pub fn receive_paths(state: &DeviceState, paths: &[PathBuf]) -> Result<IntakeReport, IntakeError> {
+pub fn receive_paths(state: &DeviceState, paths: &[PathBuf], progress: bool) -> Result<IntakeReport, IntakeError> {
     let mut report = IntakeReport::default();
     let mut link = LinkReceiver::open(state)?;
     for p in paths {
@@ -93,7 +110,10 @@ pub fn receive_paths(state: &DeviceState, paths: &[PathBuf]) -> Result<IntakeRep
                 // A damaged frame file in a directory is an erasure, nothing more.
                 one(state, &mut link, &mut report, f, open(f)?)?;
             }
-        } else if !one(state, &mut link, &mut report, p, open(p)?)? {
+        } else if !one(state, &mut link, &mut report, p, {
+            let total = std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+            Counting { inner: open(p)?, read: 0, bar: crate::progress::Progress::new("receive", total, progress) }
+        })? {
             report.unrecognized.push(p.display().to_string());
         }
     }

@@ -24,11 +24,12 @@ echo "v1: $V1"; echo "v2: $V2"
 step "the device holds v1 (a chroot store at $WORK/device)"
 DEVICE="local?root=$WORK/device"
 nix-store --export $(nix-store -qR "$V1") | nix-store --store "$DEVICE" --import >/dev/null
-"$NARLINK" device init --state "$WORK/device-state" --store "$DEVICE"
+nix-store --generate-binary-cache-key ground-1 "$WORK/ground.sk" "$WORK/ground.pk"
+"$NARLINK" device init --state "$WORK/device-state" --store "$DEVICE" --trust "$WORK/ground.pk"
 "$NARLINK" ground init --mirror "$WORK/mirror" "$V1"
 
 step "ground: pack the update to v2"
-"$NARLINK" ground pack --mirror "$WORK/mirror" --out "$WORK/update.bundle" "$V2"
+"$NARLINK" ground pack --mirror "$WORK/mirror" --sign-key "$WORK/ground.sk" --out "$WORK/update.bundle" "$V2"
 
 step "device: receive, import"
 "$NARLINK" device receive --state "$WORK/device-state" "$WORK/update.bundle"
@@ -41,5 +42,5 @@ diff <(nix-store -qR "$V2") <(nix-store --store "$DEVICE" -qR "$V2") && echo "cl
 step "device status -> ground ack; packing again sends nothing"
 "$NARLINK" device status --state "$WORK/device-state" --out "$WORK/status.bin"
 "$NARLINK" ground ack --mirror "$WORK/mirror" "$WORK/status.bin"
-"$NARLINK" ground pack --mirror "$WORK/mirror" --out "$WORK/again.bundle" "$V2" | head -2
+"$NARLINK" ground pack --mirror "$WORK/mirror" --sign-key "$WORK/ground.sk" --out "$WORK/again.bundle" "$V2" | head -2
 echo; echo "demo done; files in $WORK"

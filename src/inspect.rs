@@ -34,6 +34,9 @@ pub enum Inspection {
 #[derive(Debug, Serialize)]
 pub struct BundleView {
     pub bundle: String,
+    pub sequence: u64,
+    /// Key names of the signatures (not verified here: `inspect` trusts nothing).
+    pub signed_by: Vec<String>,
     pub manifest_bytes: u32,
     pub payload_bytes: u64,
     pub base_digest: String,
@@ -64,9 +67,11 @@ pub fn inspect(mut r: impl Read) -> Result<Inspection, InspectError> {
     }
     let mut r = io::Cursor::new(magic[..n].to_vec()).chain(r);
     if magic == BUNDLE_MAGIC {
-        let (header, m) = read_manifest(&mut r)?;
+        let (header, m, sigs) = read_manifest(&mut r)?;
         return Ok(Inspection::Bundle(BundleView {
             bundle: hex(&header.id()),
+            sequence: m.sequence,
+            signed_by: sigs.iter().map(|s| s.name.clone()).collect(),
             manifest_bytes: header.manifest_len,
             payload_bytes: header.payload_len,
             base_digest: hex(&m.base_digest[..16]),
@@ -105,8 +110,10 @@ impl Inspection {
         match self {
             Inspection::Bundle(b) => {
                 let mut s = format!(
-                    "bundle {}\nmanifest {} , payloads {} ({} chunks, {} zstd)\nplanned against state {}, leads to {}\nroots: {}\n{} new paths:",
+                    "bundle {} (sequence {}, signed by {})\nmanifest {} , payloads {} ({} chunks, {} zstd)\nplanned against state {}, leads to {}\nroots: {}\n{} new paths:",
                     b.bundle,
+                    b.sequence,
+                    if b.signed_by.is_empty() { "nobody".to_owned() } else { b.signed_by.join(", ") },
                     bytes(u64::from(b.manifest_bytes)),
                     bytes(b.payload_bytes),
                     b.payloads,

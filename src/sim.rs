@@ -395,10 +395,13 @@ pub fn simulate_update(
     let v1_closure = ground_store.closure(&roots[..1])?;
     ground_store.copy_to(&device_store, &v1_closure)?;
     crate::device::init::init(&work.join("device-state"), Some(&device_uri), progress)?;
+    // A signing key for this run, derived from the seed; the device trusts it.
+    let key = narlink_protocol::signature::SecretKey::from_seed("narlink-sim-1", *blake3::hash(&opts.seed.to_le_bytes()).as_bytes());
+    DeviceState::open(&work.join("device-state"))?.set_trust(&[key.public()], false)?;
     crate::ground::init::init(&work.join("mirror"), ground_store, &roots[..1], progress)?;
     let mirror = crate::state::mirror::Mirror::open(&work.join("mirror"))?;
     let bundle = work.join("update.bundle");
-    let pack_opts = crate::ground::pack::PackOptions { progress, ..Default::default() };
+    let pack_opts = crate::ground::pack::PackOptions { progress, sign_key: Some(std::sync::Arc::new(key)), ..Default::default() };
     let pack = crate::ground::pack::pack(&mirror, ground_store, &roots[1..], &bundle, &pack_opts)?;
     let mut ground = FrameSource::open(&bundle, link, None)?;
     let state = DeviceState::open(&work.join("device-state"))?;

@@ -33,6 +33,7 @@ use narlink_protocol::manifest::{
 };
 use narlink_protocol::params::{CodecId, LinkParams};
 use narlink_protocol::receiver::GroupTracker;
+use narlink_protocol::signature::{self, SecretKey};
 use narlink_protocol::status::{Phase, StatusReport};
 
 fn fuzz_dir() -> PathBuf {
@@ -382,6 +383,7 @@ fn manifests() -> Vec<(String, Manifest)> {
         chunking,
         base_digest: [0; 32],
         target_digest: [1; 32],
+        sequence: 1,
         roots: vec![],
         paths: vec![],
         payloads: vec![],
@@ -393,6 +395,7 @@ fn manifests() -> Vec<(String, Manifest)> {
         chunking,
         base_digest: [2; 32],
         target_digest: [3; 32],
+        sequence: 7,
         roots: vec![app.clone()],
         paths: vec![
             PathEntry {
@@ -444,20 +447,33 @@ fn manifests() -> Vec<(String, Manifest)> {
 }
 
 fn bundle_seeds() -> Vec<(String, Vec<u8>)> {
-    manifests()
-        .into_iter()
-        .map(|(name, m)| {
-            let raw = m.to_bytes();
-            let encoded = zstd::bulk::compress(&raw, 19).expect("compress manifest");
-            // read_manifest stops after the manifest; a few payload bytes follow for realism.
-            let header =
-                BundleHeader::for_manifest(&encoded, raw.len() as u32, m.payload_bytes());
-            let mut bytes = header.encode().to_vec();
-            bytes.extend_from_slice(&encoded);
-            bytes.extend_from_slice(&[0x28, 0xb5, 0x2f, 0xfd]);
-            (format!("{name}-manifest"), bytes)
-        })
-        .collect()
+    let key = SecretKey::from_seed("fuzz-seed-1", [11; 32]);
+    let mut seeds = Vec::new();
+    for (name, m) in manifests() {
+        let raw = m.to_bytes();
+        let encoded = zstd::bulk::compress(&raw, 19).expect("compress manifest");
+        let hash = *blake3::hash(&encoded).as_bytes();
+        let signed = name == "two-paths";
+        let block = if signed {
+            signature::encode_block(&[key.sign(&hash)])
+        } else {
+            Vec::new()
+        };
+        let header = BundleHeader::for_manifest(
+            &encoded,
+            raw.len() as u32,
+            m.payload_bytes(),
+            block.len() as u32,
+        );
+        let mut bytes = header.encode().to_vec();
+        bytes.extend_from_slice(&encoded);
+        bytes.extend_from_slice(&block);
+        // read_manifest stops before the payloads; a few bytes follow for realism.
+        bytes.extend_from_slice(&[0x28, 0xb5, 0x2f, 0xfd]);
+        let suffix = if signed { "signed" } else { "unsigned" };
+        seeds.push((format!("{name}-{suffix}"), bytes));
+    }
+    seeds
 }
 
 fn nar_seeds() -> Vec<(String, Vec<u8>)> {

@@ -10,17 +10,19 @@
 //! 16      4   manifest length once decoded, u32 LE (<= MAX_MANIFEST_BYTES)
 //! 20      8   payload section length, u64 LE
 //! 28     32   BLAKE3 of the encoded manifest bytes
-//! 60      -   encoded manifest, then the payload section
+//! 60      4   signature block length, u32 LE (<= signature::MAX_BLOCK)
+//! 64      -   encoded manifest, signature block (see [`crate::signature`]), payloads
 //! ```
 //!
 //! The bundle id is the first 16 bytes of the manifest's BLAKE3: the manifest names every
 //! chunk id and narHash, so it names the whole bundle.
 
 use crate::manifest::MAX_MANIFEST_BYTES;
+use crate::signature::MAX_BLOCK;
 
 pub const BUNDLE_MAGIC: [u8; 8] = *b"NLBUNDLE";
 pub const BUNDLE_VERSION: u16 = 1;
-pub const HEADER_LEN: usize = 60;
+pub const HEADER_LEN: usize = 64;
 pub const MANIFEST_ZSTD: u8 = 1;
 
 /// A 16-byte bundle id.
@@ -33,6 +35,7 @@ pub struct BundleHeader {
     pub manifest_raw_len: u32,
     pub payload_len: u64,
     pub manifest_blake3: [u8; 32],
+    pub signatures_len: u32,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -49,6 +52,8 @@ pub enum BundleError {
     ManifestTooLarge(u32),
     #[error("bundle manifest checksum mismatch: the manifest was corrupted in transit")]
     ManifestChecksum,
+    #[error("bundle signature block claims {0} bytes, above the cap of {MAX_BLOCK}")]
+    SignaturesTooLarge(u32),
 }
 
 impl BundleHeader {
@@ -58,9 +63,14 @@ impl BundleHeader {
         id
     }
 
+    /// Offset of the signature block.
+    pub fn signatures_offset(&self) -> u64 {
+        HEADER_LEN as u64 + u64::from(self.manifest_len)
+    }
+
     /// Offset of the first payload byte.
     pub fn payload_offset(&self) -> u64 {
-        HEADER_LEN as u64 + u64::from(self.manifest_len)
+        self.signatures_offset() + u64::from(self.signatures_len)
     }
 
     /// Total bundle length.
@@ -69,13 +79,14 @@ impl BundleHeader {
     }
 
     /// Build the header for an encoded manifest.
-    pub fn for_manifest(encoded_manifest: &[u8], raw_len: u32, payload_len: u64) -> BundleHeader {
+    pub fn for_manifest(encoded_manifest: &[u8], raw_len: u32, payload_len: u64, signatures_len: u32) -> BundleHeader {
         BundleHeader {
             manifest_encoding: MANIFEST_ZSTD,
             manifest_len: encoded_manifest.len() as u32,
             manifest_raw_len: raw_len,
             payload_len,
             manifest_blake3: *blake3::hash(encoded_manifest).as_bytes(),
+            signatures_len,
         }
     }
 
@@ -88,6 +99,7 @@ impl BundleHeader {
         b[16..20].copy_from_slice(&self.manifest_raw_len.to_le_bytes());
         b[20..28].copy_from_slice(&self.payload_len.to_le_bytes());
         b[28..60].copy_from_slice(&self.manifest_blake3);
+        b[60..64].copy_from_slice(&self.signatures_len.to_le_bytes());
         b
     }
 
@@ -111,6 +123,10 @@ impl BundleHeader {
         if manifest_raw_len > MAX_MANIFEST_BYTES {
             return Err(BundleError::ManifestTooLarge(manifest_raw_len));
         }
+        let signatures_len = u32_at(60);
+        if signatures_len as usize > MAX_BLOCK {
+            return Err(BundleError::SignaturesTooLarge(signatures_len));
+        }
         let mut payload_len = [0u8; 8];
         payload_len.copy_from_slice(&b[20..28]);
         let mut manifest_blake3 = [0u8; 32];
@@ -121,6 +137,7 @@ impl BundleHeader {
             manifest_raw_len,
             payload_len: u64::from_le_bytes(payload_len),
             manifest_blake3,
+            signatures_len,
         })
     }
 
@@ -141,7 +158,7 @@ mod tests {
 
     #[test]
     fn header_round_trip_and_truncation() {
-        let h = BundleHeader::for_manifest(b"manifest", 100, 12345);
+        let h = BundleHeader::for_manifest(b"manifest", 100, 12345, 0);
         let enc = h.encode();
         assert_eq!(BundleHeader::decode(&enc), Ok(h));
         for n in 0..HEADER_LEN {
@@ -153,10 +170,10 @@ mod tests {
 
     #[test]
     fn rejects_oversized_manifest_and_unknown_version() {
-        let mut enc = BundleHeader::for_manifest(b"m", 1, 0).encode();
+        let mut enc = BundleHeader::for_manifest(b"m", 1, 0, 0).encode();
         enc[16..20].copy_from_slice(&(MAX_MANIFEST_BYTES + 1).to_le_bytes());
         assert!(matches!(BundleHeader::decode(&enc), Err(BundleError::ManifestTooLarge(_))));
-        let mut enc = BundleHeader::for_manifest(b"m", 1, 0).encode();
+        let mut enc = BundleHeader::for_manifest(b"m", 1, 0, 0).encode();
         enc[8] = 9;
         assert_eq!(BundleHeader::decode(&enc), Err(BundleError::Version(9)));
     }

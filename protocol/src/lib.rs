@@ -11,5 +11,6 @@ pub mod wire;
 pub mod frame;
 pub mod receiver;
 pub mod schedule;
+pub mod signature;
 pub mod sim;
 pub mod status;

@@ -78,6 +78,9 @@ pub struct Manifest {
     pub base_digest: [u8; 32],
     /// State digest of the device once every path of this bundle is imported.
     pub target_digest: [u8; 32],
+    /// Increases with every bundle the ground packs for this device: a device refuses a
+    /// bundle not newer than the last one it imported (a replay).
+    pub sequence: u64,
     /// The target closure roots (what a profile would point to).
     pub roots: Vec<String>,
     /// New paths, references first.

@@ -24,6 +24,32 @@ pub enum Command {
     Status(StatusArgs),
     /// Receive frames from a socket, unattended.
     Listen(ListenArgs),
+    /// Trust more signing keys (public keys in Nix's format).
+    Trust(TrustArgs),
+}
+
+#[derive(Args)]
+pub struct TrustArgs {
+    #[arg(long)]
+    state: PathBuf,
+    /// Public key files (`NAME:BASE64`, as `nix-store --generate-binary-cache-key` writes).
+    keys: Vec<PathBuf>,
+    /// Accept unsigned bundles too. For tests only: anything that reaches the link could
+    /// then be imported.
+    #[arg(long)]
+    allow_unsigned: bool,
+    #[arg(long)]
+    json: bool,
+}
+
+fn read_keys(files: &[PathBuf]) -> anyhow::Result<Vec<narlink_protocol::signature::PublicKey>> {
+    files
+        .iter()
+        .map(|p| {
+            let text = std::fs::read_to_string(p).with_context(|| format!("reading public key {}", p.display()))?;
+            narlink_protocol::signature::PublicKey::from_nix(&text).with_context(|| format!("public key {}", p.display()))
+        })
+        .collect()
 }
 
 #[derive(Args)]
@@ -70,6 +96,12 @@ pub struct InitArgs {
     /// The device's Nix store, e.g. `local?root=/srv/device` (default: the environment's).
     #[arg(long)]
     store: Option<String>,
+    /// Public key files of the ground keys whose bundles this device accepts.
+    #[arg(long = "trust")]
+    trust: Vec<PathBuf>,
+    /// Accept unsigned bundles. For tests only.
+    #[arg(long)]
+    allow_unsigned: bool,
     #[arg(long)]
     json: bool,
 }
@@ -118,8 +150,16 @@ pub struct StatusArgs {
 pub fn run(c: Command, progress: bool) -> anyhow::Result<ExitCode> {
     match c {
         Command::Init(a) => {
+            let keys = read_keys(&a.trust)?;
+            if keys.is_empty() && !a.allow_unsigned {
+                anyhow::bail!("give the ground's public key with --trust KEYFILE (or --allow-unsigned, for tests only)");
+            }
             let r = init::init(&a.state, a.store.as_deref(), progress)
                 .with_context(|| format!("device init of {}", a.state.display()))?;
+            DeviceState::open(&a.state)?.set_trust(&keys, a.allow_unsigned)?;
+            if a.allow_unsigned {
+                eprintln!("narlink: WARNING: {} accepts UNSIGNED bundles", a.state.display());
+            }
             output(a.json, &r, || {
                 let mut s = format!("device state {}: {} paths indexed ({}, {} chunks)", a.state.display(), r.paths, bytes(r.nar_bytes), r.chunks);
                 for d in &r.damaged {
@@ -155,6 +195,14 @@ pub fn run(c: Command, progress: bool) -> anyhow::Result<ExitCode> {
             let store = NixStore::new(uri.as_deref());
             let r = import::import_all(&state, &store, progress, a.partial).context("device import")?;
             output(a.json, &r, || render_import(&r))?;
+        }
+        Command::Trust(a) => {
+            let state = DeviceState::open(&a.state)?;
+            let keys = read_keys(&a.keys)?;
+            state.set_trust(&keys, a.allow_unsigned)?;
+            let (all, allow) = state.trust()?;
+            let names: Vec<String> = all.iter().map(|k| k.name.clone()).collect();
+            output(a.json, &names, || format!("trusted keys: {}{}", names.join(", "), if allow { "; UNSIGNED bundles accepted" } else { "" }))?;
         }
         Command::Listen(a) => {
             let endpoint = match (a.endpoint.udp, a.endpoint.tcp, a.endpoint.unix.clone()) {

@@ -48,6 +48,9 @@ pub struct PackArgs {
     out: PathBuf,
     #[arg(long)]
     store: Option<String>,
+    /// Sign the manifest with this secret key (Nix format: `nix-store --generate-binary-cache-key`).
+    #[arg(long)]
+    sign_key: Option<PathBuf>,
     /// zstd level for new chunks (1-22).
     #[arg(long, default_value_t = 19, value_parser = clap::value_parser!(i32).range(1..=22))]
     level: i32,
@@ -141,7 +144,15 @@ pub fn run(c: Command, progress: bool) -> anyhow::Result<ExitCode> {
         Command::Pack(a) => {
             let store = NixStore::new(a.store.as_deref());
             let mirror = Mirror::open(&a.mirror)?;
-            let opts = pack::PackOptions { zstd_level: a.level, progress, ..Default::default() };
+            let sign_key = match &a.sign_key {
+                Some(p) => {
+                    let text = std::fs::read_to_string(p).with_context(|| format!("reading secret key {}", p.display()))?;
+                    let key = narlink_protocol::signature::SecretKey::from_nix(&text).with_context(|| format!("secret key {}", p.display()))?;
+                    Some(std::sync::Arc::new(key))
+                }
+                None => None,
+            };
+            let opts = pack::PackOptions { zstd_level: a.level, sign_key, progress, ..Default::default() };
             let r = pack::pack(&mirror, &store, &a.roots, &a.out, &opts)
                 .with_context(|| format!("ground pack into {}", a.out.display()))?;
             let options = a.link.options();

@@ -31,6 +31,8 @@ pub enum ImportError {
     Verify { bundle: String, source: ReassembleError },
     #[error("bundle {bundle}: nix-store --import failed, the paths it had added were removed again: {source}")]
     Nix { bundle: String, source: NixError },
+    #[error("bundle {bundle} is sequence {sequence}, not newer than the last imported bundle ({last}): an old bundle replayed, refused")]
+    Replay { bundle: String, sequence: u64, last: u64 },
     #[error(transparent)]
     NixQuery(#[from] NixError),
     #[error(transparent)]
@@ -98,6 +100,10 @@ fn import_bundle(
         return Err(ImportError::Incomplete { bundle, missing, total: manifest.payloads.len() });
     }
     check_base(state, &manifest, &bundle)?;
+    let last = state.last_sequence()?;
+    if manifest.sequence <= last {
+        return Err(ImportError::Replay { bundle, sequence: manifest.sequence, last });
+    }
 
     let mut source = ChunkSource::new(state, store)?;
     // Everything, or the prefix of paths whose chunks are all here.
@@ -174,6 +180,7 @@ fn import_bundle(
         }
     }
     if complete {
+        state.note_sequence(&tx, manifest.sequence)?;
         for p in &manifest.payloads {
             state.unstage(&tx, &p.chunk)?;
         }

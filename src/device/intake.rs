@@ -64,6 +64,9 @@ impl IntakeReport {
                 "frames: {} in, {} stored, {} duplicate, {} corrupt, {} refused, {} late; {} groups decoded, {} dropped; {} payloads staged",
                 l.frames, l.stored, l.duplicates, l.corrupt, l.refused, l.late, l.groups_decoded, l.groups_dropped, l.payloads_staged
             ));
+            for b in &l.refused_bundles {
+                lines.push(format!("bundle {b}"));
+            }
             for b in &l.bundles_completed {
                 lines.push(format!("bundle {b}: complete, ready to import"));
             }

@@ -31,7 +31,7 @@ use narlink_protocol::status::{Phase as WirePhase, StatusReport};
 use redb::{ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
-use super::receive::{begin_bundle, finish_bundle, read_manifest, stage_payload, ReceiveError, ReceiveReport};
+use super::receive::{accept, begin_bundle, finish_bundle, read_manifest, stage_payload, ReceiveError, ReceiveReport};
 use crate::state::device::DeviceState;
 use crate::state::{Ctx, StateError};
 
@@ -100,6 +100,8 @@ pub struct IntakeStats {
     pub groups_dropped: u64,
     pub payloads_staged: u64,
     pub bundles_completed: Vec<String>,
+    /// Bundles refused for good, with the reason (unsigned, untrusted, replayed).
+    pub refused_bundles: Vec<String>,
 }
 
 struct Session {
@@ -419,12 +421,15 @@ impl LinkReceiver<'_> {
                 return self.refuse(id, ReceiveError::Bundle(narlink_protocol::bundle::BundleError::ManifestChecksum));
             }
             let mut r = GroupReader::new(&t, id, &s.layout, 0, prefix_end);
-            let manifest = match read_manifest(&mut r) {
-                Ok((_, m)) => m,
+            let (manifest, sigs) = match read_manifest(&mut r) {
+                Ok((_, m, sigs)) => (m, sigs),
                 Err(e) => return self.refuse(id, e),
             };
             drop(t);
             drop(tx);
+            if let Err(e) = accept(self.state, &header, &manifest, &sigs) {
+                return self.reject(id, e);
+            }
             begin_bundle(self.state, id, &manifest)?;
             let s = self.sessions.get_mut(id).ok_or_else(|| StateError::Corrupt("session".into()))?;
             s.rec.manifest_done = true;
@@ -500,6 +505,40 @@ impl LinkReceiver<'_> {
         } else if bad_range.is_some() {
             self.reset(id)?;
         }
+        Ok(())
+    }
+
+    /// A bundle this device does not take (unsigned, untrusted, replayed): stop receiving it
+    /// for good, drop its data, and say why in its bundle record.
+    fn reject(&mut self, id: &BundleId, why: ReceiveError) -> Result<(), LinkError> {
+        let file = self.state.db.file().to_owned();
+        let Some(mut s) = self.sessions.remove(id) else { return Ok(()) };
+        s.rec.done = true;
+        let tx = self.state.db.begin_write()?;
+        {
+            let mut groups_t = tx.open_table(GROUPS).ctx(&file)?;
+            let keys: Vec<u32> = groups_t
+                .range((id, 0u32)..=(id, u32::MAX))
+                .ctx(&file)?
+                .filter_map(|e| e.ok().map(|(k, _)| k.value().1))
+                .collect();
+            for g in keys {
+                groups_t.remove((id, g)).ctx(&file)?;
+            }
+            let mut shards = tx.open_table(SHARDS).ctx(&file)?;
+            let keys: Vec<(u32, u16)> = shards
+                .range((id, 0u32, 0u16)..=(id, u32::MAX, u16::MAX))
+                .ctx(&file)?
+                .filter_map(|e| e.ok().map(|(k, _)| (k.value().1, k.value().2)))
+                .collect();
+            for (g, sh) in keys {
+                shards.remove((id, g, sh)).ctx(&file)?;
+            }
+            tx.open_table(LINK).ctx(&file)?.insert(id, postcard::to_allocvec(&s.rec).unwrap_or_default().as_slice()).ctx(&file)?;
+        }
+        self.state.db.commit(tx)?;
+        self.done.insert(*id);
+        self.stats.refused_bundles.push(format!("{}: {why}", crate::ground::pack::hex(id)));
         Ok(())
     }
 

@@ -8,6 +8,7 @@ use std::io::{self, Read};
 use narlink_protocol::bundle::{BundleError, BundleHeader, HEADER_LEN};
 use narlink_protocol::bundle::BundleId;
 use narlink_protocol::manifest::{Manifest, ManifestError, Payload};
+use narlink_protocol::signature::{self, Signature, SignatureError};
 use serde::Serialize;
 
 use crate::chunking::PARAMS;
@@ -30,6 +31,12 @@ pub enum ReceiveError {
     Truncated(io::Error),
     #[error(transparent)]
     State(#[from] StateError),
+    #[error("refusing the bundle: {0}")]
+    Signature(#[from] SignatureError),
+    #[error("refusing the bundle: it is sequence {sequence}, not newer than the last imported bundle ({last}): an old bundle replayed")]
+    Replay { sequence: u64, last: u64 },
+    #[error("refusing the bundle: this device trusts no signing key; add one with `narlink device trust --state DIR KEYFILE` (or set it up with --allow-unsigned, for tests only)")]
+    NoTrust,
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
@@ -44,8 +51,9 @@ pub struct ReceiveReport {
     pub complete: bool,
 }
 
-/// Read the header and manifest of a bundle stream; check the manifest's checksum.
-pub fn read_manifest(r: &mut impl Read) -> Result<(BundleHeader, Manifest), ReceiveError> {
+/// Read the header, manifest and signatures of a bundle stream; check the manifest's
+/// checksum (not yet who signed it: see [`accept`]).
+pub fn read_manifest(r: &mut impl Read) -> Result<(BundleHeader, Manifest, Vec<Signature>), ReceiveError> {
     let mut head = [0u8; HEADER_LEN];
     r.read_exact(&mut head).map_err(ReceiveError::Truncated)?;
     let header = BundleHeader::decode(&head)?;
@@ -66,13 +74,45 @@ pub fn read_manifest(r: &mut impl Read) -> Result<(BundleHeader, Manifest), Rece
     if manifest.payload_bytes() != header.payload_len {
         return Err(ManifestError::Payload { index: 0, reason: "payload lengths disagree with the header" }.into());
     }
-    Ok((header, manifest))
+    let mut block = vec![0u8; header.signatures_len as usize];
+    r.read_exact(&mut block).map_err(ReceiveError::Truncated)?;
+    let sigs = if block.is_empty() { Vec::new() } else { signature::decode_block(&block)? };
+    Ok((header, manifest, sigs))
+}
+
+/// Whether this device takes the bundle: signed by a key it trusts (unless it was set up to
+/// accept unsigned bundles), and newer than the last bundle it imported.
+pub fn accept(state: &DeviceState, header: &BundleHeader, manifest: &Manifest, sigs: &[Signature]) -> Result<(), ReceiveError> {
+    let (trusted, allow_unsigned) = state.trust()?;
+    if trusted.is_empty() && !allow_unsigned {
+        return Err(ReceiveError::NoTrust);
+    }
+    if !(allow_unsigned && sigs.is_empty()) {
+        signature::verify(&header.manifest_blake3, sigs, &trusted)?;
+    }
+    if allow_unsigned && sigs.is_empty() {
+        eprintln!("narlink: WARNING: accepting UNSIGNED bundle {} (this device was set up with --allow-unsigned)", hex(&header.id()));
+    }
+    let last = state.last_sequence()?;
+    if manifest.sequence <= last {
+        return Err(ReceiveError::Replay { sequence: manifest.sequence, last });
+    }
+    Ok(())
 }
 
 /// Stage the bundle read from `r`.
 pub fn receive(state: &DeviceState, mut r: impl Read) -> Result<ReceiveReport, ReceiveError> {
-    let (header, manifest) = read_manifest(&mut r)?;
+    let (header, manifest, sigs) = read_manifest(&mut r)?;
     let id = header.id();
+    if state.bundle(&id)?.is_some_and(|b| b.phase == Phase::Imported) {
+        // The latest bundle again (an operator's retry) is harmless; an older one is a replay.
+        let last = state.last_sequence()?;
+        if manifest.sequence < last {
+            return Err(ReceiveError::Replay { sequence: manifest.sequence, last });
+        }
+        return Ok(ReceiveReport { bundle: hex(&id), complete: true, ..ReceiveReport::default() });
+    }
+    accept(state, &header, &manifest, &sigs)?;
     let mut report = ReceiveReport {
         bundle: hex(&id),
         paths: manifest.paths.len(),

@@ -41,6 +41,8 @@ pub enum PackError {
 pub struct PackOptions {
     /// zstd level for payloads (1..=22).
     pub zstd_level: i32,
+    /// Key that signs the manifest (Nix's secret key format).
+    pub sign_key: Option<std::sync::Arc<narlink_protocol::signature::SecretKey>>,
     /// Worker threads for compression.
     pub threads: usize,
     pub progress: bool,
@@ -50,6 +52,7 @@ impl Default for PackOptions {
     fn default() -> Self {
         PackOptions {
             zstd_level: 19,
+            sign_key: None,
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             progress: true,
         }
@@ -75,6 +78,8 @@ pub struct PackReport {
     pub chunks_reused: usize,
     pub manifest_bytes: u64,
     pub bundle_bytes: u64,
+    pub sequence: u64,
+    pub signed_by: Vec<String>,
 }
 
 /// Pack the update from the mirror's state to the closure of `roots` into `out`.
@@ -176,17 +181,23 @@ pub fn pack(
         chunking: PARAMS,
         base_digest: state_digest(on_board.iter().map(String::as_str)),
         target_digest: state_digest(target.iter().copied()),
+        sequence: mirror.next_sequence()?,
         roots: roots.clone(),
         paths: entries,
         payloads,
     };
     let raw = manifest.to_bytes();
     let encoded = zstd::bulk::compress(&raw, 19).map_err(io_err("compressing the manifest for", out))?;
-    let header = BundleHeader::for_manifest(&encoded, raw.len() as u32, manifest.payload_bytes());
+    let manifest_hash = *blake3::hash(&encoded).as_bytes();
+    let sigs: Vec<_> = opts.sign_key.iter().map(|k| k.sign(&manifest_hash)).collect();
+    let sig_block = narlink_protocol::signature::encode_block(&sigs);
+    report.signed_by = sigs.iter().map(|s| s.name.clone()).collect();
+    let header = BundleHeader::for_manifest(&encoded, raw.len() as u32, manifest.payload_bytes(), sig_block.len() as u32);
     report.bytes_compressed = header.payload_len;
     report.manifest_bytes = encoded.len() as u64;
     report.bundle_bytes = header.total_len();
     report.bundle = hex(&header.id());
+    report.sequence = manifest.sequence;
 
     // Write next to the destination, then rename: a crash never leaves half a bundle at `out`.
     let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(io_err("creating a temporary file in", dir))?;
@@ -194,6 +205,7 @@ pub fn pack(
         let mut w = BufWriter::with_capacity(1 << 20, tmp.as_file_mut());
         w.write_all(&header.encode()).map_err(io_err("writing", out))?;
         w.write_all(&encoded).map_err(io_err("writing", out))?;
+        w.write_all(&sig_block).map_err(io_err("writing", out))?;
         payload_file.rewind().map_err(io_err("reading back payloads for", out))?;
         io::copy(&mut (&mut payload_file).take(header.payload_len), &mut w).map_err(io_err("writing", out))?;
         w.flush().map_err(io_err("writing", out))?;
@@ -298,7 +310,8 @@ impl PackReport {
              sent chunks:      {} in {} chunks\n\
              after zstd:       {}\n\
              manifest:         {}\n\
-             bundle:           {} ({:.2}% of the new NAR bytes)",
+             bundle:           {} ({:.2}% of the new NAR bytes)\n\
+             sequence {}, signed by {}",
             self.bundle,
             self.paths_new,
             self.paths_in_closure,
@@ -313,6 +326,8 @@ impl PackReport {
             progress::bytes(self.manifest_bytes),
             progress::bytes(self.bundle_bytes),
             pct(self.bundle_bytes),
+            self.sequence,
+            if self.signed_by.is_empty() { "nobody (unsigned)".to_owned() } else { self.signed_by.join(", ") },
         )
     }
 }

@@ -171,3 +171,51 @@ impl BundleRecord {
         Manifest::from_bytes(&self.manifest).map_err(|e| StateError::Corrupt(format!("stored manifest: {e}")))
     }
 }
+
+impl DeviceState {
+    /// The public keys this device trusts (Nix format, one per line), and whether it
+    /// accepts unsigned bundles.
+    pub fn trust(&self) -> Result<(Vec<narlink_protocol::signature::PublicKey>, bool), StateError> {
+        let keys = self.db.meta("trusted_keys")?.unwrap_or_default();
+        let keys = String::from_utf8_lossy(&keys)
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| narlink_protocol::signature::PublicKey::from_nix(l).map_err(|e| StateError::Corrupt(format!("trusted key: {e}"))))
+            .collect::<Result<Vec<_>, _>>()?;
+        let allow = self.db.meta("allow_unsigned")?.is_some_and(|b| b == b"1");
+        Ok((keys, allow))
+    }
+
+    /// Trust these keys (added to those already trusted); set the unsigned policy.
+    pub fn set_trust(&self, keys: &[narlink_protocol::signature::PublicKey], allow_unsigned: bool) -> Result<(), StateError> {
+        let (mut all, _) = self.trust()?;
+        for k in keys {
+            if !all.contains(k) {
+                all.push(k.clone());
+            }
+        }
+        let text: Vec<String> = all.iter().map(|k| k.to_nix()).collect();
+        self.db.set_meta("trusted_keys", text.join("\n").as_bytes())?;
+        self.db.set_meta("allow_unsigned", if allow_unsigned { b"1" } else { b"0" })
+    }
+
+    /// The sequence number of the newest bundle imported.
+    pub fn last_sequence(&self) -> Result<u64, StateError> {
+        Ok(self
+            .db
+            .meta("sequence")?
+            .and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok())
+            .map_or(0, u64::from_le_bytes))
+    }
+
+    /// Record an imported bundle's sequence number, within `tx`.
+    pub fn note_sequence(&self, tx: &redb::WriteTransaction, sequence: u64) -> Result<(), StateError> {
+        if sequence > self.last_sequence()? {
+            tx.open_table(super::META)
+                .ctx(&self.db.file)?
+                .insert("sequence", sequence.to_le_bytes().as_slice())
+                .ctx(&self.db.file)?;
+        }
+        Ok(())
+    }
+}

@@ -90,3 +90,17 @@ impl Mirror {
             .transpose()
     }
 }
+
+impl Mirror {
+    /// The next bundle sequence number for this device (persisted, strictly increasing).
+    pub fn next_sequence(&self) -> Result<u64, StateError> {
+        let last = self
+            .db
+            .meta("sequence")?
+            .and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok())
+            .map_or(0, u64::from_le_bytes);
+        let next = last + 1;
+        self.db.set_meta("sequence", &next.to_le_bytes())?;
+        Ok(next)
+    }
+}

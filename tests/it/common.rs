@@ -61,7 +61,8 @@ impl Rig {
             "nix-store --export $(nix-store -qR {holds}) | nix-store --store '{}' --import >/dev/null",
             rig.store()
         ));
-        rig.ok(&["device", "init", "--state", rig.p("state"), "--store", &rig.store()]);
+        sh(&format!("nix-store --generate-binary-cache-key ground-1 {} {}", rig.p("sk"), rig.p("pk")));
+        rig.ok(&["device", "init", "--state", rig.p("state"), "--store", &rig.store(), "--trust", rig.p("pk")]);
         rig.ok(&["ground", "init", "--mirror", rig.p("mirror"), holds]);
         rig
     }
@@ -76,6 +77,13 @@ impl Rig {
 
     pub fn run(&self, args: &[&str]) -> Output {
         nix_env(Command::new(NARLINK).arg("--quiet").args(args)).output().unwrap()
+    }
+
+    /// `ground pack` signed with the rig's key, then `args`.
+    pub fn pack(&self, args: &[&str]) -> serde_json::Value {
+        let mut a = vec!["ground", "pack", "--mirror", self.p("mirror"), "--sign-key", self.p("sk")];
+        a.extend_from_slice(args);
+        self.json(&a)
     }
 
     pub fn ok(&self, args: &[&str]) -> String {

@@ -98,7 +98,7 @@ fn real_update_survives_bursts_and_reboots() {
 fn frames_through_files_with_resend() {
     let (v1, v2) = (demo(1), demo(2));
     let rig = Rig::new(&v1);
-    rig.ok(&["ground", "pack", "--mirror", rig.p("mirror"), "--out", rig.p("b"), "--frames", rig.p("pass1"), "--frame-size", "256", "--group-k", "16", "--redundancy", "0", &v2]);
+    rig.pack(&["--out", rig.p("b"), "--frames", rig.p("pass1"), "--frame-size", "256", "--group-k", "16", "--redundancy", "0", &v2]);
     // Drop every third frame of the first pass and damage one.
     let fl = 256 + 44;
     let all = std::fs::read(rig.p("pass1")).unwrap();
@@ -139,7 +139,7 @@ fn sigkill_during_receive_and_import() {
     while kills < kills_wanted {
         rounds += 1;
         let rig = Rig::new(&v1);
-        rig.ok(&["ground", "pack", "--mirror", rig.p("mirror"), "--out", rig.p("b"), "--frames", rig.p("frames/"), "--frame-size", "512", "--group-k", "8", "--redundancy", "10", &v3]);
+        rig.pack(&["--out", rig.p("b"), "--frames", rig.p("frames/"), "--frame-size", "512", "--group-k", "8", "--redundancy", "10", &v3]);
         // One file per frame: every file is a separate durable commit.
         for (args, label) in [
             (vec!["device", "receive", "--state", rig.p("state"), rig.p("frames")], "receive"),
@@ -178,7 +178,7 @@ fn sigkill_during_receive_and_import() {
 fn paths_import_before_the_bundle_completes() {
     let (v1, v2) = (demo(1), demo(2));
     let rig = Rig::new(&v1);
-    rig.ok(&["ground", "pack", "--mirror", rig.p("mirror"), "--out", rig.p("b"), "--frames", rig.p("frames"), "--frame-size", "256", "--group-k", "8", "--redundancy", "0", &v2]);
+    rig.pack(&["--out", rig.p("b"), "--frames", rig.p("frames"), "--frame-size", "256", "--group-k", "8", "--redundancy", "0", &v2]);
     let all = std::fs::read(rig.p("frames")).unwrap();
     let mut by_group: std::collections::BTreeMap<u32, Vec<u8>> = Default::default();
     for f in all.chunks(256 + 44) {

@@ -4,3 +4,4 @@ mod common;
 mod link;
 mod listen;
 mod spine;
+mod trust;

@@ -9,7 +9,7 @@ fn update_v1_to_v2_imports_verifies_and_acks() {
     let (v1, v2) = (demo(1), demo(2));
     let rig = Rig::new(&v1);
     let bundle = rig.p("update.bundle");
-    let r = rig.json(&["ground", "pack", "--mirror", rig.p("mirror"), "--out", bundle, &v2]);
+    let r = rig.pack(&["--out", bundle, &v2]);
     for key in ["paths_new", "paths_in_closure", "nar_bytes_new", "bytes_reused", "bytes_compressed", "bundle_bytes"] {
         assert!(r.get(key).is_some(), "pack --json lacks {key}: {r}");
     }
@@ -31,7 +31,7 @@ fn update_v1_to_v2_imports_verifies_and_acks() {
     rig.ok(&["device", "status", "--state", rig.p("state"), "--out", rig.p("status")]);
     let ack = rig.json(&["ground", "ack", "--mirror", rig.p("mirror"), rig.p("status")]);
     assert_eq!(ack["in_step"], true, "{ack}");
-    let r = rig.json(&["ground", "pack", "--mirror", rig.p("mirror"), "--out", rig.p("again.bundle"), &v2]);
+    let r = rig.pack(&["--out", rig.p("again.bundle"), &v2]);
     assert_eq!(r["paths_new"], 0, "{r}");
     let inspect = rig.json(&["inspect", rig.p("again.bundle")]);
     assert_eq!(inspect["paths"].as_array().unwrap().len(), 0);
@@ -42,7 +42,7 @@ fn flipped_payload_byte_is_refused_and_store_unchanged() {
     let (v1, v2) = (demo(1), demo(2));
     let rig = Rig::new(&v1);
     let bundle = rig.p("update.bundle");
-    let r = rig.json(&["ground", "pack", "--mirror", rig.p("mirror"), "--out", bundle, &v2]);
+    let r = rig.pack(&["--out", bundle, &v2]);
     let len = r["bundle_bytes"].as_u64().unwrap();
     flip(Path::new(bundle), len - 100);
     let before = rig.device_db();
@@ -71,7 +71,7 @@ fn flipped_manifest_or_header_byte_is_refused_and_store_unchanged() {
     let (v1, v2) = (demo(1), demo(2));
     let rig = Rig::new(&v1);
     let bundle = rig.p("update.bundle");
-    rig.ok(&["ground", "pack", "--mirror", rig.p("mirror"), "--out", bundle, &v2]);
+    rig.pack(&["--out", bundle, &v2]);
     let before = rig.device_db();
     for (offset, expect) in [(70u64, "manifest checksum mismatch"), (3, "neither a narlink bundle nor a stream of narlink frames"), (30, "manifest checksum mismatch")] {
         flip(Path::new(bundle), offset);

@@ -102,6 +102,15 @@ pub struct InitArgs {
     /// Accept unsigned bundles. For tests only.
     #[arg(long)]
     allow_unsigned: bool,
+    /// Largest bundle accepted, in bytes.
+    #[arg(long)]
+    max_bundle_bytes: Option<u64>,
+    /// Disk for frames and decoded groups of all bundles in flight, in bytes.
+    #[arg(long)]
+    link_quota_bytes: Option<u64>,
+    /// Disk for a bundle whose signature is not yet verified, in bytes.
+    #[arg(long)]
+    unverified_bytes: Option<u64>,
     #[arg(long)]
     json: bool,
 }
@@ -156,7 +165,15 @@ pub fn run(c: Command, progress: bool) -> anyhow::Result<ExitCode> {
             }
             let r = init::init(&a.state, a.store.as_deref(), progress)
                 .with_context(|| format!("device init of {}", a.state.display()))?;
-            DeviceState::open(&a.state)?.set_trust(&keys, a.allow_unsigned)?;
+            let state = DeviceState::open(&a.state)?;
+            state.set_trust(&keys, a.allow_unsigned)?;
+            let d = narlink::state::device::DeviceLimits::default();
+            state.set_limits(&narlink::state::device::DeviceLimits {
+                max_bundle_bytes: a.max_bundle_bytes.unwrap_or(d.max_bundle_bytes),
+                link_quota_bytes: a.link_quota_bytes.unwrap_or(d.link_quota_bytes),
+                unverified_bytes: a.unverified_bytes.unwrap_or(d.unverified_bytes),
+                ..d
+            })?;
             if a.allow_unsigned {
                 eprintln!("narlink: WARNING: {} accepts UNSIGNED bundles", a.state.display());
             }

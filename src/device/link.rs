@@ -39,10 +39,11 @@ const LINK: TableDefinition<&[u8; 16], &[u8]> = TableDefinition::new("link");
 const SHARDS: TableDefinition<(&[u8; 16], u32, u16), &[u8]> = TableDefinition::new("shards");
 const GROUPS: TableDefinition<(&[u8; 16], u32), &[u8]> = TableDefinition::new("groups");
 
-/// Bundles being received at once; frames of a further unknown bundle are refused.
-pub const MAX_ACTIVE_BUNDLES: usize = 4;
 /// Frames are committed in batches of at most this many payload bytes.
 const FLUSH_BYTES: usize = 4 << 20;
+/// An unverified bundle is evicted for a new one at most once per this many bytes of frames,
+/// so a flood of bundle ids costs a bounded amount of work.
+const EVICT_EVERY: u64 = 16 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LinkError {
@@ -69,6 +70,8 @@ pub struct LinkRecord {
     pub next_offset: u64,
     /// Every payload is staged; later frames of this bundle are ignored.
     pub done: bool,
+    /// The manifest's signature and sequence were accepted.
+    pub verified: bool,
 }
 
 impl LinkRecord {
@@ -94,6 +97,10 @@ pub struct IntakeStats {
     pub late: u64,
     /// Frames refused: parameters over the limits, too many bundles, mismatching parameters.
     pub refused: u64,
+    /// Frames refused because a storage quota was reached (nothing stored was lost).
+    pub over_quota: u64,
+    /// Unverified bundles evicted to make room for a new one.
+    pub evicted: u64,
     pub stored: u64,
     pub groups_decoded: u64,
     /// Groups whose decode failed or whose payloads failed verification; asked for again.
@@ -111,31 +118,61 @@ struct Session {
     code: Box<dyn ErasureCode>,
     manifest: Option<Manifest>,
     persisted: bool,
+    /// Bytes of shards and decoded groups this bundle holds on disk (as of the last flush),
+    /// and bytes pending in the current batch.
+    stored: u64,
+    pending: u64,
+}
+
+impl Session {
+    /// Disk this bundle's link data takes: shards held of undecoded groups, and decoded
+    /// groups not yet staged.
+    fn measure(&mut self) {
+        let s = u64::from(self.layout.shard_size());
+        self.stored = (0..self.layout.group_count())
+            .map(|g| {
+                if self.tracker.is_decoded(g) {
+                    self.layout.byte_range(g).map_or(0, |r| if r.end > self.rec.next_offset { r.end - r.start } else { 0 })
+                } else {
+                    u64::from(self.tracker.held(g)) * s
+                }
+            })
+            .sum();
+        self.pending = 0;
+    }
 }
 
 /// The device's frame intake over its state database.
 pub struct LinkReceiver<'a> {
     state: &'a DeviceState,
     limits: Limits,
+    quota: crate::state::device::DeviceLimits,
     sessions: BTreeMap<BundleId, Session>,
     done: HashSet<BundleId>,
     pending: Vec<Frame>,
     pending_keys: HashSet<(BundleId, u32, u16)>,
     pending_bytes: usize,
+    /// Evicted bundles whose data the next flush deletes.
+    evicted: Vec<BundleId>,
+    bytes_since_eviction: u64,
     pub stats: IntakeStats,
 }
 
 impl<'a> LinkReceiver<'a> {
     /// Open the intake, rebuilding every unfinished bundle's tracker from what is durable.
     pub fn open(state: &'a DeviceState) -> Result<LinkReceiver<'a>, LinkError> {
+        let quota = state.limits()?;
         let mut r = LinkReceiver {
             state,
-            limits: Limits::default(),
+            limits: Limits { max_bundle_len: quota.max_bundle_bytes, ..Limits::default() },
+            quota,
             sessions: BTreeMap::new(),
             done: HashSet::new(),
             pending: Vec::new(),
             pending_keys: HashSet::new(),
             pending_bytes: 0,
+            evicted: Vec::new(),
+            bytes_since_eviction: EVICT_EVERY,
             stats: IntakeStats::default(),
         };
         let file = state.db.file().to_owned();
@@ -210,7 +247,9 @@ impl<'a> LinkReceiver<'a> {
         } else {
             None
         };
-        Ok(Session { rec, layout, tracker, code: fec::codec(params.codec), manifest, persisted: true })
+        let mut s = Session { rec, layout, tracker, code: fec::codec(params.codec), manifest, persisted: true, stored: 0, pending: 0 };
+        s.measure();
+        Ok(s)
     }
 }
 
@@ -236,6 +275,7 @@ impl LinkReceiver<'_> {
 
     fn offer(&mut self, f: FrameRef<'_>) -> Result<(), LinkError> {
         let h = *f.header();
+        self.bytes_since_eviction += f.payload().len() as u64;
         let id = h.bundle_id;
         if self.done.contains(&id) {
             self.stats.late += 1;
@@ -247,7 +287,7 @@ impl LinkReceiver<'_> {
                 self.stats.refused += 1;
                 return Ok(());
             };
-            if active >= MAX_ACTIVE_BUNDLES {
+            if active >= self.quota.max_active_bundles as usize && !self.evict_unverified()? {
                 self.stats.refused += 1;
                 return Ok(());
             }
@@ -267,9 +307,10 @@ impl LinkReceiver<'_> {
                 next_payload: 0,
                 next_offset: 0,
                 done: false,
+                verified: false,
             };
             let code = fec::codec(h.params.codec);
-            self.sessions.insert(id, Session { rec, layout, tracker, code, manifest: None, persisted: false });
+            self.sessions.insert(id, Session { rec, layout, tracker, code, manifest: None, persisted: false, stored: 0, pending: 0 });
         }
         let Some(s) = self.sessions.get(&id) else { return Ok(()) };
         let outcome = s.tracker.peek_frame(&h);
@@ -279,6 +320,18 @@ impl LinkReceiver<'_> {
                 _ => self.stats.duplicates += 1,
             }
             return Ok(());
+        }
+        // Quotas: a bundle not yet verified gets room for its manifest only; all bundles
+        // together get the link quota. Refusing a frame loses nothing already stored.
+        let len = f.payload().len() as u64;
+        let total: u64 = self.sessions.values().map(|s| s.stored + s.pending).sum();
+        let cap = if s.rec.verified { u64::MAX } else { self.quota.unverified_bytes };
+        if s.stored + s.pending + len > cap || total + len > self.quota.link_quota_bytes {
+            self.stats.over_quota += 1;
+            return Ok(());
+        }
+        if let Some(s) = self.sessions.get_mut(&id) {
+            s.pending += len;
         }
         self.pending_keys.insert((id, h.group, h.shard));
         self.pending_bytes += f.payload().len();
@@ -297,7 +350,7 @@ impl LinkReceiver<'_> {
     /// Persist pending frames (one durable commit), count them, decode every group that
     /// became decodable, and stage what the decoded prefix of each bundle holds.
     pub fn flush(&mut self) -> Result<(), LinkError> {
-        if self.pending.is_empty() {
+        if self.pending.is_empty() && self.evicted.is_empty() {
             return Ok(());
         }
         let file = self.state.db.file().to_owned();
@@ -305,6 +358,10 @@ impl LinkReceiver<'_> {
         self.pending_keys.clear();
         self.pending_bytes = 0;
         let tx = self.state.db.begin_write()?;
+        for id in std::mem::take(&mut self.evicted) {
+            purge(&tx, &file, &id)?;
+            tx.open_table(LINK).ctx(&file)?.remove(&id).ctx(&file)?;
+        }
         {
             let mut link = tx.open_table(LINK).ctx(&file)?;
             for (id, s) in self.sessions.iter_mut().filter(|(_, s)| !s.persisted) {
@@ -338,7 +395,30 @@ impl LinkReceiver<'_> {
         for id in touched {
             self.advance(&id)?;
         }
+        for s in self.sessions.values_mut() {
+            s.measure();
+        }
         Ok(())
+    }
+
+    /// Make room for a new bundle by dropping the oldest one whose manifest has not been
+    /// verified: junk cannot crowd out a real bundle for long, and a verified bundle is never
+    /// evicted. At most one eviction per [`EVICT_EVERY`] bytes; the data goes at the next flush.
+    fn evict_unverified(&mut self) -> Result<bool, LinkError> {
+        if self.bytes_since_eviction < EVICT_EVERY {
+            return Ok(false);
+        }
+        let Some(id) = self.sessions.iter().filter(|(_, s)| !s.rec.verified).min_by_key(|(_, s)| s.rec.seq).map(|(id, _)| *id) else {
+            return Ok(false);
+        };
+        self.pending.retain(|f| f.header().bundle_id != id);
+        self.pending_keys.retain(|k| k.0 != id);
+        self.pending_bytes = self.pending.iter().map(|f| f.payload().len()).sum();
+        self.sessions.remove(&id);
+        self.evicted.push(id);
+        self.bytes_since_eviction = 0;
+        self.stats.evicted += 1;
+        Ok(true)
     }
 
     /// Decode `group` from its stored shards and store its bytes in place of them.
@@ -430,6 +510,9 @@ impl LinkReceiver<'_> {
             if let Err(e) = accept(self.state, &header, &manifest, &sigs) {
                 return self.reject(id, e);
             }
+            if let Some(s) = self.sessions.get_mut(id) {
+                s.rec.verified = true;
+            }
             begin_bundle(self.state, id, &manifest)?;
             let s = self.sessions.get_mut(id).ok_or_else(|| StateError::Corrupt("session".into()))?;
             s.rec.manifest_done = true;
@@ -486,15 +569,7 @@ impl LinkReceiver<'_> {
         if complete {
             s.rec.done = true;
             finish_bundle(self.state, &tx, id, true)?;
-            let mut shards = tx.open_table(SHARDS).ctx(&file)?;
-            let keys: Vec<(u32, u16)> = shards
-                .range((id, 0u32, 0u16)..=(id, u32::MAX, u16::MAX))
-                .ctx(&file)?
-                .filter_map(|e| e.ok().map(|(k, _)| (k.value().1, k.value().2)))
-                .collect();
-            for (g, sh) in keys {
-                shards.remove((id, g, sh)).ctx(&file)?;
-            }
+            purge(&tx, &file, id)?;
         }
         tx.open_table(LINK).ctx(&file)?.insert(id, postcard::to_allocvec(&s.rec).unwrap_or_default().as_slice()).ctx(&file)?;
         self.state.db.commit(tx)?;
@@ -515,27 +590,8 @@ impl LinkReceiver<'_> {
         let Some(mut s) = self.sessions.remove(id) else { return Ok(()) };
         s.rec.done = true;
         let tx = self.state.db.begin_write()?;
-        {
-            let mut groups_t = tx.open_table(GROUPS).ctx(&file)?;
-            let keys: Vec<u32> = groups_t
-                .range((id, 0u32)..=(id, u32::MAX))
-                .ctx(&file)?
-                .filter_map(|e| e.ok().map(|(k, _)| k.value().1))
-                .collect();
-            for g in keys {
-                groups_t.remove((id, g)).ctx(&file)?;
-            }
-            let mut shards = tx.open_table(SHARDS).ctx(&file)?;
-            let keys: Vec<(u32, u16)> = shards
-                .range((id, 0u32, 0u16)..=(id, u32::MAX, u16::MAX))
-                .ctx(&file)?
-                .filter_map(|e| e.ok().map(|(k, _)| (k.value().1, k.value().2)))
-                .collect();
-            for (g, sh) in keys {
-                shards.remove((id, g, sh)).ctx(&file)?;
-            }
-            tx.open_table(LINK).ctx(&file)?.insert(id, postcard::to_allocvec(&s.rec).unwrap_or_default().as_slice()).ctx(&file)?;
-        }
+        purge(&tx, &file, id)?;
+        tx.open_table(LINK).ctx(&file)?.insert(id, postcard::to_allocvec(&s.rec).unwrap_or_default().as_slice()).ctx(&file)?;
         self.state.db.commit(tx)?;
         self.done.insert(*id);
         self.stats.refused_bundles.push(format!("{}: {why}", crate::ground::pack::hex(id)));
@@ -546,17 +602,7 @@ impl LinkReceiver<'_> {
     fn refuse(&mut self, id: &BundleId, _why: ReceiveError) -> Result<(), LinkError> {
         let file = self.state.db.file().to_owned();
         let tx = self.state.db.begin_write()?;
-        {
-            let mut groups_t = tx.open_table(GROUPS).ctx(&file)?;
-            let keys: Vec<u32> = groups_t
-                .range((id, 0u32)..=(id, u32::MAX))
-                .ctx(&file)?
-                .filter_map(|e| e.ok().map(|(k, _)| k.value().1))
-                .collect();
-            for g in keys {
-                groups_t.remove((id, g)).ctx(&file)?;
-            }
-        }
+        purge(&tx, &file, id)?;
         self.state.db.commit(tx)?;
         self.stats.groups_dropped += 1;
         self.reset(id)
@@ -572,6 +618,29 @@ impl LinkReceiver<'_> {
     pub fn active(&self) -> usize {
         self.sessions.len()
     }
+}
+
+/// Delete every shard and decoded group of bundle `id`, within `tx`.
+fn purge(tx: &redb::WriteTransaction, file: &std::path::Path, id: &BundleId) -> Result<(), StateError> {
+    let mut groups_t = tx.open_table(GROUPS).ctx(file)?;
+    let keys: Vec<u32> = groups_t
+        .range((id, 0u32)..=(id, u32::MAX))
+        .ctx(file)?
+        .filter_map(|e| e.ok().map(|(k, _)| k.value().1))
+        .collect();
+    for g in keys {
+        groups_t.remove((id, g)).ctx(file)?;
+    }
+    let mut shards = tx.open_table(SHARDS).ctx(file)?;
+    let keys: Vec<(u32, u16)> = shards
+        .range((id, 0u32, 0u16)..=(id, u32::MAX, u16::MAX))
+        .ctx(file)?
+        .filter_map(|e| e.ok().map(|(k, _)| (k.value().1, k.value().2)))
+        .collect();
+    for (g, sh) in keys {
+        shards.remove((id, g, sh)).ctx(file)?;
+    }
+    Ok(())
 }
 
 /// The current status report of the device, including link progress.

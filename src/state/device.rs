@@ -219,3 +219,39 @@ impl DeviceState {
         Ok(())
     }
 }
+
+/// What a device lets the link take, configured at init (`device init --max-bundle ...`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceLimits {
+    /// Largest bundle accepted, in bytes (also caps staging per bundle).
+    pub max_bundle_bytes: u64,
+    /// Disk for frames and decoded groups of all bundles being received.
+    pub link_quota_bytes: u64,
+    /// Disk for a bundle whose manifest has not yet been verified (its signature): enough
+    /// for the manifest while the ground interleaves it with the groups around it (64
+    /// groups, 64 MiB at the default link parameters); junk frames cannot take more.
+    pub unverified_bytes: u64,
+    /// Bundles received at once.
+    pub max_active_bundles: u32,
+}
+
+impl Default for DeviceLimits {
+    fn default() -> Self {
+        DeviceLimits {
+            max_bundle_bytes: 16 << 30,
+            link_quota_bytes: 20 << 30,
+            unverified_bytes: 256 << 20,
+            max_active_bundles: 4,
+        }
+    }
+}
+
+impl DeviceState {
+    pub fn limits(&self) -> Result<DeviceLimits, StateError> {
+        Ok(self.db.meta("limits")?.and_then(|b| postcard::from_bytes(&b).ok()).unwrap_or_default())
+    }
+
+    pub fn set_limits(&self, l: &DeviceLimits) -> Result<(), StateError> {
+        self.db.set_meta("limits", &postcard::to_allocvec(l).unwrap_or_default())
+    }
+}

@@ -59,3 +59,90 @@ fn device_without_trust_is_refused_at_init() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--trust"));
 }
+
+/// Peak resident memory of a running process, from /proc, in bytes.
+fn peak_rss(pid: u32) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse::<u64>().ok().map(|kb| kb * 1024)
+}
+
+/// 1 GiB of random frames — garbage, and well-formed frames of random bundles — leave the
+/// device within its configured memory and disk bounds, and a real bundle still imports.
+#[test]
+fn flood_of_random_frames_stays_within_bounds() {
+    use narlink_protocol::frame::{FrameHeader, FrameRef};
+    use narlink_protocol::params::{CodecId, LinkParams};
+    use std::io::Write;
+
+    let flood: u64 = std::env::var("NARLINK_FLOOD_BYTES").ok().and_then(|v| v.parse().ok()).unwrap_or(1 << 30);
+    let (v1, v2) = (demo(1), demo(2));
+    let rig = Rig::new(&v1);
+    let quota = narlink::state::device::DeviceLimits {
+        link_quota_bytes: 64 << 20,
+        unverified_bytes: 1 << 20,
+        ..Default::default()
+    };
+    narlink::state::device::DeviceState::open(std::path::Path::new(rig.p("state"))).unwrap().set_limits(&quota).unwrap();
+
+    let mut child = nix_env(std::process::Command::new(NARLINK).args(["--quiet", "device", "receive", "--json", "--state", rig.p("state"), "-"]))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let mut stdin = child.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || {
+        let mut rng = narlink_protocol::sim::Rng::new(99);
+        let ids: Vec<[u8; 16]> = (0..8).map(|i| *blake3::hash(&[i as u8]).as_bytes().first_chunk().unwrap()).collect();
+        let mut sent = 0u64;
+        let mut buf = Vec::with_capacity(1 << 20);
+        while sent < flood {
+            buf.clear();
+            while buf.len() < (1 << 20) {
+                if rng.below(4) == 0 {
+                    let n = 1 + rng.below(4096) as usize;
+                    buf.extend((0..n).map(|_| rng.next_u32() as u8));
+                } else {
+                    // Half the well-formed frames keep their bundle's parameters (so junk
+                    // bundles grow until the quotas stop them), half contradict them.
+                    let i = rng.below(ids.len() as u64) as usize;
+                    let len = if rng.below(2) == 0 { (1 << 20) + (i as u64) * (5 << 20) } else { (1 << 20) + rng.below(1 << 30) };
+                    let params = LinkParams { codec: CodecId::RsSimd16, shard_size: 1024, group_k: 1000, parity: 1000, bundle_len: len };
+                    let groups = params.validate().unwrap().group_count();
+                    let header = FrameHeader {
+                        bundle_id: ids[i],
+                        params,
+                        group: rng.below(u64::from(groups)) as u32,
+                        shard: rng.below(1000) as u16,
+                    };
+                    let payload: Vec<u8> = (0..1024).map(|_| rng.next_u32() as u8).collect();
+                    FrameRef::new(header, &payload).unwrap().encode(&mut buf);
+                }
+            }
+            if stdin.write_all(&buf).is_err() {
+                break;
+            }
+            sent += buf.len() as u64;
+        }
+    });
+    let mut peak = 0;
+    while child.try_wait().unwrap().is_none() {
+        peak = peak.max(peak_rss(pid).unwrap_or(0));
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    writer.join().unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let disk = std::fs::metadata(rig.dir.join("state/device.redb")).unwrap().len();
+    eprintln!("flood of {flood} bytes: peak RSS {peak} bytes, state file {disk} bytes; {}", r["link"]);
+    assert!(peak < 64 << 20, "peak RSS {peak}");
+    assert!(disk < 2 * quota.link_quota_bytes + (32 << 20), "state file grew to {disk} bytes");
+    assert!(r["link"]["over_quota"].as_u64().unwrap() > 0, "the quota was never reached: {r}");
+
+    // A real bundle afterwards still imports.
+    rig.pack(&["--out", rig.p("b"), "--frames", rig.p("frames"), &v2]);
+    rig.ok(&["device", "receive", "--state", rig.p("state"), "--import", rig.p("frames")]);
+    rig.assert_holds(&v2);
+}

@@ -1,0 +1,102 @@
+//! Property tests for the bundle container, the manifest and the signature block: every
+//! encode/decode pair round-trips, and decoding any bytes is total.
+
+use narlink_protocol::bundle::{BundleHeader, HEADER_LEN};
+use narlink_protocol::manifest::{ChunkParams, ChunkRef, Encoding, Manifest, PathEntry, Payload, MANIFEST_VERSION};
+use narlink_protocol::signature::{decode_block, encode_block, Signature, MAX_NAME};
+use proptest::prelude::*;
+
+fn chunk() -> impl Strategy<Value = ChunkRef> {
+    (any::<[u8; 32]>(), 1u32..300_000).prop_map(|(id, len)| ChunkRef { id, len })
+}
+
+fn path_entry() -> impl Strategy<Value = PathEntry> {
+    (
+        "[a-z0-9]{32}-[a-z.-]{1,20}",
+        any::<[u8; 32]>(),
+        proptest::collection::vec(chunk(), 0..8),
+        proptest::collection::vec("/nix/store/[a-z0-9]{32}-[a-z]{1,8}", 0..4),
+        proptest::option::of("/nix/store/[a-z0-9]{32}-[a-z]{1,8}.drv"),
+    )
+        .prop_map(|(name, nar_hash, chunks, references, deriver)| PathEntry {
+            store_path: format!("/nix/store/{name}"),
+            nar_hash,
+            nar_size: chunks.iter().map(|c| u64::from(c.len)).sum(),
+            references,
+            deriver,
+            chunks,
+        })
+}
+
+fn payload() -> impl Strategy<Value = Payload> {
+    (any::<[u8; 32]>(), 1u32..=262_144, any::<bool>(), 1u32..300_000).prop_map(|(chunk, raw_len, zstd, enc)| Payload {
+        chunk,
+        raw_len,
+        encoded_len: if zstd { enc } else { raw_len },
+        encoding: if zstd { Encoding::Zstd } else { Encoding::Raw },
+    })
+}
+
+fn manifest() -> impl Strategy<Value = Manifest> {
+    (
+        proptest::collection::vec(path_entry(), 0..6),
+        proptest::collection::vec(payload(), 0..10),
+        any::<[u8; 32]>(),
+        any::<[u8; 32]>(),
+        any::<u64>(),
+    )
+        .prop_map(|(mut paths, payloads, base_digest, target_digest, sequence)| {
+            paths.sort_by(|a, b| a.store_path.cmp(&b.store_path));
+            paths.dedup_by(|a, b| a.store_path == b.store_path);
+            Manifest {
+                version: MANIFEST_VERSION,
+                chunking: ChunkParams { algorithm: 1, min_size: 16 << 10, avg_size: 64 << 10, max_size: 256 << 10 },
+                base_digest,
+                target_digest,
+                sequence,
+                roots: paths.iter().take(1).map(|p| p.store_path.clone()).collect(),
+                paths,
+                payloads,
+            }
+        })
+}
+
+proptest! {
+    #[test]
+    fn manifest_round_trips(m in manifest()) {
+        prop_assert_eq!(Manifest::from_bytes(&m.to_bytes()), Ok(m));
+    }
+
+    #[test]
+    fn manifest_decode_is_total(bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
+        let _ = Manifest::from_bytes(&bytes);
+    }
+
+    #[test]
+    fn header_round_trips(manifest in proptest::collection::vec(any::<u8>(), 0..64), raw in 0u32..1 << 20, payload in any::<u64>(), sigs in 0u32..1000) {
+        let h = BundleHeader::for_manifest(&manifest, raw, payload, sigs);
+        prop_assert_eq!(BundleHeader::decode(&h.encode()), Ok(h));
+        prop_assert!(h.verify_manifest(&manifest).is_ok());
+    }
+
+    #[test]
+    fn header_decode_is_total(bytes in proptest::collection::vec(any::<u8>(), 0..HEADER_LEN + 8)) {
+        let _ = BundleHeader::decode(&bytes);
+    }
+
+    #[test]
+    fn signature_block_round_trips(sigs in proptest::collection::vec(("[a-z0-9.-]{1,40}", any::<[u8; 32]>(), any::<[u8; 32]>()), 0..8)) {
+        let sigs: Vec<Signature> = sigs.into_iter().map(|(name, a, b)| {
+            let mut bytes = [0u8; 64];
+            bytes[..32].copy_from_slice(&a);
+            bytes[32..].copy_from_slice(&b);
+            Signature { name: name[..name.len().min(MAX_NAME)].to_owned(), bytes }
+        }).collect();
+        prop_assert_eq!(decode_block(&encode_block(&sigs)), Ok(sigs));
+    }
+
+    #[test]
+    fn signature_block_decode_is_total(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
+        let _ = decode_block(&bytes);
+    }
+}

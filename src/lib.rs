@@ -13,3 +13,4 @@ pub mod progress;
 pub mod state;
 pub mod inspect;
 pub mod sim;
+pub mod inventory;

@@ -208,6 +208,84 @@ impl NixStore {
     }
 }
 
+/// Profiles: `nix-env --profile`, in the same store.
+impl NixStore {
+    /// Where narlink keeps its profile in this store, unless told otherwise.
+    pub fn default_profile(&self) -> PathBuf {
+        self.root.join("nix/var/nix/profiles/narlink")
+    }
+
+    fn nix_env(&self, profile: &Path, args: &[&str]) -> Result<String, NixError> {
+        let mut c = Command::new("nix-env");
+        if let Some(uri) = &self.uri {
+            c.arg("--store").arg(uri);
+        }
+        c.arg("--profile").arg(profile).args(args);
+        let cmd = describe(&c);
+        let out = c.output().map_err(|source| NixError::Spawn { cmd: cmd.clone(), source })?;
+        if !out.status.success() {
+            return Err(NixError::Failed { cmd, status: out.status.to_string(), stderr: last_lines(&out.stderr) });
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// The profile's generations, oldest first, and which one is current.
+    pub fn generations(&self, profile: &Path) -> Result<Vec<(u32, bool)>, NixError> {
+        if std::fs::symlink_metadata(profile).is_err() {
+            return Ok(Vec::new());
+        }
+        let out = self.nix_env(profile, &["--list-generations"])?;
+        Ok(out
+            .lines()
+            .filter_map(|l| {
+                let n = l.split_whitespace().next()?.parse().ok()?;
+                Some((n, l.contains("(current)")))
+            })
+            .collect())
+    }
+
+    pub fn current_generation(&self, profile: &Path) -> Result<Option<u32>, NixError> {
+        Ok(self.generations(profile)?.into_iter().find(|(_, c)| *c).map(|(n, _)| n))
+    }
+
+    /// Make `path` the profile's new generation; returns its number.
+    pub fn set_profile(&self, profile: &Path, path: &str) -> Result<u32, NixError> {
+        if let Some(dir) = profile.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        self.nix_env(profile, &["--set", path])?;
+        self.current_generation(profile)?.ok_or_else(|| NixError::Output {
+            cmd: "nix-env --list-generations".into(),
+            what: "no current generation after --set".into(),
+        })
+    }
+
+    pub fn switch_generation(&self, profile: &Path, generation: u32) -> Result<(), NixError> {
+        self.nix_env(profile, &["--switch-generation", &generation.to_string()]).map(drop)
+    }
+
+    /// Delete all but the newest `keep` generations (the current one always stays).
+    pub fn delete_old_generations(&self, profile: &Path, keep: u32) -> Result<(), NixError> {
+        if std::fs::symlink_metadata(profile).is_err() {
+            return Ok(());
+        }
+        self.nix_env(profile, &["--delete-generations", &format!("+{}", keep.max(1))]).map(drop)
+    }
+
+    /// `nix-store --gc`: delete every path no root keeps alive. Returns Nix's summary line.
+    pub fn collect_garbage(&self) -> Result<String, NixError> {
+        let mut c = self.command();
+        c.arg("--gc");
+        let cmd = describe(&c);
+        let out = c.output().map_err(|source| NixError::Spawn { cmd: cmd.clone(), source })?;
+        if !out.status.success() {
+            return Err(NixError::Failed { cmd, status: out.status.to_string(), stderr: last_lines(&out.stderr) });
+        }
+        let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+        Ok(text.lines().rfind(|l| l.contains("freed")).unwrap_or("").trim().to_owned())
+    }
+}
+
 /// `root=` of a `local?root=DIR` URI.
 fn root_of_uri(uri: &str) -> Option<PathBuf> {
     let query = uri.split_once('?')?.1;

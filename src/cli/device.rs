@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
-use narlink::device::{import, init, intake, listen, status};
+use narlink::device::{activate, gc, import, init, intake, listen, status};
 use narlink::nixstore::NixStore;
 use narlink::progress::bytes;
 use narlink::state::device::DeviceState;
@@ -26,6 +26,26 @@ pub enum Command {
     Listen(ListenArgs),
     /// Trust more signing keys (public keys in Nix's format).
     Trust(TrustArgs),
+    /// Collect garbage in step: Nix's GC (keeping the profile's newest generations), then
+    /// bring the index in line with the store.
+    Gc(GcArgs),
+}
+
+#[derive(Args)]
+pub struct GcArgs {
+    #[arg(long)]
+    state: PathBuf,
+    /// Do not collect; only follow a garbage collection the operator ran.
+    #[arg(long)]
+    no_collect: bool,
+    /// The profile narlink manages (default: <store root>/nix/var/nix/profiles/narlink).
+    #[arg(long)]
+    profile: Option<PathBuf>,
+    /// Generations of the profile to keep.
+    #[arg(long, default_value_t = 2)]
+    keep_generations: u32,
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -134,6 +154,16 @@ pub struct ReceiveArgs {
 pub struct ImportArgs {
     #[arg(long)]
     state: PathBuf,
+    /// Make the imported root the new generation of this profile.
+    #[arg(long)]
+    profile: Option<PathBuf>,
+    /// Then run this command (`sh -c`, with NARLINK_ROOT, NARLINK_PROFILE,
+    /// NARLINK_GENERATION); if it fails, switch back to the previous generation.
+    #[arg(long)]
+    activate: Option<String>,
+    /// Seconds the activation command may take.
+    #[arg(long, default_value_t = 300)]
+    activate_timeout: u64,
     /// Also import, from bundles still being received, the paths whose data is all here.
     /// Without it an incomplete bundle is refused and the store is left as it is.
     #[arg(long)]
@@ -152,6 +182,10 @@ pub struct StatusArgs {
     /// Where to write the report for the downlink.
     #[arg(long)]
     out: PathBuf,
+    /// Also write the inventory (every store path name), for the ground to rebuild a stale
+    /// mirror.
+    #[arg(long)]
+    inventory: Option<PathBuf>,
     #[arg(long)]
     json: bool,
 }
@@ -211,7 +245,59 @@ pub fn run(c: Command, progress: bool) -> anyhow::Result<ExitCode> {
             };
             let store = NixStore::new(uri.as_deref());
             let r = import::import_all(&state, &store, progress, a.partial).context("device import")?;
-            output(a.json, &r, || render_import(&r))?;
+            let root = r.bundles.iter().rev().find(|b| b.complete).and_then(|b| b.roots.first().cloned());
+            let activation = match (root, a.profile.clone().or_else(|| a.activate.as_ref().map(|_| store.default_profile()))) {
+                (Some(root), Some(profile)) => Some(
+                    activate::activate(&store, &profile, &root, a.activate.as_deref(), std::time::Duration::from_secs(a.activate_timeout))
+                        .context("activation")?,
+                ),
+                _ => None,
+            };
+            #[derive(serde::Serialize)]
+            struct Out<'a> {
+                #[serde(flatten)]
+                import: &'a import::ImportReport,
+                activation: &'a Option<activate::ActivationReport>,
+            }
+            output(a.json, &Out { import: &r, activation: &activation }, || {
+                let mut s = render_import(&r);
+                if let Some(act) = &activation {
+                    s.push_str(&format!("\nprofile {}: generation {} -> {}", act.profile.display(), act.generation, act.root));
+                    if let Some(f) = &act.failure {
+                        s.push_str(&format!("\nACTIVATION FAILED: {f}"));
+                    }
+                    s.push_str(&format!(
+                        "\nlive generation: {}{}",
+                        act.live_generation.map_or("none".into(), |g| g.to_string()),
+                        if act.rolled_back { " (rolled back)" } else { "" }
+                    ));
+                }
+                s
+            })?;
+            if let Some(act) = activation.filter(|a| !a.activated) {
+                anyhow::bail!(
+                    "activation of generation {} failed; generation {} is live",
+                    act.generation,
+                    act.live_generation.map_or("none".into(), |g| g.to_string())
+                );
+            }
+        }
+        Command::Gc(a) => {
+            let state = DeviceState::open(&a.state)?;
+            let store = NixStore::new(state.store_uri()?.as_deref());
+            let profile = a.profile.clone().unwrap_or_else(|| store.default_profile());
+            let opts = gc::GcOptions { collect: !a.no_collect, profile: Some(profile), keep_generations: a.keep_generations, progress };
+            let r = gc::gc(&state, &store, &opts).context("device gc")?;
+            output(a.json, &r, || {
+                format!(
+                    "{}{} paths left the index, {} joined it; state {} -> {}",
+                    if r.nix.is_empty() { String::new() } else { format!("nix: {}\n", r.nix) },
+                    r.removed_from_index.len(),
+                    r.added_to_index,
+                    r.digest_before,
+                    r.digest_after
+                )
+            })?;
         }
         Command::Trust(a) => {
             let state = DeviceState::open(&a.state)?;
@@ -249,6 +335,13 @@ pub fn run(c: Command, progress: bool) -> anyhow::Result<ExitCode> {
             let state = DeviceState::open(&a.state)?;
             let (report, encoded) = status::report(&state)?;
             std::fs::write(&a.out, &encoded).with_context(|| format!("writing {}", a.out.display()))?;
+            if let Some(inv) = &a.inventory {
+                let bytes = narlink::inventory::encode(&state.db.paths()?);
+                std::fs::write(inv, &bytes).with_context(|| format!("writing {}", inv.display()))?;
+                if !a.json {
+                    println!("inventory ({} bytes) written to {}", bytes.len(), inv.display());
+                }
+            }
             output(a.json, &report, || format!("{} ({} bytes) written to {}", report.summary(), encoded.len(), a.out.display()))?;
         }
     }
@@ -259,6 +352,7 @@ fn render_import(r: &import::ImportReport) -> String {
     if r.bundles.is_empty() {
         return "nothing to import".into();
     }
+    let refused = r.refused.iter().map(|e| format!("\nrefused: {e}")).collect::<String>();
     r.bundles
         .iter()
         .map(|b| {
@@ -274,4 +368,5 @@ fn render_import(r: &import::ImportReport) -> String {
         })
         .collect::<Vec<_>>()
         .join("\n")
+        + &refused
 }

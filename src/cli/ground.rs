@@ -73,6 +73,13 @@ pub struct AckArgs {
     mirror: PathBuf,
     /// A status report written by `narlink device status`.
     report: PathBuf,
+    /// The device's inventory (`device status --inventory`): rebuild the mirror from it
+    /// when the report shows the mirror is stale.
+    #[arg(long)]
+    inventory: Option<PathBuf>,
+    /// The ground's Nix store, to index paths the inventory adds (default: the environment's).
+    #[arg(long)]
+    store: Option<String>,
     #[arg(long)]
     json: bool,
 }
@@ -178,7 +185,16 @@ pub fn run(c: Command, progress: bool) -> anyhow::Result<ExitCode> {
         Command::Ack(a) => {
             let mirror = Mirror::open(&a.mirror)?;
             let bytes = std::fs::read(&a.report).with_context(|| format!("reading {}", a.report.display()))?;
-            let r = ack::ack(&mirror, &bytes).with_context(|| format!("ground ack of {}", a.report.display()))?;
+            let mut r = ack::ack(&mirror, &bytes).with_context(|| format!("ground ack of {}", a.report.display()))?;
+            if let (false, Some(inv)) = (r.in_step, &a.inventory) {
+                let raw = std::fs::read(inv).with_context(|| format!("reading {}", inv.display()))?;
+                let paths = narlink::inventory::decode(&raw).with_context(|| format!("inventory {}", inv.display()))?;
+                let store = NixStore::new(a.store.as_deref());
+                let rs = narlink::ground::resync::resync(&mirror, &store, &paths, progress).context("rebuilding the mirror")?;
+                r.in_step = rs.digest == r.device_digest;
+                r.mirror_digest = rs.digest.clone();
+                r.resync = Some(rs);
+            }
             output(a.json, &r, || r.render())?;
             if !r.in_step {
                 return Ok(ExitCode::from(3));

@@ -53,6 +53,8 @@ pub struct BundleImport {
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct ImportReport {
     pub bundles: Vec<BundleImport>,
+    /// Bundles refused, with the reason (the others were still imported).
+    pub refused: Vec<String>,
 }
 
 /// Import every staged bundle that has not been imported yet, in arrival order.
@@ -62,8 +64,13 @@ pub struct ImportReport {
 /// incomplete bundle is refused and the store is left untouched.
 pub fn import_all(state: &DeviceState, store: &NixStore, progress: bool, partial: bool) -> Result<ImportReport, ImportError> {
     let mut report = ImportReport::default();
+    let mut first_error = None;
     for (id, rec) in state.bundles()? {
         if rec.phase == Phase::Imported {
+            continue;
+        }
+        // A bundle older than the last one imported can never apply: it was superseded.
+        if rec.phase == Phase::Failed && rec.manifest()?.sequence <= state.last_sequence()? {
             continue;
         }
         match import_bundle(state, store, &id, &rec, progress, partial) {
@@ -76,11 +83,17 @@ pub fn import_all(state: &DeviceState, store: &NixStore, progress: bool, partial
                     state.put_bundle(&tx, &id, &BundleRecord { phase: Phase::Failed, note: e.to_string(), ..rec })?;
                     state.db.commit(tx)?;
                 }
-                return Err(e);
+                report.refused.push(e.to_string());
+                first_error.get_or_insert(e);
             }
         }
     }
-    Ok(report)
+    // One bundle failing does not hold back the others; but if nothing could be imported,
+    // that is an error.
+    match first_error {
+        Some(e) if report.bundles.is_empty() => Err(e),
+        _ => Ok(report),
+    }
 }
 
 fn import_bundle(

@@ -1,5 +1,7 @@
 //! The device side: stage bundles, rebuild and verify NARs, import them into Nix.
 
+pub mod activate;
+pub mod gc;
 pub mod import;
 pub mod init;
 pub mod intake;

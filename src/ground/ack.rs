@@ -30,6 +30,8 @@ pub struct AckReport {
     pub device_digest: String,
     pub mirror_digest: String,
     pub report: StatusView,
+    /// The mirror was rebuilt from the device's inventory.
+    pub resync: Option<crate::ground::resync::ResyncReport>,
 }
 
 pub fn ack(mirror: &Mirror, bytes: &[u8]) -> Result<AckReport, AckError> {
@@ -45,18 +47,30 @@ pub fn ack(mirror: &Mirror, bytes: &[u8]) -> Result<AckReport, AckError> {
             }
         }
     }
+    let in_step = r.state_digest == mirror_digest;
+    // Remember a mismatch: `ground pack` refuses a stale mirror until it is rebuilt.
+    mirror.set_stale(if in_step { None } else { Some(&r.state_digest) })?;
     Ok(AckReport {
-        in_step: r.state_digest == mirror_digest,
+        in_step,
         applied,
         device_digest: hex(&r.state_digest),
         mirror_digest: hex(&mirror_digest),
         report: StatusView::of(&r),
+        resync: None,
     })
 }
 
 impl AckReport {
     pub fn render(&self) -> String {
         let mut s = format!("device reports bundle {} {}", self.report.bundle, self.report.phase);
+        if let Some(rs) = &self.resync {
+            s.push_str(&format!(
+                "\nmirror rebuilt from the device's inventory: {} paths removed, {} added, {} unknown to the ground store",
+                rs.removed.len(),
+                rs.added,
+                rs.unknown_to_ground.len()
+            ));
+        }
         if let Some(b) = &self.applied {
             s.push_str(&format!("\nbundle {b} folded into the mirror"));
         }
@@ -65,7 +79,8 @@ impl AckReport {
         } else {
             s.push_str(&format!(
                 "\nmirror is STALE: the device is in state {}, the mirror believes {}; \
-                 do not pack against it until it is rebuilt from the device's inventory",
+                 do not pack against it: rebuild it with `ground ack --inventory FILE` \
+                 (the device writes one with `device status --inventory FILE`)",
                 self.device_digest, self.mirror_digest
             ));
         }

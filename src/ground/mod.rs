@@ -4,3 +4,4 @@ pub mod ack;
 pub mod init;
 pub mod link;
 pub mod pack;
+pub mod resync;

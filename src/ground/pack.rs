@@ -32,6 +32,8 @@ pub enum PackError {
     Read { path: String, source: io::Error },
     #[error("{path}: NAR is {size} bytes but Nix recorded {recorded}: the ground store path changed")]
     Changed { path: String, size: u64, recorded: u64 },
+    #[error("the mirror is stale: the device last reported state {0}, which is not what the mirror holds; rebuild it with `narlink ground ack --inventory FILE` before packing")]
+    Stale(String),
     #[error("the references of the new paths form a cycle through {0}")]
     Cycle(String),
 }
@@ -90,6 +92,9 @@ pub fn pack(
     out: &Path,
     opts: &PackOptions,
 ) -> Result<PackReport, PackError> {
+    if let Some(d) = mirror.stale()? {
+        return Err(PackError::Stale(hex(&d)));
+    }
     let roots = store.resolve_roots(roots)?;
     let closure = store.closure(&roots)?;
     let on_board: BTreeSet<String> = mirror.db.paths()?.into_iter().collect();

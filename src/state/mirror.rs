@@ -104,3 +104,31 @@ impl Mirror {
         Ok(next)
     }
 }
+
+impl Mirror {
+    /// Forget every pending bundle (they were planned against a state that is gone), within `tx`.
+    pub fn clear_pending(&self, tx: &redb::WriteTransaction) -> Result<(), StateError> {
+        let mut t = tx.open_table(PENDING).ctx(&self.db.file)?;
+        let keys: Vec<[u8; 16]> = {
+            use redb::ReadableTable;
+            t.iter().ctx(&self.db.file)?.filter_map(|e| e.ok().map(|(k, _)| *k.value())).collect()
+        };
+        for k in keys {
+            t.remove(&k).ctx(&self.db.file)?;
+        }
+        Ok(())
+    }
+}
+
+impl Mirror {
+    /// Record that the device reported another state than the mirror's (or clear it).
+    pub fn set_stale(&self, device_digest: Option<&[u8; 16]>) -> Result<(), StateError> {
+        self.db.set_meta("stale", device_digest.map_or(&[][..], |d| &d[..]))
+    }
+
+    /// The device state digest of the last report that disagreed with the mirror, if the
+    /// mirror has not been rebuilt since.
+    pub fn stale(&self) -> Result<Option<[u8; 16]>, StateError> {
+        Ok(self.db.meta("stale")?.and_then(|b| <[u8; 16]>::try_from(b.as_slice()).ok()))
+    }
+}

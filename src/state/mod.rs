@@ -29,6 +29,8 @@ pub(crate) const CHUNK_LOCS: MultimapTableDefinition<&[u8; 32], (&str, u64, u32)
 /// redb's page cache: small, so the device's memory is bounded by configuration, not by
 /// how much it stores.
 const CACHE_BYTES: usize = 16 << 20;
+/// How long to wait for another process to release the state database.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 
@@ -38,6 +40,8 @@ pub enum StateError {
     Db { path: PathBuf, source: redb::Error },
     #[error("{path} holds a narlink {found} state, not a {expected} state")]
     Role { path: PathBuf, found: String, expected: &'static str },
+    #[error("{0} is in use by another narlink process (a running `device listen`?); stop it or try again")]
+    Busy(PathBuf),
     #[error("{0} holds no narlink state: run `narlink {1} init` first")]
     Missing(PathBuf, &'static str),
     #[error("{path} was indexed with chunking {found:?}, this narlink uses {PARAMS:?}: re-run init")]
@@ -124,7 +128,18 @@ impl StateDb {
         if !file.exists() {
             return Err(StateError::Missing(dir.into(), role));
         }
-        let db = Database::builder().set_cache_size(CACHE_BYTES).open(&file).ctx(&file)?;
+        // Another narlink process (a daemon, an import) may hold the database for a moment:
+        // wait for it rather than fail at once.
+        let deadline = std::time::Instant::now() + LOCK_WAIT;
+        let db = loop {
+            match Database::builder().set_cache_size(CACHE_BYTES).open(&file) {
+                Err(redb::DatabaseError::DatabaseAlreadyOpen) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                Err(redb::DatabaseError::DatabaseAlreadyOpen) => return Err(StateError::Busy(file)),
+                r => break r.ctx(&file)?,
+            }
+        };
         let s = StateDb { db, file };
         let found = s.meta("role")?.unwrap_or_default();
         if found != role.as_bytes() {
@@ -172,6 +187,26 @@ impl StateDb {
             offset += u64::from(c.len);
         }
         Ok(())
+    }
+
+    /// Forget `path` and its chunk locations, within `tx`. Returns whether it was there.
+    pub(crate) fn remove_path(&self, tx: &redb::WriteTransaction, path: &str) -> Result<bool, StateError> {
+        let rec = {
+            let t = tx.open_table(PATHS).ctx(&self.file)?;
+            let v = t.get(path).ctx(&self.file)?;
+            match v {
+                Some(v) => decode_record(path, v.value())?,
+                None => return Ok(false),
+            }
+        };
+        let mut locs = tx.open_multimap_table(CHUNK_LOCS).ctx(&self.file)?;
+        let mut offset = 0u64;
+        for c in &rec.chunks {
+            locs.remove(&c.id, (path, offset, c.len)).ctx(&self.file)?;
+            offset += u64::from(c.len);
+        }
+        tx.open_table(PATHS).ctx(&self.file)?.remove(path).ctx(&self.file)?;
+        Ok(true)
     }
 
     /// Every path the state holds, in byte order.

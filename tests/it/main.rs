@@ -2,6 +2,7 @@
 
 mod common;
 mod link;
+mod orbit;
 mod listen;
 mod spine;
 mod trust;

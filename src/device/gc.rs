@@ -1,0 +1,68 @@
+//! Garbage collection in step: run the device's Nix garbage collection (or follow one the
+//! operator ran), then bring the index in line with the store: paths that left the store
+//! leave the index, paths that appeared are indexed. The state digest follows.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+use crate::index::{index_into, IndexOrStateError};
+use crate::nixstore::{NixError, NixStore};
+use crate::state::device::DeviceState;
+use crate::state::StateError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum GcError {
+    #[error(transparent)]
+    Nix(#[from] NixError),
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error(transparent)]
+    Index(#[from] IndexOrStateError),
+}
+
+#[derive(Clone, Debug)]
+pub struct GcOptions {
+    /// Run `nix-store --gc` (else only follow what is already gone).
+    pub collect: bool,
+    /// The profile whose old generations may go, and how many to keep.
+    pub profile: Option<PathBuf>,
+    pub keep_generations: u32,
+    pub progress: bool,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct GcReport {
+    pub nix: String,
+    pub removed_from_index: Vec<String>,
+    pub added_to_index: usize,
+    pub digest_before: String,
+    pub digest_after: String,
+}
+
+pub fn gc(state: &DeviceState, store: &NixStore, opts: &GcOptions) -> Result<GcReport, GcError> {
+    let mut report = GcReport {
+        digest_before: crate::ground::pack::hex(&state.db.digest()?[..16]),
+        ..GcReport::default()
+    };
+    if opts.collect {
+        if let Some(p) = &opts.profile {
+            store.delete_old_generations(p, opts.keep_generations)?;
+        }
+        report.nix = store.collect_garbage()?;
+    }
+    let infos = store.path_infos(None)?;
+    let valid: BTreeSet<&str> = infos.iter().map(|i| i.path.as_str()).collect();
+    let tx = state.db.begin_write()?;
+    for p in state.db.paths()? {
+        if !valid.contains(p.as_str()) && state.db.remove_path(&tx, &p)? {
+            report.removed_from_index.push(p);
+        }
+    }
+    state.db.commit(tx)?;
+    let indexed = index_into(&state.db, store, &infos, true, opts.progress)?;
+    report.added_to_index = indexed.paths;
+    report.digest_after = crate::ground::pack::hex(&state.db.digest()?[..16]);
+    Ok(report)
+}

@@ -29,6 +29,36 @@ pub enum InspectError {
 pub enum Inspection {
     Bundle(BundleView),
     Status(StatusView),
+    Frames(FramesView),
+    Inventory(InventoryView),
+}
+
+/// A file of frames: what bundles they belong to and how complete each would be.
+#[derive(Debug, Serialize)]
+pub struct FramesView {
+    pub frames: u64,
+    pub skipped_bytes: u64,
+    pub bundles: Vec<FramesOfBundle>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct FramesOfBundle {
+    pub bundle: String,
+    pub bundle_len: u64,
+    pub shard_size: u16,
+    pub group_k: u16,
+    pub parity: u16,
+    pub groups: u32,
+    pub frames: u64,
+    pub parity_frames: u64,
+    /// Groups with at least k distinct shards in this file.
+    pub groups_decodable: u32,
+}
+
+#[derive(Debug, Serialize)]
+pub struct InventoryView {
+    pub paths: Vec<String>,
+    pub state_digest: String,
 }
 
 #[derive(Debug, Serialize)]
@@ -92,6 +122,16 @@ pub fn inspect(mut r: impl Read) -> Result<Inspection, InspectError> {
                 .collect(),
         }));
     }
+    if magic == crate::inventory::MAGIC {
+        let mut all = Vec::new();
+        r.take(u64::from(crate::inventory::MAX_DECODED)).read_to_end(&mut all)?;
+        let paths = crate::inventory::decode(&all).map_err(|e| InspectError::Status(e.to_string()))?;
+        let digest = narlink_protocol::digest::state_digest(paths.iter().map(String::as_str));
+        return Ok(Inspection::Inventory(InventoryView { state_digest: hex(&digest[..16]), paths }));
+    }
+    if magic[..2] == narlink_protocol::frame::MAGIC {
+        return frames(r);
+    }
     let mut all = Vec::new();
     r.take(1 << 20).read_to_end(&mut all)?;
     match decode_report(&all) {
@@ -99,6 +139,64 @@ pub fn inspect(mut r: impl Read) -> Result<Inspection, InspectError> {
         Err(e) if n == magic.len() && looks_like_status(&magic) => Err(InspectError::Status(e)),
         Err(_) => Err(InspectError::Unknown(hex(&magic[..n]))),
     }
+}
+
+/// Count the frames of a stream per bundle, and which groups they would complete.
+fn frames(mut r: impl Read) -> Result<Inspection, InspectError> {
+    use std::collections::BTreeMap;
+    use narlink_protocol::frame::FrameSplitter;
+    use narlink_protocol::params::Limits;
+    use narlink_protocol::receiver::{GroupTracker, Outcome};
+    let mut splitter = FrameSplitter::new();
+    let mut per: BTreeMap<[u8; 16], (FramesOfBundle, Option<GroupTracker>)> = BTreeMap::new();
+    let mut buf = vec![0u8; 256 << 10];
+    let mut total = 0u64;
+    let mut eof = false;
+    while !eof {
+        let n = r.read(&mut buf)?;
+        if n == 0 {
+            splitter.finish();
+            eof = true;
+        } else {
+            splitter.push(&buf[..n]);
+        }
+        while let Some(f) = splitter.next_frame() {
+            total += 1;
+            let h = *f.header();
+            let e = per.entry(h.bundle_id).or_insert_with(|| {
+                let tracker = GroupTracker::new(h.bundle_id, h.params, &Limits::default()).ok();
+                let groups = h.params.validate().map_or(0, |l| l.group_count());
+                (
+                    FramesOfBundle {
+                        bundle: hex(&h.bundle_id),
+                        bundle_len: h.params.bundle_len,
+                        shard_size: h.params.shard_size,
+                        group_k: h.params.group_k,
+                        parity: h.params.parity,
+                        groups,
+                        frames: 0,
+                        parity_frames: 0,
+                        groups_decodable: 0,
+                    },
+                    tracker,
+                )
+            });
+            e.0.frames += 1;
+            if f.as_ref().is_parity() {
+                e.0.parity_frames += 1;
+            }
+            if let Some(t) = e.1.as_mut() {
+                if t.handle_frame(&h) == Outcome::Decodable {
+                    e.0.groups_decodable += 1;
+                }
+            }
+        }
+    }
+    Ok(Inspection::Frames(FramesView {
+        frames: total,
+        skipped_bytes: splitter.stats().skipped_bytes,
+        bundles: per.into_values().map(|(v, _)| v).collect(),
+    }))
 }
 
 fn looks_like_status(magic: &[u8]) -> bool {
@@ -129,6 +227,23 @@ impl Inspection {
                 s
             }
             Inspection::Status(v) => v.render(),
+            Inspection::Inventory(v) => {
+                let mut s = format!("inventory of state {}: {} store paths", v.state_digest, v.paths.len());
+                for p in v.paths.iter().take(100) {
+                    s.push_str(&format!("\n  {p}"));
+                }
+                s
+            }
+            Inspection::Frames(v) => {
+                let mut s = format!("{} frames ({} bytes skipped between them)", v.frames, v.skipped_bytes);
+                for b in &v.bundles {
+                    s.push_str(&format!(
+                        "\n  bundle {}: {} frames ({} parity), {} B bundle in {} groups of k={} x {} B (P={}); {} groups decodable from this file",
+                        b.bundle, b.frames, b.parity_frames, b.bundle_len, b.groups, b.group_k, b.shard_size, b.parity, b.groups_decodable
+                    ));
+                }
+                s
+            }
         }
     }
 }

@@ -3,6 +3,7 @@
 mod device;
 mod ground;
 mod inspect;
+mod meta;
 mod simulate;
 
 use std::process::ExitCode;
@@ -32,6 +33,10 @@ enum Command {
     Inspect(inspect::Args),
     /// Simulate an update over a lossy link, pass by pass, with the real sender and device.
     Simulate(simulate::Args),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions(meta::CompletionsArgs),
+    /// Write the man pages: the top-level page to standard output, or every page into --out.
+    Man(meta::ManArgs),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -41,6 +46,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Device(c) => device::run(c, progress),
         Command::Inspect(a) => inspect::run(a),
         Command::Simulate(a) => simulate::run(a, progress),
+        Command::Completions(a) => meta::completions(a),
+        Command::Man(a) => meta::man(a),
     }
 }
 

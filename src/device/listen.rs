@@ -4,7 +4,9 @@
 //! A tokio task per socket cuts frames out of the bytes; one worker thread owns the device
 //! state (redb is synchronous) and persists frames in batches: it flushes whenever no frame
 //! is waiting, so a frame is durable a few milliseconds after it arrived, and every batch is
-//! one commit. When a bundle completes, the worker can import it at once.
+//! one commit. When a bundle completes, the worker can import it at once. The status report
+//! file is rewritten after batches (at most five times a second), every `status_every`, and
+//! at once on SIGUSR1.
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -117,6 +119,17 @@ async fn bind(e: &Endpoint) -> Result<Bound, ListenError> {
 }
 
 async fn serve(bound: Bound, tx: mpsc::SyncSender<Vec<u8>>) -> Result<(), ListenError> {
+    // SIGUSR1 asks for a status report now: an empty message to the worker.
+    if let Ok(mut sig) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1()) {
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            while sig.recv().await.is_some() {
+                if tx.send(Vec::new()).is_err() {
+                    break;
+                }
+            }
+        });
+    }
     match bound {
         Bound::Udp(sock) => {
             let mut buf = vec![0u8; MAX_FRAME_LEN + 1];
@@ -182,10 +195,19 @@ fn work(dir: &Path, opts: &ListenOptions, rx: mpsc::Receiver<Vec<u8>>) -> Result
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
         };
         let mut batch = 0;
+        let mut requested = false;
         if let Some(f) = first {
-            rx_link.handle_bytes(&f)?;
-            batch += 1;
+            if f.is_empty() {
+                requested = true;
+            } else {
+                rx_link.handle_bytes(&f)?;
+                batch += 1;
+            }
             while let Ok(f) = rx.try_recv() {
+                if f.is_empty() {
+                    requested = true;
+                    continue;
+                }
                 rx_link.handle_bytes(&f)?;
                 batch += 1;
                 if batch >= 4096 {
@@ -211,7 +233,7 @@ fn work(dir: &Path, opts: &ListenOptions, rx: mpsc::Receiver<Vec<u8>>) -> Result
             rx_link = LinkReceiver::open(&state)?;
         }
         if let Some(path) = &opts.status_out {
-            if batch > 0 && last_status.elapsed() >= Duration::from_millis(200) || last_status.elapsed() >= opts.status_every {
+            if requested || batch > 0 && last_status.elapsed() >= Duration::from_millis(200) || last_status.elapsed() >= opts.status_every {
                 let (_, bytes) = super::status::report(&state)?;
                 write_atomically(path, &bytes).map_err(|source| ListenError::Status { path: path.clone(), source })?;
                 last_status = Instant::now();

@@ -9,8 +9,10 @@ use narlink_protocol::manifest::{ChunkId, ChunkParams, ChunkRef};
 
 /// The chunking parameters of this narlink version. Chosen by measurement: see
 /// `docs/measurements.md` ("Chunk size").
+/// Algorithm 2: FastCDC v2020 cut points over store-hash-normalized NARs
+/// ([`crate::normalize`]), BLAKE3 ids.
 pub const PARAMS: ChunkParams = ChunkParams {
-    algorithm: 1,
+    algorithm: 2,
     min_size: 16 * 1024,
     avg_size: 64 * 1024,
     max_size: 256 * 1024,

@@ -8,6 +8,7 @@ use sha2::{Digest, Sha256};
 use crate::chunking::{chunk_stream, PARAMS};
 use crate::nar::{NarError, NarLayout};
 use crate::nixstore::{NixStore, PathInfo};
+use crate::normalize::{hash_list, Normalizer};
 use crate::state::PathRecord;
 
 #[derive(Debug, thiserror::Error)]
@@ -36,20 +37,22 @@ impl<R: Read> Read for Sha256Reader<R> {
     }
 }
 
-/// Chunk the NAR of `info.path` as it is in `store`. With `verify`, the NAR's SHA-256 and size
-/// must equal what Nix recorded.
+/// Chunk the normalized NAR of `info.path` as it is in `store`. With `verify`, the NAR's
+/// SHA-256 and size must equal what Nix recorded.
 pub fn index_path(store: &NixStore, info: &PathInfo, verify: bool) -> Result<PathRecord, IndexError> {
     let path = &info.path;
     let layout = NarLayout::scan(&store.real_path(path))
         .map_err(|source| IndexError::Nar { path: path.clone(), source })?;
-    let mut reader = Sha256Reader { inner: layout.reader(), hasher: verify.then(Sha256::new) };
+    let hashed = Sha256Reader { inner: layout.reader(), hasher: verify.then(Sha256::new) };
+    let mut reader = Normalizer::new(hashed, &hash_list(path, &info.references));
     let mut chunks = Vec::with_capacity((layout.size() / u64::from(PARAMS.avg_size)) as usize + 1);
     let size = chunk_stream::<_, io::Error>(&mut reader, &PARAMS, |_, _, c| {
         chunks.push(c);
         Ok(())
     })
     .map_err(|source| IndexError::Io { path: path.clone(), source })?;
-    if let Some(h) = reader.hasher.take() {
+    let rewrites = std::mem::take(&mut reader.rewrites);
+    if let Some(h) = reader.into_inner().hasher.take() {
         let found: [u8; 32] = h.finalize().into();
         if found != info.nar_hash.0 || size != info.nar_size {
             return Err(IndexError::Mismatch {
@@ -67,6 +70,7 @@ pub fn index_path(store: &NixStore, info: &PathInfo, verify: bool) -> Result<Pat
         references: info.references.clone(),
         deriver: info.deriver.clone(),
         chunks,
+        rewrites,
     })
 }
 

@@ -8,6 +8,7 @@ pub mod ground;
 pub mod index;
 pub mod nar;
 pub mod nixstore;
+pub mod normalize;
 pub mod payload;
 pub mod progress;
 pub mod state;

@@ -79,7 +79,15 @@ mod tests {
             bad[i] ^= 0x40;
             assert!(decode(&p, &bad).is_err(), "flip at {i} accepted");
         }
-        let random: Vec<u8> = (0..1000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let random: Vec<u8> = (0..1000)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 32) as u8
+            })
+            .collect();
         assert_eq!(encode(&random, 3).0, Encoding::Raw);
     }
 }

@@ -45,8 +45,13 @@ pub struct PathEntry {
     /// Full store paths this path references (may include itself).
     pub references: Vec<String>,
     pub deriver: Option<String>,
-    /// The NAR, as a sequence of chunks; lengths add up to `nar_size`.
+    /// The NAR, normalized (every store hash of the path itself and of its references
+    /// replaced by a placeholder), as a sequence of chunks; lengths add up to `nar_size`.
     pub chunks: Vec<ChunkRef>,
+    /// Where the hashes go back: (gap from the previous occurrence's offset, or the offset
+    /// itself for the first; index into the hash list: the path's own hash, then its
+    /// references' in order, self-references skipped).
+    pub rewrites: Vec<(u64, u16)>,
 }
 
 /// How a payload's bytes encode its chunk.
@@ -107,6 +112,8 @@ pub enum ManifestError {
     ChunkSum { path: String, sum: u64, nar_size: u64 },
     #[error("manifest path {path} references {reference}, which is neither on board nor earlier in the bundle")]
     Order { path: String, reference: String },
+    #[error("manifest path {0}: hash rewrites overlap, run past the NAR, or name a hash it does not have")]
+    Rewrites(String),
     #[error("manifest lists path {0} twice")]
     Duplicate(String),
     #[error("manifest payload {index}: {reason}")]
@@ -140,6 +147,17 @@ impl Manifest {
         for p in &self.paths {
             if !seen.insert(p.store_path.as_str()) {
                 return Err(ManifestError::Duplicate(p.store_path.clone()));
+            }
+            let mut at: u64 = 0;
+            for (i, &(gap, index)) in p.rewrites.iter().enumerate() {
+                let next = at.checked_add(gap);
+                let ok = (i == 0 || gap >= 32)
+                    && usize::from(index) <= p.references.len()
+                    && next.and_then(|n| n.checked_add(32)).is_some_and(|end| end <= p.nar_size);
+                if !ok {
+                    return Err(ManifestError::Rewrites(p.store_path.clone()));
+                }
+                at = next.unwrap_or(0);
             }
             let sum: u64 = p.chunks.iter().map(|c| u64::from(c.len)).sum();
             if sum != p.nar_size {

@@ -22,6 +22,7 @@ fn path_entry() -> impl Strategy<Value = PathEntry> {
             store_path: format!("/nix/store/{name}"),
             nar_hash,
             nar_size: chunks.iter().map(|c| u64::from(c.len)).sum(),
+            rewrites: if chunks.iter().map(|c| u64::from(c.len)).sum::<u64>() >= 100 { vec![(3, 0), (40, 0)] } else { Vec::new() },
             references,
             deriver,
             chunks,
@@ -50,7 +51,7 @@ fn manifest() -> impl Strategy<Value = Manifest> {
             paths.dedup_by(|a, b| a.store_path == b.store_path);
             Manifest {
                 version: MANIFEST_VERSION,
-                chunking: ChunkParams { algorithm: 1, min_size: 16 << 10, avg_size: 64 << 10, max_size: 256 << 10 },
+                chunking: ChunkParams { algorithm: 2, min_size: 16 << 10, avg_size: 64 << 10, max_size: 256 << 10 },
                 base_digest,
                 target_digest,
                 sequence,

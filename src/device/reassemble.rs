@@ -11,7 +11,8 @@ use crate::nar::{NarError, NarHash, NarLayout};
 use crate::nixstore::NixStore;
 use crate::payload::{self, short_id, PayloadError};
 use crate::state::device::{DeviceState, StagedReader};
-use crate::state::{ChunkLookup, StateError};
+use crate::normalize::{self, Rewrite};
+use crate::state::{ChunkLookup, RecordLookup, StateError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReassembleError {
@@ -25,6 +26,8 @@ pub enum ReassembleError {
     Read { path: String, from: String, source: NarError },
     #[error("{path}: rebuilt NAR has hash {found} ({found_size} bytes), the manifest says {expected} ({expected_size} bytes): refusing to import")]
     NarHash { path: String, found: String, found_size: u64, expected: String, expected_size: u64 },
+    #[error("{path}: the manifest's hash rewrites name a hash the path does not have")]
+    Rewrites { path: String },
     #[error(transparent)]
     State(#[from] StateError),
     #[error("{path}: writing the rebuilt NAR: {source}")]
@@ -36,7 +39,9 @@ pub struct ChunkSource<'a> {
     store: &'a NixStore,
     staged: StagedReader,
     index: ChunkLookup,
-    layouts: HashMap<String, NarLayout>,
+    records: RecordLookup,
+    /// On-board paths read recently: their NAR layout and where their store hashes are.
+    layouts: HashMap<String, (NarLayout, Vec<Rewrite>)>,
     buf: Vec<u8>,
 }
 
@@ -48,6 +53,7 @@ impl<'a> ChunkSource<'a> {
             store,
             staged: state.staged_reader()?,
             index: state.db.chunk_reader()?,
+            records: state.db.record_reader()?,
             layouts: HashMap::new(),
             buf: Vec::new(),
         })
@@ -75,15 +81,18 @@ impl<'a> ChunkSource<'a> {
             let layout = NarLayout::scan(&self.store.real_path(&loc.path)).map_err(|source| {
                 ReassembleError::Read { path: path.to_owned(), from: loc.path.clone(), source }
             })?;
-            self.layouts.insert(loc.path.clone(), layout);
+            let rewrites = self.records.record(&loc.path)?.map(|r| r.rewrites).unwrap_or_default();
+            self.layouts.insert(loc.path.clone(), (layout, rewrites));
         }
-        let layout = &self.layouts[&loc.path];
+        let (layout, rewrites) = &self.layouts[&loc.path];
         self.buf.resize(loc.len as usize, 0);
         layout.read_at(loc.offset, &mut self.buf).map_err(|source| ReassembleError::Read {
             path: path.to_owned(),
             from: loc.path.clone(),
             source,
         })?;
+        // Chunk ids are of normalized bytes: put the placeholders in.
+        normalize::apply(&mut self.buf, loc.offset, rewrites, |_| Some(normalize::PLACEHOLDER));
         if loc.len != c.len || payload::verify(&c.id, &self.buf).is_err() {
             return Err(ReassembleError::OnBoard {
                 path: path.to_owned(),
@@ -101,13 +110,23 @@ impl<'a> ChunkSource<'a> {
         entry: &PathEntry,
         mut sink: impl FnMut(&[u8]) -> std::io::Result<()>,
     ) -> Result<([u8; 32], u64), ReassembleError> {
+        let hashes = normalize::hash_list(&entry.store_path, &entry.references);
+        let rewrites = crate::state::PathRecord::from(entry).rewrites;
+        if rewrites.iter().any(|r| usize::from(r.index) >= hashes.len()) {
+            return Err(ReassembleError::Rewrites { path: entry.store_path.clone() });
+        }
         let mut h = Sha256::new();
         let mut size = 0u64;
+        let mut out = Vec::new();
         for c in &entry.chunks {
             let bytes = self.chunk(&entry.store_path, c)?;
-            h.update(bytes);
-            size += bytes.len() as u64;
-            sink(bytes).map_err(|source| ReassembleError::Sink { path: entry.store_path.clone(), source })?;
+            // Put the real store hashes back.
+            out.clear();
+            out.extend_from_slice(bytes);
+            normalize::apply(&mut out, size, &rewrites, |i| hashes.get(usize::from(i)).copied());
+            h.update(&out);
+            size += out.len() as u64;
+            sink(&out).map_err(|source| ReassembleError::Sink { path: entry.store_path.clone(), source })?;
         }
         Ok((h.finalize().into(), size))
     }

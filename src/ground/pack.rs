@@ -13,6 +13,7 @@ use serde::Serialize;
 use crate::chunking::{chunk_stream, PARAMS};
 use crate::nar::{NarError, NarLayout};
 use crate::nixstore::{NixError, NixStore, PathInfo};
+use crate::normalize::{self, hash_list, Normalizer};
 use crate::payload;
 use crate::progress::{self, Progress};
 use crate::state::mirror::Mirror;
@@ -131,7 +132,8 @@ pub fn pack(
             .map_err(|source| PackError::Nar { path: info.path.clone(), source })?;
         let mut chunks = Vec::new();
         let mut failure: Option<PackError> = None;
-        let result = chunk_stream::<_, io::Error>(layout.reader(), &PARAMS, |_, bytes, c| {
+        let mut normalized = Normalizer::new(layout.reader(), &hash_list(&info.path, &info.references));
+        let result = chunk_stream::<_, io::Error>(&mut normalized, &PARAMS, |_, bytes, c| {
             chunks.push(c);
             done += u64::from(c.len);
             let known = index.contains(&c.id).map_err(|e| {
@@ -172,6 +174,7 @@ pub fn pack(
             references: info.references.clone(),
             deriver: info.deriver.clone(),
             chunks,
+            rewrites: normalize::encode(&normalized.rewrites),
         });
     }
     batch.flush(opts, &mut payloads, &mut payload_out).map_err(io_err("writing payloads to a temporary file in", dir))?;

@@ -47,7 +47,7 @@ pub fn resync(mirror: &Mirror, store: &NixStore, device_paths: &[String], progre
     let infos = store.path_infos(Some(&have))?;
     report.added = index_into(&mirror.db, store, &infos, false, progress)?.paths;
     let tx = mirror.db.begin_write()?;
-    let empty = PathRecord { nar_hash: [0; 32], nar_size: 0, references: Vec::new(), deriver: None, chunks: Vec::new() };
+    let empty = PathRecord { nar_hash: [0; 32], nar_size: 0, references: Vec::new(), deriver: None, chunks: Vec::new(), rewrites: Vec::new() };
     for p in &unknown {
         mirror.db.add_path(&tx, p, &empty)?;
     }

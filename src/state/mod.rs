@@ -59,7 +59,10 @@ pub struct PathRecord {
     pub nar_size: u64,
     pub references: Vec<String>,
     pub deriver: Option<String>,
+    /// Chunks of the normalized NAR.
     pub chunks: Vec<ChunkRef>,
+    /// Where the NAR holds store hashes (see [`crate::normalize`]), sorted.
+    pub rewrites: Vec<crate::normalize::Rewrite>,
 }
 
 impl From<&narlink_protocol::manifest::PathEntry> for PathRecord {
@@ -70,6 +73,15 @@ impl From<&narlink_protocol::manifest::PathEntry> for PathRecord {
             references: p.references.clone(),
             deriver: p.deriver.clone(),
             chunks: p.chunks.clone(),
+            // Checked by `Manifest::check`: offsets increase and stay inside the NAR.
+            rewrites: p
+                .rewrites
+                .iter()
+                .scan(0u64, |at, &(gap, index)| {
+                    *at = at.saturating_add(gap);
+                    Some(crate::normalize::Rewrite { offset: *at, index })
+                })
+                .collect(),
         }
     }
 }
@@ -244,6 +256,13 @@ impl StateDb {
         Ok(ChunkLookup { locs, file: self.file.clone() })
     }
 
+    /// A reader for many record lookups in one consistent snapshot.
+    pub fn record_reader(&self) -> Result<RecordLookup, StateError> {
+        let tx = self.db.begin_read().ctx(&self.file)?;
+        let paths = tx.open_table(PATHS).ctx(&self.file)?;
+        Ok(RecordLookup { paths, file: self.file.clone() })
+    }
+
     pub fn begin_write(&self) -> Result<redb::WriteTransaction, StateError> {
         self.db.begin_write().ctx(&self.file)
     }
@@ -259,6 +278,19 @@ impl StateDb {
 
 fn decode_record(path: &str, bytes: &[u8]) -> Result<PathRecord, StateError> {
     postcard::from_bytes(bytes).map_err(|_| StateError::Corrupt(path.to_owned()))
+}
+
+/// Path record lookups over one read snapshot.
+pub struct RecordLookup {
+    paths: redb::ReadOnlyTable<&'static str, &'static [u8]>,
+    file: PathBuf,
+}
+
+impl RecordLookup {
+    pub fn record(&self, path: &str) -> Result<Option<PathRecord>, StateError> {
+        let v = self.paths.get(path).ctx(&self.file)?;
+        v.map(|v| decode_record(path, v.value())).transpose()
+    }
 }
 
 /// Chunk lookups over one read snapshot of the index.

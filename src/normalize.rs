@@ -1,0 +1,265 @@
+//! Store-path-hash normalization.
+//!
+//! A rebuild of a dependency changes the 32-character hash of every dependent path, and those
+//! hashes are embedded in the dependents' bytes (RPATHs, scripts, symlinks). Before chunking,
+//! every occurrence of the hash part of a path's own name and of its references is replaced
+//! by [`PLACEHOLDER`] (same length, so the NAR's framing is unchanged), and the positions are
+//! recorded as [`Rewrite`]s. Two NARs that differ only in such hashes then normalize to the
+//! same bytes and the same chunks. The device restores the hashes from the rewrites and the
+//! path's references, then checks the real narHash.
+//!
+//! The hash list of a path is: its own hash part first, then the hash parts of its
+//! references in the order given (self-references skipped). A rewrite's `index` points into it.
+
+use std::io::{self, Read};
+
+use aho_corasick::{AhoCorasick, MatchKind};
+use serde::{Deserialize, Serialize};
+
+use crate::nixstore::hash_part;
+
+/// What stands in for a store hash in normalized bytes: 32 `e`s. `e` is not in Nix's base32
+/// alphabet, so the placeholder is never a real hash.
+pub const PLACEHOLDER: [u8; 32] = [b'e'; 32];
+const LEN: usize = 32;
+
+/// One occurrence of a store hash: at NAR offset `offset`, hash number `index` of the path's
+/// hash list.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rewrite {
+    pub offset: u64,
+    pub index: u16,
+}
+
+/// The hash list of `path` with `references` (see the module docs).
+pub fn hash_list(path: &str, references: &[String]) -> Vec<[u8; 32]> {
+    let mut v: Vec<[u8; 32]> = Vec::with_capacity(references.len() + 1);
+    let mut push = |p: &str| {
+        if let Some(h) = hash_part(p).and_then(|h| <[u8; 32]>::try_from(h.as_bytes()).ok()) {
+            if !v.contains(&h) {
+                v.push(h);
+            }
+        }
+    };
+    push(path);
+    for r in references {
+        push(r);
+    }
+    v
+}
+
+/// Wraps a reader of NAR bytes and yields them normalized, recording every rewrite.
+pub struct Normalizer<R> {
+    inner: R,
+    matcher: Option<AhoCorasick>,
+    buf: Vec<u8>,
+    /// `buf[start..ready]` is normalized and may be handed out; `buf[ready..filled]` is held
+    /// back (a match may straddle the next read).
+    start: usize,
+    ready: usize,
+    filled: usize,
+    /// Stream offset of `buf[0]`.
+    base: u64,
+    eof: bool,
+    pub rewrites: Vec<Rewrite>,
+}
+
+impl<R: Read> Normalizer<R> {
+    pub fn new(inner: R, hashes: &[[u8; 32]]) -> Normalizer<R> {
+        let matcher = (!hashes.is_empty())
+            .then(|| AhoCorasick::builder().match_kind(MatchKind::LeftmostFirst).build(hashes).ok())
+            .flatten();
+        Normalizer {
+            inner,
+            matcher,
+            buf: vec![0; 1 << 20],
+            start: 0,
+            ready: 0,
+            filled: 0,
+            base: 0,
+            eof: false,
+            rewrites: Vec::new(),
+        }
+    }
+
+    /// The wrapped reader.
+    pub fn into_inner(self) -> R {
+        self.inner
+    }
+
+    /// Read more, then normalize what can no longer be the start of an incomplete match.
+    fn refill(&mut self) -> io::Result<()> {
+        // Keep the held-back tail; drop what was handed out.
+        self.buf.copy_within(self.ready..self.filled, 0);
+        self.base += self.ready as u64;
+        self.filled -= self.ready;
+        let searched = self.filled; // bytes already searched (the held tail)
+        self.start = 0;
+        self.ready = 0;
+        while !self.eof && self.filled < self.buf.len() {
+            match self.inner.read(&mut self.buf[self.filled..]) {
+                Ok(0) => self.eof = true,
+                Ok(n) => {
+                    self.filled += n;
+                    if self.filled - searched >= LEN {
+                        break;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let boundary = if self.eof { self.filled } else { self.filled.saturating_sub(LEN - 1) };
+        if let Some(m) = &self.matcher {
+            let found: Vec<(usize, u16)> = m
+                .find_iter(&self.buf[..self.filled])
+                .filter(|x| x.start() < boundary)
+                .map(|x| (x.start(), x.pattern().as_usize() as u16))
+                .collect();
+            for (at, index) in found {
+                self.buf[at..at + LEN].copy_from_slice(&PLACEHOLDER);
+                self.rewrites.push(Rewrite { offset: self.base + at as u64, index });
+            }
+        }
+        self.ready = boundary;
+        Ok(())
+    }
+}
+
+impl<R: Read> Read for Normalizer<R> {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        while self.start == self.ready {
+            if self.eof && self.ready == self.filled {
+                return Ok(0);
+            }
+            self.refill()?;
+        }
+        let n = out.len().min(self.ready - self.start);
+        out[..n].copy_from_slice(&self.buf[self.start..self.start + n]);
+        self.start += n;
+        Ok(n)
+    }
+}
+
+/// Overwrite, in `bytes` (which sit at NAR offset `offset`), every rewrite's 32 bytes with
+/// `value(index)`: the placeholder to normalize raw bytes, the real hash to restore them.
+/// `rewrites` must be sorted by offset.
+pub fn apply(bytes: &mut [u8], offset: u64, rewrites: &[Rewrite], value: impl Fn(u16) -> Option<[u8; 32]>) {
+    let end = offset + bytes.len() as u64;
+    // First rewrite that may overlap: offset > range start - 32.
+    let first = rewrites.partition_point(|r| r.offset + LEN as u64 <= offset);
+    for r in &rewrites[first..] {
+        if r.offset >= end {
+            break;
+        }
+        let Some(v) = value(r.index) else { continue };
+        let from = r.offset.max(offset);
+        let to = (r.offset + LEN as u64).min(end);
+        let src = (from - r.offset) as usize..(to - r.offset) as usize;
+        bytes[(from - offset) as usize..(to - offset) as usize].copy_from_slice(&v[src]);
+    }
+}
+
+/// Delta-encoded form of a rewrite list for the manifest: offsets as gaps.
+pub fn encode(rewrites: &[Rewrite]) -> Vec<(u64, u16)> {
+    let mut last = 0;
+    rewrites
+        .iter()
+        .map(|r| {
+            let gap = r.offset - last;
+            last = r.offset;
+            (gap, r.index)
+        })
+        .collect()
+}
+
+/// Inverse of [`encode`]; `None` if the offsets overlap, overflow, or an index is out of
+/// range of a `hashes`-long list.
+pub fn decode(gaps: &[(u64, u16)], hashes: usize, nar_size: u64) -> Option<Vec<Rewrite>> {
+    let mut out = Vec::with_capacity(gaps.len());
+    let mut at: u64 = 0;
+    for (i, &(gap, index)) in gaps.iter().enumerate() {
+        if i > 0 && gap < LEN as u64 {
+            return None;
+        }
+        at = at.checked_add(gap)?;
+        if usize::from(index) >= hashes || at.checked_add(LEN as u64)? > nar_size {
+            return None;
+        }
+        out.push(Rewrite { offset: at, index });
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const A: &[u8; 32] = b"81xl50rg2nv1bisviqjjx3qsy2kvcrzi";
+    const B: &[u8; 32] = b"jlw84i3j2gz04kgknz0mxmj1cgvbxws0";
+
+    fn sample() -> Vec<u8> {
+        let mut v = Vec::new();
+        for i in 0..5000u32 {
+            v.extend_from_slice(format!("line {i} /nix/store/").as_bytes());
+            v.extend_from_slice(if i % 3 == 0 { A } else { B });
+            v.extend_from_slice(b"-dep/lib\n");
+        }
+        v
+    }
+
+    struct Dribble<'a>(&'a [u8], usize);
+    impl Read for Dribble<'_> {
+        fn read(&mut self, b: &mut [u8]) -> io::Result<usize> {
+            let n = b.len().min(self.1).min(self.0.len());
+            b[..n].copy_from_slice(&self.0[..n]);
+            self.0 = &self.0[n..];
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn normalizes_across_any_read_size_and_restores() {
+        let data = sample();
+        let mut expected: Option<(Vec<u8>, Vec<Rewrite>)> = None;
+        for step in [1, 7, 31, 32, 33, 4096, 1 << 20] {
+            let mut n = Normalizer::new(Dribble(&data, step), &[*A, *B]);
+            let mut out = Vec::new();
+            n.read_to_end(&mut out).unwrap();
+            assert_eq!(out.len(), data.len());
+            assert!(!out.windows(32).any(|w| w == A || w == B), "step {step}: a hash survived");
+            assert_eq!(n.rewrites.len(), 5000);
+            match &expected {
+                None => expected = Some((out.clone(), n.rewrites.clone())),
+                Some((o, r)) => {
+                    assert_eq!(&out, o, "step {step}");
+                    assert_eq!(&n.rewrites, r, "step {step}");
+                }
+            }
+            // Restoring in arbitrary slices gives the original back.
+            let hashes = [*A, *B];
+            let mut restored = out.clone();
+            for (i, piece) in restored.chunks_mut(1000).enumerate() {
+                apply(piece, (i * 1000) as u64, &n.rewrites, |ix| hashes.get(usize::from(ix)).copied());
+            }
+            assert_eq!(restored, data);
+            // Normalizing raw slices gives the normalized bytes.
+            let mut again = data.clone();
+            for (i, piece) in again.chunks_mut(777).enumerate() {
+                apply(piece, (i * 777) as u64, &n.rewrites, |_| Some(PLACEHOLDER));
+            }
+            assert_eq!(again, out);
+        }
+        let (_, r) = expected.unwrap();
+        assert_eq!(decode(&encode(&r), 2, data.len() as u64), Some(r));
+        assert_eq!(decode(&[(0, 2)], 2, 100), None);
+        assert_eq!(decode(&[(0, 0), (10, 0)], 2, 100), None);
+    }
+
+    #[test]
+    fn hash_list_puts_self_first_and_skips_duplicates() {
+        let p = "/nix/store/81xl50rg2nv1bisviqjjx3qsy2kvcrzi-dep-1";
+        let q = "/nix/store/jlw84i3j2gz04kgknz0mxmj1cgvbxws0-app-1";
+        assert_eq!(hash_list(q, &[p.into(), q.into()]), vec![*B, *A]);
+    }
+}

@@ -3,6 +3,7 @@
 # idle machine (benches/scripts/wait_idle.sh), run, then print the medians table and how much CPU
 # other processes took meanwhile (the machine has 2 cores and is shared with other builds).
 # Usage: benches/scripts/bench_chunking.sh [criterion args, e.g. a filter]
+# Environment: IDLE_PCT, MAX_WAIT, REQUIRE_IDLE (see wait_idle.sh).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/work/target-bench}

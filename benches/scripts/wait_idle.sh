@@ -3,6 +3,7 @@
 # IDLE_PCT percent idle (default 90) over a 5-second window, then exec the given command.
 # Other builds share this 2-core machine; a timing benchmark started while they run measures
 # them as much as the code. Prints the idle share it saw, and the load, before starting.
+# With REQUIRE_IDLE=1 it exits 1 instead of running the command when it gives up.
 # Usage: benches/scripts/wait_idle.sh cargo bench --bench chunking
 set -euo pipefail
 IDLE_PCT=${IDLE_PCT:-90}
@@ -17,6 +18,10 @@ while :; do
     break
   fi
   if (( SECONDS - start >= MAX_WAIT )); then
+    if [[ ${REQUIRE_IDLE:-0} == 1 ]]; then
+      echo "wait_idle: gave up after ${MAX_WAIT} s (last 5 s: ${idle}% idle); not running; $(uptime)" >&2
+      exit 1
+    fi
     echo "wait_idle: gave up after ${MAX_WAIT} s (last 5 s: ${idle}% idle); running anyway; $(uptime)" >&2
     break
   fi

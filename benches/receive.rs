@@ -130,6 +130,7 @@ fn build_bundle(mib: usize, key: &SecretKey) -> tempfile::NamedTempFile {
             raw_len: len as u32,
             encoded_len: len as u32,
             encoding: Encoding::Raw,
+            reference: None,
         });
     }
     let empty = state_digest(std::iter::empty());
@@ -142,6 +143,7 @@ fn build_bundle(mib: usize, key: &SecretKey) -> tempfile::NamedTempFile {
         roots: Vec::new(),
         paths: Vec::new(),
         payloads,
+        sources: Vec::new(),
     };
     // As src/ground/pack.rs encodes it.
     let raw = manifest.to_bytes();

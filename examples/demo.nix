@@ -4,7 +4,8 @@
 #   nix-build examples/demo.nix --arg version 2 --option sandbox false --option substituters ""
 #
 # Version 2 patches zlib (so every dependent's store hash changes and is embedded in its
-# bytes) and edits a few lines of the app; version 3 also adds a Python package.
+# bytes) and edits a few lines of the app; version 3 also adds a Python package; version 4
+# adds ten more (about 10 MB), for link simulations of a few megabytes of payload.
 { version ? 1 }:
 let
   mk = name: script: derivation {
@@ -22,6 +23,12 @@ let
     done
     /bin/rm -rf $out/lib/python3.11/*/__pycache__
     ${if version >= 3 then "/bin/cp -r /usr/lib/python3.11/xml $out/lib/python3.11/ && /bin/rm -rf $out/lib/python3.11/xml/*/__pycache__" else ""}
+    ${if version >= 4 then ''
+      for m in asyncio encodings distutils lib2to3 pydoc_data unittest multiprocessing importlib; do
+        /bin/cp -r /usr/lib/python3.11/$m $out/lib/python3.11/
+      done
+      /bin/rm -rf $out/lib/python3.11/*/__pycache__ $out/lib/python3.11/*/*/__pycache__
+    '' else ""}
   '';
 
   zlib = mk "zlib-1.2.13${if version >= 2 then "-p1" else ""}" ''

@@ -9,6 +9,7 @@ pub mod index;
 pub mod nar;
 pub mod nixstore;
 pub mod normalize;
+pub mod onboard;
 pub mod payload;
 pub mod progress;
 pub mod state;

@@ -30,13 +30,25 @@ pub fn encode(chunk: &[u8], level: i32) -> (Encoding, Vec<u8>) {
     }
 }
 
+/// Bytes a delta costs beyond its payload: the reference in the manifest.
+pub const REFERENCE_COST: usize = 12;
+
+/// Encode one chunk as a delta against `reference` (zstd with the reference as its
+/// dictionary), if that beats `plain` by more than the reference costs.
+pub fn encode_delta(chunk: &[u8], level: i32, reference: &[u8], plain: usize) -> Option<Vec<u8>> {
+    let mut c = zstd::bulk::Compressor::with_dictionary(level, reference).ok()?;
+    let z = c.compress(chunk).ok()?;
+    (z.len() + REFERENCE_COST < plain).then_some(z)
+}
+
 /// Largest payload accepted for a chunk of `raw_len` bytes.
 pub fn max_encoded_len(raw_len: u32) -> u32 {
     zstd::zstd_safe::compress_bound(raw_len as usize).min(u32::MAX as usize) as u32
 }
 
-/// Decode payload bytes into the chunk they carry and check the chunk's BLAKE3.
-pub fn decode(p: &Payload, bytes: &[u8]) -> Result<Vec<u8>, PayloadError> {
+/// Decode payload bytes into the chunk they carry and check the chunk's BLAKE3. A delta
+/// needs its `reference` bytes (read from the device's own store).
+pub fn decode(p: &Payload, bytes: &[u8], reference: Option<&[u8]>) -> Result<Vec<u8>, PayloadError> {
     let chunk = || short_id(&p.chunk);
     if bytes.len() as u64 > u64::from(max_encoded_len(p.raw_len)) {
         return Err(PayloadError::TooLong { chunk: chunk(), len: bytes.len() as u32, raw_len: p.raw_len });
@@ -46,6 +58,12 @@ pub fn decode(p: &Payload, bytes: &[u8]) -> Result<Vec<u8>, PayloadError> {
         // The capacity bounds the output: a hostile frame cannot make this allocate more.
         Encoding::Zstd => zstd::bulk::decompress(bytes, p.raw_len as usize)
             .map_err(|e| PayloadError::Zstd { chunk: chunk(), reason: e.to_string() })?,
+        Encoding::ZstdRef => {
+            let reference = reference.ok_or_else(|| PayloadError::Zstd { chunk: chunk(), reason: "its reference is not available".into() })?;
+            zstd::bulk::Decompressor::with_dictionary(reference)
+                .and_then(|mut d| d.decompress(bytes, p.raw_len as usize))
+                .map_err(|e| PayloadError::Zstd { chunk: chunk(), reason: e.to_string() })?
+        }
     };
     if data.len() != p.raw_len as usize {
         return Err(PayloadError::Length { chunk: chunk(), found: data.len(), expected: p.raw_len });
@@ -72,13 +90,23 @@ mod tests {
         let data: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
         let (encoding, bytes) = encode(&data, 3);
         assert_eq!(encoding, Encoding::Zstd);
-        let p = Payload { chunk: chunk_id(&data), raw_len: data.len() as u32, encoded_len: bytes.len() as u32, encoding };
-        assert_eq!(decode(&p, &bytes).unwrap(), data);
+        let p = Payload { chunk: chunk_id(&data), raw_len: data.len() as u32, encoded_len: bytes.len() as u32, encoding, reference: None };
+        assert_eq!(decode(&p, &bytes, None).unwrap(), data);
         for i in [0, bytes.len() / 2, bytes.len() - 1] {
             let mut bad = bytes.clone();
             bad[i] ^= 0x40;
-            assert!(decode(&p, &bad).is_err(), "flip at {i} accepted");
+            assert!(decode(&p, &bad, None).is_err(), "flip at {i} accepted");
         }
+        // A delta against a slightly different reference is tiny and round-trips.
+        let mut reference = data.clone();
+        reference[500] ^= 1;
+        let d = encode_delta(&data, 19, &reference, bytes.len()).unwrap();
+        assert!(d.len() < 100, "{} byte delta", d.len());
+        let r = narlink_protocol::manifest::Reference { source: 0, offset: 0, len: reference.len() as u32 };
+        let pd = Payload { encoded_len: d.len() as u32, encoding: Encoding::ZstdRef, reference: Some(r), ..p };
+        assert_eq!(decode(&pd, &d, Some(&reference)).unwrap(), data);
+        assert!(decode(&pd, &d, Some(&data[..1000])).is_err());
+        assert!(decode(&pd, &d, None).is_err());
         let mut x = 0x9e37_79b9_7f4a_7c15u64;
         let random: Vec<u8> = (0..1000)
             .map(|_| {

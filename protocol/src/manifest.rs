@@ -61,6 +61,21 @@ pub enum Encoding {
     Raw,
     /// One zstd frame of the chunk bytes.
     Zstd,
+    /// One zstd frame made with a reference the device already holds as its dictionary
+    /// (a delta): see [`Payload::reference`].
+    ZstdRef,
+}
+
+/// Longest reference a delta may name.
+pub const MAX_REFERENCE: u32 = 4 << 20;
+
+/// Bytes the device reads from its own store to decode a delta: `len` bytes at `offset` of
+/// the normalized NAR of `sources[source]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reference {
+    pub source: u32,
+    pub offset: u64,
+    pub len: u32,
 }
 
 /// A new chunk carried in the bundle's payload section.
@@ -72,6 +87,8 @@ pub struct Payload {
     /// Length of the payload bytes in the bundle.
     pub encoded_len: u32,
     pub encoding: Encoding,
+    /// For [`Encoding::ZstdRef`]: the on-board bytes the delta was made against.
+    pub reference: Option<Reference>,
 }
 
 /// The manifest of a bundle.
@@ -92,6 +109,8 @@ pub struct Manifest {
     pub paths: Vec<PathEntry>,
     /// New chunks, in the order their bytes follow the manifest.
     pub payloads: Vec<Payload>,
+    /// On-board store paths that deltas are made against.
+    pub sources: Vec<String>,
 }
 
 impl Manifest {
@@ -183,6 +202,16 @@ impl Manifest {
                     index,
                     reason: "raw payload whose length differs from its chunk",
                 });
+            }
+            match (p.encoding, p.reference) {
+                (Encoding::ZstdRef, Some(r)) if (r.source as usize) < self.sources.len() && r.len <= MAX_REFERENCE && r.len > 0 => {}
+                (Encoding::ZstdRef, _) => {
+                    return Err(ManifestError::Payload { index, reason: "delta without a valid reference" });
+                }
+                (_, Some(_)) => {
+                    return Err(ManifestError::Payload { index, reason: "reference on a payload that is not a delta" });
+                }
+                _ => {}
             }
         }
         Ok(())

@@ -35,6 +35,7 @@ fn payload() -> impl Strategy<Value = Payload> {
         raw_len,
         encoded_len: if zstd { enc } else { raw_len },
         encoding: if zstd { Encoding::Zstd } else { Encoding::Raw },
+        reference: None,
     })
 }
 
@@ -58,6 +59,7 @@ fn manifest() -> impl Strategy<Value = Manifest> {
                 roots: paths.iter().take(1).map(|p| p.store_path.clone()).collect(),
                 paths,
                 payloads,
+                sources: Vec::new(),
             }
         })
 }

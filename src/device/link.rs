@@ -40,7 +40,7 @@ const SHARDS: TableDefinition<(&[u8; 16], u32, u16), &[u8]> = TableDefinition::n
 const GROUPS: TableDefinition<(&[u8; 16], u32), &[u8]> = TableDefinition::new("groups");
 
 /// Frames are committed in batches of at most this many payload bytes.
-const FLUSH_BYTES: usize = 4 << 20;
+const FLUSH_BYTES: usize = 1 << 20;
 /// An unverified bundle is evicted for a new one at most once per this many bytes of frames,
 /// so a flood of bundle ids costs a bounded amount of work.
 const EVICT_EVERY: u64 = 16 << 20;
@@ -525,6 +525,7 @@ impl LinkReceiver<'_> {
         let tx = self.state.db.begin_write()?;
         let mut report = ReceiveReport::default();
         let mut bad_range = None;
+        let mut onboard = None;
         {
             let groups_t = tx.open_table(GROUPS).ctx(&file)?;
             let staged = self.state.staged_reader()?;
@@ -539,7 +540,7 @@ impl LinkReceiver<'_> {
                     GroupReader::new(&groups_t, id, &s.layout, s.rec.next_offset, end)
                         .read_exact(&mut buf)
                         .map_err(|e| LinkError::Bundle { bundle: bundle.clone(), source: ReceiveError::Truncated(e) })?;
-                    if !stage_payload(self.state, &tx, p, &buf, &mut report)? {
+                    if !stage_payload(self.state, &tx, m, p, &buf, &mut onboard, &mut report)? {
                         bad_range = Some(s.rec.next_offset..end);
                         break;
                     }

@@ -2,17 +2,16 @@
 //! out of a path already in the device's store, and every chunk is checked against its
 //! BLAKE3 id before its bytes are used.
 
-use std::collections::HashMap;
-
 use narlink_protocol::manifest::{ChunkRef, PathEntry};
 use sha2::{Digest, Sha256};
 
-use crate::nar::{NarError, NarHash, NarLayout};
+use crate::nar::NarHash;
+use crate::onboard::{OnBoard, OnBoardError};
 use crate::nixstore::NixStore;
 use crate::payload::{self, short_id, PayloadError};
 use crate::state::device::{DeviceState, StagedReader};
-use crate::normalize::{self, Rewrite};
-use crate::state::{ChunkLookup, RecordLookup, StateError};
+use crate::normalize;
+use crate::state::{ChunkLookup, StateError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReassembleError {
@@ -23,7 +22,7 @@ pub enum ReassembleError {
     #[error("{path}: chunk {chunk} read from on-board path {from} does not match its id: that store path is damaged (run `nix-store --verify --check-contents`)")]
     OnBoard { path: String, chunk: String, from: String },
     #[error("{path}: reading on-board path {from}: {source}")]
-    Read { path: String, from: String, source: NarError },
+    Reference { path: String, from: String, source: OnBoardError },
     #[error("{path}: rebuilt NAR has hash {found} ({found_size} bytes), the manifest says {expected} ({expected_size} bytes): refusing to import")]
     NarHash { path: String, found: String, found_size: u64, expected: String, expected_size: u64 },
     #[error("{path}: the manifest's hash rewrites name a hash the path does not have")]
@@ -35,64 +34,52 @@ pub enum ReassembleError {
 }
 
 /// Where chunks come from, over one consistent snapshot of the device state.
-pub struct ChunkSource<'a> {
-    store: &'a NixStore,
+pub struct ChunkSource {
     staged: StagedReader,
     index: ChunkLookup,
-    records: RecordLookup,
-    /// On-board paths read recently: their NAR layout and where their store hashes are.
-    layouts: HashMap<String, (NarLayout, Vec<Rewrite>)>,
+    onboard: OnBoard,
     buf: Vec<u8>,
 }
 
-const MAX_CACHED_LAYOUTS: usize = 64;
-
-impl<'a> ChunkSource<'a> {
-    pub fn new(state: &DeviceState, store: &'a NixStore) -> Result<ChunkSource<'a>, StateError> {
+impl ChunkSource {
+    pub fn new(state: &DeviceState, store: &NixStore) -> Result<ChunkSource, StateError> {
         Ok(ChunkSource {
-            store,
             staged: state.staged_reader()?,
             index: state.db.chunk_reader()?,
-            records: state.db.record_reader()?,
-            layouts: HashMap::new(),
+            onboard: OnBoard::new(store.clone(), state.db.record_reader()?),
             buf: Vec::new(),
         })
     }
 
     /// Whether the chunk can be had at all (without reading it).
     pub fn available(&self, id: &[u8; 32]) -> Result<bool, StateError> {
-        Ok(self.staged.get(id)?.is_some() || self.index.contains(id)?)
+        Ok(self.staged.contains(id)? || self.index.contains(id)?)
     }
 
     /// The verified bytes of chunk `c` of `path`'s NAR.
     pub fn chunk(&mut self, path: &str, c: &ChunkRef) -> Result<&[u8], ReassembleError> {
-        if let Some((p, bytes)) = self.staged.get(&c.id)? {
-            self.buf = payload::decode(&p, &bytes)
+        if let Some(st) = self.staged.get(&c.id)? {
+            let reference = match &st.source {
+                Some(src) => Some(self.onboard.range(&src.path, src.offset, src.len).map_err(|source| ReassembleError::Reference {
+                    path: path.to_owned(),
+                    from: src.path.clone(),
+                    source,
+                })?),
+                None => None,
+            };
+            self.buf = payload::decode(&st.payload, &st.bytes, reference.as_deref())
                 .map_err(|source| ReassembleError::Staged { path: path.to_owned(), source })?;
             return Ok(&self.buf);
         }
         let Some(loc) = self.index.locate(&c.id)? else {
             return Err(ReassembleError::Missing { path: path.to_owned(), chunk: short_id(&c.id) });
         };
-        if self.layouts.len() >= MAX_CACHED_LAYOUTS && !self.layouts.contains_key(&loc.path) {
-            self.layouts.clear();
-        }
-        if !self.layouts.contains_key(&loc.path) {
-            let layout = NarLayout::scan(&self.store.real_path(&loc.path)).map_err(|source| {
-                ReassembleError::Read { path: path.to_owned(), from: loc.path.clone(), source }
-            })?;
-            let rewrites = self.records.record(&loc.path)?.map(|r| r.rewrites).unwrap_or_default();
-            self.layouts.insert(loc.path.clone(), (layout, rewrites));
-        }
-        let (layout, rewrites) = &self.layouts[&loc.path];
         self.buf.resize(loc.len as usize, 0);
-        layout.read_at(loc.offset, &mut self.buf).map_err(|source| ReassembleError::Read {
+        self.onboard.read(&loc.path, loc.offset, &mut self.buf).map_err(|source| ReassembleError::Reference {
             path: path.to_owned(),
             from: loc.path.clone(),
             source,
         })?;
-        // Chunk ids are of normalized bytes: put the placeholders in.
-        normalize::apply(&mut self.buf, loc.offset, rewrites, |_| Some(normalize::PLACEHOLDER));
         if loc.len != c.len || payload::verify(&c.id, &self.buf).is_err() {
             return Err(ReassembleError::OnBoard {
                 path: path.to_owned(),

@@ -14,7 +14,9 @@ use serde::Serialize;
 use crate::chunking::PARAMS;
 use crate::ground::pack::hex;
 use crate::payload::{self, PayloadError};
-use crate::state::device::{BundleRecord, DeviceState, Phase};
+use crate::nixstore::NixStore;
+use crate::onboard::OnBoard;
+use crate::state::device::{BundleRecord, DeviceState, Phase, Source};
 use crate::state::StateError;
 
 #[derive(Debug, thiserror::Error)]
@@ -125,6 +127,7 @@ pub fn receive(state: &DeviceState, mut r: impl Read) -> Result<ReceiveReport, R
     };
 
     let staged = state.staged_set(manifest.payloads.iter().map(|p| p.chunk))?;
+    let mut onboard = None;
     let mut tx = state.db.begin_write()?;
     let mut pending = 0usize;
     let mut buf = Vec::new();
@@ -145,7 +148,7 @@ pub fn receive(state: &DeviceState, mut r: impl Read) -> Result<ReceiveReport, R
             report.already_staged += 1;
             continue;
         }
-        if stage_payload(state, &tx, p, &buf, &mut report)? {
+        if stage_payload(state, &tx, &manifest, p, &buf, &mut onboard, &mut report)? {
             pending += buf.len();
             if pending > 8 << 20 {
                 state.db.commit(tx)?;
@@ -177,18 +180,42 @@ pub fn begin_bundle(state: &DeviceState, id: &BundleId, manifest: &Manifest) -> 
     Ok(Some(seq))
 }
 
-/// Verify one payload and stage it within `tx`. A payload that fails verification is
-/// recorded in `report.rejected` and not staged. Returns whether it was staged.
+/// Verify one payload and stage it within `tx`. A payload that fails verification (or whose
+/// delta reference cannot be read on board) is recorded in `report.rejected` and not staged.
+/// Returns whether it was staged. `onboard` is opened on first use.
 pub fn stage_payload(
     state: &DeviceState,
     tx: &redb::WriteTransaction,
+    manifest: &Manifest,
     p: &Payload,
     bytes: &[u8],
+    onboard: &mut Option<OnBoard>,
     report: &mut ReceiveReport,
 ) -> Result<bool, StateError> {
-    match payload::decode(p, bytes) {
+    let source = p.reference.and_then(|r| {
+        let path = manifest.sources.get(r.source as usize)?;
+        Some(Source { path: path.clone(), offset: r.offset, len: r.len })
+    });
+    let reference = match &source {
+        None => None,
+        Some(s) => {
+            if onboard.is_none() {
+                let store = NixStore::new(state.store_uri()?.as_deref());
+                *onboard = Some(OnBoard::new(store, state.db.record_reader()?));
+            }
+            match onboard.as_mut().map(|o| o.range(&s.path, s.offset, s.len)) {
+                Some(Ok(r)) => Some(r),
+                Some(Err(e)) => {
+                    report.rejected.push(format!("chunk {}: delta reference: {e}", payload::short_id(&p.chunk)));
+                    return Ok(false);
+                }
+                None => None,
+            }
+        }
+    };
+    match payload::decode(p, bytes, reference.as_deref()) {
         Ok(_) => {
-            state.stage(tx, p, bytes)?;
+            state.stage(tx, p, source.as_ref(), bytes)?;
             report.staged += 1;
             Ok(true)
         }

@@ -7,13 +7,15 @@ use std::path::{Path, PathBuf};
 
 use narlink_protocol::bundle::BundleHeader;
 use narlink_protocol::digest::state_digest;
-use narlink_protocol::manifest::{ChunkId, Manifest, PathEntry, Payload, MANIFEST_VERSION};
+use narlink_protocol::manifest::{ChunkId, Encoding, Manifest, PathEntry, Payload, Reference, MANIFEST_VERSION};
 use serde::Serialize;
 
 use crate::chunking::{chunk_stream, PARAMS};
 use crate::nar::{NarError, NarLayout};
 use crate::nixstore::{NixError, NixStore, PathInfo};
+use crate::ground::delta;
 use crate::normalize::{self, hash_list, Normalizer};
+use crate::onboard::OnBoard;
 use crate::payload;
 use crate::progress::{self, Progress};
 use crate::state::mirror::Mirror;
@@ -48,6 +50,8 @@ pub struct PackOptions {
     pub sign_key: Option<std::sync::Arc<narlink_protocol::signature::SecretKey>>,
     /// Worker threads for compression.
     pub threads: usize,
+    /// Make deltas against the previous version of each package on board.
+    pub deltas: bool,
     pub progress: bool,
 }
 
@@ -56,6 +60,7 @@ impl Default for PackOptions {
         PackOptions {
             zstd_level: 19,
             sign_key: None,
+            deltas: true,
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             progress: true,
         }
@@ -75,6 +80,8 @@ pub struct PackReport {
     pub bytes_repeated: u64,
     /// NAR bytes of chunks sent in this bundle, before compression.
     pub bytes_new: u64,
+    /// Of those, chunks sent as deltas against on-board data.
+    pub chunks_delta: usize,
     /// The same after compression: the payload section.
     pub bytes_compressed: u64,
     pub chunks_new: usize,
@@ -120,6 +127,11 @@ pub fn pack(
     let mut payload_out = BufWriter::with_capacity(1 << 20, &mut payload_file);
 
     let index = mirror.db.chunk_reader()?;
+    // Deltas: the previous version of each package on board (and in the ground's store, to
+    // read it), read normalized exactly as the device will.
+    let preds = delta::predecessors(on_board.iter().map(String::as_str).filter(|p| store.real_path(p).exists()));
+    let mut onboard = OnBoard::new(store.clone(), mirror.db.record_reader()?);
+    let mut sources: Vec<String> = Vec::new();
     let mut seen: HashSet<ChunkId> = HashSet::new();
     let mut payloads = Vec::new();
     let mut entries = Vec::with_capacity(ordered.len());
@@ -132,8 +144,13 @@ pub fn pack(
             .map_err(|source| PackError::Nar { path: info.path.clone(), source })?;
         let mut chunks = Vec::new();
         let mut failure: Option<PackError> = None;
+        let pred = preds.get(&delta::pname(&info.path)).filter(|q| opts.deltas && **q != info.path).cloned();
+        let counterpart = match &pred {
+            Some(q) => onboard.layout(q).ok().map(|old| delta::Counterpart::new(&layout, old)),
+            None => None,
+        };
         let mut normalized = Normalizer::new(layout.reader(), &hash_list(&info.path, &info.references));
-        let result = chunk_stream::<_, io::Error>(&mut normalized, &PARAMS, |_, bytes, c| {
+        let result = chunk_stream::<_, io::Error>(&mut normalized, &PARAMS, |offset, bytes, c| {
             chunks.push(c);
             done += u64::from(c.len);
             let known = index.contains(&c.id).map_err(|e| {
@@ -148,7 +165,21 @@ pub fn pack(
             } else {
                 report.bytes_new += u64::from(c.len);
                 report.chunks_new += 1;
-                batch.push(c.id, bytes);
+                let reference = match (&pred, &counterpart) {
+                    (Some(q), Some(cp)) => cp.reference(offset, c.len).and_then(|(at, len)| {
+                        let bytes = onboard.range(q, at, len).ok()?;
+                        let source = match sources.iter().position(|s| s == q) {
+                            Some(i) => i,
+                            None => {
+                                sources.push(q.clone());
+                                sources.len() - 1
+                            }
+                        };
+                        Some((Reference { source: source as u32, offset: at, len }, bytes))
+                    }),
+                    _ => None,
+                };
+                batch.push(c.id, bytes, reference);
                 if batch.bytes >= BATCH_BYTES {
                     batch.flush(opts, &mut payloads, &mut payload_out).map_err(|e| {
                         failure = Some(io_err("writing payloads to a temporary file in", dir)(e));
@@ -193,6 +224,7 @@ pub fn pack(
         roots: roots.clone(),
         paths: entries,
         payloads,
+        sources,
     };
     let raw = manifest.to_bytes();
     let encoded = zstd::bulk::compress(&raw, 19).map_err(io_err("compressing the manifest for", out))?;
@@ -202,6 +234,7 @@ pub fn pack(
     report.signed_by = sigs.iter().map(|s| s.name.clone()).collect();
     let header = BundleHeader::for_manifest(&encoded, raw.len() as u32, manifest.payload_bytes(), sig_block.len() as u32);
     report.bytes_compressed = header.payload_len;
+    report.chunks_delta = manifest.payloads.iter().filter(|p| p.encoding == Encoding::ZstdRef).count();
     report.manifest_bytes = encoded.len() as u64;
     report.bundle_bytes = header.total_len();
     report.bundle = hex(&header.id());
@@ -224,22 +257,24 @@ pub fn pack(
     Ok(report)
 }
 
-const BATCH_BYTES: usize = 8 << 20;
+const BATCH_BYTES: usize = 16 << 20;
 
-/// New chunks waiting to be compressed, in bundle order.
+/// New chunks waiting to be compressed, in bundle order, each with the on-board bytes it
+/// may be a delta against.
 #[derive(Default)]
 struct Batch {
-    chunks: Vec<(ChunkId, Vec<u8>)>,
+    chunks: Vec<(ChunkId, Vec<u8>, Option<(Reference, Vec<u8>)>)>,
     bytes: usize,
 }
 
 impl Batch {
-    fn push(&mut self, id: ChunkId, bytes: &[u8]) {
-        self.bytes += bytes.len();
-        self.chunks.push((id, bytes.to_vec()));
+    fn push(&mut self, id: ChunkId, bytes: &[u8], reference: Option<(Reference, Vec<u8>)>) {
+        self.bytes += bytes.len() + reference.as_ref().map_or(0, |r| r.1.len());
+        self.chunks.push((id, bytes.to_vec(), reference));
     }
 
-    /// Compress the batch on `opts.threads` threads and append the payloads in order.
+    /// Compress the batch on `opts.threads` threads and append the payloads in order: each
+    /// chunk as the smaller of plain zstd and a delta against its reference.
     fn flush(&mut self, opts: &PackOptions, payloads: &mut Vec<Payload>, out: &mut impl Write) -> io::Result<()> {
         let chunks = std::mem::take(&mut self.chunks);
         self.bytes = 0;
@@ -249,26 +284,39 @@ impl Batch {
                 .chunks(per)
                 .map(|part| {
                     s.spawn(move || {
-                        part.iter().map(|(_, data)| payload::encode(data, opts.zstd_level)).collect::<Vec<_>>()
+                        part.iter()
+                            .map(|(_, data, reference)| {
+                                let (encoding, plain) = payload::encode(data, opts.zstd_level);
+                                match reference.as_ref().and_then(|(r, bytes)| {
+                                    payload::encode_delta(data, opts.zstd_level, bytes, plain.len()).map(|d| (*r, d))
+                                }) {
+                                    Some((r, d)) => (Encoding::ZstdRef, d, Some(r)),
+                                    None => (encoding, plain, None),
+                                }
+                            })
+                            .collect::<Vec<_>>()
                     })
                 })
                 .collect();
             handles.into_iter().map(|h| h.join().unwrap_or_default()).collect()
         });
-        for ((id, data), (encoding, bytes)) in chunks.iter().zip(encoded.into_iter().flatten()) {
+        for ((id, data, _), (encoding, bytes, reference)) in chunks.iter().zip(encoded.into_iter().flatten()) {
             out.write_all(&bytes)?;
             payloads.push(Payload {
                 chunk: *id,
                 raw_len: data.len() as u32,
                 encoded_len: bytes.len() as u32,
                 encoding,
+                reference,
             });
         }
         Ok(())
     }
 }
 
-/// Order paths so that every path comes after the paths it references (ties by name).
+/// Order paths so that every path comes after the paths it references; among the paths
+/// ready, the smallest NAR first (then by name), so that on the device small paths become
+/// complete, and importable, early.
 fn dependency_order(infos: Vec<PathInfo>) -> Result<Vec<PathInfo>, PackError> {
     let names: BTreeSet<String> = infos.iter().map(|i| i.path.clone()).collect();
     let mut waiting: BTreeMap<String, (PathInfo, usize)> = BTreeMap::new();
@@ -281,15 +329,17 @@ fn dependency_order(infos: Vec<PathInfo>) -> Result<Vec<PathInfo>, PackError> {
         let n = deps.len();
         waiting.insert(i.path.clone(), (i, n));
     }
-    let mut ready: BTreeSet<String> = waiting.iter().filter(|(_, (_, n))| *n == 0).map(|(p, _)| p.clone()).collect();
+    let size = |p: &str, w: &BTreeMap<String, (PathInfo, usize)>| w.get(p).map_or(0, |(i, _)| i.nar_size);
+    let mut ready: BTreeSet<(u64, String)> =
+        waiting.iter().filter(|(_, (_, n))| *n == 0).map(|(p, (i, _))| (i.nar_size, p.clone())).collect();
     let mut out = Vec::with_capacity(waiting.len());
-    while let Some(p) = ready.pop_first() {
+    while let Some((_, p)) = ready.pop_first() {
         let Some((info, _)) = waiting.remove(&p) else { continue };
         for d in dependents.get(&p).into_iter().flatten() {
             if let Some((_, n)) = waiting.get_mut(d) {
                 *n -= 1;
                 if *n == 0 {
-                    ready.insert(d.clone());
+                    ready.insert((size(d, &waiting), d.clone()));
                 }
             }
         }
@@ -315,7 +365,7 @@ impl PackReport {
              NAR bytes new:    {}\n\
              reused on board:  {} ({:.1}%)\n\
              repeated:         {} ({:.1}%)\n\
-             sent chunks:      {} in {} chunks\n\
+             sent chunks:      {} in {} chunks ({} as deltas)\n\
              after zstd:       {}\n\
              manifest:         {}\n\
              bundle:           {} ({:.2}% of the new NAR bytes)\n\
@@ -330,6 +380,7 @@ impl PackReport {
             pct(self.bytes_repeated),
             progress::bytes(self.bytes_new),
             self.chunks_new,
+            self.chunks_delta,
             progress::bytes(self.bytes_compressed),
             progress::bytes(self.manifest_bytes),
             progress::bytes(self.bundle_bytes),

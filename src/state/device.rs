@@ -2,8 +2,9 @@
 //! chunks staged from bundles, and each bundle's progress.
 //!
 //! Device-only tables:
-//! - `staged`: chunk id → `[encoding u8][raw_len u32 LE][payload bytes]`, verified on arrival
-//!   and again when read.
+//! - `staged`: chunk id → `[encoding u8][raw_len u32 LE]` then, for a delta, `[source path
+//!   length u16 LE][source path][offset u64 LE][length u32 LE]`, then the payload bytes;
+//!   verified on arrival and again when read.
 //! - `bundles`: bundle id → [`BundleRecord`] (postcard).
 
 use std::path::Path;
@@ -104,14 +105,21 @@ impl DeviceState {
         Ok(self.bundles()?.last().map_or(0, |(_, r)| r.seq + 1))
     }
 
-    /// Stage a verified chunk's payload, within `tx`.
-    pub fn stage(&self, tx: &redb::WriteTransaction, p: &Payload, bytes: &[u8]) -> Result<(), StateError> {
+    /// Stage a verified chunk's payload, within `tx`. A delta names its reference by path.
+    pub fn stage(&self, tx: &redb::WriteTransaction, p: &Payload, source: Option<&Source>, bytes: &[u8]) -> Result<(), StateError> {
         let mut v = Vec::with_capacity(5 + bytes.len());
         v.push(match p.encoding {
             Encoding::Raw => 0,
             Encoding::Zstd => 1,
+            Encoding::ZstdRef => 2,
         });
         v.extend_from_slice(&p.raw_len.to_le_bytes());
+        if let Some(s) = source {
+            v.extend_from_slice(&(s.path.len() as u16).to_le_bytes());
+            v.extend_from_slice(s.path.as_bytes());
+            v.extend_from_slice(&s.offset.to_le_bytes());
+            v.extend_from_slice(&s.len.to_le_bytes());
+        }
         v.extend_from_slice(bytes);
         tx.open_table(STAGED).ctx(&self.db.file)?.insert(&p.chunk, v.as_slice()).ctx(&self.db.file)?;
         Ok(())
@@ -142,23 +150,53 @@ pub struct StagedReader {
     file: std::path::PathBuf,
 }
 
+/// The on-board bytes a delta was made against: `len` bytes at `offset` of the normalized NAR
+/// of `path`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Source {
+    pub path: String,
+    pub offset: u64,
+    pub len: u32,
+}
+
+/// A staged payload: its description, its reference (for a delta), its bytes.
+pub struct Staged {
+    pub payload: Payload,
+    pub source: Option<Source>,
+    pub bytes: Vec<u8>,
+}
+
 impl StagedReader {
-    /// The staged payload of `id` as (payload description, payload bytes).
-    pub fn get(&self, id: &ChunkId) -> Result<Option<(Payload, Vec<u8>)>, StateError> {
+    /// The staged payload of `id`.
+    pub fn get(&self, id: &ChunkId) -> Result<Option<Staged>, StateError> {
         let Some(v) = self.t.get(id).ctx(&self.file)? else { return Ok(None) };
         let v = v.value();
         let corrupt = || StateError::Corrupt(format!("staged chunk {}", crate::payload::short_id(id)));
-        if v.len() < 5 {
-            return Err(corrupt());
-        }
-        let encoding = match v[0] {
+        let mut r = narlink_protocol::wire::Reader::new(v);
+        let encoding = match r.u8().map_err(|_| corrupt())? {
             0 => Encoding::Raw,
             1 => Encoding::Zstd,
+            2 => Encoding::ZstdRef,
             _ => return Err(corrupt()),
         };
-        let raw_len = u32::from_le_bytes([v[1], v[2], v[3], v[4]]);
-        let bytes = v[5..].to_vec();
-        Ok(Some((Payload { chunk: *id, raw_len, encoded_len: bytes.len() as u32, encoding }, bytes)))
+        let raw_len = r.u32_le().map_err(|_| corrupt())?;
+        let source = if encoding == Encoding::ZstdRef {
+            let n = r.u16_le().map_err(|_| corrupt())?;
+            let path = r.take(usize::from(n)).map_err(|_| corrupt())?;
+            let path = String::from_utf8(path.to_vec()).map_err(|_| corrupt())?;
+            let offset = r.u64_le().map_err(|_| corrupt())?;
+            let len = r.u32_le().map_err(|_| corrupt())?;
+            Some(Source { path, offset, len })
+        } else {
+            None
+        };
+        let bytes = r.take_rest().to_vec();
+        let payload = Payload { chunk: *id, raw_len, encoded_len: bytes.len() as u32, encoding, reference: None };
+        Ok(Some(Staged { payload, source, bytes }))
+    }
+
+    pub fn contains(&self, id: &ChunkId) -> Result<bool, StateError> {
+        Ok(self.t.get(id).ctx(&self.file)?.is_some())
     }
 }
 

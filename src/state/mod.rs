@@ -28,7 +28,7 @@ pub(crate) const CHUNK_LOCS: MultimapTableDefinition<&[u8; 32], (&str, u64, u32)
     MultimapTableDefinition::new("chunk_locs");
 /// redb's page cache: small, so the device's memory is bounded by configuration, not by
 /// how much it stores.
-const CACHE_BYTES: usize = 16 << 20;
+const CACHE_BYTES: usize = 4 << 20;
 /// How long to wait for another process to release the state database.
 const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 

@@ -71,7 +71,7 @@ fn bursts_corruption_duplicates_and_reordering_still_complete() {
 /// imported and verified on the device store.
 #[test]
 fn real_update_at_20_percent_loss_is_verified_and_cheap() {
-    let (v1, v3) = (demo(1), demo(3));
+    let (v1, v3) = (demo(1), demo(4));
     for seed in 1..=3 {
         let work = tempfile::tempdir().unwrap();
         let opts = SimOptions { loss: 0.2, seed, ..SimOptions::default() };
@@ -176,7 +176,7 @@ fn sigkill_during_receive_and_import() {
 /// Paths are imported as soon as their data is here, before the bundle is complete.
 #[test]
 fn paths_import_before_the_bundle_completes() {
-    let (v1, v2) = (demo(1), demo(2));
+    let (v1, v2) = (demo(1), demo(3));
     let rig = Rig::new(&v1);
     rig.pack(&["--out", rig.p("b"), "--frames", rig.p("frames"), "--frame-size", "256", "--group-k", "8", "--redundancy", "0", &v2]);
     let all = std::fs::read(rig.p("frames")).unwrap();

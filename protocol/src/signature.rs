@@ -214,12 +214,13 @@ mod tests {
         assert_eq!(pk.to_nix(), PK);
         let h = [7u8; 32];
         let sig = sk.sign(&h);
-        assert_eq!(verify(&h, &[sig.clone()], &[pk.clone()]), Ok(Some("test-1".into())));
-        assert!(matches!(verify(&[8; 32], &[sig.clone()], &[pk.clone()]), Err(SignatureError::Invalid(_))));
-        assert!(matches!(verify(&h, &[], &[pk.clone()]), Err(SignatureError::Unsigned(_))));
+        let (sigs, keys) = (std::slice::from_ref(&sig), std::slice::from_ref(&pk));
+        assert_eq!(verify(&h, sigs, keys), Ok(Some("test-1".into())));
+        assert!(matches!(verify(&[8; 32], sigs, keys), Err(SignatureError::Invalid(_))));
+        assert!(matches!(verify(&h, &[], keys), Err(SignatureError::Unsigned(_))));
         let other = Signature { name: "other-1".into(), ..sig.clone() };
         assert!(matches!(verify(&h, &[other], &[pk]), Err(SignatureError::Untrusted { .. })));
-        let block = encode_block(&[sig.clone()]);
+        let block = encode_block(std::slice::from_ref(&sig));
         assert_eq!(decode_block(&block).unwrap(), vec![sig]);
         for n in 0..block.len() {
             assert!(decode_block(&block[..n]).is_err());

@@ -261,9 +261,12 @@ const BATCH_BYTES: usize = 16 << 20;
 
 /// New chunks waiting to be compressed, in bundle order, each with the on-board bytes it
 /// may be a delta against.
+/// A new chunk: its id, its bytes, and the reference it may be a delta against.
+type NewChunk = (ChunkId, Vec<u8>, Option<(Reference, Vec<u8>)>);
+
 #[derive(Default)]
 struct Batch {
-    chunks: Vec<(ChunkId, Vec<u8>, Option<(Reference, Vec<u8>)>)>,
+    chunks: Vec<NewChunk>,
     bytes: usize,
 }
 

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use crate::common::*;
 
 fn frames_of(rig: &Rig, v2: &str) -> Vec<Vec<u8>> {
-    rig.pack(&["--out", rig.p("b"), "--frames", rig.p("frames"), "--frame-size", "1024", &v2]);
+    rig.pack(&["--out", rig.p("b"), "--frames", rig.p("frames"), "--frame-size", "1024", v2]);
     std::fs::read(rig.p("frames")).unwrap().chunks(1024 + 44).map(<[u8]>::to_vec).collect()
 }
 

@@ -104,6 +104,15 @@ pub struct ListenArgs {
     /// Rewrite the status report at least this often, in seconds.
     #[arg(long, default_value_t = 60)]
     status_every: u64,
+    /// Make each imported root the new generation of this profile.
+    #[arg(long)]
+    profile: Option<PathBuf>,
+    /// Then run this activation command; roll back if it fails.
+    #[arg(long)]
+    activate: Option<String>,
+    /// Seconds the activation command may take.
+    #[arg(long, default_value_t = 300)]
+    activate_timeout: u64,
     #[arg(long)]
     json: bool,
 }
@@ -320,6 +329,9 @@ pub fn run(c: Command, progress: bool) -> anyhow::Result<ExitCode> {
                 exit_when_done: a.exit_when_done,
                 status_out: a.status_out.clone(),
                 status_every: std::time::Duration::from_secs(a.status_every.max(1)),
+                profile: a.profile.clone(),
+                activate: a.activate.clone(),
+                activate_timeout: std::time::Duration::from_secs(a.activate_timeout),
                 progress,
             };
             let r = listen::listen(&a.state, &opts, |addr| {

@@ -42,6 +42,11 @@ pub struct ListenOptions {
     /// every `status_every`.
     pub status_out: Option<PathBuf>,
     pub status_every: Duration,
+    /// After a bundle is imported whole: make its root this profile's new generation...
+    pub profile: Option<PathBuf>,
+    /// ...and run this activation command, rolling back if it fails.
+    pub activate: Option<String>,
+    pub activate_timeout: Duration,
     pub progress: bool,
 }
 
@@ -57,6 +62,8 @@ pub enum ListenError {
     State(#[from] StateError),
     #[error(transparent)]
     Import(#[from] ImportError),
+    #[error(transparent)]
+    Activate(#[from] super::activate::ActivateError),
     #[error("writing the status report {path}: {source}")]
     Status { path: PathBuf, source: std::io::Error },
 }
@@ -66,6 +73,7 @@ pub struct ListenReport {
     pub frames: u64,
     pub bundles_completed: Vec<String>,
     pub bundles_imported: Vec<String>,
+    pub activations: Vec<super::activate::ActivationReport>,
 }
 
 /// Run until `exit_when_done` is met (or forever). `ready` is called with the bound address
@@ -225,6 +233,21 @@ fn work(dir: &Path, opts: &ListenOptions, rx: mpsc::Receiver<Vec<u8>>) -> Result
             drop(rx_link);
             let imp = import_all(&state, &store, opts.progress, true)?;
             report.bundles_imported.extend(imp.bundles.iter().filter(|b| b.complete).map(|b| b.bundle.clone()));
+            let root = imp.bundles.iter().rev().find(|b| b.complete).and_then(|b| b.roots.first().cloned());
+            let profile = opts.profile.clone().or_else(|| opts.activate.as_ref().map(|_| store.default_profile()));
+            if let (Some(root), Some(profile)) = (root, profile) {
+                let act = super::activate::activate(&store, &profile, &root, opts.activate.as_deref(), opts.activate_timeout)?;
+                if opts.progress || !act.activated {
+                    let _ = writeln!(
+                        std::io::stderr(),
+                        "listen: profile {} generation {} {}",
+                        profile.display(),
+                        act.generation,
+                        act.failure.as_deref().map_or("activated".to_owned(), |f| format!("FAILED, rolled back: {f}"))
+                    );
+                }
+                report.activations.push(act);
+            }
             if opts.progress {
                 for b in &imp.bundles {
                     let _ = writeln!(std::io::stderr(), "listen: imported bundle {} ({} paths)", b.bundle, b.paths_imported);

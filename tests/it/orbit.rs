@@ -138,7 +138,7 @@ fn failed_activation_leaves_the_previous_generation_live() {
 }
 
 fn start_daemon(rig: &Rig) -> (std::process::Child, String) {
-    let mut child = nix_env(Command::new(NARLINK).args(["--quiet", "device", "listen", "--state", rig.p("state"), "--udp", "127.0.0.1:0", "--import", "--exit-when-done"]))
+    let mut child = nix_env(Command::new(NARLINK).args(["--quiet", "device", "listen", "--state", rig.p("state"), "--udp", "127.0.0.1:0", "--import", "--exit-when-done", "--activate", "test -x \"$NARLINK_ROOT/bin/demo\""]))
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -177,4 +177,5 @@ fn daemon_killed_mid_transfer_finishes_after_restart() {
     }
     assert!(daemon.wait().unwrap().success());
     rig.assert_holds(&v3);
+    assert_eq!(live(&rig), v3, "the daemon activated the new root");
 }

@@ -29,7 +29,7 @@ use narlink_protocol::bundle::BundleHeader;
 use narlink_protocol::fec;
 use narlink_protocol::frame::{Frame, FrameHeader, FrameRef};
 use narlink_protocol::manifest::{
-    ChunkParams, ChunkRef, Encoding, Manifest, PathEntry, Payload, MANIFEST_VERSION,
+    ChunkParams, ChunkRef, Encoding, Manifest, PathEntry, Payload, Reference, MANIFEST_VERSION,
 };
 use narlink_protocol::params::{CodecId, LinkParams};
 use narlink_protocol::receiver::GroupTracker;
@@ -58,7 +58,7 @@ fn inputs(target: &str) -> Vec<PathBuf> {
     files
 }
 
-fn check_of(target: &str) -> fn(&[u8]) {
+fn check_of(target: &str) -> checks::Check {
     checks::TARGETS
         .iter()
         .find(|(name, _)| *name == target)
@@ -70,7 +70,9 @@ fn replay(target: &str) {
     let check = check_of(target);
     let files = inputs(target);
     assert!(
-        files.iter().any(|f| f.starts_with(fuzz_dir().join("seeds"))),
+        files
+            .iter()
+            .any(|f| f.starts_with(fuzz_dir().join("seeds"))),
         "no seeds in fuzz/seeds/{target}/"
     );
     let mut failed = Vec::new();
@@ -128,7 +130,10 @@ replay_tests!(
 fn generated_seeds() -> Vec<(&'static str, String, Vec<u8>)> {
     let mut seeds = Vec::new();
     let mut add = |target: &'static str, name: &str, bytes: Vec<u8>| {
-        assert!(bytes.len() < 64 << 10, "seed {target}/{name} is over 64 KiB");
+        assert!(
+            bytes.len() < 64 << 10,
+            "seed {target}/{name} is over 64 KiB"
+        );
         seeds.push((target, name.to_string(), bytes));
     };
     for (name, bytes) in frame_seeds() {
@@ -293,7 +298,10 @@ fn frame_stream_seeds() -> Vec<(String, Vec<u8>)> {
     seeds.push(("clean-split0".into(), stream_input(0, 0, &clean)));
     // Cut in the middle of the second frame's header.
     let cut = (frames[0].len() + 17) as u16;
-    seeds.push(("clean-split-mid-header".into(), stream_input(cut, 8, &clean)));
+    seeds.push((
+        "clean-split-mid-header".into(),
+        stream_input(cut, 8, &clean),
+    ));
 
     // Garbage, a false magic, a frame with a flipped payload bit, a frame of another bundle,
     // and a truncated frame at the end.
@@ -387,6 +395,7 @@ fn manifests() -> Vec<(String, Manifest)> {
         roots: vec![],
         paths: vec![],
         payloads: vec![],
+        sources: vec![],
     };
     let lib = "/nix/store/0c8f5dd1zxb7mrnr8hb0hpwxzfz1b4qa-libfoo-1.0".to_string();
     let app = "/nix/store/9vv4bd0l5i8k8gd9hkqhhq1rhs0h2f60-app-2.0".to_string();
@@ -405,6 +414,8 @@ fn manifests() -> Vec<(String, Manifest)> {
                 references: vec![lib.clone()],
                 deriver: None,
                 chunks: vec![chunk(5, 20_000), chunk(6, 50_000)],
+                // Its own hash at bytes 1000 and 41000 of the NAR.
+                rewrites: vec![(1000, 0), (40_000, 0)],
             },
             PathEntry {
                 store_path: app.clone(),
@@ -413,6 +424,8 @@ fn manifests() -> Vec<(String, Manifest)> {
                 references: vec![lib, app.clone()],
                 deriver: Some("/nix/store/n8i3c2w5zqi4x6pmm8lkfzxbj5wl3y5c-app-2.0.drv".into()),
                 chunks: vec![chunk(8, 120)],
+                // libfoo's hash at byte 16, its own at byte 56.
+                rewrites: vec![(16, 1), (40, 0)],
             },
         ],
         payloads: vec![
@@ -421,14 +434,29 @@ fn manifests() -> Vec<(String, Manifest)> {
                 raw_len: 50_000,
                 encoded_len: 900,
                 encoding: Encoding::Zstd,
+                reference: None,
             },
             Payload {
                 chunk: [8; 32],
                 raw_len: 120,
                 encoded_len: 120,
                 encoding: Encoding::Raw,
+                reference: None,
+            },
+            // A delta against 4 KiB of the previous libfoo's NAR, which the device holds.
+            Payload {
+                chunk: [5; 32],
+                raw_len: 20_000,
+                encoded_len: 300,
+                encoding: Encoding::ZstdRef,
+                reference: Some(Reference {
+                    source: 0,
+                    offset: 8192,
+                    len: 4096,
+                }),
             },
         ],
+        sources: vec!["/nix/store/5q3x1yqzyrj0sfv7h9ld6cw3b6fjx9qm-libfoo-0.9".into()],
     };
     let other_chunking = Manifest {
         chunking: ChunkParams {
@@ -498,8 +526,11 @@ fn nar_seeds() -> Vec<(String, Vec<u8>)> {
     fs::write(tree.join("share/doc/x/a"), b"12345678").expect("write");
     fs::write(tree.join("share/doc/x/B"), b"").expect("write");
     symlink("bin/app", tree.join("default")).expect("symlink");
-    symlink("/nix/store/0c8f5dd1zxb7mrnr8hb0hpwxzfz1b4qa-libfoo-1.0", tree.join("dep"))
-        .expect("symlink");
+    symlink(
+        "/nix/store/0c8f5dd1zxb7mrnr8hb0hpwxzfz1b4qa-libfoo-1.0",
+        tree.join("dep"),
+    )
+    .expect("symlink");
 
     ["hello", "script", "empty", "link", "emptydir", "tree"]
         .into_iter()
@@ -525,8 +556,18 @@ fn group_decode_seeds() -> Vec<(String, Vec<u8>)> {
     for (name, params, group, shards) in [
         ("simd-g0-lost-data", small_simd(), 0u32, vec![1u16, 3, 4, 6]),
         ("simd-g1-last-padded", small_simd(), 1, vec![0, 4, 6]),
-        ("erasure8-g1-parity-only", small_erasure8(), 1, vec![3, 4, 5]),
-        ("erasure8-g0-all-data", small_erasure8(), 0, vec![0, 1, 2, 3, 5]),
+        (
+            "erasure8-g1-parity-only",
+            small_erasure8(),
+            1,
+            vec![3, 4, 5],
+        ),
+        (
+            "erasure8-g0-all-data",
+            small_erasure8(),
+            0,
+            vec![0, 1, 2, 3, 5],
+        ),
     ] {
         let layout = params.validate().expect("valid");
         let bundle = bundle_bytes(params.bundle_len as usize);
@@ -561,7 +602,9 @@ fn group_decode_seeds() -> Vec<(String, Vec<u8>)> {
             parity: 2,
             shard_size: 4,
         };
-        let parity = fec::codec(codec).encode(shape, &refs, 0..2).expect("encode");
+        let parity = fec::codec(codec)
+            .encode(shape, &refs, 0..2)
+            .expect("encode");
         let mut v = vec![flags];
         for x in [3u16, 2, 4] {
             v.extend_from_slice(&x.to_le_bytes());
@@ -606,7 +649,16 @@ fn receiver_seeds() -> Vec<(String, Vec<u8>)> {
     let mut seeds = Vec::new();
     // 10 shards of 4 bytes, K = 4: groups of 4, 3, 3; P = 2.
     let mut v = head(0, 4, 4, 2, 40);
-    for (g, s) in [(1, 0), (1, 0), (1, 4), (1, 5), (1, 2), (1, 3), (0, 0), (2, 1)] {
+    for (g, s) in [
+        (1, 0),
+        (1, 0),
+        (1, 4),
+        (1, 5),
+        (1, 2),
+        (1, 3),
+        (0, 0),
+        (2, 1),
+    ] {
         op(&mut v, 0, g, s);
     }
     op(&mut v, 5, 1, 0); // query group 1

@@ -116,7 +116,7 @@ pub fn inspect(mut r: impl Read) -> Result<Inspection, InspectError> {
                     path: p.store_path.clone(),
                     nar_hash: NarHash(p.nar_hash).to_string(),
                     nar_size: p.nar_size,
-                    chunks: p.chunks.len(),
+                    chunks: p.chunks.len() + p.copies.iter().map(|r| r.count as usize).sum::<usize>(),
                     references: p.references.len(),
                 })
                 .collect(),

@@ -414,6 +414,7 @@ fn manifests() -> Vec<(String, Manifest)> {
                 references: vec![lib.clone()],
                 deriver: None,
                 chunks: vec![chunk(5, 20_000), chunk(6, 50_000)],
+                copies: Vec::new(),
                 // Its own hash at bytes 1000 and 41000 of the NAR.
                 rewrites: vec![(1000, 0), (40_000, 0)],
             },
@@ -424,6 +425,7 @@ fn manifests() -> Vec<(String, Manifest)> {
                 references: vec![lib, app.clone()],
                 deriver: Some("/nix/store/n8i3c2w5zqi4x6pmm8lkfzxbj5wl3y5c-app-2.0.drv".into()),
                 chunks: vec![chunk(8, 120)],
+                copies: Vec::new(),
                 // libfoo's hash at byte 16, its own at byte 56.
                 rewrites: vec![(16, 1), (40, 0)],
             },

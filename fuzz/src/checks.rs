@@ -578,6 +578,7 @@ pub const FUZZ_LIMITS: Limits = Limits {
     max_bundle_len: 1 << 24,
     max_shard_size: 1024,
     max_group_bytes: 256 << 10,
+    max_code_bytes: 8 << 20,
     max_tracked_shards: 1 << 14,
 };
 

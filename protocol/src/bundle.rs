@@ -46,6 +46,8 @@ pub enum BundleError {
     Short(usize),
     #[error("bundle format version {0} is not supported (this narlink reads version {BUNDLE_VERSION}): upgrade narlink on this side")]
     Version(u16),
+    #[error("bundle header reserved byte is {0}, not 0: written by a newer narlink?")]
+    Reserved(u8),
     #[error("bundle manifest encoding {0} is unknown")]
     Encoding(u8),
     #[error("bundle manifest claims {0} bytes decoded, above the cap of {MAX_MANIFEST_BYTES}")]
@@ -118,6 +120,9 @@ impl BundleHeader {
         }
         if b[10] != MANIFEST_ZSTD {
             return Err(BundleError::Encoding(b[10]));
+        }
+        if b[11] != 0 {
+            return Err(BundleError::Reserved(b[11]));
         }
         let manifest_raw_len = u32_at(16);
         if manifest_raw_len > MAX_MANIFEST_BYTES {

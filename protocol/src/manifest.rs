@@ -46,12 +46,26 @@ pub struct PathEntry {
     pub references: Vec<String>,
     pub deriver: Option<String>,
     /// The NAR, normalized (every store hash of the path itself and of its references
-    /// replaced by a placeholder), as a sequence of chunks; lengths add up to `nar_size`.
+    /// replaced by a placeholder), as a sequence of chunks: these, with the runs of
+    /// [`PathEntry::copies`] inserted, add up to `nar_size`.
     pub chunks: Vec<ChunkRef>,
+    /// Runs of chunks the device takes from the chunk list of a path it holds, instead of
+    /// 36 bytes per chunk here. Sorted by `at`.
+    pub copies: Vec<CopyRun>,
     /// Where the hashes go back: (gap from the previous occurrence's offset, or the offset
     /// itself for the first; index into the hash list: the path's own hash, then its
     /// references' in order, self-references skipped).
     pub rewrites: Vec<(u64, u16)>,
+}
+
+/// `count` chunks starting at chunk `first` of the on-board path `sources[source]`, inserted
+/// so that the first of them is chunk number `at` of this path's full list.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CopyRun {
+    pub at: u32,
+    pub source: u32,
+    pub first: u32,
+    pub count: u32,
 }
 
 /// How a payload's bytes encode its chunk.
@@ -133,6 +147,10 @@ pub enum ManifestError {
     Order { path: String, reference: String },
     #[error("manifest path {0}: hash rewrites overlap, run past the NAR, or name a hash it does not have")]
     Rewrites(String),
+    #[error("manifest path {0}: chunk copy runs are out of order or name no source")]
+    Copies(String),
+    #[error("manifest path {path}: copies chunks of {source_path}, which the device does not hold (or not that many)")]
+    CopySource { path: String, source_path: String },
     #[error("manifest lists path {0} twice")]
     Duplicate(String),
     #[error("manifest payload {index}: {reason}")]
@@ -156,6 +174,11 @@ impl Manifest {
         }
         let m: Manifest =
             postcard::from_bytes(bytes).map_err(|e| ManifestError::Decode(e.to_string()))?;
+        // One manifest, one encoding: no over-long varints, no trailing bytes (the bundle id
+        // is the hash of these bytes).
+        if m.to_bytes() != bytes {
+            return Err(ManifestError::Decode("not in canonical form".into()));
+        }
         m.check()?;
         Ok(m)
     }
@@ -178,8 +201,16 @@ impl Manifest {
                 }
                 at = next.unwrap_or(0);
             }
+            let mut at = 0u64;
+            for r in &p.copies {
+                if u64::from(r.at) < at || r.count == 0 || r.source as usize >= self.sources.len() {
+                    return Err(ManifestError::Copies(p.store_path.clone()));
+                }
+                at = u64::from(r.at) + u64::from(r.count);
+            }
+            // With copies, the sum is checked once the device has expanded them.
             let sum: u64 = p.chunks.iter().map(|c| u64::from(c.len)).sum();
-            if sum != p.nar_size {
+            if (p.copies.is_empty() && sum != p.nar_size) || sum > p.nar_size {
                 return Err(ManifestError::ChunkSum {
                     path: p.store_path.clone(),
                     sum,
@@ -216,4 +247,61 @@ impl Manifest {
         }
         Ok(())
     }
+}
+
+impl PathEntry {
+    /// The full chunk list: explicit chunks with the copy runs inserted, the runs' chunks
+    /// taken from `lookup(source path)` (the holder's own index). The lengths must add up to
+    /// `nar_size`.
+    pub fn expand(&self, sources: &[String], mut lookup: impl FnMut(&str) -> Option<Vec<ChunkRef>>) -> Result<Vec<ChunkRef>, ManifestError> {
+        if self.copies.is_empty() {
+            return Ok(self.chunks.clone());
+        }
+        let mut out = Vec::with_capacity(self.chunks.len() + self.copies.iter().map(|r| r.count as usize).sum::<usize>());
+        let mut explicit = self.chunks.iter();
+        for r in &self.copies {
+            while out.len() < r.at as usize {
+                out.push(*explicit.next().ok_or_else(|| ManifestError::Copies(self.store_path.clone()))?);
+            }
+            let source = sources.get(r.source as usize).ok_or_else(|| ManifestError::Copies(self.store_path.clone()))?;
+            let bad = || ManifestError::CopySource { path: self.store_path.clone(), source_path: source.clone() };
+            let list = lookup(source).ok_or_else(bad)?;
+            let run = list.get(r.first as usize..(r.first as usize).checked_add(r.count as usize).ok_or_else(bad)?).ok_or_else(bad)?;
+            out.extend_from_slice(run);
+        }
+        out.extend(explicit);
+        let sum: u64 = out.iter().map(|c| u64::from(c.len)).sum();
+        if sum != self.nar_size {
+            return Err(ManifestError::ChunkSum { path: self.store_path.clone(), sum, nar_size: self.nar_size });
+        }
+        Ok(out)
+    }
+}
+
+/// Replace runs of `chunks` found in `previous` (a path the device holds, `sources[source]`)
+/// by copy runs. Returns (explicit chunks, copy runs).
+pub fn compact(chunks: &[ChunkRef], previous: &[ChunkRef], source: u32) -> (Vec<ChunkRef>, Vec<CopyRun>) {
+    let mut at: std::collections::HashMap<ChunkId, usize> = std::collections::HashMap::new();
+    for (j, c) in previous.iter().enumerate().rev() {
+        at.insert(c.id, j);
+    }
+    let (mut explicit, mut copies) = (Vec::new(), Vec::new());
+    let mut i = 0;
+    while i < chunks.len() {
+        match at.get(&chunks[i].id).copied().filter(|&j| previous[j].len == chunks[i].len) {
+            Some(j) => {
+                let mut n = 1;
+                while i + n < chunks.len() && j + n < previous.len() && chunks[i + n] == previous[j + n] {
+                    n += 1;
+                }
+                copies.push(CopyRun { at: i as u32, source, first: j as u32, count: n as u32 });
+                i += n;
+            }
+            None => {
+                explicit.push(chunks[i]);
+                i += 1;
+            }
+        }
+    }
+    (explicit, copies)
 }

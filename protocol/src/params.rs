@@ -132,6 +132,9 @@ pub struct Limits {
     pub max_shard_size: u16,
     /// Largest group (`k * S`) a decoder will have to hold in memory.
     pub max_group_bytes: u64,
+    /// Largest decoder working space: `(k + P)` rounded up to a power of two, times `S`
+    /// rounded up to 64 bytes (how the GF(2^16) decoder lays out its work).
+    pub max_code_bytes: u64,
     /// Largest number of shard slots (`groups * (K + P)`) to track; one bit each.
     pub max_tracked_shards: u64,
 }
@@ -143,6 +146,7 @@ impl Default for Limits {
             max_bundle_len: 64 << 30,
             max_shard_size: 16 << 10,
             max_group_bytes: 64 << 20,
+            max_code_bytes: 128 << 20,
             max_tracked_shards: 1 << 30,
         }
     }
@@ -200,6 +204,12 @@ impl LinkParams {
             "group size in bytes",
             u64::from(layout.max_group_k()) * u64::from(self.shard_size),
             limits.max_group_bytes,
+        )?;
+        cap(
+            "code size in bytes",
+            (u64::from(layout.max_group_k()) + u64::from(self.parity)).next_power_of_two()
+                * u64::from(self.shard_size).next_multiple_of(64),
+            limits.max_code_bytes,
         )?;
         cap(
             "tracked shard slots",

@@ -26,6 +26,7 @@ fn path_entry() -> impl Strategy<Value = PathEntry> {
             references,
             deriver,
             chunks,
+            copies: Vec::new(),
         })
 }
 
@@ -102,4 +103,29 @@ proptest! {
     fn signature_block_decode_is_total(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
         let _ = decode_block(&bytes);
     }
+}
+
+#[test]
+fn compact_then_expand_gives_the_chunks_back() {
+    use narlink_protocol::manifest::compact;
+    let c = |i: u8, len: u32| ChunkRef { id: [i; 32], len };
+    let previous: Vec<ChunkRef> = (0..10).map(|i| c(i, 100)).collect();
+    let chunks = vec![c(0, 100), c(1, 100), c(42, 7), c(5, 100), c(6, 100), c(7, 100), c(43, 9)];
+    let (explicit, copies) = compact(&chunks, &previous, 0);
+    assert_eq!(explicit, vec![c(42, 7), c(43, 9)]);
+    assert_eq!(copies.len(), 2);
+    let entry = PathEntry {
+        store_path: "/nix/store/x".into(),
+        nar_hash: [0; 32],
+        nar_size: 516,
+        references: vec![],
+        deriver: None,
+        chunks: explicit,
+        copies,
+        rewrites: vec![],
+    };
+    let sources = vec!["/nix/store/q".to_owned()];
+    assert_eq!(entry.expand(&sources, |_| Some(previous.clone())).unwrap(), chunks);
+    assert!(entry.expand(&sources, |_| None).is_err());
+    assert!(entry.expand(&sources, |_| Some(previous[..5].to_vec())).is_err());
 }

@@ -105,7 +105,15 @@ fn import_bundle(
     partial: bool,
 ) -> Result<BundleImport, ImportError> {
     let bundle = hex(id);
-    let manifest = rec.manifest()?;
+    let mut manifest = rec.manifest()?;
+    // Chunk runs the ground abbreviated as copies come from this device's own index.
+    for i in 0..manifest.paths.len() {
+        let full = manifest.paths[i]
+            .expand(&manifest.sources, |src| state.db.record(src).ok().flatten().map(|r| r.chunks))
+            .map_err(|e| ImportError::StaleBase { bundle: bundle.clone(), reason: e.to_string() })?;
+        manifest.paths[i].chunks = full;
+        manifest.paths[i].copies.clear();
+    }
     let staged = state.staged_set(manifest.payloads.iter().map(|p| p.chunk))?;
     let missing = staged.iter().filter(|s| !**s).count();
     let complete = missing == 0;

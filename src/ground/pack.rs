@@ -135,6 +135,7 @@ pub fn pack(
     let mut seen: HashSet<ChunkId> = HashSet::new();
     let mut payloads = Vec::new();
     let mut entries = Vec::with_capacity(ordered.len());
+    let mut predecessor: Vec<Option<String>> = Vec::with_capacity(ordered.len());
     let mut batch = Batch::default();
     let mut progress = Progress::new("pack", total, opts.progress);
     let mut done = 0u64;
@@ -205,8 +206,10 @@ pub fn pack(
             references: info.references.clone(),
             deriver: info.deriver.clone(),
             chunks,
+            copies: Vec::new(),
             rewrites: normalize::encode(&normalized.rewrites),
         });
+        predecessor.push(pred);
     }
     batch.flush(opts, &mut payloads, &mut payload_out).map_err(io_err("writing payloads to a temporary file in", dir))?;
     payload_out.flush().map_err(io_err("writing payloads to a temporary file in", dir))?;
@@ -226,6 +229,26 @@ pub fn pack(
         payloads,
         sources,
     };
+    // The mirror keeps the full chunk lists; the wire carries runs the device already holds
+    // as copies from the predecessor's list.
+    mirror.add_pending_full(&manifest)?;
+    let mut manifest = manifest;
+    for (entry, pred) in manifest.paths.iter_mut().zip(&predecessor) {
+        let Some(q) = pred else { continue };
+        let Some(previous) = mirror.db.record(q)?.map(|r| r.chunks) else { continue };
+        let source = match manifest.sources.iter().position(|s| s == q) {
+            Some(i) => i,
+            None => {
+                manifest.sources.push(q.clone());
+                manifest.sources.len() - 1
+            }
+        };
+        let (explicit, copies) = narlink_protocol::manifest::compact(&entry.chunks, &previous, source as u32);
+        if !copies.is_empty() {
+            entry.chunks = explicit;
+            entry.copies = copies;
+        }
+    }
     let raw = manifest.to_bytes();
     let encoded = zstd::bulk::compress(&raw, 19).map_err(io_err("compressing the manifest for", out))?;
     let manifest_hash = *blake3::hash(&encoded).as_bytes();
@@ -253,7 +276,7 @@ pub fn pack(
     }
     tmp.as_file().sync_all().map_err(io_err("syncing", out))?;
     tmp.persist(out).map_err(|e| PackError::Io { what: "renaming into place", path: out.to_owned(), source: e.error })?;
-    mirror.add_pending(&header.id(), &manifest)?;
+    mirror.commit_pending(&header.id())?;
     Ok(report)
 }
 

@@ -17,6 +17,8 @@ use super::{Ctx, PathRecord, StateDb, StateError};
 use crate::ground::link::SendRecord;
 
 const PENDING: TableDefinition<&[u8; 16], &[u8]> = TableDefinition::new("pending");
+/// Key of the pending manifest of a bundle being packed (its id is not known yet).
+const PROVISIONAL: [u8; 16] = [0xff; 16];
 const SENDS: TableDefinition<&[u8; 16], &[u8]> = TableDefinition::new("sends");
 
 const FILE: &str = "mirror.redb";
@@ -40,13 +42,28 @@ impl Mirror {
         Ok(Mirror { db: StateDb::open(dir, FILE, ROLE)? })
     }
 
-    /// Remember a packed bundle until the device acknowledges it.
-    pub fn add_pending(&self, id: &BundleId, manifest: &Manifest) -> Result<(), StateError> {
+    /// Remember a packed bundle until the device acknowledges it, with its full chunk lists
+    /// (the wire form may abbreviate them as copies): stored under a provisional key until the
+    /// bundle's id is known ([`commit_pending`](Self::commit_pending)).
+    pub fn add_pending_full(&self, manifest: &Manifest) -> Result<(), StateError> {
         let tx = self.db.begin_write()?;
         tx.open_table(PENDING)
             .ctx(&self.db.file)?
-            .insert(id, manifest.to_bytes().as_slice())
+            .insert(&PROVISIONAL, manifest.to_bytes().as_slice())
             .ctx(&self.db.file)?;
+        self.db.commit(tx)
+    }
+
+    /// File the provisional pending manifest under the bundle's id.
+    pub fn commit_pending(&self, id: &BundleId) -> Result<(), StateError> {
+        let tx = self.db.begin_write()?;
+        {
+            let mut t = tx.open_table(PENDING).ctx(&self.db.file)?;
+            let v = t.remove(&PROVISIONAL).ctx(&self.db.file)?.map(|v| v.value().to_vec());
+            if let Some(v) = v {
+                t.insert(id, v.as_slice()).ctx(&self.db.file)?;
+            }
+        }
         self.db.commit(tx)
     }
 

@@ -134,3 +134,15 @@ pub enum IndexOrStateError {
     #[error(transparent)]
     State(#[from] crate::state::StateError),
 }
+
+/// The error of operations that bring a path set in line with a store (device init, ground
+/// init, device gc, mirror rebuild): a Nix query, the state database, or indexing a path.
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error(transparent)]
+    Nix(#[from] crate::nixstore::NixError),
+    #[error(transparent)]
+    State(#[from] crate::state::StateError),
+    #[error(transparent)]
+    Index(#[from] IndexOrStateError),
+}

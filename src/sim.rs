@@ -363,9 +363,7 @@ pub enum UpdateSimError {
     #[error(transparent)]
     Nix(#[from] crate::nixstore::NixError),
     #[error(transparent)]
-    DeviceInit(#[from] crate::device::init::DeviceInitError),
-    #[error(transparent)]
-    GroundInit(#[from] crate::ground::init::GroundInitError),
+    Sync(#[from] crate::index::SyncError),
     #[error(transparent)]
     Pack(#[from] crate::ground::pack::PackError),
     #[error(transparent)]

@@ -7,20 +7,12 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
-use crate::index::{index_into, IndexOrStateError};
-use crate::nixstore::{NixError, NixStore};
+use crate::index::index_into;
+use crate::nixstore::NixStore;
 use crate::state::device::DeviceState;
-use crate::state::StateError;
 
-#[derive(Debug, thiserror::Error)]
-pub enum GcError {
-    #[error(transparent)]
-    Nix(#[from] NixError),
-    #[error(transparent)]
-    State(#[from] StateError),
-    #[error(transparent)]
-    Index(#[from] IndexOrStateError),
-}
+/// What can go wrong: a Nix query, the state database, or reading a path to index it.
+pub type GcError = crate::index::SyncError;
 
 #[derive(Clone, Debug)]
 pub struct GcOptions {

@@ -2,20 +2,12 @@
 
 use std::path::Path;
 
-use crate::index::{index_into, IndexOrStateError, IndexReport};
-use crate::nixstore::{NixError, NixStore};
+use crate::index::{index_into, IndexReport};
+use crate::nixstore::NixStore;
 use crate::state::device::DeviceState;
-use crate::state::StateError;
 
-#[derive(Debug, thiserror::Error)]
-pub enum DeviceInitError {
-    #[error(transparent)]
-    Nix(#[from] NixError),
-    #[error(transparent)]
-    State(#[from] StateError),
-    #[error(transparent)]
-    Index(#[from] IndexOrStateError),
-}
+/// What can go wrong: a Nix query, the state database, or reading a path to index it.
+pub type DeviceInitError = crate::index::SyncError;
 
 /// Create a device state in `dir` for the store at `store_uri` and index every valid path,
 /// checking each against the narHash Nix recorded (damaged paths are left out).

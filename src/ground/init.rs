@@ -2,20 +2,12 @@
 
 use std::path::Path;
 
-use crate::index::{index_into, IndexOrStateError, IndexReport};
-use crate::nixstore::{NixError, NixStore};
+use crate::index::{index_into, IndexReport};
+use crate::nixstore::NixStore;
 use crate::state::mirror::Mirror;
-use crate::state::StateError;
 
-#[derive(Debug, thiserror::Error)]
-pub enum GroundInitError {
-    #[error(transparent)]
-    Nix(#[from] NixError),
-    #[error(transparent)]
-    State(#[from] StateError),
-    #[error(transparent)]
-    Index(#[from] IndexOrStateError),
-}
+/// What can go wrong: a Nix query, the state database, or reading a path to index it.
+pub type GroundInitError = crate::index::SyncError;
 
 /// Create a mirror in `dir` saying the device holds the closure of `roots` (as built in
 /// `store`, the ground's store), and index those paths.

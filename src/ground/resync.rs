@@ -6,20 +6,13 @@ use std::collections::BTreeSet;
 
 use serde::Serialize;
 
-use crate::index::{index_into, IndexOrStateError};
-use crate::nixstore::{NixError, NixStore};
+use crate::index::index_into;
+use crate::nixstore::NixStore;
 use crate::state::mirror::Mirror;
-use crate::state::{PathRecord, StateError};
+use crate::state::PathRecord;
 
-#[derive(Debug, thiserror::Error)]
-pub enum ResyncError {
-    #[error(transparent)]
-    Nix(#[from] NixError),
-    #[error(transparent)]
-    State(#[from] StateError),
-    #[error(transparent)]
-    Index(#[from] IndexOrStateError),
-}
+/// What can go wrong: a Nix query, the state database, or reading a path to index it.
+pub type ResyncError = crate::index::SyncError;
 
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct ResyncReport {

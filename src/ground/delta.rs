@@ -9,6 +9,9 @@ use crate::nar::NarLayout;
 
 /// Bytes of context on each side of a chunk's counterpart in the reference.
 pub const MARGIN: u64 = 64 << 10;
+/// Largest reference: the whole counterpart file when it fits (code moves around within a
+/// rebuilt binary), else this much around the chunk's counterpart.
+const WINDOW: u64 = narlink_protocol::manifest::MAX_REFERENCE as u64;
 
 /// Output names Nix appends to a path's name.
 const OUTPUTS: [&str; 9] = ["bin", "dev", "lib", "man", "doc", "info", "out", "debug", "static"];
@@ -27,18 +30,36 @@ pub fn pname(store_path: &str) -> String {
     out
 }
 
-/// For each package name, the on-board path to make deltas against (the greatest name, as a
-/// stand-in for the newest version).
-pub fn predecessors<'a>(on_board: impl IntoIterator<Item = &'a str>) -> HashMap<String, String> {
-    let mut best: BTreeMap<String, String> = BTreeMap::new();
-    for p in on_board {
-        let name = p.rsplit('/').next().unwrap_or("").get(33..).unwrap_or("").to_owned();
-        let e = best.entry(pname(p)).or_default();
-        if e.rsplit('/').next().unwrap_or("").get(33..).unwrap_or("") < name.as_str() {
-            *e = p.to_owned();
+/// The name of a store path without its hash.
+fn name(store_path: &str) -> &str {
+    store_path.rsplit('/').next().unwrap_or("").get(33..).unwrap_or("")
+}
+
+/// Which on-board path a new path is made a delta of: one with the very same name (a rebuild
+/// with new dependencies), else one with the same package name (a version bump; the greatest
+/// name, as a stand-in for the newest version).
+pub struct Predecessors {
+    by_name: HashMap<String, String>,
+    by_pname: HashMap<String, String>,
+}
+
+impl Predecessors {
+    pub fn new<'a>(on_board: impl IntoIterator<Item = &'a str>) -> Predecessors {
+        let mut by_name = HashMap::new();
+        let mut best: BTreeMap<String, String> = BTreeMap::new();
+        for p in on_board {
+            by_name.insert(name(p).to_owned(), p.to_owned());
+            let e = best.entry(pname(p)).or_default();
+            if name(e) < name(p) {
+                *e = p.to_owned();
+            }
         }
+        Predecessors { by_name, by_pname: best.into_iter().collect() }
     }
-    best.into_iter().collect()
+
+    pub fn of(&self, new: &str) -> Option<&String> {
+        self.by_name.get(name(new)).or_else(|| self.by_pname.get(&pname(new))).filter(|q| q.as_str() != new)
+    }
 }
 
 /// Maps byte ranges of a new NAR to ranges of its predecessor's NAR.
@@ -67,12 +88,22 @@ impl Counterpart {
             .checked_sub(1)
             .and_then(|i| self.files.get(i))
             .filter(|(o, l, _)| offset < o + l.max(&1))
-            .and_then(|(o, _, p)| self.old.get(p).map(|(qo, _)| qo + (offset - o)));
-        let centre = same_file.unwrap_or(offset);
-        let start = centre.saturating_sub(MARGIN).min(self.old_size);
-        let end = (centre + u64::from(len) + MARGIN).min(self.old_size);
+            .and_then(|(o, _, p)| self.old.get(p).map(|(qo, ql)| (qo + (offset - o).min(*ql), *qo, *ql)));
+        let (start, end) = match same_file {
+            // The whole old file (with a margin), or a window of it around the counterpart.
+            Some((centre, qo, ql)) => {
+                let (mut s, mut e) = (qo.saturating_sub(MARGIN), qo + ql + MARGIN);
+                if e - s > WINDOW {
+                    s = centre.saturating_sub(WINDOW / 2).max(s);
+                    e = s + WINDOW;
+                }
+                (s, e)
+            }
+            None => (offset.saturating_sub(MARGIN), offset + u64::from(len) + MARGIN),
+        };
+        let (start, end) = (start.min(self.old_size), end.min(self.old_size));
         let n = end.checked_sub(start)?;
-        (n > 0).then_some((start, n.min(u64::from(narlink_protocol::manifest::MAX_REFERENCE)) as u32))
+        (n > 0).then_some((start, n.min(WINDOW) as u32))
     }
 }
 
@@ -86,10 +117,14 @@ mod tests {
         assert_eq!(pname("/nix/store/81xl50rg2nv1bisviqjjx3qsy2kvcrzi-zlib-1.2.13-p1"), "zlib");
         assert_eq!(pname("/nix/store/81xl50rg2nv1bisviqjjx3qsy2kvcrzi-hello"), "hello");
         assert_eq!(pname("/nix/store/81xl50rg2nv1bisviqjjx3qsy2kvcrzi-demo-app-2"), "demo-app");
-        let p = predecessors([
+        let p = Predecessors::new([
             "/nix/store/81xl50rg2nv1bisviqjjx3qsy2kvcrzi-demo-app-1",
             "/nix/store/jlw84i3j2gz04kgknz0mxmj1cgvbxws0-demo-app-2",
+            "/nix/store/0cqgd6x17rc0prfrprldh1yhs9ibvln5-part-21",
+            "/nix/store/19zbaaizysb2fl1g3rl2fyywagn0ic5f-part-9",
         ]);
-        assert_eq!(p["demo-app"], "/nix/store/jlw84i3j2gz04kgknz0mxmj1cgvbxws0-demo-app-2");
+        let new = |n: &str| format!("/nix/store/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-{n}");
+        assert_eq!(p.of(&new("demo-app-3")).unwrap(), "/nix/store/jlw84i3j2gz04kgknz0mxmj1cgvbxws0-demo-app-2");
+        assert_eq!(p.of(&new("part-21")).unwrap(), "/nix/store/0cqgd6x17rc0prfrprldh1yhs9ibvln5-part-21");
     }
 }

@@ -129,7 +129,7 @@ pub fn pack(
     let index = mirror.db.chunk_reader()?;
     // Deltas: the previous version of each package on board (and in the ground's store, to
     // read it), read normalized exactly as the device will.
-    let preds = delta::predecessors(on_board.iter().map(String::as_str).filter(|p| store.real_path(p).exists()));
+    let preds = delta::Predecessors::new(on_board.iter().map(String::as_str).filter(|p| store.real_path(p).exists()));
     let mut onboard = OnBoard::new(store.clone(), mirror.db.record_reader()?);
     let mut sources: Vec<String> = Vec::new();
     let mut seen: HashSet<ChunkId> = HashSet::new();
@@ -145,7 +145,7 @@ pub fn pack(
             .map_err(|source| PackError::Nar { path: info.path.clone(), source })?;
         let mut chunks = Vec::new();
         let mut failure: Option<PackError> = None;
-        let pred = preds.get(&delta::pname(&info.path)).filter(|q| opts.deltas && **q != info.path).cloned();
+        let pred = preds.of(&info.path).filter(|_| opts.deltas).cloned();
         let counterpart = match &pred {
             Some(q) => onboard.layout(q).ok().map(|old| delta::Counterpart::new(&layout, old)),
             None => None,

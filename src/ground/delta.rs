@@ -80,30 +80,37 @@ impl Counterpart {
         }
     }
 
-    /// The reference range for `len` bytes at `offset` of the new NAR: around the same
-    /// position of the same file in the old NAR, or around the same NAR offset.
-    pub fn reference(&self, offset: u64, len: u32) -> Option<(u64, u32)> {
+    /// Candidate reference ranges for `len` bytes at `offset` of the new NAR: around the
+    /// same position of the same file in the old NAR (or around the same NAR offset), and, when
+    /// the file has a counterpart, the whole old file up to 4 MiB (code moves around within a
+    /// rebuilt binary). The packer keeps whichever gives the smaller delta.
+    pub fn references(&self, offset: u64, len: u32) -> Vec<(u64, u32)> {
         let i = self.files.partition_point(|(o, _, _)| *o <= offset);
         let same_file = i
             .checked_sub(1)
             .and_then(|i| self.files.get(i))
             .filter(|(o, l, _)| offset < o + l.max(&1))
             .and_then(|(o, _, p)| self.old.get(p).map(|(qo, ql)| (qo + (offset - o).min(*ql), *qo, *ql)));
-        let (start, end) = match same_file {
-            // The whole old file (with a margin), or a window of it around the counterpart.
-            Some((centre, qo, ql)) => {
-                let (mut s, mut e) = (qo.saturating_sub(MARGIN), qo + ql + MARGIN);
-                if e - s > WINDOW {
-                    s = centre.saturating_sub(WINDOW / 2).max(s);
-                    e = s + WINDOW;
-                }
-                (s, e)
+        let centre = same_file.map_or(offset, |(c, _, _)| c);
+        let mut ranges = vec![(centre.saturating_sub(MARGIN), centre + u64::from(len) + MARGIN)];
+        if let Some((centre, qo, ql)) = same_file {
+            let (mut s, mut e) = (qo.saturating_sub(MARGIN), qo + ql + MARGIN);
+            if e - s > WINDOW {
+                s = centre.saturating_sub(WINDOW / 2).max(s);
+                e = s + WINDOW;
             }
-            None => (offset.saturating_sub(MARGIN), offset + u64::from(len) + MARGIN),
-        };
-        let (start, end) = (start.min(self.old_size), end.min(self.old_size));
-        let n = end.checked_sub(start)?;
-        (n > 0).then_some((start, n.min(WINDOW) as u32))
+            if e - s > ranges[0].1 - ranges[0].0 {
+                ranges.push((s, e));
+            }
+        }
+        ranges
+            .into_iter()
+            .filter_map(|(s, e)| {
+                let (s, e) = (s.min(self.old_size), e.min(self.old_size));
+                let n = e.checked_sub(s)?;
+                (n > 0).then_some((s, n.min(WINDOW) as u32))
+            })
+            .collect()
     }
 }
 

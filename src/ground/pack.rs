@@ -166,9 +166,8 @@ pub fn pack(
             } else {
                 report.bytes_new += u64::from(c.len);
                 report.chunks_new += 1;
-                let reference = match (&pred, &counterpart) {
-                    (Some(q), Some(cp)) => cp.reference(offset, c.len).and_then(|(at, len)| {
-                        let bytes = onboard.range(q, at, len).ok()?;
+                let references: Vec<(Reference, Vec<u8>)> = match (&pred, &counterpart) {
+                    (Some(q), Some(cp)) => {
                         let source = match sources.iter().position(|s| s == q) {
                             Some(i) => i,
                             None => {
@@ -176,11 +175,17 @@ pub fn pack(
                                 sources.len() - 1
                             }
                         };
-                        Some((Reference { source: source as u32, offset: at, len }, bytes))
-                    }),
-                    _ => None,
+                        cp.references(offset, c.len)
+                            .into_iter()
+                            .filter_map(|(at, len)| {
+                                let bytes = onboard.range(q, at, len).ok()?;
+                                Some((Reference { source: source as u32, offset: at, len }, bytes))
+                            })
+                            .collect()
+                    }
+                    _ => Vec::new(),
                 };
-                batch.push(c.id, bytes, reference);
+                batch.push(c.id, bytes, references);
                 if batch.bytes >= BATCH_BYTES {
                     batch.flush(opts, &mut payloads, &mut payload_out).map_err(|e| {
                         failure = Some(io_err("writing payloads to a temporary file in", dir)(e));
@@ -284,8 +289,8 @@ const BATCH_BYTES: usize = 16 << 20;
 
 /// New chunks waiting to be compressed, in bundle order, each with the on-board bytes it
 /// may be a delta against.
-/// A new chunk: its id, its bytes, and the reference it may be a delta against.
-type NewChunk = (ChunkId, Vec<u8>, Option<(Reference, Vec<u8>)>);
+/// A new chunk: its id, its bytes, and the references it may be a delta against.
+type NewChunk = (ChunkId, Vec<u8>, Vec<(Reference, Vec<u8>)>);
 
 #[derive(Default)]
 struct Batch {
@@ -294,9 +299,9 @@ struct Batch {
 }
 
 impl Batch {
-    fn push(&mut self, id: ChunkId, bytes: &[u8], reference: Option<(Reference, Vec<u8>)>) {
-        self.bytes += bytes.len() + reference.as_ref().map_or(0, |r| r.1.len());
-        self.chunks.push((id, bytes.to_vec(), reference));
+    fn push(&mut self, id: ChunkId, bytes: &[u8], references: Vec<(Reference, Vec<u8>)>) {
+        self.bytes += bytes.len() + references.iter().map(|r| r.1.len()).sum::<usize>();
+        self.chunks.push((id, bytes.to_vec(), references));
     }
 
     /// Compress the batch on `opts.threads` threads and append the payloads in order: each
@@ -311,11 +316,15 @@ impl Batch {
                 .map(|part| {
                     s.spawn(move || {
                         part.iter()
-                            .map(|(_, data, reference)| {
+                            .map(|(_, data, references)| {
                                 let (encoding, plain) = payload::encode(data, opts.zstd_level);
-                                match reference.as_ref().and_then(|(r, bytes)| {
-                                    payload::encode_delta(data, opts.zstd_level, bytes, plain.len()).map(|d| (*r, d))
-                                }) {
+                                let best = references
+                                    .iter()
+                                    .filter_map(|(r, bytes)| {
+                                        payload::encode_delta(data, opts.zstd_level, bytes, plain.len()).map(|d| (*r, d))
+                                    })
+                                    .min_by_key(|(_, d)| d.len());
+                                match best {
                                     Some((r, d)) => (Encoding::ZstdRef, d, Some(r)),
                                     None => (encoding, plain, None),
                                 }

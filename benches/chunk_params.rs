@@ -119,7 +119,8 @@ fn delta_len(reference: &[u8], data: &[u8], level: i32) -> u64 {
     let span = (reference.len() + data.len()).max(1 << 20) as u64;
     let window_log = (64 - (span - 1).leading_zeros()).clamp(20, 31);
     let mut out = Vec::new();
-    let mut enc = zstd::stream::write::Encoder::with_ref_prefix(&mut out, level, reference).expect("zstd");
+    let mut enc =
+        zstd::stream::write::Encoder::with_ref_prefix(&mut out, level, reference).expect("zstd");
     enc.window_log(window_log).expect("window_log");
     enc.long_distance_matching(true).expect("ldm");
     enc.write_all(data).expect("zstd");
@@ -159,8 +160,8 @@ fn kb(b: u64) -> String {
 }
 
 fn main() {
-    let pairs_file =
-        std::env::var("NARLINK_PAIRS").expect("set NARLINK_PAIRS (see benches/scripts/chunk_params.sh)");
+    let pairs_file = std::env::var("NARLINK_PAIRS")
+        .expect("set NARLINK_PAIRS (see benches/scripts/chunk_params.sh)");
     let params: Vec<ChunkParams> = std::env::var("NARLINK_PARAMS")
         .unwrap_or_else(|_| "4/16/64,8/32/128,16/64/256,32/128/512".into())
         .split(',')

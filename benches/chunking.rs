@@ -211,7 +211,9 @@ fn cut_then_hash2(data: &[u8], p: &ChunkParams) -> Vec<ChunkId> {
         }
         let (a, b) = cs.split_at(cs.len() / 2);
         let hash = |part: &[(usize, usize)]| -> Vec<ChunkId> {
-            part.iter().map(|&(o, l)| chunk_id(&win[o..o + l])).collect()
+            part.iter()
+                .map(|&(o, l)| chunk_id(&win[o..o + l]))
+                .collect()
         };
         let (first, second) = std::thread::scope(|s| {
             let other = s.spawn(|| hash(a));
@@ -346,7 +348,11 @@ fn main() {
         "fs reader differs from memory"
     );
     assert_eq!(pipeline(data, &PARAMS).0, reference, "pipeline differs");
-    assert_eq!(cut_then_hash2(data, &PARAMS), reference, "cut_then_hash2 differs");
+    assert_eq!(
+        cut_then_hash2(data, &PARAMS),
+        reference,
+        "cut_then_hash2 differs"
+    );
     for p in &all {
         assert_eq!(
             split2(data, p).0,
@@ -365,7 +371,8 @@ fn main() {
     let bytes = Throughput::Bytes(data.len() as u64);
     {
         let mut g = c.benchmark_group("chunk_hash/mem");
-        g.sampling_mode(SamplingMode::Flat).throughput(bytes.clone());
+        g.sampling_mode(SamplingMode::Flat)
+            .throughput(bytes.clone());
         for p in &all {
             g.bench_function(label(p), |b| b.iter(|| chunk_ids(black_box(data), p).len()));
         }
@@ -373,11 +380,18 @@ fn main() {
     }
     {
         let mut g = c.benchmark_group("cut_only/mem");
-        g.sampling_mode(SamplingMode::Flat).throughput(bytes.clone());
+        g.sampling_mode(SamplingMode::Flat)
+            .throughput(bytes.clone());
         for p in &all {
             g.bench_function(label(p), |b| {
                 b.iter(|| {
-                    fastcdc::v2020::FastCDC::new(black_box(data), p.min_size, p.avg_size, p.max_size).count()
+                    fastcdc::v2020::FastCDC::new(
+                        black_box(data),
+                        p.min_size,
+                        p.avg_size,
+                        p.max_size,
+                    )
+                    .count()
                 })
             });
         }
@@ -386,12 +400,13 @@ fn main() {
     {
         let shipped_cuts = cuts(data, &PARAMS);
         let mut g = c.benchmark_group("blake3_only/mem");
-        g.sampling_mode(SamplingMode::Flat).throughput(bytes.clone());
+        g.sampling_mode(SamplingMode::Flat)
+            .throughput(bytes.clone());
         g.bench_function(format!("chunks_{}", label(&PARAMS)), |b| {
             b.iter(|| {
-                shipped_cuts
-                    .iter()
-                    .fold(0u8, |acc, &(o, l)| acc ^ chunk_id(&black_box(data)[o..o + l])[0])
+                shipped_cuts.iter().fold(0u8, |acc, &(o, l)| {
+                    acc ^ chunk_id(&black_box(data)[o..o + l])[0]
+                })
             })
         });
         g.bench_function("whole_buffer_one_call", |b| {
@@ -401,7 +416,8 @@ fn main() {
     }
     {
         let mut g = c.benchmark_group("fs");
-        g.sampling_mode(SamplingMode::Flat).throughput(bytes.clone());
+        g.sampling_mode(SamplingMode::Flat)
+            .throughput(bytes.clone());
         g.bench_function("read_only_NarLayout_reader", |b| {
             let mut buf = vec![0u8; 4 << 20];
             b.iter(|| {
@@ -425,12 +441,14 @@ fn main() {
     {
         let mut g = c.benchmark_group("two_threads/mem");
         g.sampling_mode(SamplingMode::Flat).throughput(bytes);
-        g.bench_function(format!("pipeline_cut_then_hash_thread_{}", label(&PARAMS)), |b| {
-            b.iter(|| pipeline(black_box(data), &PARAMS).0.len())
-        });
-        g.bench_function(format!("window_cut_then_2_hashers_{}", label(&PARAMS)), |b| {
-            b.iter(|| cut_then_hash2(black_box(data), &PARAMS).len())
-        });
+        g.bench_function(
+            format!("pipeline_cut_then_hash_thread_{}", label(&PARAMS)),
+            |b| b.iter(|| pipeline(black_box(data), &PARAMS).0.len()),
+        );
+        g.bench_function(
+            format!("window_cut_then_2_hashers_{}", label(&PARAMS)),
+            |b| b.iter(|| cut_then_hash2(black_box(data), &PARAMS).len()),
+        );
         g.bench_function(format!("split_in_2_halves_{}", label(&PARAMS)), |b| {
             b.iter(|| split2(black_box(data), &PARAMS).0.len())
         });
@@ -442,13 +460,18 @@ fn main() {
         let mut g = c.benchmark_group("two_threads_cpu_critical_path");
         g.sampling_mode(SamplingMode::Flat)
             .throughput(Throughput::Bytes(data.len() as u64));
-        g.bench_function(format!("pipeline_cut_then_hash_thread_{}", label(&PARAMS)), |b| {
-            b.iter_custom(|n| {
-                Duration::from_nanos((0..n).map(|_| pipeline(black_box(data), &PARAMS).1).sum())
-            })
-        });
+        g.bench_function(
+            format!("pipeline_cut_then_hash_thread_{}", label(&PARAMS)),
+            |b| {
+                b.iter_custom(|n| {
+                    Duration::from_nanos((0..n).map(|_| pipeline(black_box(data), &PARAMS).1).sum())
+                })
+            },
+        );
         g.bench_function(format!("split_in_2_halves_{}", label(&PARAMS)), |b| {
-            b.iter_custom(|n| Duration::from_nanos((0..n).map(|_| split2(black_box(data), &PARAMS).1).sum()))
+            b.iter_custom(|n| {
+                Duration::from_nanos((0..n).map(|_| split2(black_box(data), &PARAMS).1).sum())
+            })
         });
         g.finish();
     }
@@ -477,9 +500,9 @@ fn main() {
         });
         g.bench_function(format!("blake3_only_mem_chunks_{}", label(&PARAMS)), |b| {
             b.iter(|| {
-                shipped_cuts
-                    .iter()
-                    .fold(0u8, |acc, &(o, l)| acc ^ chunk_id(&black_box(data)[o..o + l])[0])
+                shipped_cuts.iter().fold(0u8, |acc, &(o, l)| {
+                    acc ^ chunk_id(&black_box(data)[o..o + l])[0]
+                })
             })
         });
         g.bench_function(format!("fs_chunk_hash_{}", label(&PARAMS)), |b| {

@@ -65,7 +65,14 @@ pub fn chunk_stream<R: Read, E: From<io::Error>>(
             }
             let bytes = &buf[c.offset..c.offset + c.length];
             let id = chunk_id(bytes);
-            each(offset + c.offset as u64, bytes, ChunkRef { id, len: c.length as u32 })?;
+            each(
+                offset + c.offset as u64,
+                bytes,
+                ChunkRef {
+                    id,
+                    len: c.length as u32,
+                },
+            )?;
             consumed = c.offset + c.length;
         }
         if eof && consumed == filled {
@@ -115,24 +122,31 @@ mod tests {
     #[test]
     fn streaming_equals_whole_buffer_chunking() {
         let data = pseudo_random(3 * WINDOW + 12345, 7);
-        let whole: Vec<(u64, u32)> = fastcdc::v2020::FastCDC::new(
-            &data,
-            PARAMS.min_size,
-            PARAMS.avg_size,
-            PARAMS.max_size,
-        )
-        .map(|c| (c.offset as u64, c.length as u32))
-        .collect();
+        let whole: Vec<(u64, u32)> =
+            fastcdc::v2020::FastCDC::new(&data, PARAMS.min_size, PARAMS.avg_size, PARAMS.max_size)
+                .map(|c| (c.offset as u64, c.length as u32))
+                .collect();
         for read_size in [1 << 20, 65_537, WINDOW + 3] {
-            let streamed: Vec<(u64, u32)> =
-                chunks_of(&data, read_size).iter().map(|(o, c)| (*o, c.len)).collect();
+            let streamed: Vec<(u64, u32)> = chunks_of(&data, read_size)
+                .iter()
+                .map(|(o, c)| (*o, c.len))
+                .collect();
             assert_eq!(streamed, whole, "read size {read_size}");
         }
     }
 
     #[test]
     fn boundary_sizes() {
-        for n in [0usize, 1, 16 * 1024 - 1, 16 * 1024, 16 * 1024 + 1, 256 * 1024 - 1, 256 * 1024, 256 * 1024 + 1] {
+        for n in [
+            0usize,
+            1,
+            16 * 1024 - 1,
+            16 * 1024,
+            16 * 1024 + 1,
+            256 * 1024 - 1,
+            256 * 1024,
+            256 * 1024 + 1,
+        ] {
             let data = pseudo_random(n, 3);
             let chunks = chunks_of(&data, 1 << 16);
             let total: u64 = chunks.iter().map(|(_, c)| u64::from(c.len)).sum();
@@ -141,7 +155,10 @@ mod tests {
             let mut off = 0;
             for (o, c) in &chunks {
                 assert_eq!(*o, off);
-                assert_eq!(c.id, chunk_id(&data[off as usize..(off + u64::from(c.len)) as usize]));
+                assert_eq!(
+                    c.id,
+                    chunk_id(&data[off as usize..(off + u64::from(c.len)) as usize])
+                );
                 off += u64::from(c.len);
             }
         }

@@ -18,7 +18,13 @@ pub enum IndexError {
     #[error("reading the NAR of {path}: {source}")]
     Io { path: String, source: io::Error },
     #[error("{path}: NAR is {found_size} bytes with hash {found}, but Nix recorded {expected_size} bytes with {expected}: the store path was modified")]
-    Mismatch { path: String, found: String, found_size: u64, expected: String, expected_size: u64 },
+    Mismatch {
+        path: String,
+        found: String,
+        found_size: u64,
+        expected: String,
+        expected_size: u64,
+    },
 }
 
 /// A reader that hashes what passes through it.
@@ -39,18 +45,30 @@ impl<R: Read> Read for Sha256Reader<R> {
 
 /// Chunk the normalized NAR of `info.path` as it is in `store`. With `verify`, the NAR's
 /// SHA-256 and size must equal what Nix recorded.
-pub fn index_path(store: &NixStore, info: &PathInfo, verify: bool) -> Result<PathRecord, IndexError> {
+pub fn index_path(
+    store: &NixStore,
+    info: &PathInfo,
+    verify: bool,
+) -> Result<PathRecord, IndexError> {
     let path = &info.path;
-    let layout = NarLayout::scan(&store.real_path(path))
-        .map_err(|source| IndexError::Nar { path: path.clone(), source })?;
-    let hashed = Sha256Reader { inner: layout.reader(), hasher: verify.then(Sha256::new) };
+    let layout = NarLayout::scan(&store.real_path(path)).map_err(|source| IndexError::Nar {
+        path: path.clone(),
+        source,
+    })?;
+    let hashed = Sha256Reader {
+        inner: layout.reader(),
+        hasher: verify.then(Sha256::new),
+    };
     let mut reader = Normalizer::new(hashed, &hash_list(path, &info.references));
     let mut chunks = Vec::with_capacity((layout.size() / u64::from(PARAMS.avg_size)) as usize + 1);
     let size = chunk_stream::<_, io::Error>(&mut reader, &PARAMS, |_, _, c| {
         chunks.push(c);
         Ok(())
     })
-    .map_err(|source| IndexError::Io { path: path.clone(), source })?;
+    .map_err(|source| IndexError::Io {
+        path: path.clone(),
+        source,
+    })?;
     let rewrites = std::mem::take(&mut reader.rewrites);
     if let Some(h) = reader.into_inner().hasher.take() {
         let found: [u8; 32] = h.finalize().into();

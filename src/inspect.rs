@@ -108,7 +108,11 @@ pub fn inspect(mut r: impl Read) -> Result<Inspection, InspectError> {
             target_digest: hex(&m.target_digest[..16]),
             roots: m.roots.clone(),
             payloads: m.payloads.len(),
-            payloads_zstd: m.payloads.iter().filter(|p| p.encoding == Encoding::Zstd).count(),
+            payloads_zstd: m
+                .payloads
+                .iter()
+                .filter(|p| p.encoding == Encoding::Zstd)
+                .count(),
             paths: m
                 .paths
                 .iter()
@@ -116,7 +120,8 @@ pub fn inspect(mut r: impl Read) -> Result<Inspection, InspectError> {
                     path: p.store_path.clone(),
                     nar_hash: NarHash(p.nar_hash).to_string(),
                     nar_size: p.nar_size,
-                    chunks: p.chunks.len() + p.copies.iter().map(|r| r.count as usize).sum::<usize>(),
+                    chunks: p.chunks.len()
+                        + p.copies.iter().map(|r| r.count as usize).sum::<usize>(),
                     references: p.references.len(),
                 })
                 .collect(),
@@ -124,10 +129,15 @@ pub fn inspect(mut r: impl Read) -> Result<Inspection, InspectError> {
     }
     if magic == crate::inventory::MAGIC {
         let mut all = Vec::new();
-        r.take(u64::from(crate::inventory::MAX_DECODED)).read_to_end(&mut all)?;
-        let paths = crate::inventory::decode(&all).map_err(|e| InspectError::Status(e.to_string()))?;
+        r.take(u64::from(crate::inventory::MAX_DECODED))
+            .read_to_end(&mut all)?;
+        let paths =
+            crate::inventory::decode(&all).map_err(|e| InspectError::Status(e.to_string()))?;
         let digest = narlink_protocol::digest::state_digest(paths.iter().map(String::as_str));
-        return Ok(Inspection::Inventory(InventoryView { state_digest: hex(&digest[..16]), paths }));
+        return Ok(Inspection::Inventory(InventoryView {
+            state_digest: hex(&digest[..16]),
+            paths,
+        }));
     }
     if magic[..2] == narlink_protocol::frame::MAGIC {
         return frames(r);
@@ -143,10 +153,10 @@ pub fn inspect(mut r: impl Read) -> Result<Inspection, InspectError> {
 
 /// Count the frames of a stream per bundle, and which groups they would complete.
 fn frames(mut r: impl Read) -> Result<Inspection, InspectError> {
-    use std::collections::BTreeMap;
     use narlink_protocol::frame::FrameSplitter;
     use narlink_protocol::params::Limits;
     use narlink_protocol::receiver::{GroupTracker, Outcome};
+    use std::collections::BTreeMap;
     let mut splitter = FrameSplitter::new();
     let mut per: BTreeMap<[u8; 16], (FramesOfBundle, Option<GroupTracker>)> = BTreeMap::new();
     let mut buf = vec![0u8; 256 << 10];
@@ -222,20 +232,33 @@ impl Inspection {
                     b.paths.len()
                 );
                 for p in &b.paths {
-                    s.push_str(&format!("\n  {}  {}  {} chunks  {}", p.path, bytes(p.nar_size), p.chunks, p.nar_hash));
+                    s.push_str(&format!(
+                        "\n  {}  {}  {} chunks  {}",
+                        p.path,
+                        bytes(p.nar_size),
+                        p.chunks,
+                        p.nar_hash
+                    ));
                 }
                 s
             }
             Inspection::Status(v) => v.render(),
             Inspection::Inventory(v) => {
-                let mut s = format!("inventory of state {}: {} store paths", v.state_digest, v.paths.len());
+                let mut s = format!(
+                    "inventory of state {}: {} store paths",
+                    v.state_digest,
+                    v.paths.len()
+                );
                 for p in v.paths.iter().take(100) {
                     s.push_str(&format!("\n  {p}"));
                 }
                 s
             }
             Inspection::Frames(v) => {
-                let mut s = format!("{} frames ({} bytes skipped between them)", v.frames, v.skipped_bytes);
+                let mut s = format!(
+                    "{} frames ({} bytes skipped between them)",
+                    v.frames, v.skipped_bytes
+                );
                 for b in &v.bundles {
                     s.push_str(&format!(
                         "\n  bundle {}: {} frames ({} parity), {} B bundle in {} groups of k={} x {} B (P={}); {} groups decodable from this file",

@@ -64,12 +64,20 @@ pub fn decode(bytes: &[u8]) -> Result<Vec<String>, InventoryError> {
     if raw_len > MAX_DECODED {
         return Err(InventoryError::TooLarge(raw_len));
     }
-    let raw = zstd::bulk::decompress(&bytes[HEADER..], raw_len as usize).map_err(|e| InventoryError::Decode(e.to_string()))?;
+    let raw = zstd::bulk::decompress(&bytes[HEADER..], raw_len as usize)
+        .map_err(|e| InventoryError::Decode(e.to_string()))?;
     if raw.len() != raw_len as usize {
-        return Err(InventoryError::Decode(format!("{} bytes decoded, header says {raw_len}", raw.len())));
+        return Err(InventoryError::Decode(format!(
+            "{} bytes decoded, header says {raw_len}",
+            raw.len()
+        )));
     }
-    let paths: Vec<String> = postcard::from_bytes(&raw).map_err(|e| InventoryError::Decode(e.to_string()))?;
-    if let Some(p) = paths.iter().find(|p| crate::nixstore::as_store_path(p).as_deref() != Some(p.as_str())) {
+    let paths: Vec<String> =
+        postcard::from_bytes(&raw).map_err(|e| InventoryError::Decode(e.to_string()))?;
+    if let Some(p) = paths
+        .iter()
+        .find(|p| crate::nixstore::as_store_path(p).as_deref() != Some(p.as_str()))
+    {
         return Err(InventoryError::NotStorePath(p.chars().take(80).collect()));
     }
     if paths.windows(2).any(|w| w[0] >= w[1]) {

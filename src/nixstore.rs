@@ -19,7 +19,11 @@ pub enum NixError {
     #[error("could not run `{cmd}`: {source} (is Nix installed and on PATH?)")]
     Spawn { cmd: String, source: io::Error },
     #[error("`{cmd}` failed ({status}): {stderr}")]
-    Failed { cmd: String, status: String, stderr: String },
+    Failed {
+        cmd: String,
+        status: String,
+        stderr: String,
+    },
     #[error("unexpected output from `{cmd}`: {what}")]
     Output { cmd: String, what: String },
     #[error("{0} is not a store path under {STORE_DIR}")]
@@ -48,8 +52,13 @@ pub struct NixStore {
 impl NixStore {
     /// The store named by `uri`, or the default store when `None`.
     pub fn new(uri: Option<&str>) -> NixStore {
-        let root = uri.and_then(root_of_uri).unwrap_or_else(|| PathBuf::from("/"));
-        NixStore { uri: uri.map(str::to_owned), root }
+        let root = uri
+            .and_then(root_of_uri)
+            .unwrap_or_else(|| PathBuf::from("/"));
+        NixStore {
+            uri: uri.map(str::to_owned),
+            root,
+        }
     }
 
     pub fn uri(&self) -> Option<&str> {
@@ -73,7 +82,10 @@ impl NixStore {
         let mut c = self.command();
         c.args(args);
         let cmd = describe(&c);
-        let out = c.output().map_err(|source| NixError::Spawn { cmd: cmd.clone(), source })?;
+        let out = c.output().map_err(|source| NixError::Spawn {
+            cmd: cmd.clone(),
+            source,
+        })?;
         if !out.status.success() {
             return Err(NixError::Failed {
                 cmd,
@@ -81,8 +93,10 @@ impl NixStore {
                 stderr: last_lines(&out.stderr),
             });
         }
-        String::from_utf8(out.stdout)
-            .map_err(|_| NixError::Output { cmd, what: "not UTF-8".into() })
+        String::from_utf8(out.stdout).map_err(|_| NixError::Output {
+            cmd,
+            what: "not UTF-8".into(),
+        })
     }
 
     /// Resolve roots given on the command line (store paths or symlinks to them, like
@@ -123,7 +137,10 @@ impl NixStore {
             args.extend(p.iter().map(String::as_str));
         }
         let out = self.run(&args)?;
-        parse_dump_db(&out).map_err(|what| NixError::Output { cmd: "nix-store --dump-db".into(), what })
+        parse_dump_db(&out).map_err(|what| NixError::Output {
+            cmd: "nix-store --dump-db".into(),
+            what,
+        })
     }
 
     /// Import an export stream written by `write`. Nix registers each path only once its
@@ -133,9 +150,15 @@ impl NixStore {
         write: impl FnOnce(&mut dyn Write) -> io::Result<()>,
     ) -> Result<(), NixError> {
         let mut c = self.command();
-        c.arg("--import").stdin(Stdio::piped()).stdout(Stdio::null()).stderr(Stdio::piped());
+        c.arg("--import")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
         let cmd = describe(&c);
-        let mut child = c.spawn().map_err(|source| NixError::Spawn { cmd: cmd.clone(), source })?;
+        let mut child = c.spawn().map_err(|source| NixError::Spawn {
+            cmd: cmd.clone(),
+            source,
+        })?;
         let mut stdin = child.stdin.take().ok_or_else(|| NixError::Output {
             cmd: cmd.clone(),
             what: "no stdin".into(),
@@ -156,14 +179,21 @@ impl NixStore {
         let status = child.wait()?;
         let stderr = errors.join().unwrap_or_default();
         if !status.success() {
-            return Err(NixError::Failed { cmd, status: status.to_string(), stderr: last_lines(&stderr) });
+            return Err(NixError::Failed {
+                cmd,
+                status: status.to_string(),
+                stderr: last_lines(&stderr),
+            });
         }
         written?;
         Ok(())
     }
 
     /// Which of `paths` are valid in this store.
-    pub fn valid_paths(&self, paths: &[String]) -> Result<std::collections::HashSet<String>, NixError> {
+    pub fn valid_paths(
+        &self,
+        paths: &[String],
+    ) -> Result<std::collections::HashSet<String>, NixError> {
         if paths.is_empty() {
             return Ok(Default::default());
         }
@@ -171,21 +201,39 @@ impl NixStore {
         args.extend(paths.iter().map(String::as_str));
         let out = self.run(&args)?;
         let invalid: std::collections::HashSet<&str> = out.lines().collect();
-        Ok(paths.iter().filter(|p| !invalid.contains(p.as_str())).cloned().collect())
+        Ok(paths
+            .iter()
+            .filter(|p| !invalid.contains(p.as_str()))
+            .cloned()
+            .collect())
     }
 
     /// Copy `paths` (a closure) into `dest` with `nix-store --export | nix-store --import`:
     /// used to set up a device store for tests and the simulator.
     pub fn copy_to(&self, dest: &NixStore, paths: &[String]) -> Result<(), NixError> {
         let mut export = self.command();
-        export.arg("--export").args(paths).stdout(Stdio::piped()).stderr(Stdio::piped());
+        export
+            .arg("--export")
+            .args(paths)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         let cmd = describe(&export);
-        let mut child = export.spawn().map_err(|source| NixError::Spawn { cmd: cmd.clone(), source })?;
-        let mut out = child.stdout.take().ok_or_else(|| NixError::Output { cmd: cmd.clone(), what: "no stdout".into() })?;
+        let mut child = export.spawn().map_err(|source| NixError::Spawn {
+            cmd: cmd.clone(),
+            source,
+        })?;
+        let mut out = child.stdout.take().ok_or_else(|| NixError::Output {
+            cmd: cmd.clone(),
+            what: "no stdout".into(),
+        })?;
         dest.import(|w| io::copy(&mut out, w).map(drop))?;
         let status = child.wait()?;
         if !status.success() {
-            return Err(NixError::Failed { cmd, status: status.to_string(), stderr: String::new() });
+            return Err(NixError::Failed {
+                cmd,
+                status: status.to_string(),
+                stderr: String::new(),
+            });
         }
         Ok(())
     }
@@ -222,9 +270,16 @@ impl NixStore {
         }
         c.arg("--profile").arg(profile).args(args);
         let cmd = describe(&c);
-        let out = c.output().map_err(|source| NixError::Spawn { cmd: cmd.clone(), source })?;
+        let out = c.output().map_err(|source| NixError::Spawn {
+            cmd: cmd.clone(),
+            source,
+        })?;
         if !out.status.success() {
-            return Err(NixError::Failed { cmd, status: out.status.to_string(), stderr: last_lines(&out.stderr) });
+            return Err(NixError::Failed {
+                cmd,
+                status: out.status.to_string(),
+                stderr: last_lines(&out.stderr),
+            });
         }
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
@@ -245,7 +300,11 @@ impl NixStore {
     }
 
     pub fn current_generation(&self, profile: &Path) -> Result<Option<u32>, NixError> {
-        Ok(self.generations(profile)?.into_iter().find(|(_, c)| *c).map(|(n, _)| n))
+        Ok(self
+            .generations(profile)?
+            .into_iter()
+            .find(|(_, c)| *c)
+            .map(|(n, _)| n))
     }
 
     /// Make `path` the profile's new generation; returns its number.
@@ -254,14 +313,16 @@ impl NixStore {
             std::fs::create_dir_all(dir)?;
         }
         self.nix_env(profile, &["--set", path])?;
-        self.current_generation(profile)?.ok_or_else(|| NixError::Output {
-            cmd: "nix-env --list-generations".into(),
-            what: "no current generation after --set".into(),
-        })
+        self.current_generation(profile)?
+            .ok_or_else(|| NixError::Output {
+                cmd: "nix-env --list-generations".into(),
+                what: "no current generation after --set".into(),
+            })
     }
 
     pub fn switch_generation(&self, profile: &Path, generation: u32) -> Result<(), NixError> {
-        self.nix_env(profile, &["--switch-generation", &generation.to_string()]).map(drop)
+        self.nix_env(profile, &["--switch-generation", &generation.to_string()])
+            .map(drop)
     }
 
     /// Delete all but the newest `keep` generations (the current one always stays).
@@ -269,7 +330,11 @@ impl NixStore {
         if std::fs::symlink_metadata(profile).is_err() {
             return Ok(());
         }
-        self.nix_env(profile, &["--delete-generations", &format!("+{}", keep.max(1))]).map(drop)
+        self.nix_env(
+            profile,
+            &["--delete-generations", &format!("+{}", keep.max(1))],
+        )
+        .map(drop)
     }
 
     /// `nix-store --gc`: delete every path no root keeps alive. Returns Nix's summary line.
@@ -277,12 +342,25 @@ impl NixStore {
         let mut c = self.command();
         c.arg("--gc");
         let cmd = describe(&c);
-        let out = c.output().map_err(|source| NixError::Spawn { cmd: cmd.clone(), source })?;
+        let out = c.output().map_err(|source| NixError::Spawn {
+            cmd: cmd.clone(),
+            source,
+        })?;
         if !out.status.success() {
-            return Err(NixError::Failed { cmd, status: out.status.to_string(), stderr: last_lines(&out.stderr) });
+            return Err(NixError::Failed {
+                cmd,
+                status: out.status.to_string(),
+                stderr: last_lines(&out.stderr),
+            });
         }
-        let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-        Ok(text.lines().rfind(|l| l.contains("freed")).unwrap_or("").trim().to_owned())
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        Ok(text
+            .lines()
+            .rfind(|l| l.contains("freed"))
+            .unwrap_or("")
+            .trim()
+            .to_owned())
     }
 }
 
@@ -338,15 +416,35 @@ fn parse_dump_db(out: &str) -> Result<Vec<PathInfo>, String> {
         if path.is_empty() {
             continue;
         }
-        let mut next = |what: &str| lines.next().ok_or_else(|| format!("{path}: missing {what}"));
+        let mut next = |what: &str| {
+            lines
+                .next()
+                .ok_or_else(|| format!("{path}: missing {what}"))
+        };
         let hash = next("narHash")?;
-        let nar_hash: NarHash = if hash.contains(':') { hash.parse() } else { format!("sha256:{hash}").parse() }
-            .map_err(|e| format!("{path}: narHash {hash:?}: {e}"))?;
-        let nar_size = next("narSize")?.parse().map_err(|e| format!("{path}: narSize: {e}"))?;
+        let nar_hash: NarHash = if hash.contains(':') {
+            hash.parse()
+        } else {
+            format!("sha256:{hash}").parse()
+        }
+        .map_err(|e| format!("{path}: narHash {hash:?}: {e}"))?;
+        let nar_size = next("narSize")?
+            .parse()
+            .map_err(|e| format!("{path}: narSize: {e}"))?;
         let deriver = Some(next("deriver")?).filter(|d| !d.is_empty());
-        let n: usize = next("reference count")?.parse().map_err(|e| format!("{path}: reference count: {e}"))?;
-        let references = (0..n).map(|_| next("reference")).collect::<Result<Vec<_>, _>>()?;
-        infos.push(PathInfo { path, nar_hash, nar_size, deriver, references });
+        let n: usize = next("reference count")?
+            .parse()
+            .map_err(|e| format!("{path}: reference count: {e}"))?;
+        let references = (0..n)
+            .map(|_| next("reference"))
+            .collect::<Result<Vec<_>, _>>()?;
+        infos.push(PathInfo {
+            path,
+            nar_hash,
+            nar_size,
+            deriver,
+            references,
+        });
     }
     Ok(infos)
 }
@@ -408,7 +506,10 @@ mod tests {
         assert_eq!(as_store_path("/nix/store/short-x"), None);
         assert_eq!(as_store_path("/usr/bin/ls"), None);
         assert_eq!(hash_part(p), Some("81xl50rg2nv1bisviqjjx3qsy2kvcrzi"));
-        assert_eq!(root_of_uri("local?root=/tmp/dev"), Some(PathBuf::from("/tmp/dev")));
+        assert_eq!(
+            root_of_uri("local?root=/tmp/dev"),
+            Some(PathBuf::from("/tmp/dev"))
+        );
         assert_eq!(root_of_uri("daemon"), None);
     }
 

@@ -67,7 +67,12 @@ pub struct Normalizer<R> {
 impl<R: Read> Normalizer<R> {
     pub fn new(inner: R, hashes: &[[u8; 32]]) -> Normalizer<R> {
         let matcher = (!hashes.is_empty())
-            .then(|| AhoCorasick::builder().match_kind(MatchKind::LeftmostFirst).build(hashes).ok())
+            .then(|| {
+                AhoCorasick::builder()
+                    .match_kind(MatchKind::LeftmostFirst)
+                    .build(hashes)
+                    .ok()
+            })
             .flatten();
         Normalizer {
             inner,
@@ -109,7 +114,11 @@ impl<R: Read> Normalizer<R> {
                 Err(e) => return Err(e),
             }
         }
-        let boundary = if self.eof { self.filled } else { self.filled.saturating_sub(LEN - 1) };
+        let boundary = if self.eof {
+            self.filled
+        } else {
+            self.filled.saturating_sub(LEN - 1)
+        };
         if let Some(m) = &self.matcher {
             let found: Vec<(usize, u16)> = m
                 .find_iter(&self.buf[..self.filled])
@@ -118,7 +127,10 @@ impl<R: Read> Normalizer<R> {
                 .collect();
             for (at, index) in found {
                 self.buf[at..at + LEN].copy_from_slice(&PLACEHOLDER);
-                self.rewrites.push(Rewrite { offset: self.base + at as u64, index });
+                self.rewrites.push(Rewrite {
+                    offset: self.base + at as u64,
+                    index,
+                });
             }
         }
         self.ready = boundary;
@@ -144,7 +156,12 @@ impl<R: Read> Read for Normalizer<R> {
 /// Overwrite, in `bytes` (which sit at NAR offset `offset`), every rewrite's 32 bytes with
 /// `value(index)`: the placeholder to normalize raw bytes, the real hash to restore them.
 /// `rewrites` must be sorted by offset.
-pub fn apply(bytes: &mut [u8], offset: u64, rewrites: &[Rewrite], value: impl Fn(u16) -> Option<[u8; 32]>) {
+pub fn apply(
+    bytes: &mut [u8],
+    offset: u64,
+    rewrites: &[Rewrite],
+    value: impl Fn(u16) -> Option<[u8; 32]>,
+) {
     let end = offset + bytes.len() as u64;
     // First rewrite that may overlap: offset > range start - 32.
     let first = rewrites.partition_point(|r| r.offset + LEN as u64 <= offset);
@@ -227,7 +244,10 @@ mod tests {
             let mut out = Vec::new();
             n.read_to_end(&mut out).unwrap();
             assert_eq!(out.len(), data.len());
-            assert!(!out.windows(32).any(|w| w == A || w == B), "step {step}: a hash survived");
+            assert!(
+                !out.windows(32).any(|w| w == A || w == B),
+                "step {step}: a hash survived"
+            );
             assert_eq!(n.rewrites.len(), 5000);
             match &expected {
                 None => expected = Some((out.clone(), n.rewrites.clone())),
@@ -240,7 +260,9 @@ mod tests {
             let hashes = [*A, *B];
             let mut restored = out.clone();
             for (i, piece) in restored.chunks_mut(1000).enumerate() {
-                apply(piece, (i * 1000) as u64, &n.rewrites, |ix| hashes.get(usize::from(ix)).copied());
+                apply(piece, (i * 1000) as u64, &n.rewrites, |ix| {
+                    hashes.get(usize::from(ix)).copied()
+                });
             }
             assert_eq!(restored, data);
             // Normalizing raw slices gives the normalized bytes.

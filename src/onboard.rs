@@ -30,7 +30,11 @@ const MAX_CACHED: usize = 64;
 
 impl OnBoard {
     pub fn new(store: NixStore, records: RecordLookup) -> OnBoard {
-        OnBoard { store, records, cache: HashMap::new() }
+        OnBoard {
+            store,
+            records,
+            cache: HashMap::new(),
+        }
     }
 
     /// The layout of `path`'s NAR (scanned once, then cached).
@@ -43,12 +47,22 @@ impl OnBoard {
             if self.cache.len() >= MAX_CACHED {
                 self.cache.clear();
             }
-            let rewrites = self.records.record(path)?.ok_or_else(|| OnBoardError::Unknown(path.to_owned()))?.rewrites;
-            let layout = NarLayout::scan(&self.store.real_path(path))
-                .map_err(|source| OnBoardError::Nar { path: path.to_owned(), source })?;
+            let rewrites = self
+                .records
+                .record(path)?
+                .ok_or_else(|| OnBoardError::Unknown(path.to_owned()))?
+                .rewrites;
+            let layout = NarLayout::scan(&self.store.real_path(path)).map_err(|source| {
+                OnBoardError::Nar {
+                    path: path.to_owned(),
+                    source,
+                }
+            })?;
             self.cache.insert(path.to_owned(), (layout, rewrites));
         }
-        self.cache.get(path).ok_or_else(|| OnBoardError::Unknown(path.to_owned()))
+        self.cache
+            .get(path)
+            .ok_or_else(|| OnBoardError::Unknown(path.to_owned()))
     }
 
     /// The normalized NAR bytes `[offset, offset + len)` of `path`.
@@ -61,7 +75,12 @@ impl OnBoard {
     /// Fill `buf` with the normalized NAR bytes of `path` at `offset`.
     pub fn read(&mut self, path: &str, offset: u64, buf: &mut [u8]) -> Result<(), OnBoardError> {
         let (layout, rewrites) = self.entry(path)?;
-        layout.read_at(offset, buf).map_err(|source| OnBoardError::Nar { path: path.to_owned(), source })?;
+        layout
+            .read_at(offset, buf)
+            .map_err(|source| OnBoardError::Nar {
+                path: path.to_owned(),
+                source,
+            })?;
         normalize::apply(buf, offset, rewrites, |_| Some(normalize::PLACEHOLDER));
         Ok(())
     }

@@ -8,11 +8,19 @@ use crate::chunking::chunk_id;
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum PayloadError {
     #[error("chunk {chunk}: payload of {len} bytes is larger than any encoding of a {raw_len}-byte chunk")]
-    TooLong { chunk: String, len: u32, raw_len: u32 },
+    TooLong {
+        chunk: String,
+        len: u32,
+        raw_len: u32,
+    },
     #[error("chunk {chunk}: payload does not decompress ({reason})")]
     Zstd { chunk: String, reason: String },
     #[error("chunk {chunk}: decoded to {found} bytes, the manifest says {expected}")]
-    Length { chunk: String, found: usize, expected: u32 },
+    Length {
+        chunk: String,
+        found: usize,
+        expected: u32,
+    },
     #[error("chunk {chunk}: BLAKE3 of its bytes is {found}: the payload was corrupted or forged")]
     Hash { chunk: String, found: String },
 }
@@ -48,25 +56,47 @@ pub fn max_encoded_len(raw_len: u32) -> u32 {
 
 /// Decode payload bytes into the chunk they carry and check the chunk's BLAKE3. A delta
 /// needs its `reference` bytes (read from the device's own store).
-pub fn decode(p: &Payload, bytes: &[u8], reference: Option<&[u8]>) -> Result<Vec<u8>, PayloadError> {
+pub fn decode(
+    p: &Payload,
+    bytes: &[u8],
+    reference: Option<&[u8]>,
+) -> Result<Vec<u8>, PayloadError> {
     let chunk = || short_id(&p.chunk);
     if bytes.len() as u64 > u64::from(max_encoded_len(p.raw_len)) {
-        return Err(PayloadError::TooLong { chunk: chunk(), len: bytes.len() as u32, raw_len: p.raw_len });
+        return Err(PayloadError::TooLong {
+            chunk: chunk(),
+            len: bytes.len() as u32,
+            raw_len: p.raw_len,
+        });
     }
     let data = match p.encoding {
         Encoding::Raw => bytes.to_vec(),
         // The capacity bounds the output: a hostile frame cannot make this allocate more.
-        Encoding::Zstd => zstd::bulk::decompress(bytes, p.raw_len as usize)
-            .map_err(|e| PayloadError::Zstd { chunk: chunk(), reason: e.to_string() })?,
+        Encoding::Zstd => {
+            zstd::bulk::decompress(bytes, p.raw_len as usize).map_err(|e| PayloadError::Zstd {
+                chunk: chunk(),
+                reason: e.to_string(),
+            })?
+        }
         Encoding::ZstdRef => {
-            let reference = reference.ok_or_else(|| PayloadError::Zstd { chunk: chunk(), reason: "its reference is not available".into() })?;
+            let reference = reference.ok_or_else(|| PayloadError::Zstd {
+                chunk: chunk(),
+                reason: "its reference is not available".into(),
+            })?;
             zstd::bulk::Decompressor::with_dictionary(reference)
                 .and_then(|mut d| d.decompress(bytes, p.raw_len as usize))
-                .map_err(|e| PayloadError::Zstd { chunk: chunk(), reason: e.to_string() })?
+                .map_err(|e| PayloadError::Zstd {
+                    chunk: chunk(),
+                    reason: e.to_string(),
+                })?
         }
     };
     if data.len() != p.raw_len as usize {
-        return Err(PayloadError::Length { chunk: chunk(), found: data.len(), expected: p.raw_len });
+        return Err(PayloadError::Length {
+            chunk: chunk(),
+            found: data.len(),
+            expected: p.raw_len,
+        });
     }
     verify(&p.chunk, &data)?;
     Ok(data)
@@ -76,7 +106,10 @@ pub fn decode(p: &Payload, bytes: &[u8], reference: Option<&[u8]>) -> Result<Vec
 pub fn verify(id: &ChunkId, data: &[u8]) -> Result<(), PayloadError> {
     let found = chunk_id(data);
     if &found != id {
-        return Err(PayloadError::Hash { chunk: short_id(id), found: short_id(&found) });
+        return Err(PayloadError::Hash {
+            chunk: short_id(id),
+            found: short_id(&found),
+        });
     }
     Ok(())
 }
@@ -90,7 +123,13 @@ mod tests {
         let data: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
         let (encoding, bytes) = encode(&data, 3);
         assert_eq!(encoding, Encoding::Zstd);
-        let p = Payload { chunk: chunk_id(&data), raw_len: data.len() as u32, encoded_len: bytes.len() as u32, encoding, reference: None };
+        let p = Payload {
+            chunk: chunk_id(&data),
+            raw_len: data.len() as u32,
+            encoded_len: bytes.len() as u32,
+            encoding,
+            reference: None,
+        };
         assert_eq!(decode(&p, &bytes, None).unwrap(), data);
         for i in [0, bytes.len() / 2, bytes.len() - 1] {
             let mut bad = bytes.clone();
@@ -102,8 +141,17 @@ mod tests {
         reference[500] ^= 1;
         let d = encode_delta(&data, 19, &reference, bytes.len()).unwrap();
         assert!(d.len() < 100, "{} byte delta", d.len());
-        let r = narlink_protocol::manifest::Reference { source: 0, offset: 0, len: reference.len() as u32 };
-        let pd = Payload { encoded_len: d.len() as u32, encoding: Encoding::ZstdRef, reference: Some(r), ..p };
+        let r = narlink_protocol::manifest::Reference {
+            source: 0,
+            offset: 0,
+            len: reference.len() as u32,
+        };
+        let pd = Payload {
+            encoded_len: d.len() as u32,
+            encoding: Encoding::ZstdRef,
+            reference: Some(r),
+            ..p
+        };
         assert_eq!(decode(&pd, &d, Some(&reference)).unwrap(), data);
         assert!(decode(&pd, &d, Some(&data[..1000])).is_err());
         assert!(decode(&pd, &d, None).is_err());

@@ -30,15 +30,25 @@ impl Progress {
         if !self.enabled {
             return;
         }
-        let every = if self.tty { Duration::from_millis(200) } else { Duration::from_secs(5) };
+        let every = if self.tty {
+            Duration::from_millis(200)
+        } else {
+            Duration::from_secs(5)
+        };
         let now = Instant::now();
-        if self.last.is_some_and(|l| now - l < every) || (self.last.is_none() && now - self.start < every) {
+        if self.last.is_some_and(|l| now - l < every)
+            || (self.last.is_none() && now - self.start < every)
+        {
             return;
         }
         self.last = Some(now);
         let line = format!("{}: {done}/{} {}", self.what, self.total, detail());
         let mut e = std::io::stderr().lock();
-        let _ = if self.tty { write!(e, "\r\x1b[K{line}") } else { writeln!(e, "{line}") };
+        let _ = if self.tty {
+            write!(e, "\r\x1b[K{line}")
+        } else {
+            writeln!(e, "{line}")
+        };
     }
 
     pub fn finish(&mut self) {
@@ -57,5 +67,9 @@ pub fn bytes(n: u64) -> String {
         v /= 1000.0;
         u += 1;
     }
-    if u == 0 { format!("{n} B") } else { format!("{v:.1} {}", UNITS[u]) }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
 }

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use narlink_protocol::digest::short;
 use narlink_protocol::fec;
 use narlink_protocol::frame::Frame;
-use narlink_protocol::params::{LinkParams, Limits};
+use narlink_protocol::params::{Limits, LinkParams};
 use narlink_protocol::receiver::{GroupTracker, Outcome};
 use narlink_protocol::sim::{LinkModel, Loss, Prob, Rng};
 use narlink_protocol::status::{Phase, StatusReport};
@@ -112,7 +112,11 @@ pub trait Device {
 }
 
 /// Run passes until the device reports the bundle decoded, or `max_passes`.
-pub fn run(ground: &mut FrameSource, device: &mut dyn Device, opts: &SimOptions) -> Result<SimReport, SimError> {
+pub fn run(
+    ground: &mut FrameSource,
+    device: &mut dyn Device,
+    opts: &SimOptions,
+) -> Result<SimReport, SimError> {
     let mut model = LinkModel::new(opts.seed).with_loss(match opts.burst {
         Some(b) if b > 1.0 => Loss::bursts(opts.loss, b),
         _ => Loss::iid(opts.loss),
@@ -129,7 +133,10 @@ pub fn run(ground: &mut FrameSource, device: &mut dyn Device, opts: &SimOptions)
     let mut rng = Rng::new(opts.seed ^ 0x5eed_b007);
     let params = ground.params();
     let layout = *ground.sender.layout();
-    let mut report = SimReport { payload_bytes: params.bundle_len, ..SimReport::default() };
+    let mut report = SimReport {
+        payload_bytes: params.bundle_len,
+        ..SimReport::default()
+    };
     let mut last: Option<StatusReport> = None;
     for pass in 1..=opts.max_passes {
         let plan = match &last {
@@ -215,10 +222,20 @@ pub struct MemoryDevice {
 }
 
 impl MemoryDevice {
-    pub fn new(id: [u8; 16], params: LinkParams, original: Vec<u8>) -> Result<MemoryDevice, SimError> {
+    pub fn new(
+        id: [u8; 16],
+        params: LinkParams,
+        original: Vec<u8>,
+    ) -> Result<MemoryDevice, SimError> {
         let tracker = GroupTracker::new(id, params, &Limits::default())
             .map_err(|e| SimError::Ground(GroundLinkError::Params(e)))?;
-        Ok(MemoryDevice { id, params, tracker, shards: HashMap::new(), original })
+        Ok(MemoryDevice {
+            id,
+            params,
+            tracker,
+            shards: HashMap::new(),
+            original,
+        })
     }
 }
 
@@ -229,16 +246,22 @@ impl Device for MemoryDevice {
             if reboot_at == Some(i) {
                 continue;
             }
-            let Ok(f) = Frame::decode(bytes) else { continue };
+            let Ok(f) = Frame::decode(bytes) else {
+                continue;
+            };
             let h = *f.header();
             if !self.tracker.peek_frame(&h).is_wanted() {
                 continue;
             }
-            self.shards.entry(h.group).or_default().push((h.shard, f.payload().to_vec()));
+            self.shards
+                .entry(h.group)
+                .or_default()
+                .push((h.shard, f.payload().to_vec()));
             if self.tracker.handle_frame(&h) == Outcome::Decodable {
                 let layout = *self.tracker.layout();
                 let held = self.shards.remove(&h.group).unwrap_or_default();
-                let refs: Vec<(u16, &[u8])> = held.iter().map(|(i, b)| (*i, b.as_slice())).collect();
+                let refs: Vec<(u16, &[u8])> =
+                    held.iter().map(|(i, b)| (*i, b.as_slice())).collect();
                 let code = fec::codec(self.params.codec);
                 let data = fec::decode_group(code.as_ref(), &self.params, &layout, h.group, &refs)
                     .map_err(|e| SimError::Ground(GroundLinkError::Fec(e)))?;
@@ -253,7 +276,11 @@ impl Device for MemoryDevice {
     }
 
     fn report(&mut self) -> Result<Vec<u8>, SimError> {
-        let phase = if self.tracker.is_complete() { Phase::Decoded } else { Phase::Receiving };
+        let phase = if self.tracker.is_complete() {
+            Phase::Decoded
+        } else {
+            Phase::Receiving
+        };
         let r = self.tracker.status_report(short(&[0; 32]), phase);
         let mut b = Vec::new();
         r.encode(&mut b);
@@ -394,16 +421,26 @@ pub fn simulate_update(
     ground_store.copy_to(&device_store, &v1_closure)?;
     crate::device::init::init(&work.join("device-state"), Some(&device_uri), progress)?;
     // A signing key for this run, derived from the seed; the device trusts it.
-    let key = narlink_protocol::signature::SecretKey::from_seed("narlink-sim-1", *blake3::hash(&opts.seed.to_le_bytes()).as_bytes());
+    let key = narlink_protocol::signature::SecretKey::from_seed(
+        "narlink-sim-1",
+        *blake3::hash(&opts.seed.to_le_bytes()).as_bytes(),
+    );
     DeviceState::open(&work.join("device-state"))?.set_trust(&[key.public()], false)?;
     crate::ground::init::init(&work.join("mirror"), ground_store, &roots[..1], progress)?;
     let mirror = crate::state::mirror::Mirror::open(&work.join("mirror"))?;
     let bundle = work.join("update.bundle");
-    let pack_opts = crate::ground::pack::PackOptions { progress, sign_key: Some(std::sync::Arc::new(key)), ..Default::default() };
+    let pack_opts = crate::ground::pack::PackOptions {
+        progress,
+        sign_key: Some(std::sync::Arc::new(key)),
+        ..Default::default()
+    };
     let pack = crate::ground::pack::pack(&mirror, ground_store, &roots[1..], &bundle, &pack_opts)?;
     let mut ground = FrameSource::open(&bundle, link, None)?;
     let state = DeviceState::open(&work.join("device-state"))?;
-    let mut device = StateDevice { state: &state, reboots: 0 };
+    let mut device = StateDevice {
+        state: &state,
+        reboots: 0,
+    };
     let report = run(&mut ground, &mut device, opts)?;
     let device_reboots = device.reboots;
     let mut imported_paths = 0;
@@ -412,7 +449,14 @@ pub fn simulate_update(
         let imp = crate::device::import::import_all(&state, &device_store, progress, false)?;
         imported_paths = imp.bundles.iter().map(|b| b.paths_imported).sum();
         let target = ground_store.closure(&roots[1..])?;
-        verified = device_store.verify_paths(&target).is_ok() && device_store.closure(&roots[1..])? == target;
+        verified = device_store.verify_paths(&target).is_ok()
+            && device_store.closure(&roots[1..])? == target;
     }
-    Ok(UpdateReport { link: report, pack, imported_paths, verified, device_reboots })
+    Ok(UpdateReport {
+        link: report,
+        pack,
+        imported_paths,
+        verified,
+        device_reboots,
+    })
 }

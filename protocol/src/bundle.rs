@@ -81,7 +81,12 @@ impl BundleHeader {
     }
 
     /// Build the header for an encoded manifest.
-    pub fn for_manifest(encoded_manifest: &[u8], raw_len: u32, payload_len: u64, signatures_len: u32) -> BundleHeader {
+    pub fn for_manifest(
+        encoded_manifest: &[u8],
+        raw_len: u32,
+        payload_len: u64,
+        signatures_len: u32,
+    ) -> BundleHeader {
         BundleHeader {
             manifest_encoding: MANIFEST_ZSTD,
             manifest_len: encoded_manifest.len() as u32,
@@ -167,17 +172,26 @@ mod tests {
         let enc = h.encode();
         assert_eq!(BundleHeader::decode(&enc), Ok(h));
         for n in 0..HEADER_LEN {
-            assert!(BundleHeader::decode(&enc[..n]).is_err(), "prefix {n} accepted");
+            assert!(
+                BundleHeader::decode(&enc[..n]).is_err(),
+                "prefix {n} accepted"
+            );
         }
         assert_eq!(h.verify_manifest(b"manifest"), Ok(()));
-        assert_eq!(h.verify_manifest(b"manifesT"), Err(BundleError::ManifestChecksum));
+        assert_eq!(
+            h.verify_manifest(b"manifesT"),
+            Err(BundleError::ManifestChecksum)
+        );
     }
 
     #[test]
     fn rejects_oversized_manifest_and_unknown_version() {
         let mut enc = BundleHeader::for_manifest(b"m", 1, 0, 0).encode();
         enc[16..20].copy_from_slice(&(MAX_MANIFEST_BYTES + 1).to_le_bytes());
-        assert!(matches!(BundleHeader::decode(&enc), Err(BundleError::ManifestTooLarge(_))));
+        assert!(matches!(
+            BundleHeader::decode(&enc),
+            Err(BundleError::ManifestTooLarge(_))
+        ));
         let mut enc = BundleHeader::for_manifest(b"m", 1, 0, 0).encode();
         enc[8] = 9;
         assert_eq!(BundleHeader::decode(&enc), Err(BundleError::Version(9)));

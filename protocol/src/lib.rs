@@ -3,14 +3,14 @@
 //! See `SPEC.md` beside this crate for byte layouts.
 pub mod bundle;
 pub mod digest;
-pub mod manifest;
 pub mod fec;
-pub mod layout;
-pub mod params;
-pub mod wire;
 pub mod frame;
+pub mod layout;
+pub mod manifest;
+pub mod params;
 pub mod receiver;
 pub mod schedule;
 pub mod signature;
 pub mod sim;
 pub mod status;
+pub mod wire;

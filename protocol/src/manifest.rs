@@ -141,8 +141,14 @@ pub enum ManifestError {
     Decode(String),
     #[error("manifest format version {found} is not supported (this narlink reads version {MANIFEST_VERSION}): upgrade narlink on this side")]
     Version { found: u16 },
-    #[error("manifest path {path}: chunk lengths add up to {sum} bytes, but narSize is {nar_size}")]
-    ChunkSum { path: String, sum: u64, nar_size: u64 },
+    #[error(
+        "manifest path {path}: chunk lengths add up to {sum} bytes, but narSize is {nar_size}"
+    )]
+    ChunkSum {
+        path: String,
+        sum: u64,
+        nar_size: u64,
+    },
     #[error("manifest path {path} references {reference}, which is neither on board nor earlier in the bundle")]
     Order { path: String, reference: String },
     #[error("manifest path {0}: hash rewrites overlap, run past the NAR, or name a hash it does not have")]
@@ -195,7 +201,9 @@ impl Manifest {
                 let next = at.checked_add(gap);
                 let ok = (i == 0 || gap >= 32)
                     && usize::from(index) <= p.references.len()
-                    && next.and_then(|n| n.checked_add(32)).is_some_and(|end| end <= p.nar_size);
+                    && next
+                        .and_then(|n| n.checked_add(32))
+                        .is_some_and(|end| end <= p.nar_size);
                 if !ok {
                     return Err(ManifestError::Rewrites(p.store_path.clone()));
                 }
@@ -220,7 +228,10 @@ impl Manifest {
         }
         for (index, p) in self.payloads.iter().enumerate() {
             if p.raw_len == 0 {
-                return Err(ManifestError::Payload { index, reason: "empty chunk" });
+                return Err(ManifestError::Payload {
+                    index,
+                    reason: "empty chunk",
+                });
             }
             if p.raw_len > self.chunking.max_size {
                 return Err(ManifestError::Payload {
@@ -235,12 +246,21 @@ impl Manifest {
                 });
             }
             match (p.encoding, p.reference) {
-                (Encoding::ZstdRef, Some(r)) if (r.source as usize) < self.sources.len() && r.len <= MAX_REFERENCE && r.len > 0 => {}
+                (Encoding::ZstdRef, Some(r))
+                    if (r.source as usize) < self.sources.len()
+                        && r.len <= MAX_REFERENCE
+                        && r.len > 0 => {}
                 (Encoding::ZstdRef, _) => {
-                    return Err(ManifestError::Payload { index, reason: "delta without a valid reference" });
+                    return Err(ManifestError::Payload {
+                        index,
+                        reason: "delta without a valid reference",
+                    });
                 }
                 (_, Some(_)) => {
-                    return Err(ManifestError::Payload { index, reason: "reference on a payload that is not a delta" });
+                    return Err(ManifestError::Payload {
+                        index,
+                        reason: "reference on a payload that is not a delta",
+                    });
                 }
                 _ => {}
             }
@@ -253,26 +273,52 @@ impl PathEntry {
     /// The full chunk list: explicit chunks with the copy runs inserted, the runs' chunks
     /// taken from `lookup(source path)` (the holder's own index). The lengths must add up to
     /// `nar_size`.
-    pub fn expand(&self, sources: &[String], mut lookup: impl FnMut(&str) -> Option<Vec<ChunkRef>>) -> Result<Vec<ChunkRef>, ManifestError> {
+    pub fn expand(
+        &self,
+        sources: &[String],
+        mut lookup: impl FnMut(&str) -> Option<Vec<ChunkRef>>,
+    ) -> Result<Vec<ChunkRef>, ManifestError> {
         if self.copies.is_empty() {
             return Ok(self.chunks.clone());
         }
-        let mut out = Vec::with_capacity(self.chunks.len() + self.copies.iter().map(|r| r.count as usize).sum::<usize>());
+        let mut out = Vec::with_capacity(
+            self.chunks.len() + self.copies.iter().map(|r| r.count as usize).sum::<usize>(),
+        );
         let mut explicit = self.chunks.iter();
         for r in &self.copies {
             while out.len() < r.at as usize {
-                out.push(*explicit.next().ok_or_else(|| ManifestError::Copies(self.store_path.clone()))?);
+                out.push(
+                    *explicit
+                        .next()
+                        .ok_or_else(|| ManifestError::Copies(self.store_path.clone()))?,
+                );
             }
-            let source = sources.get(r.source as usize).ok_or_else(|| ManifestError::Copies(self.store_path.clone()))?;
-            let bad = || ManifestError::CopySource { path: self.store_path.clone(), source_path: source.clone() };
+            let source = sources
+                .get(r.source as usize)
+                .ok_or_else(|| ManifestError::Copies(self.store_path.clone()))?;
+            let bad = || ManifestError::CopySource {
+                path: self.store_path.clone(),
+                source_path: source.clone(),
+            };
             let list = lookup(source).ok_or_else(bad)?;
-            let run = list.get(r.first as usize..(r.first as usize).checked_add(r.count as usize).ok_or_else(bad)?).ok_or_else(bad)?;
+            let run = list
+                .get(
+                    r.first as usize
+                        ..(r.first as usize)
+                            .checked_add(r.count as usize)
+                            .ok_or_else(bad)?,
+                )
+                .ok_or_else(bad)?;
             out.extend_from_slice(run);
         }
         out.extend(explicit);
         let sum: u64 = out.iter().map(|c| u64::from(c.len)).sum();
         if sum != self.nar_size {
-            return Err(ManifestError::ChunkSum { path: self.store_path.clone(), sum, nar_size: self.nar_size });
+            return Err(ManifestError::ChunkSum {
+                path: self.store_path.clone(),
+                sum,
+                nar_size: self.nar_size,
+            });
         }
         Ok(out)
     }
@@ -280,7 +326,11 @@ impl PathEntry {
 
 /// Replace runs of `chunks` found in `previous` (a path the device holds, `sources[source]`)
 /// by copy runs. Returns (explicit chunks, copy runs).
-pub fn compact(chunks: &[ChunkRef], previous: &[ChunkRef], source: u32) -> (Vec<ChunkRef>, Vec<CopyRun>) {
+pub fn compact(
+    chunks: &[ChunkRef],
+    previous: &[ChunkRef],
+    source: u32,
+) -> (Vec<ChunkRef>, Vec<CopyRun>) {
     let mut at: std::collections::HashMap<ChunkId, usize> = std::collections::HashMap::new();
     for (j, c) in previous.iter().enumerate().rev() {
         at.insert(c.id, j);
@@ -288,13 +338,25 @@ pub fn compact(chunks: &[ChunkRef], previous: &[ChunkRef], source: u32) -> (Vec<
     let (mut explicit, mut copies) = (Vec::new(), Vec::new());
     let mut i = 0;
     while i < chunks.len() {
-        match at.get(&chunks[i].id).copied().filter(|&j| previous[j].len == chunks[i].len) {
+        match at
+            .get(&chunks[i].id)
+            .copied()
+            .filter(|&j| previous[j].len == chunks[i].len)
+        {
             Some(j) => {
                 let mut n = 1;
-                while i + n < chunks.len() && j + n < previous.len() && chunks[i + n] == previous[j + n] {
+                while i + n < chunks.len()
+                    && j + n < previous.len()
+                    && chunks[i + n] == previous[j + n]
+                {
                     n += 1;
                 }
-                copies.push(CopyRun { at: i as u32, source, first: j as u32, count: n as u32 });
+                copies.push(CopyRun {
+                    at: i as u32,
+                    source,
+                    first: j as u32,
+                    count: n as u32,
+                });
                 i += n;
             }
             None => {

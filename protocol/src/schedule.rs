@@ -120,7 +120,9 @@ impl Sender {
             redundancy_percent,
             resend_margin_percent: 0,
             sent: vec![0; layout.group_count() as usize],
-            last_needed: (0..layout.group_count()).map(|g| layout.group_k(g).unwrap_or(0)).collect(),
+            last_needed: (0..layout.group_count())
+                .map(|g| layout.group_k(g).unwrap_or(0))
+                .collect(),
             sent_at_report: vec![0; layout.group_count() as usize],
             loss_ppm: INITIAL_LOSS_PPM,
             policy: ResendPolicy::default(),
@@ -279,7 +281,9 @@ impl Sender {
         let (mut sent, mut arrived) = (0u64, 0u64);
         for (group, needed) in report.needs() {
             let g = group as usize;
-            let Some(last) = self.last_needed.get_mut(g) else { continue };
+            let Some(last) = self.last_needed.get_mut(g) else {
+                continue;
+            };
             listed[g] = true;
             let delta = self.sent[g].saturating_sub(self.sent_at_report[g]);
             if delta > 0 {
@@ -454,7 +458,13 @@ mod tests {
         let groups = s.layout().group_count();
         assert_eq!(s.first_pass().count(), 100_000);
         // Every group got 80% of what was sent: loss 20%.
-        let r = StatusReport::new([0; 16], [0; 16], Phase::Receiving, (0..groups).map(|g| (g, 200))).unwrap();
+        let r = StatusReport::new(
+            [0; 16],
+            [0; 16],
+            Phase::Receiving,
+            (0..groups).map(|g| (g, 200)),
+        )
+        .unwrap();
         let n = s.resend(&r).unwrap().count() as u64;
         assert_eq!(s.loss_estimate_ppm(), 200_000);
         assert_eq!(n, u64::from(groups) * shards_to_send(200, 200_000));

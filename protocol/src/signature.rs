@@ -35,7 +35,9 @@ pub enum SignatureError {
     Block(&'static str),
     #[error("the bundle is not signed; this device only accepts bundles signed by {0}")]
     Unsigned(String),
-    #[error("the bundle is signed by {found}, none of which this device trusts (it trusts {trusted})")]
+    #[error(
+        "the bundle is signed by {found}, none of which this device trusts (it trusts {trusted})"
+    )]
     Untrusted { found: String, trusted: String },
     #[error("the signature by {0} does not match the manifest: the bundle was altered or forged")]
     Invalid(String),
@@ -63,13 +65,16 @@ pub struct Signature {
 
 fn split(s: &str) -> Result<(String, Vec<u8>), SignatureError> {
     let s = s.trim();
-    let (name, b64) = s.split_once(':').ok_or_else(|| SignatureError::KeyFormat(s.chars().take(40).collect()))?;
+    let (name, b64) = s
+        .split_once(':')
+        .ok_or_else(|| SignatureError::KeyFormat(s.chars().take(40).collect()))?;
     if name.is_empty() || name.len() > MAX_NAME {
         return Err(SignatureError::KeyFormat(name.chars().take(40).collect()));
     }
-    let bytes = STANDARD
-        .decode(b64)
-        .map_err(|_| SignatureError::Key { name: name.to_owned(), what: "not base64" })?;
+    let bytes = STANDARD.decode(b64).map_err(|_| SignatureError::Key {
+        name: name.to_owned(),
+        what: "not base64",
+    })?;
     Ok((name.to_owned(), bytes))
 }
 
@@ -85,31 +90,49 @@ impl SecretKey {
     pub fn from_nix(s: &str) -> Result<SecretKey, SignatureError> {
         let (name, bytes) = split(s)?;
         let Ok(pair) = <[u8; 64]>::try_from(bytes.as_slice()) else {
-            return Err(SignatureError::Key { name, what: "a secret key is 64 bytes" });
+            return Err(SignatureError::Key {
+                name,
+                what: "a secret key is 64 bytes",
+            });
         };
-        let key = SigningKey::from_keypair_bytes(&pair)
-            .map_err(|_| SignatureError::Key { name: name.clone(), what: "public half does not match the seed" })?;
+        let key = SigningKey::from_keypair_bytes(&pair).map_err(|_| SignatureError::Key {
+            name: name.clone(),
+            what: "public half does not match the seed",
+        })?;
         Ok(SecretKey { name, key })
     }
 
     /// A key from a 32-byte seed (for simulations and tests; real keys come from
     /// `nix-store --generate-binary-cache-key`).
     pub fn from_seed(name: &str, seed: [u8; 32]) -> SecretKey {
-        SecretKey { name: name.to_owned(), key: SigningKey::from_bytes(&seed) }
+        SecretKey {
+            name: name.to_owned(),
+            key: SigningKey::from_bytes(&seed),
+        }
     }
 
     /// `NAME:BASE64` of the 64-byte secret, as Nix writes it.
     pub fn to_nix(&self) -> String {
-        format!("{}:{}", self.name, STANDARD.encode(self.key.to_keypair_bytes()))
+        format!(
+            "{}:{}",
+            self.name,
+            STANDARD.encode(self.key.to_keypair_bytes())
+        )
     }
 
     pub fn public(&self) -> PublicKey {
-        PublicKey { name: self.name.clone(), key: self.key.verifying_key() }
+        PublicKey {
+            name: self.name.clone(),
+            key: self.key.verifying_key(),
+        }
     }
 
     /// Sign the manifest whose encoded bytes hash (BLAKE3) to `manifest_hash`.
     pub fn sign(&self, manifest_hash: &[u8; 32]) -> Signature {
-        Signature { name: self.name.clone(), bytes: self.key.sign(&message(manifest_hash)).to_bytes() }
+        Signature {
+            name: self.name.clone(),
+            bytes: self.key.sign(&message(manifest_hash)).to_bytes(),
+        }
     }
 }
 
@@ -118,9 +141,15 @@ impl PublicKey {
     pub fn from_nix(s: &str) -> Result<PublicKey, SignatureError> {
         let (name, bytes) = split(s)?;
         let Ok(raw) = <[u8; 32]>::try_from(bytes.as_slice()) else {
-            return Err(SignatureError::Key { name, what: "a public key is 32 bytes" });
+            return Err(SignatureError::Key {
+                name,
+                what: "a public key is 32 bytes",
+            });
         };
-        let key = VerifyingKey::from_bytes(&raw).map_err(|_| SignatureError::Key { name: name.clone(), what: "not a valid ed25519 point" })?;
+        let key = VerifyingKey::from_bytes(&raw).map_err(|_| SignatureError::Key {
+            name: name.clone(),
+            what: "not a valid ed25519 point",
+        })?;
         Ok(PublicKey { name, key })
     }
 
@@ -138,19 +167,27 @@ fn message(manifest_hash: &[u8; 32]) -> Vec<u8> {
 
 /// Check that at least one signature is by a trusted key and that every signature by a
 /// trusted key is valid. `trusted` empty means the caller decided to accept unsigned bundles.
-pub fn verify(manifest_hash: &[u8; 32], sigs: &[Signature], trusted: &[PublicKey]) -> Result<Option<String>, SignatureError> {
+pub fn verify(
+    manifest_hash: &[u8; 32],
+    sigs: &[Signature],
+    trusted: &[PublicKey],
+) -> Result<Option<String>, SignatureError> {
     if trusted.is_empty() {
         return Ok(None);
     }
     let names = |v: &mut dyn Iterator<Item = &str>| v.collect::<Vec<_>>().join(", ");
     if sigs.is_empty() {
-        return Err(SignatureError::Unsigned(names(&mut trusted.iter().map(|k| k.name.as_str()))));
+        return Err(SignatureError::Unsigned(names(
+            &mut trusted.iter().map(|k| k.name.as_str()),
+        )));
     }
     let mut good = None;
     for s in sigs {
         for k in trusted.iter().filter(|k| k.name == s.name) {
             let sig = ed25519_dalek::Signature::from_bytes(&s.bytes);
-            k.key.verify(&message(manifest_hash), &sig).map_err(|_| SignatureError::Invalid(s.name.clone()))?;
+            k.key
+                .verify(&message(manifest_hash), &sig)
+                .map_err(|_| SignatureError::Invalid(s.name.clone()))?;
             good = Some(s.name.clone());
         }
     }
@@ -189,11 +226,18 @@ pub fn decode_block(bytes: &[u8]) -> Result<Vec<Signature>, SignatureError> {
             return Err(SignatureError::Block("bad key name length"));
         }
         let name = r.take(n).map_err(|_| SignatureError::Block("truncated"))?;
-        let name = std::str::from_utf8(name).map_err(|_| SignatureError::Block("key name is not UTF-8"))?;
-        let bytes = r.take_array::<64>().map_err(|_| SignatureError::Block("truncated"))?;
-        sigs.push(Signature { name: name.to_owned(), bytes });
+        let name = std::str::from_utf8(name)
+            .map_err(|_| SignatureError::Block("key name is not UTF-8"))?;
+        let bytes = r
+            .take_array::<64>()
+            .map_err(|_| SignatureError::Block("truncated"))?;
+        sigs.push(Signature {
+            name: name.to_owned(),
+            bytes,
+        });
     }
-    r.expect_end().map_err(|_| SignatureError::Block("trailing bytes"))?;
+    r.expect_end()
+        .map_err(|_| SignatureError::Block("trailing bytes"))?;
     Ok(sigs)
 }
 
@@ -216,10 +260,22 @@ mod tests {
         let sig = sk.sign(&h);
         let (sigs, keys) = (std::slice::from_ref(&sig), std::slice::from_ref(&pk));
         assert_eq!(verify(&h, sigs, keys), Ok(Some("test-1".into())));
-        assert!(matches!(verify(&[8; 32], sigs, keys), Err(SignatureError::Invalid(_))));
-        assert!(matches!(verify(&h, &[], keys), Err(SignatureError::Unsigned(_))));
-        let other = Signature { name: "other-1".into(), ..sig.clone() };
-        assert!(matches!(verify(&h, &[other], &[pk]), Err(SignatureError::Untrusted { .. })));
+        assert!(matches!(
+            verify(&[8; 32], sigs, keys),
+            Err(SignatureError::Invalid(_))
+        ));
+        assert!(matches!(
+            verify(&h, &[], keys),
+            Err(SignatureError::Unsigned(_))
+        ));
+        let other = Signature {
+            name: "other-1".into(),
+            ..sig.clone()
+        };
+        assert!(matches!(
+            verify(&h, &[other], &[pk]),
+            Err(SignatureError::Untrusted { .. })
+        ));
         let block = encode_block(std::slice::from_ref(&sig));
         assert_eq!(decode_block(&block).unwrap(), vec![sig]);
         for n in 0..block.len() {

@@ -2,7 +2,9 @@
 //! encode/decode pair round-trips, and decoding any bytes is total.
 
 use narlink_protocol::bundle::{BundleHeader, HEADER_LEN};
-use narlink_protocol::manifest::{ChunkParams, ChunkRef, Encoding, Manifest, PathEntry, Payload, MANIFEST_VERSION};
+use narlink_protocol::manifest::{
+    ChunkParams, ChunkRef, Encoding, Manifest, PathEntry, Payload, MANIFEST_VERSION,
+};
 use narlink_protocol::signature::{decode_block, encode_block, Signature, MAX_NAME};
 use proptest::prelude::*;
 
@@ -22,7 +24,11 @@ fn path_entry() -> impl Strategy<Value = PathEntry> {
             store_path: format!("/nix/store/{name}"),
             nar_hash,
             nar_size: chunks.iter().map(|c| u64::from(c.len)).sum(),
-            rewrites: if chunks.iter().map(|c| u64::from(c.len)).sum::<u64>() >= 100 { vec![(3, 0), (40, 0)] } else { Vec::new() },
+            rewrites: if chunks.iter().map(|c| u64::from(c.len)).sum::<u64>() >= 100 {
+                vec![(3, 0), (40, 0)]
+            } else {
+                Vec::new()
+            },
             references,
             deriver,
             chunks,
@@ -31,13 +37,19 @@ fn path_entry() -> impl Strategy<Value = PathEntry> {
 }
 
 fn payload() -> impl Strategy<Value = Payload> {
-    (any::<[u8; 32]>(), 1u32..=262_144, any::<bool>(), 1u32..300_000).prop_map(|(chunk, raw_len, zstd, enc)| Payload {
-        chunk,
-        raw_len,
-        encoded_len: if zstd { enc } else { raw_len },
-        encoding: if zstd { Encoding::Zstd } else { Encoding::Raw },
-        reference: None,
-    })
+    (
+        any::<[u8; 32]>(),
+        1u32..=262_144,
+        any::<bool>(),
+        1u32..300_000,
+    )
+        .prop_map(|(chunk, raw_len, zstd, enc)| Payload {
+            chunk,
+            raw_len,
+            encoded_len: if zstd { enc } else { raw_len },
+            encoding: if zstd { Encoding::Zstd } else { Encoding::Raw },
+            reference: None,
+        })
 }
 
 fn manifest() -> impl Strategy<Value = Manifest> {
@@ -48,21 +60,28 @@ fn manifest() -> impl Strategy<Value = Manifest> {
         any::<[u8; 32]>(),
         any::<u64>(),
     )
-        .prop_map(|(mut paths, payloads, base_digest, target_digest, sequence)| {
-            paths.sort_by(|a, b| a.store_path.cmp(&b.store_path));
-            paths.dedup_by(|a, b| a.store_path == b.store_path);
-            Manifest {
-                version: MANIFEST_VERSION,
-                chunking: ChunkParams { algorithm: 2, min_size: 16 << 10, avg_size: 64 << 10, max_size: 256 << 10 },
-                base_digest,
-                target_digest,
-                sequence,
-                roots: paths.iter().take(1).map(|p| p.store_path.clone()).collect(),
-                paths,
-                payloads,
-                sources: Vec::new(),
-            }
-        })
+        .prop_map(
+            |(mut paths, payloads, base_digest, target_digest, sequence)| {
+                paths.sort_by(|a, b| a.store_path.cmp(&b.store_path));
+                paths.dedup_by(|a, b| a.store_path == b.store_path);
+                Manifest {
+                    version: MANIFEST_VERSION,
+                    chunking: ChunkParams {
+                        algorithm: 2,
+                        min_size: 16 << 10,
+                        avg_size: 64 << 10,
+                        max_size: 256 << 10,
+                    },
+                    base_digest,
+                    target_digest,
+                    sequence,
+                    roots: paths.iter().take(1).map(|p| p.store_path.clone()).collect(),
+                    paths,
+                    payloads,
+                    sources: Vec::new(),
+                }
+            },
+        )
 }
 
 proptest! {
@@ -110,7 +129,15 @@ fn compact_then_expand_gives_the_chunks_back() {
     use narlink_protocol::manifest::compact;
     let c = |i: u8, len: u32| ChunkRef { id: [i; 32], len };
     let previous: Vec<ChunkRef> = (0..10).map(|i| c(i, 100)).collect();
-    let chunks = vec![c(0, 100), c(1, 100), c(42, 7), c(5, 100), c(6, 100), c(7, 100), c(43, 9)];
+    let chunks = vec![
+        c(0, 100),
+        c(1, 100),
+        c(42, 7),
+        c(5, 100),
+        c(6, 100),
+        c(7, 100),
+        c(43, 9),
+    ];
     let (explicit, copies) = compact(&chunks, &previous, 0);
     assert_eq!(explicit, vec![c(42, 7), c(43, 9)]);
     assert_eq!(copies.len(), 2);
@@ -125,7 +152,12 @@ fn compact_then_expand_gives_the_chunks_back() {
         rewrites: vec![],
     };
     let sources = vec!["/nix/store/q".to_owned()];
-    assert_eq!(entry.expand(&sources, |_| Some(previous.clone())).unwrap(), chunks);
+    assert_eq!(
+        entry.expand(&sources, |_| Some(previous.clone())).unwrap(),
+        chunks
+    );
     assert!(entry.expand(&sources, |_| None).is_err());
-    assert!(entry.expand(&sources, |_| Some(previous[..5].to_vec())).is_err());
+    assert!(entry
+        .expand(&sources, |_| Some(previous[..5].to_vec()))
+        .is_err());
 }

@@ -66,8 +66,10 @@ fn read_keys(files: &[PathBuf]) -> anyhow::Result<Vec<narlink_protocol::signatur
     files
         .iter()
         .map(|p| {
-            let text = std::fs::read_to_string(p).with_context(|| format!("reading public key {}", p.display()))?;
-            narlink_protocol::signature::PublicKey::from_nix(&text).with_context(|| format!("public key {}", p.display()))
+            let text = std::fs::read_to_string(p)
+                .with_context(|| format!("reading public key {}", p.display()))?;
+            narlink_protocol::signature::PublicKey::from_nix(&text)
+                .with_context(|| format!("public key {}", p.display()))
         })
         .collect()
 }
@@ -218,12 +220,23 @@ pub fn run(c: Command, progress: bool) -> anyhow::Result<ExitCode> {
                 ..d
             })?;
             if a.allow_unsigned {
-                eprintln!("narlink: WARNING: {} accepts UNSIGNED bundles", a.state.display());
+                eprintln!(
+                    "narlink: WARNING: {} accepts UNSIGNED bundles",
+                    a.state.display()
+                );
             }
             output(a.json, &r, || {
-                let mut s = format!("device state {}: {} paths indexed ({}, {} chunks)", a.state.display(), r.paths, bytes(r.nar_bytes), r.chunks);
+                let mut s = format!(
+                    "device state {}: {} paths indexed ({}, {} chunks)",
+                    a.state.display(),
+                    r.paths,
+                    bytes(r.nar_bytes),
+                    r.chunks
+                );
                 for d in &r.damaged {
-                    s.push_str(&format!("\nwarning: {d} does not match its narHash; left out of the index"));
+                    s.push_str(&format!(
+                        "\nwarning: {d} does not match its narHash; left out of the index"
+                    ));
                 }
                 s
             })?;
@@ -234,7 +247,8 @@ pub fn run(c: Command, progress: bool) -> anyhow::Result<ExitCode> {
             output(a.json, &r, || r.render())?;
             if a.import {
                 let store = NixStore::new(state.store_uri()?.as_deref());
-                let imp = import::import_all(&state, &store, progress, true).context("device import")?;
+                let imp =
+                    import::import_all(&state, &store, progress, true).context("device import")?;
                 if !a.json {
                     println!("{}", render_import(&imp));
                 }
@@ -243,7 +257,10 @@ pub fn run(c: Command, progress: bool) -> anyhow::Result<ExitCode> {
                 anyhow::bail!("{p} is neither a narlink bundle nor a stream of narlink frames");
             }
             if !r.rejected().is_empty() {
-                anyhow::bail!("{} payloads failed verification and were dropped; the bundle is incomplete", r.rejected().len());
+                anyhow::bail!(
+                    "{} payloads failed verification and were dropped; the bundle is incomplete",
+                    r.rejected().len()
+                );
             }
         }
         Command::Import(a) => {
@@ -253,12 +270,29 @@ pub fn run(c: Command, progress: bool) -> anyhow::Result<ExitCode> {
                 None => state.store_uri()?,
             };
             let store = NixStore::new(uri.as_deref());
-            let r = import::import_all(&state, &store, progress, a.partial).context("device import")?;
-            let root = r.bundles.iter().rev().find(|b| b.complete).and_then(|b| b.roots.first().cloned());
-            let activation = match (root, a.profile.clone().or_else(|| a.activate.as_ref().map(|_| store.default_profile()))) {
+            let r =
+                import::import_all(&state, &store, progress, a.partial).context("device import")?;
+            let root = r
+                .bundles
+                .iter()
+                .rev()
+                .find(|b| b.complete)
+                .and_then(|b| b.roots.first().cloned());
+            let activation = match (
+                root,
+                a.profile
+                    .clone()
+                    .or_else(|| a.activate.as_ref().map(|_| store.default_profile())),
+            ) {
                 (Some(root), Some(profile)) => Some(
-                    activate::activate(&store, &profile, &root, a.activate.as_deref(), std::time::Duration::from_secs(a.activate_timeout))
-                        .context("activation")?,
+                    activate::activate(
+                        &store,
+                        &profile,
+                        &root,
+                        a.activate.as_deref(),
+                        std::time::Duration::from_secs(a.activate_timeout),
+                    )
+                    .context("activation")?,
                 ),
                 _ => None,
             };
@@ -268,21 +302,37 @@ pub fn run(c: Command, progress: bool) -> anyhow::Result<ExitCode> {
                 import: &'a import::ImportReport,
                 activation: &'a Option<activate::ActivationReport>,
             }
-            output(a.json, &Out { import: &r, activation: &activation }, || {
-                let mut s = render_import(&r);
-                if let Some(act) = &activation {
-                    s.push_str(&format!("\nprofile {}: generation {} -> {}", act.profile.display(), act.generation, act.root));
-                    if let Some(f) = &act.failure {
-                        s.push_str(&format!("\nACTIVATION FAILED: {f}"));
+            output(
+                a.json,
+                &Out {
+                    import: &r,
+                    activation: &activation,
+                },
+                || {
+                    let mut s = render_import(&r);
+                    if let Some(act) = &activation {
+                        s.push_str(&format!(
+                            "\nprofile {}: generation {} -> {}",
+                            act.profile.display(),
+                            act.generation,
+                            act.root
+                        ));
+                        if let Some(f) = &act.failure {
+                            s.push_str(&format!("\nACTIVATION FAILED: {f}"));
+                        }
+                        s.push_str(&format!(
+                            "\nlive generation: {}{}",
+                            act.live_generation.map_or("none".into(), |g| g.to_string()),
+                            if act.rolled_back {
+                                " (rolled back)"
+                            } else {
+                                ""
+                            }
+                        ));
                     }
-                    s.push_str(&format!(
-                        "\nlive generation: {}{}",
-                        act.live_generation.map_or("none".into(), |g| g.to_string()),
-                        if act.rolled_back { " (rolled back)" } else { "" }
-                    ));
-                }
-                s
-            })?;
+                    s
+                },
+            )?;
             if let Some(act) = activation.filter(|a| !a.activated) {
                 anyhow::bail!(
                     "activation of generation {} failed; generation {} is live",
@@ -295,12 +345,21 @@ pub fn run(c: Command, progress: bool) -> anyhow::Result<ExitCode> {
             let state = DeviceState::open(&a.state)?;
             let store = NixStore::new(state.store_uri()?.as_deref());
             let profile = a.profile.clone().unwrap_or_else(|| store.default_profile());
-            let opts = gc::GcOptions { collect: !a.no_collect, profile: Some(profile), keep_generations: a.keep_generations, progress };
+            let opts = gc::GcOptions {
+                collect: !a.no_collect,
+                profile: Some(profile),
+                keep_generations: a.keep_generations,
+                progress,
+            };
             let r = gc::gc(&state, &store, &opts).context("device gc")?;
             output(a.json, &r, || {
                 format!(
                     "{}{} paths left the index, {} joined it; state {} -> {}",
-                    if r.nix.is_empty() { String::new() } else { format!("nix: {}\n", r.nix) },
+                    if r.nix.is_empty() {
+                        String::new()
+                    } else {
+                        format!("nix: {}\n", r.nix)
+                    },
                     r.removed_from_index.len(),
                     r.added_to_index,
                     r.digest_before,
@@ -314,7 +373,17 @@ pub fn run(c: Command, progress: bool) -> anyhow::Result<ExitCode> {
             state.set_trust(&keys, a.allow_unsigned)?;
             let (all, allow) = state.trust()?;
             let names: Vec<String> = all.iter().map(|k| k.name.clone()).collect();
-            output(a.json, &names, || format!("trusted keys: {}{}", names.join(", "), if allow { "; UNSIGNED bundles accepted" } else { "" }))?;
+            output(a.json, &names, || {
+                format!(
+                    "trusted keys: {}{}",
+                    names.join(", "),
+                    if allow {
+                        "; UNSIGNED bundles accepted"
+                    } else {
+                        ""
+                    }
+                )
+            })?;
         }
         Command::Listen(a) => {
             let endpoint = match (a.endpoint.udp, a.endpoint.tcp, a.endpoint.unix.clone()) {
@@ -340,21 +409,39 @@ pub fn run(c: Command, progress: bool) -> anyhow::Result<ExitCode> {
             })
             .context("device listen")?;
             output(a.json, &r, || {
-                format!("{} frames; bundles completed: {}; imported: {}", r.frames, r.bundles_completed.join(" "), r.bundles_imported.join(" "))
+                format!(
+                    "{} frames; bundles completed: {}; imported: {}",
+                    r.frames,
+                    r.bundles_completed.join(" "),
+                    r.bundles_imported.join(" ")
+                )
             })?;
         }
         Command::Status(a) => {
             let state = DeviceState::open(&a.state)?;
             let (report, encoded) = status::report(&state)?;
-            std::fs::write(&a.out, &encoded).with_context(|| format!("writing {}", a.out.display()))?;
+            std::fs::write(&a.out, &encoded)
+                .with_context(|| format!("writing {}", a.out.display()))?;
             if let Some(inv) = &a.inventory {
                 let bytes = narlink::inventory::encode(&state.db.paths()?);
-                std::fs::write(inv, &bytes).with_context(|| format!("writing {}", inv.display()))?;
+                std::fs::write(inv, &bytes)
+                    .with_context(|| format!("writing {}", inv.display()))?;
                 if !a.json {
-                    println!("inventory ({} bytes) written to {}", bytes.len(), inv.display());
+                    println!(
+                        "inventory ({} bytes) written to {}",
+                        bytes.len(),
+                        inv.display()
+                    );
                 }
             }
-            output(a.json, &report, || format!("{} ({} bytes) written to {}", report.summary(), encoded.len(), a.out.display()))?;
+            output(a.json, &report, || {
+                format!(
+                    "{} ({} bytes) written to {}",
+                    report.summary(),
+                    encoded.len(),
+                    a.out.display()
+                )
+            })?;
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -364,7 +451,11 @@ fn render_import(r: &import::ImportReport) -> String {
     if r.bundles.is_empty() {
         return "nothing to import".into();
     }
-    let refused = r.refused.iter().map(|e| format!("\nrefused: {e}")).collect::<String>();
+    let refused = r
+        .refused
+        .iter()
+        .map(|e| format!("\nrefused: {e}"))
+        .collect::<String>();
     r.bundles
         .iter()
         .map(|b| {
@@ -374,7 +465,11 @@ fn render_import(r: &import::ImportReport) -> String {
                 b.paths_imported,
                 bytes(b.nar_bytes),
                 b.paths_already_valid,
-                if b.complete { "" } else { " (partial: the bundle is still arriving)" },
+                if b.complete {
+                    ""
+                } else {
+                    " (partial: the bundle is still arriving)"
+                },
                 b.roots.join(" ")
             )
         })

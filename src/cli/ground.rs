@@ -145,7 +145,13 @@ pub fn run(c: Command, progress: bool) -> anyhow::Result<ExitCode> {
             let r = init::init(&a.mirror, &store, &a.roots, progress)
                 .with_context(|| format!("ground init of mirror {}", a.mirror.display()))?;
             output(a.json, &r, || {
-                format!("mirror {}: device holds {} paths ({}, {} chunks)", a.mirror.display(), r.paths, bytes(r.nar_bytes), r.chunks)
+                format!(
+                    "mirror {}: device holds {} paths ({}, {} chunks)",
+                    a.mirror.display(),
+                    r.paths,
+                    bytes(r.nar_bytes),
+                    r.chunks
+                )
             })?;
         }
         Command::Pack(a) => {
@@ -153,13 +159,20 @@ pub fn run(c: Command, progress: bool) -> anyhow::Result<ExitCode> {
             let mirror = Mirror::open(&a.mirror)?;
             let sign_key = match &a.sign_key {
                 Some(p) => {
-                    let text = std::fs::read_to_string(p).with_context(|| format!("reading secret key {}", p.display()))?;
-                    let key = narlink_protocol::signature::SecretKey::from_nix(&text).with_context(|| format!("secret key {}", p.display()))?;
+                    let text = std::fs::read_to_string(p)
+                        .with_context(|| format!("reading secret key {}", p.display()))?;
+                    let key = narlink_protocol::signature::SecretKey::from_nix(&text)
+                        .with_context(|| format!("secret key {}", p.display()))?;
                     Some(std::sync::Arc::new(key))
                 }
                 None => None,
             };
-            let opts = pack::PackOptions { zstd_level: a.level, sign_key, progress, ..Default::default() };
+            let opts = pack::PackOptions {
+                zstd_level: a.level,
+                sign_key,
+                progress,
+                ..Default::default()
+            };
             let r = pack::pack(&mirror, &store, &a.roots, &a.out, &opts)
                 .with_context(|| format!("ground pack into {}", a.out.display()))?;
             let options = a.link.options();
@@ -167,30 +180,46 @@ pub fn run(c: Command, progress: bool) -> anyhow::Result<ExitCode> {
             let mut source = link::FrameSource::open(&out_abs, options, None)?;
             let mut emitted = link::EmitReport::default();
             if let Some(dest) = &a.frames {
-                let mut sink = link::FrameSink::open(dest).with_context(|| format!("opening {}", dest.display()))?;
+                let mut sink = link::FrameSink::open(dest)
+                    .with_context(|| format!("opening {}", dest.display()))?;
                 let pass = source.sender.first_pass();
                 emitted = source.emit(pass, None, &mut |f| sink.write(f))?;
-                sink.finish().with_context(|| format!("writing {}", dest.display()))?;
+                sink.finish()
+                    .with_context(|| format!("writing {}", dest.display()))?;
             }
             mirror.put_send(&source.id(), &source.record(options))?;
-            let o = PackOutput { pack: &r, frames: emitted.frames, frame_bytes: emitted.bytes };
+            let o = PackOutput {
+                pack: &r,
+                frames: emitted.frames,
+                frame_bytes: emitted.bytes,
+            };
             output(a.json, &o, || {
                 let mut s = r.render();
                 if a.frames.is_some() {
-                    s.push_str(&format!("\nframes:           {} ({}, {} parity)", emitted.frames, bytes(emitted.bytes), emitted.parity_frames));
+                    s.push_str(&format!(
+                        "\nframes:           {} ({}, {} parity)",
+                        emitted.frames,
+                        bytes(emitted.bytes),
+                        emitted.parity_frames
+                    ));
                 }
                 s
             })?;
         }
         Command::Ack(a) => {
             let mirror = Mirror::open(&a.mirror)?;
-            let bytes = std::fs::read(&a.report).with_context(|| format!("reading {}", a.report.display()))?;
-            let mut r = ack::ack(&mirror, &bytes).with_context(|| format!("ground ack of {}", a.report.display()))?;
+            let bytes = std::fs::read(&a.report)
+                .with_context(|| format!("reading {}", a.report.display()))?;
+            let mut r = ack::ack(&mirror, &bytes)
+                .with_context(|| format!("ground ack of {}", a.report.display()))?;
             if let (false, Some(inv)) = (r.in_step, &a.inventory) {
-                let raw = std::fs::read(inv).with_context(|| format!("reading {}", inv.display()))?;
-                let paths = narlink::inventory::decode(&raw).with_context(|| format!("inventory {}", inv.display()))?;
+                let raw =
+                    std::fs::read(inv).with_context(|| format!("reading {}", inv.display()))?;
+                let paths = narlink::inventory::decode(&raw)
+                    .with_context(|| format!("inventory {}", inv.display()))?;
                 let store = NixStore::new(a.store.as_deref());
-                let rs = narlink::ground::resync::resync(&mirror, &store, &paths, progress).context("rebuilding the mirror")?;
+                let rs = narlink::ground::resync::resync(&mirror, &store, &paths, progress)
+                    .context("rebuilding the mirror")?;
                 r.in_step = rs.digest == r.device_digest;
                 r.mirror_digest = rs.digest.clone();
                 r.resync = Some(rs);
@@ -202,23 +231,34 @@ pub fn run(c: Command, progress: bool) -> anyhow::Result<ExitCode> {
         }
         Command::Resend(a) => {
             let mirror = Mirror::open(&a.mirror)?;
-            let raw = std::fs::read(&a.status).with_context(|| format!("reading {}", a.status.display()))?;
+            let raw = std::fs::read(&a.status)
+                .with_context(|| format!("reading {}", a.status.display()))?;
             let report = narlink_protocol::status::StatusReport::decode(&raw)
                 .with_context(|| format!("status report {}", a.status.display()))?;
             let id = report.bundle_id;
             let rec = mirror.send_record(&id)?.with_context(|| {
-                format!("the mirror has no bundle {} to resend: it was not packed here", pack::hex(&id))
+                format!(
+                    "the mirror has no bundle {} to resend: it was not packed here",
+                    pack::hex(&id)
+                )
             })?;
-            let mut source = link::FrameSource::open(&rec.bundle_path, rec.options, Some(rec.sent))?;
+            let mut source =
+                link::FrameSource::open(&rec.bundle_path, rec.options, Some(rec.sent))?;
             let pass = source.sender.resend(&report)?;
-            let mut sink = link::FrameSink::open(&a.frames).with_context(|| format!("opening {}", a.frames.display()))?;
+            let mut sink = link::FrameSink::open(&a.frames)
+                .with_context(|| format!("opening {}", a.frames.display()))?;
             let emitted = source.emit(pass, a.budget, &mut |f| sink.write(f))?;
-            sink.finish().with_context(|| format!("writing {}", a.frames.display()))?;
+            sink.finish()
+                .with_context(|| format!("writing {}", a.frames.display()))?;
             mirror.put_send(&id, &source.record(rec.options))?;
             output(a.json, &emitted, || {
                 format!(
                     "bundle {}: {} frames ({}), {} new parity; {} shards wait for the next pass",
-                    pack::hex(&id), emitted.frames, bytes(emitted.bytes), emitted.parity_frames, emitted.deferred
+                    pack::hex(&id),
+                    emitted.frames,
+                    bytes(emitted.bytes),
+                    emitted.parity_frames,
+                    emitted.deferred
                 )
             })?;
         }

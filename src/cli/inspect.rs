@@ -18,8 +18,10 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> anyhow::Result<ExitCode> {
-    let f = std::fs::File::open(&a.file).with_context(|| format!("opening {}", a.file.display()))?;
-    let i: Inspection = inspect(std::io::BufReader::new(f)).with_context(|| format!("inspecting {}", a.file.display()))?;
+    let f =
+        std::fs::File::open(&a.file).with_context(|| format!("opening {}", a.file.display()))?;
+    let i: Inspection = inspect(std::io::BufReader::new(f))
+        .with_context(|| format!("inspecting {}", a.file.display()))?;
     output(a.json, &i, || i.render())?;
     Ok(ExitCode::SUCCESS)
 }

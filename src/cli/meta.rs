@@ -61,13 +61,28 @@ pub fn man(a: ManArgs) -> anyhow::Result<ExitCode> {
     cmd.build();
     let mut pages = Vec::new();
     write_pages(&cmd, &dir, &mut pages)?;
-    super::output(a.json, &ManOut { dir: dir.clone(), pages: pages.clone() }, || {
-        pages.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join("\n")
-    })?;
+    super::output(
+        a.json,
+        &ManOut {
+            dir: dir.clone(),
+            pages: pages.clone(),
+        },
+        || {
+            pages
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join("\n")
+        },
+    )?;
     Ok(ExitCode::SUCCESS)
 }
 
-fn write_pages(cmd: &clap::Command, dir: &std::path::Path, pages: &mut Vec<PathBuf>) -> anyhow::Result<()> {
+fn write_pages(
+    cmd: &clap::Command,
+    dir: &std::path::Path,
+    pages: &mut Vec<PathBuf>,
+) -> anyhow::Result<()> {
     let man = clap_mangen::Man::new(cmd.clone());
     let path = dir.join(man.get_filename());
     let mut buf = Vec::new();

@@ -12,7 +12,11 @@ use clap::{Parser, Subcommand};
 use serde::Serialize;
 
 #[derive(Parser)]
-#[command(name = "narlink", version, about = "Ship Nix store updates to devices behind a lossy, intermittent uplink")]
+#[command(
+    name = "narlink",
+    version,
+    about = "Ship Nix store updates to devices behind a lossy, intermittent uplink"
+)]
 pub struct Cli {
     /// No progress output on standard error.
     #[arg(long, short, global = true)]
@@ -52,7 +56,11 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 }
 
 /// Print `value` as one JSON object, or `human` otherwise.
-pub(crate) fn output<T: Serialize>(json: bool, value: &T, human: impl FnOnce() -> String) -> anyhow::Result<()> {
+pub(crate) fn output<T: Serialize>(
+    json: bool,
+    value: &T,
+    human: impl FnOnce() -> String,
+) -> anyhow::Result<()> {
     use std::io::Write;
     let mut out = std::io::stdout().lock();
     if json {

@@ -67,7 +67,11 @@ pub struct Args {
 }
 
 pub fn run(a: Args, progress: bool) -> anyhow::Result<ExitCode> {
-    let link = LinkOptions { frame_size: a.frame_size, redundancy_percent: a.redundancy, ..LinkOptions::default() };
+    let link = LinkOptions {
+        frame_size: a.frame_size,
+        redundancy_percent: a.redundancy,
+        ..LinkOptions::default()
+    };
     let mut opts = SimOptions {
         loss: a.loss,
         burst: a.burst,
@@ -98,12 +102,26 @@ pub fn run(a: Args, progress: bool) -> anyhow::Result<ExitCode> {
         output(a.json, &r, || r.render())?;
         plot(&a.plot, &r)?;
     } else {
-        let (v1, v2) = (a.v1.clone().unwrap_or_default(), a.v2.clone().unwrap_or_default());
+        let (v1, v2) = (
+            a.v1.clone().unwrap_or_default(),
+            a.v2.clone().unwrap_or_default(),
+        );
         let store = NixStore::new(None);
         if let Some(f) = a.pass_fraction {
             // The budget is relative to the bundle, known only after packing: pack once to learn it.
             opts.pass_bytes = None;
-            let probe = sim::simulate_update(&store, &v1, &v2, &work.join("probe"), link, &SimOptions { max_passes: 0, ..opts.clone() }, progress)?;
+            let probe = sim::simulate_update(
+                &store,
+                &v1,
+                &v2,
+                &work.join("probe"),
+                link,
+                &SimOptions {
+                    max_passes: 0,
+                    ..opts.clone()
+                },
+                progress,
+            )?;
             opts.pass_bytes = Some((probe.pack.bundle_bytes as f64 * f) as u64);
         }
         let r = sim::simulate_update(&store, &v1, &v2, &work.join("run"), link, &opts, progress)
@@ -120,7 +138,11 @@ pub fn run(a: Args, progress: bool) -> anyhow::Result<ExitCode> {
         })?;
         plot(&a.plot, &r.link)?;
     }
-    Ok(if completed { ExitCode::SUCCESS } else { ExitCode::from(4) })
+    Ok(if completed {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(4)
+    })
 }
 
 fn plot(dest: &Option<PathBuf>, r: &sim::SimReport) -> anyhow::Result<()> {

@@ -51,7 +51,9 @@ pub fn activate(
         activated: true,
         ..ActivationReport::default()
     };
-    let Some(command) = command else { return Ok(report) };
+    let Some(command) = command else {
+        return Ok(report);
+    };
     let failure = run(command, root, profile, generation, timeout)?;
     if let Some(why) = failure {
         report.activated = false;
@@ -66,7 +68,13 @@ pub fn activate(
 }
 
 /// Run the activation command; `Some(reason)` if it failed.
-fn run(command: &str, root: &str, profile: &Path, generation: u32, timeout: Duration) -> Result<Option<String>, ActivateError> {
+fn run(
+    command: &str,
+    root: &str,
+    profile: &Path,
+    generation: u32,
+    timeout: Duration,
+) -> Result<Option<String>, ActivateError> {
     let out = tempfile::tempfile().map_err(ActivateError::Spawn)?;
     let mut child = Command::new("/bin/sh")
         .arg("-c")
@@ -102,6 +110,9 @@ fn run(command: &str, root: &str, profile: &Path, generation: u32, timeout: Dura
     Ok(match status {
         Some(s) if s.success() => None,
         Some(s) => Some(format!("activation command failed ({s}): {tail}")),
-        None => Some(format!("activation command timed out after {} s: {tail}", timeout.as_secs())),
+        None => Some(format!(
+            "activation command timed out after {} s: {tail}",
+            timeout.as_secs()
+        )),
     })
 }

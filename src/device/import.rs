@@ -22,17 +22,32 @@ use crate::state::{PathRecord, StateError};
 #[derive(Debug, thiserror::Error)]
 pub enum ImportError {
     #[error("bundle {bundle} is incomplete: {missing} of {total} payloads are not staged yet (receive the rest first)")]
-    Incomplete { bundle: String, missing: usize, total: usize },
+    Incomplete {
+        bundle: String,
+        missing: usize,
+        total: usize,
+    },
     #[error("bundle {bundle} was planned against another device state ({reason}): refusing it; send a status report so the ground can re-plan")]
     StaleBase { bundle: String, reason: String },
     #[error("bundle {bundle}: {path} references {reference}, which is neither on board nor earlier in the bundle")]
-    Order { bundle: String, path: String, reference: String },
+    Order {
+        bundle: String,
+        path: String,
+        reference: String,
+    },
     #[error("bundle {bundle}: {source}")]
-    Verify { bundle: String, source: ReassembleError },
+    Verify {
+        bundle: String,
+        source: ReassembleError,
+    },
     #[error("bundle {bundle}: nix-store --import failed, the paths it had added were removed again: {source}")]
     Nix { bundle: String, source: NixError },
     #[error("bundle {bundle} is sequence {sequence}, not newer than the last imported bundle ({last}): an old bundle replayed, refused")]
-    Replay { bundle: String, sequence: u64, last: u64 },
+    Replay {
+        bundle: String,
+        sequence: u64,
+        last: u64,
+    },
     #[error(transparent)]
     NixQuery(#[from] NixError),
     #[error(transparent)]
@@ -62,7 +77,12 @@ pub struct ImportReport {
 /// With `partial`, a bundle still being received has every path imported whose chunks are all
 /// here (a prefix of the bundle's dependency order), as soon as they are; without it, an
 /// incomplete bundle is refused and the store is left untouched.
-pub fn import_all(state: &DeviceState, store: &NixStore, progress: bool, partial: bool) -> Result<ImportReport, ImportError> {
+pub fn import_all(
+    state: &DeviceState,
+    store: &NixStore,
+    progress: bool,
+    partial: bool,
+) -> Result<ImportReport, ImportError> {
     let mut report = ImportReport::default();
     let mut first_error = None;
     for (id, rec) in state.bundles()? {
@@ -80,7 +100,15 @@ pub fn import_all(state: &DeviceState, store: &NixStore, progress: bool, partial
                 // Remember why, for `device status` and the operator; the staged data stays.
                 if !matches!(e, ImportError::Incomplete { .. }) {
                     let tx = state.db.begin_write()?;
-                    state.put_bundle(&tx, &id, &BundleRecord { phase: Phase::Failed, note: e.to_string(), ..rec })?;
+                    state.put_bundle(
+                        &tx,
+                        &id,
+                        &BundleRecord {
+                            phase: Phase::Failed,
+                            note: e.to_string(),
+                            ..rec
+                        },
+                    )?;
                     state.db.commit(tx)?;
                 }
                 report.refused.push(e.to_string());
@@ -109,8 +137,13 @@ fn import_bundle(
     // Chunk runs the ground abbreviated as copies come from this device's own index.
     for i in 0..manifest.paths.len() {
         let full = manifest.paths[i]
-            .expand(&manifest.sources, |src| state.db.record(src).ok().flatten().map(|r| r.chunks))
-            .map_err(|e| ImportError::StaleBase { bundle: bundle.clone(), reason: e.to_string() })?;
+            .expand(&manifest.sources, |src| {
+                state.db.record(src).ok().flatten().map(|r| r.chunks)
+            })
+            .map_err(|e| ImportError::StaleBase {
+                bundle: bundle.clone(),
+                reason: e.to_string(),
+            })?;
         manifest.paths[i].chunks = full;
         manifest.paths[i].copies.clear();
     }
@@ -118,12 +151,20 @@ fn import_bundle(
     let missing = staged.iter().filter(|s| !**s).count();
     let complete = missing == 0;
     if !complete && !partial {
-        return Err(ImportError::Incomplete { bundle, missing, total: manifest.payloads.len() });
+        return Err(ImportError::Incomplete {
+            bundle,
+            missing,
+            total: manifest.payloads.len(),
+        });
     }
     check_base(state, &manifest, &bundle)?;
     let last = state.last_sequence()?;
     if manifest.sequence <= last {
-        return Err(ImportError::Replay { bundle, sequence: manifest.sequence, last });
+        return Err(ImportError::Replay {
+            bundle,
+            sequence: manifest.sequence,
+            last,
+        });
     }
 
     let mut source = ChunkSource::new(state, store)?;
@@ -143,14 +184,22 @@ fn import_bundle(
     let ready = &manifest.paths[..ready];
     let names: Vec<String> = ready.iter().map(|p| p.store_path.clone()).collect();
     let valid_before = store.valid_paths(&names)?;
-    let todo: Vec<_> = ready.iter().filter(|p| !valid_before.contains(&p.store_path)).collect();
+    let todo: Vec<_> = ready
+        .iter()
+        .filter(|p| !valid_before.contains(&p.store_path))
+        .collect();
     let nar_bytes: u64 = todo.iter().map(|p| p.nar_size).sum();
 
     // Pass 1: verify every NAR before anything touches the store.
     let mut bar = Progress::new("verify", nar_bytes, progress);
     let mut done = 0;
     for entry in &todo {
-        source.verify_entry(entry).map_err(|source| ImportError::Verify { bundle: bundle.clone(), source })?;
+        source
+            .verify_entry(entry)
+            .map_err(|source| ImportError::Verify {
+                bundle: bundle.clone(),
+                source,
+            })?;
         done += entry.nar_size;
         bar.update(done, || "bytes".into());
     }
@@ -170,7 +219,12 @@ fn import_bundle(
                     failure = Some(e);
                     return Err(std::io::Error::other(msg));
                 }
-                export::end_path(w, &entry.store_path, &entry.references, entry.deriver.as_deref())?;
+                export::end_path(
+                    w,
+                    &entry.store_path,
+                    &entry.references,
+                    entry.deriver.as_deref(),
+                )?;
                 done += entry.nar_size;
                 bar.update(done, || "bytes".into());
             }
@@ -188,7 +242,10 @@ fn import_bundle(
             if let Some(source) = failure {
                 return Err(ImportError::Verify { bundle, source });
             }
-            return Err(ImportError::Nix { bundle, source: err });
+            return Err(ImportError::Nix {
+                bundle,
+                source: err,
+            });
         }
     }
 
@@ -197,7 +254,9 @@ fn import_bundle(
     let tx = state.db.begin_write()?;
     for p in ready {
         if !state.db.has_path(&p.store_path)? {
-            state.db.add_path(&tx, &p.store_path, &PathRecord::from(p))?;
+            state
+                .db
+                .add_path(&tx, &p.store_path, &PathRecord::from(p))?;
         }
     }
     if complete {
@@ -205,7 +264,15 @@ fn import_bundle(
         for p in &manifest.payloads {
             state.unstage(&tx, &p.chunk)?;
         }
-        state.put_bundle(&tx, id, &BundleRecord { phase: Phase::Imported, note: String::new(), ..rec.clone() })?;
+        state.put_bundle(
+            &tx,
+            id,
+            &BundleRecord {
+                phase: Phase::Imported,
+                note: String::new(),
+                ..rec.clone()
+            },
+        )?;
     }
     state.db.commit(tx)?;
 
@@ -227,7 +294,12 @@ fn check_base(state: &DeviceState, m: &Manifest, bundle: &str) -> Result<(), Imp
     // partial or an interrupted import), must be the state the ground planned against.
     let ours: HashSet<&str> = m.paths.iter().map(|p| p.store_path.as_str()).collect();
     let paths = state.db.paths()?;
-    let digest = narlink_protocol::digest::state_digest(paths.iter().map(String::as_str).filter(|p| !ours.contains(p)));
+    let digest = narlink_protocol::digest::state_digest(
+        paths
+            .iter()
+            .map(String::as_str)
+            .filter(|p| !ours.contains(p)),
+    );
     if digest != m.base_digest {
         let mut names: Vec<&str> = lacking.iter().map(|(_, r)| r.as_str()).collect();
         names.sort();
@@ -237,16 +309,26 @@ fn check_base(state: &DeviceState, m: &Manifest, bundle: &str) -> Result<(), Imp
         } else {
             format!("the device lacks base paths {}", names.join(", "))
         };
-        return Err(ImportError::StaleBase { bundle: bundle.to_owned(), reason });
+        return Err(ImportError::StaleBase {
+            bundle: bundle.to_owned(),
+            reason,
+        });
     }
     if let Some((path, reference)) = lacking.into_iter().next() {
-        return Err(ImportError::Order { bundle: bundle.to_owned(), path, reference });
+        return Err(ImportError::Order {
+            bundle: bundle.to_owned(),
+            path,
+            reference,
+        });
     }
     Ok(())
 }
 
 /// (path, reference) pairs whose reference is neither on board nor earlier in the bundle.
-fn lacking_references(state: &DeviceState, m: &Manifest) -> Result<Vec<(String, String)>, StateError> {
+fn lacking_references(
+    state: &DeviceState,
+    m: &Manifest,
+) -> Result<Vec<(String, String)>, StateError> {
     let mut lacking = Vec::new();
     let mut earlier: HashSet<&str> = HashSet::new();
     for p in &m.paths {

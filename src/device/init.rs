@@ -11,7 +11,11 @@ pub type DeviceInitError = crate::index::SyncError;
 
 /// Create a device state in `dir` for the store at `store_uri` and index every valid path,
 /// checking each against the narHash Nix recorded (damaged paths are left out).
-pub fn init(dir: &Path, store_uri: Option<&str>, progress: bool) -> Result<IndexReport, DeviceInitError> {
+pub fn init(
+    dir: &Path,
+    store_uri: Option<&str>,
+    progress: bool,
+) -> Result<IndexReport, DeviceInitError> {
     let store = NixStore::new(store_uri);
     let infos = store.path_infos(None)?;
     let state = DeviceState::create(dir, store_uri)?;

@@ -54,7 +54,11 @@ impl IntakeReport {
                 r.staged,
                 r.already_staged,
                 r.rejected.len(),
-                if r.complete { "; complete, ready to import" } else { "; incomplete" }
+                if r.complete {
+                    "; complete, ready to import"
+                } else {
+                    "; incomplete"
+                }
             ));
             lines.extend(r.rejected.iter().map(|e| format!("rejected: {e}")));
         }
@@ -71,7 +75,10 @@ impl IntakeReport {
                 lines.push(format!("bundle {b}: complete, ready to import"));
             }
             if self.receiving > 0 {
-                lines.push(format!("{} bundle(s) still receiving: `narlink device status` says what is missing", self.receiving));
+                lines.push(format!(
+                    "{} bundle(s) still receiving: `narlink device status` says what is missing",
+                    self.receiving
+                ));
             }
         }
         lines.join("\n")
@@ -96,7 +103,11 @@ impl<R: Read> Read for Counting<R> {
 }
 
 /// Receive everything in `paths` (`-` is standard input).
-pub fn receive_paths(state: &DeviceState, paths: &[PathBuf], progress: bool) -> Result<IntakeReport, IntakeError> {
+pub fn receive_paths(
+    state: &DeviceState,
+    paths: &[PathBuf],
+    progress: bool,
+) -> Result<IntakeReport, IntakeError> {
     let mut report = IntakeReport::default();
     let mut link = LinkReceiver::open(state)?;
     for p in paths {
@@ -107,7 +118,10 @@ pub fn receive_paths(state: &DeviceState, paths: &[PathBuf], progress: bool) -> 
         } else if p.is_dir() {
             let mut files: Vec<PathBuf> = std::fs::read_dir(p)
                 .and_then(|d| d.map(|e| e.map(|e| e.path())).collect())
-                .map_err(|source| IntakeError::Io { path: p.clone(), source })?;
+                .map_err(|source| IntakeError::Io {
+                    path: p.clone(),
+                    source,
+                })?;
             files.sort();
             for f in files.iter().filter(|f| f.is_file()) {
                 // A damaged frame file in a directory is an erasure, nothing more.
@@ -115,7 +129,11 @@ pub fn receive_paths(state: &DeviceState, paths: &[PathBuf], progress: bool) -> 
             }
         } else if !one(state, &mut link, &mut report, p, {
             let total = std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
-            Counting { inner: open(p)?, read: 0, bar: crate::progress::Progress::new("receive", total, progress) }
+            Counting {
+                inner: open(p)?,
+                read: 0,
+                bar: crate::progress::Progress::new("receive", total, progress),
+            }
         })? {
             report.unrecognized.push(p.display().to_string());
         }
@@ -129,7 +147,10 @@ pub fn receive_paths(state: &DeviceState, paths: &[PathBuf], progress: bool) -> 
 fn open(p: &Path) -> Result<BufReader<std::fs::File>, IntakeError> {
     std::fs::File::open(p)
         .map(|f| BufReader::with_capacity(1 << 20, f))
-        .map_err(|source| IntakeError::Io { path: p.to_owned(), source })
+        .map_err(|source| IntakeError::Io {
+            path: p.to_owned(),
+            source,
+        })
 }
 
 fn one(
@@ -145,12 +166,20 @@ fn one(
         match r.read(&mut magic[n..]) {
             Ok(0) => break,
             Ok(k) => n += k,
-            Err(source) => return Err(IntakeError::Io { path: path.to_owned(), source }),
+            Err(source) => {
+                return Err(IntakeError::Io {
+                    path: path.to_owned(),
+                    source,
+                })
+            }
         }
     }
     let r = io::Cursor::new(magic[..n].to_vec()).chain(r);
     if n == magic.len() && magic == BUNDLE_MAGIC {
-        let b = receive(state, r).map_err(|source| IntakeError::Bundle { path: path.to_owned(), source })?;
+        let b = receive(state, r).map_err(|source| IntakeError::Bundle {
+            path: path.to_owned(),
+            source,
+        })?;
         report.bundles.push(b);
         Ok(true)
     } else {

@@ -25,13 +25,15 @@ use narlink_protocol::fec::{self, ErasureCode};
 use narlink_protocol::frame::{Frame, FrameRef};
 use narlink_protocol::layout::GroupLayout;
 use narlink_protocol::manifest::Manifest;
-use narlink_protocol::params::{CodecId, LinkParams, Limits};
+use narlink_protocol::params::{CodecId, Limits, LinkParams};
 use narlink_protocol::receiver::{GroupTracker, Outcome};
 use narlink_protocol::status::{Phase as WirePhase, StatusReport};
 use redb::{ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
-use super::receive::{accept, begin_bundle, finish_bundle, read_manifest, stage_payload, ReceiveError, ReceiveReport};
+use super::receive::{
+    accept, begin_bundle, finish_bundle, read_manifest, stage_payload, ReceiveError, ReceiveReport,
+};
 use crate::state::device::DeviceState;
 use crate::state::{Ctx, StateError};
 
@@ -50,7 +52,10 @@ pub enum LinkError {
     #[error(transparent)]
     State(#[from] StateError),
     #[error("bundle {bundle}: {source}")]
-    Bundle { bundle: String, source: ReceiveError },
+    Bundle {
+        bundle: String,
+        source: ReceiveError,
+    },
 }
 
 /// What the link layer persists per bundle.
@@ -132,7 +137,13 @@ impl Session {
         self.stored = (0..self.layout.group_count())
             .map(|g| {
                 if self.tracker.is_decoded(g) {
-                    self.layout.byte_range(g).map_or(0, |r| if r.end > self.rec.next_offset { r.end - r.start } else { 0 })
+                    self.layout.byte_range(g).map_or(0, |r| {
+                        if r.end > self.rec.next_offset {
+                            r.end - r.start
+                        } else {
+                            0
+                        }
+                    })
                 } else {
                     u64::from(self.tracker.held(g)) * s
                 }
@@ -164,7 +175,10 @@ impl<'a> LinkReceiver<'a> {
         let quota = state.limits()?;
         let mut r = LinkReceiver {
             state,
-            limits: Limits { max_bundle_len: quota.max_bundle_bytes, ..Limits::default() },
+            limits: Limits {
+                max_bundle_len: quota.max_bundle_bytes,
+                ..Limits::default()
+            },
             quota,
             sessions: BTreeMap::new(),
             done: HashSet::new(),
@@ -208,7 +222,9 @@ impl<'a> LinkReceiver<'a> {
         let ids: Vec<BundleId> = self.sessions.keys().copied().collect();
         for id in ids {
             let decodable: Vec<u32> = match self.sessions.get(&id) {
-                Some(s) => (0..s.layout.group_count()).filter(|&g| s.tracker.is_decodable(g)).collect(),
+                Some(s) => (0..s.layout.group_count())
+                    .filter(|&g| s.tracker.is_decodable(g))
+                    .collect(),
                 None => continue,
             };
             for g in decodable {
@@ -222,19 +238,30 @@ impl<'a> LinkReceiver<'a> {
     /// A session for `id` from its record and what is durable.
     fn rebuild(&self, id: BundleId, rec: LinkRecord) -> Result<Session, LinkError> {
         let file = self.state.db.file().to_owned();
-        let params = rec.params().ok_or_else(|| StateError::Corrupt("link record codec".into()))?;
-        let layout = params.validate().map_err(|_| StateError::Corrupt("link record parameters".into()))?;
+        let params = rec
+            .params()
+            .ok_or_else(|| StateError::Corrupt("link record codec".into()))?;
+        let layout = params
+            .validate()
+            .map_err(|_| StateError::Corrupt("link record parameters".into()))?;
         let tx = self.state.db.db.begin_read().ctx(&file)?;
         let shards = tx.open_table(SHARDS).ctx(&file)?;
         let groups = tx.open_table(GROUPS).ctx(&file)?;
         let mut persisted = Vec::new();
-        for e in shards.range((&id, 0u32, 0u16)..=(&id, u32::MAX, u16::MAX)).ctx(&file)? {
+        for e in shards
+            .range((&id, 0u32, 0u16)..=(&id, u32::MAX, u16::MAX))
+            .ctx(&file)?
+        {
             let (k, _) = e.ctx(&file)?;
             let (_, g, s) = k.value();
             persisted.push((g, s));
         }
         let mut decoded: BTreeSet<u32> = (0..layout.group_count())
-            .take_while(|&g| layout.byte_range(g).is_some_and(|r| r.end <= rec.next_offset))
+            .take_while(|&g| {
+                layout
+                    .byte_range(g)
+                    .is_some_and(|r| r.end <= rec.next_offset)
+            })
             .collect();
         for e in groups.range((&id, 0u32)..=(&id, u32::MAX)).ctx(&file)? {
             decoded.insert(e.ctx(&file)?.0.value().1);
@@ -242,12 +269,24 @@ impl<'a> LinkReceiver<'a> {
         let tracker = GroupTracker::rebuild(id, params, &self.limits, persisted, decoded)
             .map_err(|_| StateError::Corrupt("link record parameters".into()))?;
         let manifest = if rec.manifest_done {
-            let rec = self.state.bundle(&id)?.ok_or_else(|| StateError::Corrupt("bundle record of a link session".into()))?;
+            let rec = self
+                .state
+                .bundle(&id)?
+                .ok_or_else(|| StateError::Corrupt("bundle record of a link session".into()))?;
             Some(rec.manifest()?)
         } else {
             None
         };
-        let mut s = Session { rec, layout, tracker, code: fec::codec(params.codec), manifest, persisted: true, stored: 0, pending: 0 };
+        let mut s = Session {
+            rec,
+            layout,
+            tracker,
+            code: fec::codec(params.codec),
+            manifest,
+            persisted: true,
+            stored: 0,
+            pending: 0,
+        };
         s.measure();
         Ok(s)
     }
@@ -310,13 +349,29 @@ impl LinkReceiver<'_> {
                 verified: false,
             };
             let code = fec::codec(h.params.codec);
-            self.sessions.insert(id, Session { rec, layout, tracker, code, manifest: None, persisted: false, stored: 0, pending: 0 });
+            self.sessions.insert(
+                id,
+                Session {
+                    rec,
+                    layout,
+                    tracker,
+                    code,
+                    manifest: None,
+                    persisted: false,
+                    stored: 0,
+                    pending: 0,
+                },
+            );
         }
-        let Some(s) = self.sessions.get(&id) else { return Ok(()) };
+        let Some(s) = self.sessions.get(&id) else {
+            return Ok(());
+        };
         let outcome = s.tracker.peek_frame(&h);
         if !outcome.is_wanted() || self.pending_keys.contains(&(id, h.group, h.shard)) {
             match outcome {
-                Outcome::ParamsMismatch | Outcome::OutOfRange | Outcome::OtherBundle => self.stats.refused += 1,
+                Outcome::ParamsMismatch | Outcome::OutOfRange | Outcome::OtherBundle => {
+                    self.stats.refused += 1
+                }
                 _ => self.stats.duplicates += 1,
             }
             return Ok(());
@@ -325,7 +380,11 @@ impl LinkReceiver<'_> {
         // together get the link quota. Refusing a frame loses nothing already stored.
         let len = f.payload().len() as u64;
         let total: u64 = self.sessions.values().map(|s| s.stored + s.pending).sum();
-        let cap = if s.rec.verified { u64::MAX } else { self.quota.unverified_bytes };
+        let cap = if s.rec.verified {
+            u64::MAX
+        } else {
+            self.quota.unverified_bytes
+        };
         if s.stored + s.pending + len > cap || total + len > self.quota.link_quota_bytes {
             self.stats.over_quota += 1;
             return Ok(());
@@ -343,7 +402,12 @@ impl LinkReceiver<'_> {
     }
 
     fn next_seq(&self) -> Result<u64, LinkError> {
-        let s = self.sessions.values().map(|s| s.rec.seq + 1).max().unwrap_or(0);
+        let s = self
+            .sessions
+            .values()
+            .map(|s| s.rec.seq + 1)
+            .max()
+            .unwrap_or(0);
         Ok(s.max(self.state.next_seq()?))
     }
 
@@ -365,12 +429,18 @@ impl LinkReceiver<'_> {
         {
             let mut link = tx.open_table(LINK).ctx(&file)?;
             for (id, s) in self.sessions.iter_mut().filter(|(_, s)| !s.persisted) {
-                link.insert(id, postcard::to_allocvec(&s.rec).unwrap_or_default().as_slice()).ctx(&file)?;
+                link.insert(
+                    id,
+                    postcard::to_allocvec(&s.rec).unwrap_or_default().as_slice(),
+                )
+                .ctx(&file)?;
             }
             let mut shards = tx.open_table(SHARDS).ctx(&file)?;
             for f in &frames {
                 let h = f.header();
-                shards.insert((&h.bundle_id, h.group, h.shard), f.payload()).ctx(&file)?;
+                shards
+                    .insert((&h.bundle_id, h.group, h.shard), f.payload())
+                    .ctx(&file)?;
             }
         }
         self.state.db.commit(tx)?;
@@ -408,7 +478,13 @@ impl LinkReceiver<'_> {
         if self.bytes_since_eviction < EVICT_EVERY {
             return Ok(false);
         }
-        let Some(id) = self.sessions.iter().filter(|(_, s)| !s.rec.verified).min_by_key(|(_, s)| s.rec.seq).map(|(id, _)| *id) else {
+        let Some(id) = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| !s.rec.verified)
+            .min_by_key(|(_, s)| s.rec.seq)
+            .map(|(id, _)| *id)
+        else {
             return Ok(false);
         };
         self.pending.retain(|f| f.header().bundle_id != id);
@@ -424,13 +500,18 @@ impl LinkReceiver<'_> {
     /// Decode `group` from its stored shards and store its bytes in place of them.
     fn decode(&mut self, id: &BundleId, group: u32) -> Result<(), LinkError> {
         let file = self.state.db.file().to_owned();
-        let Some(s) = self.sessions.get_mut(id) else { return Ok(()) };
+        let Some(s) = self.sessions.get_mut(id) else {
+            return Ok(());
+        };
         let params = *s.tracker.params();
         let tx = self.state.db.begin_write()?;
         let decoded = {
             let mut shards = tx.open_table(SHARDS).ctx(&file)?;
             let mut held: Vec<(u16, Vec<u8>)> = Vec::new();
-            for e in shards.range((id, group, 0u16)..=(id, group, u16::MAX)).ctx(&file)? {
+            for e in shards
+                .range((id, group, 0u16)..=(id, group, u16::MAX))
+                .ctx(&file)?
+            {
                 let (k, v) = e.ctx(&file)?;
                 held.push((k.value().2, v.value().to_vec()));
             }
@@ -443,7 +524,10 @@ impl LinkReceiver<'_> {
         };
         match decoded {
             Ok(bytes) => {
-                tx.open_table(GROUPS).ctx(&file)?.insert((id, group), bytes.as_slice()).ctx(&file)?;
+                tx.open_table(GROUPS)
+                    .ctx(&file)?
+                    .insert((id, group), bytes.as_slice())
+                    .ctx(&file)?;
                 self.state.db.commit(tx)?;
                 s.tracker.mark_decoded(group);
                 self.stats.groups_decoded += 1;
@@ -471,9 +555,13 @@ impl LinkReceiver<'_> {
     fn advance(&mut self, id: &BundleId) -> Result<(), LinkError> {
         let file = self.state.db.file().to_owned();
         let bundle = crate::ground::pack::hex(id);
-        let Some(s) = self.sessions.get_mut(id) else { return Ok(()) };
+        let Some(s) = self.sessions.get_mut(id) else {
+            return Ok(());
+        };
         let groups = s.layout.group_count();
-        let first_missing = (0..groups).find(|&g| !s.tracker.is_decoded(g)).unwrap_or(groups);
+        let first_missing = (0..groups)
+            .find(|&g| !s.tracker.is_decoded(g))
+            .unwrap_or(groups);
         let prefix_end = if first_missing == groups {
             s.layout.bundle_len()
         } else {
@@ -487,9 +575,12 @@ impl LinkReceiver<'_> {
             let tx = self.state.db.db.begin_read().ctx(&file)?;
             let t = tx.open_table(GROUPS).ctx(&file)?;
             let mut head = [0u8; HEADER_LEN];
-            GroupReader::new(&t, id, &s.layout, 0, prefix_end).read_exact(&mut head).map_err(|e| {
-                LinkError::Bundle { bundle: bundle.clone(), source: ReceiveError::Truncated(e) }
-            })?;
+            GroupReader::new(&t, id, &s.layout, 0, prefix_end)
+                .read_exact(&mut head)
+                .map_err(|e| LinkError::Bundle {
+                    bundle: bundle.clone(),
+                    source: ReceiveError::Truncated(e),
+                })?;
             let header = match BundleHeader::decode(&head) {
                 Ok(h) => h,
                 Err(e) => return self.refuse(id, ReceiveError::Bundle(e)),
@@ -498,7 +589,10 @@ impl LinkReceiver<'_> {
                 return Ok(());
             }
             if header.total_len() != s.layout.bundle_len() || header.id() != *id {
-                return self.refuse(id, ReceiveError::Bundle(narlink_protocol::bundle::BundleError::ManifestChecksum));
+                return self.refuse(
+                    id,
+                    ReceiveError::Bundle(narlink_protocol::bundle::BundleError::ManifestChecksum),
+                );
             }
             let mut r = GroupReader::new(&t, id, &s.layout, 0, prefix_end);
             let (manifest, sigs) = match read_manifest(&mut r) {
@@ -514,14 +608,22 @@ impl LinkReceiver<'_> {
                 s.rec.verified = true;
             }
             begin_bundle(self.state, id, &manifest)?;
-            let s = self.sessions.get_mut(id).ok_or_else(|| StateError::Corrupt("session".into()))?;
+            let s = self
+                .sessions
+                .get_mut(id)
+                .ok_or_else(|| StateError::Corrupt("session".into()))?;
             s.rec.manifest_done = true;
             s.rec.next_offset = header.payload_offset();
             s.manifest = Some(manifest);
         }
 
-        let s = self.sessions.get_mut(id).ok_or_else(|| StateError::Corrupt("session".into()))?;
-        let Some(m) = s.manifest.as_ref() else { return Ok(()) };
+        let s = self
+            .sessions
+            .get_mut(id)
+            .ok_or_else(|| StateError::Corrupt("session".into()))?;
+        let Some(m) = s.manifest.as_ref() else {
+            return Ok(());
+        };
         let tx = self.state.db.begin_write()?;
         let mut report = ReceiveReport::default();
         let mut bad_range = None;
@@ -539,7 +641,10 @@ impl LinkReceiver<'_> {
                     buf.resize(p.encoded_len as usize, 0);
                     GroupReader::new(&groups_t, id, &s.layout, s.rec.next_offset, end)
                         .read_exact(&mut buf)
-                        .map_err(|e| LinkError::Bundle { bundle: bundle.clone(), source: ReceiveError::Truncated(e) })?;
+                        .map_err(|e| LinkError::Bundle {
+                            bundle: bundle.clone(),
+                            source: ReceiveError::Truncated(e),
+                        })?;
                     if !stage_payload(self.state, &tx, m, p, &buf, &mut onboard, &mut report)? {
                         bad_range = Some(s.rec.next_offset..end);
                         break;
@@ -555,11 +660,17 @@ impl LinkReceiver<'_> {
             let mut groups_t = tx.open_table(GROUPS).ctx(&file)?;
             // Drop decoded groups wholly staged, and the groups of a payload that failed.
             let mut drop_groups: Vec<u32> = (0..groups)
-                .take_while(|&g| s.layout.byte_range(g).is_some_and(|r| r.end <= s.rec.next_offset || complete))
+                .take_while(|&g| {
+                    s.layout
+                        .byte_range(g)
+                        .is_some_and(|r| r.end <= s.rec.next_offset || complete)
+                })
                 .collect();
             if let Some(bad) = &bad_range {
                 drop_groups.extend((0..groups).filter(|&g| {
-                    s.layout.byte_range(g).is_some_and(|r| r.start < bad.end && bad.start < r.end)
+                    s.layout
+                        .byte_range(g)
+                        .is_some_and(|r| r.start < bad.end && bad.start < r.end)
                 }));
                 self.stats.groups_dropped += 1;
             }
@@ -572,7 +683,13 @@ impl LinkReceiver<'_> {
             finish_bundle(self.state, &tx, id, true)?;
             purge(&tx, &file, id)?;
         }
-        tx.open_table(LINK).ctx(&file)?.insert(id, postcard::to_allocvec(&s.rec).unwrap_or_default().as_slice()).ctx(&file)?;
+        tx.open_table(LINK)
+            .ctx(&file)?
+            .insert(
+                id,
+                postcard::to_allocvec(&s.rec).unwrap_or_default().as_slice(),
+            )
+            .ctx(&file)?;
         self.state.db.commit(tx)?;
         if complete {
             self.sessions.remove(id);
@@ -588,14 +705,24 @@ impl LinkReceiver<'_> {
     /// for good, drop its data, and say why in its bundle record.
     fn reject(&mut self, id: &BundleId, why: ReceiveError) -> Result<(), LinkError> {
         let file = self.state.db.file().to_owned();
-        let Some(mut s) = self.sessions.remove(id) else { return Ok(()) };
+        let Some(mut s) = self.sessions.remove(id) else {
+            return Ok(());
+        };
         s.rec.done = true;
         let tx = self.state.db.begin_write()?;
         purge(&tx, &file, id)?;
-        tx.open_table(LINK).ctx(&file)?.insert(id, postcard::to_allocvec(&s.rec).unwrap_or_default().as_slice()).ctx(&file)?;
+        tx.open_table(LINK)
+            .ctx(&file)?
+            .insert(
+                id,
+                postcard::to_allocvec(&s.rec).unwrap_or_default().as_slice(),
+            )
+            .ctx(&file)?;
         self.state.db.commit(tx)?;
         self.done.insert(*id);
-        self.stats.refused_bundles.push(format!("{}: {why}", crate::ground::pack::hex(id)));
+        self.stats
+            .refused_bundles
+            .push(format!("{}: {why}", crate::ground::pack::hex(id)));
         Ok(())
     }
 
@@ -622,7 +749,11 @@ impl LinkReceiver<'_> {
 }
 
 /// Delete every shard and decoded group of bundle `id`, within `tx`.
-fn purge(tx: &redb::WriteTransaction, file: &std::path::Path, id: &BundleId) -> Result<(), StateError> {
+fn purge(
+    tx: &redb::WriteTransaction,
+    file: &std::path::Path,
+    id: &BundleId,
+) -> Result<(), StateError> {
     let mut groups_t = tx.open_table(GROUPS).ctx(file)?;
     let keys: Vec<u32> = groups_t
         .range((id, 0u32)..=(id, u32::MAX))
@@ -666,7 +797,13 @@ struct GroupReader<'t, T: ReadableTable<(&'static [u8; 16], u32), &'static [u8]>
 
 impl<'t, T: ReadableTable<(&'static [u8; 16], u32), &'static [u8]>> GroupReader<'t, T> {
     fn new(table: &'t T, id: &'t BundleId, layout: &'t GroupLayout, pos: u64, end: u64) -> Self {
-        GroupReader { table, id, layout, pos, end }
+        GroupReader {
+            table,
+            id,
+            layout,
+            pos,
+            end,
+        }
     }
 }
 
@@ -680,18 +817,29 @@ impl<T: ReadableTable<(&'static [u8; 16], u32), &'static [u8]>> Read for GroupRe
             .layout
             .locate_shard(shard)
             .ok_or_else(|| io::Error::other("offset past the bundle"))?;
-        let range = self.layout.byte_range(group).ok_or_else(|| io::Error::other("no such group"))?;
+        let range = self
+            .layout
+            .byte_range(group)
+            .ok_or_else(|| io::Error::other("no such group"))?;
         let v = self
             .table
             .get((self.id, group))
             .map_err(io::Error::other)?
-            .ok_or_else(|| io::Error::new(io::ErrorKind::UnexpectedEof, format!("group {group} not decoded")))?;
+            .ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!("group {group} not decoded"),
+                )
+            })?;
         let bytes = v.value();
         let at = (self.pos - range.start) as usize;
         let avail = (range.end.min(self.end) - self.pos) as usize;
         let n = buf.len().min(avail).min(bytes.len().saturating_sub(at));
         if n == 0 {
-            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "group shorter than its layout"));
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "group shorter than its layout",
+            ));
         }
         buf[..n].copy_from_slice(&bytes[at..at + n]);
         self.pos += n as u64;
@@ -703,7 +851,8 @@ impl LinkReceiver<'_> {
     /// Take a byte stream of concatenated frames (a file, standard input, a TCP stream):
     /// frames are cut out wherever reads end; garbage between them is skipped.
     pub fn handle_stream(&mut self, mut r: impl Read) -> Result<(), LinkError> {
-        let mut splitter = narlink_protocol::frame::FrameSplitter::with_max_shard_size(self.limits.max_shard_size);
+        let mut splitter =
+            narlink_protocol::frame::FrameSplitter::with_max_shard_size(self.limits.max_shard_size);
         let mut buf = vec![0u8; 256 << 10];
         loop {
             let n = match r.read(&mut buf) {
@@ -714,7 +863,11 @@ impl LinkReceiver<'_> {
                     // What arrived so far still counts.
                     self.drain(&mut splitter)?;
                     self.flush()?;
-                    return Err(StateError::Io { path: "frame stream".into(), source: e }.into());
+                    return Err(StateError::Io {
+                        path: "frame stream".into(),
+                        source: e,
+                    }
+                    .into());
                 }
             };
             splitter.push(&buf[..n]);
@@ -726,7 +879,10 @@ impl LinkReceiver<'_> {
         self.flush()
     }
 
-    fn drain(&mut self, splitter: &mut narlink_protocol::frame::FrameSplitter) -> Result<(), LinkError> {
+    fn drain(
+        &mut self,
+        splitter: &mut narlink_protocol::frame::FrameSplitter,
+    ) -> Result<(), LinkError> {
         while let Some(f) = splitter.next_frame() {
             self.handle_frame(f.as_ref())?;
         }

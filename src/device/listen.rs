@@ -53,7 +53,10 @@ pub struct ListenOptions {
 #[derive(Debug, thiserror::Error)]
 pub enum ListenError {
     #[error("cannot listen on {what}: {source}")]
-    Bind { what: String, source: std::io::Error },
+    Bind {
+        what: String,
+        source: std::io::Error,
+    },
     #[error("socket: {0}")]
     Socket(std::io::Error),
     #[error(transparent)]
@@ -65,7 +68,10 @@ pub enum ListenError {
     #[error(transparent)]
     Activate(#[from] super::activate::ActivateError),
     #[error("writing the status report {path}: {source}")]
-    Status { path: PathBuf, source: std::io::Error },
+    Status {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -78,9 +84,16 @@ pub struct ListenReport {
 
 /// Run until `exit_when_done` is met (or forever). `ready` is called with the bound address
 /// once the socket listens (for port 0).
-pub fn listen(state_dir: &Path, opts: &ListenOptions, ready: impl FnOnce(&str)) -> Result<ListenReport, ListenError> {
+pub fn listen(
+    state_dir: &Path,
+    opts: &ListenOptions,
+    ready: impl FnOnce(&str),
+) -> Result<ListenReport, ListenError> {
     let (tx, rx) = mpsc::sync_channel::<Vec<u8>>(4096);
-    let rt = tokio::runtime::Builder::new_current_thread().enable_io().build().map_err(ListenError::Socket)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()
+        .map_err(ListenError::Socket)?;
     let bound = rt.block_on(bind(&opts.endpoint))?;
     ready(&bound.describe());
     let worker = {
@@ -90,7 +103,11 @@ pub fn listen(state_dir: &Path, opts: &ListenOptions, ready: impl FnOnce(&str)) 
     };
     // The socket side runs until the worker stops (it drops the receiver: sends then fail).
     let net = std::thread::spawn(move || rt.block_on(serve(bound, tx)));
-    let report = worker.join().unwrap_or_else(|_| Err(ListenError::Socket(std::io::Error::other("worker panicked"))));
+    let report = worker.join().unwrap_or_else(|_| {
+        Err(ListenError::Socket(std::io::Error::other(
+            "worker panicked",
+        )))
+    });
     drop(net); // detached: the process exits with the worker's result
     report
 }
@@ -104,8 +121,14 @@ enum Bound {
 impl Bound {
     fn describe(&self) -> String {
         match self {
-            Bound::Udp(s) => format!("udp {}", s.local_addr().map(|a| a.to_string()).unwrap_or_default()),
-            Bound::Tcp(s) => format!("tcp {}", s.local_addr().map(|a| a.to_string()).unwrap_or_default()),
+            Bound::Udp(s) => format!(
+                "udp {}",
+                s.local_addr().map(|a| a.to_string()).unwrap_or_default()
+            ),
+            Bound::Tcp(s) => format!(
+                "tcp {}",
+                s.local_addr().map(|a| a.to_string()).unwrap_or_default()
+            ),
             Bound::Unix(_, p) => format!("unix {}", p.display()),
         }
     }
@@ -114,21 +137,34 @@ impl Bound {
 async fn bind(e: &Endpoint) -> Result<Bound, ListenError> {
     let err = |what: String| move |source| ListenError::Bind { what, source };
     Ok(match e {
-        Endpoint::Udp(a) => Bound::Udp(tokio::net::UdpSocket::bind(a).await.map_err(err(format!("udp {a}")))?),
-        Endpoint::Tcp(a) => Bound::Tcp(tokio::net::TcpListener::bind(a).await.map_err(err(format!("tcp {a}")))?),
+        Endpoint::Udp(a) => Bound::Udp(
+            tokio::net::UdpSocket::bind(a)
+                .await
+                .map_err(err(format!("udp {a}")))?,
+        ),
+        Endpoint::Tcp(a) => Bound::Tcp(
+            tokio::net::TcpListener::bind(a)
+                .await
+                .map_err(err(format!("tcp {a}")))?,
+        ),
         Endpoint::Unix(p) => {
             // A stale socket file from an earlier run would make bind fail.
             if p.exists() {
                 let _ = std::fs::remove_file(p);
             }
-            Bound::Unix(tokio::net::UnixListener::bind(p).map_err(err(format!("unix {}", p.display())))?, p.clone())
+            Bound::Unix(
+                tokio::net::UnixListener::bind(p).map_err(err(format!("unix {}", p.display())))?,
+                p.clone(),
+            )
         }
     })
 }
 
 async fn serve(bound: Bound, tx: mpsc::SyncSender<Vec<u8>>) -> Result<(), ListenError> {
     // SIGUSR1 asks for a status report now: an empty message to the worker.
-    if let Ok(mut sig) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1()) {
+    if let Ok(mut sig) =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1())
+    {
         let tx = tx.clone();
         tokio::spawn(async move {
             while sig.recv().await.is_some() {
@@ -142,7 +178,10 @@ async fn serve(bound: Bound, tx: mpsc::SyncSender<Vec<u8>>) -> Result<(), Listen
         Bound::Udp(sock) => {
             let mut buf = vec![0u8; MAX_FRAME_LEN + 1];
             loop {
-                let (n, _) = sock.recv_from(&mut buf).await.map_err(ListenError::Socket)?;
+                let (n, _) = sock
+                    .recv_from(&mut buf)
+                    .await
+                    .map_err(ListenError::Socket)?;
                 if tx.send(buf[..n].to_vec()).is_err() {
                     return Ok(());
                 }
@@ -188,7 +227,11 @@ async fn stream(mut s: impl tokio::io::AsyncRead + Unpin, tx: mpsc::SyncSender<V
 }
 
 /// The worker: owns the state, persists frames in batches, imports, writes status.
-fn work(dir: &Path, opts: &ListenOptions, rx: mpsc::Receiver<Vec<u8>>) -> Result<ListenReport, ListenError> {
+fn work(
+    dir: &Path,
+    opts: &ListenOptions,
+    rx: mpsc::Receiver<Vec<u8>>,
+) -> Result<ListenReport, ListenError> {
     let state = DeviceState::open(dir)?;
     let store = NixStore::new(state.store_uri()?.as_deref());
     let mut report = ListenReport::default();
@@ -232,37 +275,75 @@ fn work(dir: &Path, opts: &ListenOptions, rx: mpsc::Receiver<Vec<u8>>) -> Result
             // Paths whose data is all here go into the store now, the rest later.
             drop(rx_link);
             let imp = import_all(&state, &store, opts.progress, true)?;
-            report.bundles_imported.extend(imp.bundles.iter().filter(|b| b.complete).map(|b| b.bundle.clone()));
-            let root = imp.bundles.iter().rev().find(|b| b.complete).and_then(|b| b.roots.first().cloned());
-            let profile = opts.profile.clone().or_else(|| opts.activate.as_ref().map(|_| store.default_profile()));
+            report.bundles_imported.extend(
+                imp.bundles
+                    .iter()
+                    .filter(|b| b.complete)
+                    .map(|b| b.bundle.clone()),
+            );
+            let root = imp
+                .bundles
+                .iter()
+                .rev()
+                .find(|b| b.complete)
+                .and_then(|b| b.roots.first().cloned());
+            let profile = opts
+                .profile
+                .clone()
+                .or_else(|| opts.activate.as_ref().map(|_| store.default_profile()));
             if let (Some(root), Some(profile)) = (root, profile) {
-                let act = super::activate::activate(&store, &profile, &root, opts.activate.as_deref(), opts.activate_timeout)?;
+                let act = super::activate::activate(
+                    &store,
+                    &profile,
+                    &root,
+                    opts.activate.as_deref(),
+                    opts.activate_timeout,
+                )?;
                 if opts.progress || !act.activated {
                     let _ = writeln!(
                         std::io::stderr(),
                         "listen: profile {} generation {} {}",
                         profile.display(),
                         act.generation,
-                        act.failure.as_deref().map_or("activated".to_owned(), |f| format!("FAILED, rolled back: {f}"))
+                        act.failure
+                            .as_deref()
+                            .map_or("activated".to_owned(), |f| format!(
+                                "FAILED, rolled back: {f}"
+                            ))
                     );
                 }
                 report.activations.push(act);
             }
             if opts.progress {
                 for b in &imp.bundles {
-                    let _ = writeln!(std::io::stderr(), "listen: imported bundle {} ({} paths)", b.bundle, b.paths_imported);
+                    let _ = writeln!(
+                        std::io::stderr(),
+                        "listen: imported bundle {} ({} paths)",
+                        b.bundle,
+                        b.paths_imported
+                    );
                 }
             }
             rx_link = LinkReceiver::open(&state)?;
         }
         if let Some(path) = &opts.status_out {
-            if requested || batch > 0 && last_status.elapsed() >= Duration::from_millis(200) || last_status.elapsed() >= opts.status_every {
+            if requested
+                || batch > 0 && last_status.elapsed() >= Duration::from_millis(200)
+                || last_status.elapsed() >= opts.status_every
+            {
                 let (_, bytes) = super::status::report(&state)?;
-                write_atomically(path, &bytes).map_err(|source| ListenError::Status { path: path.clone(), source })?;
+                write_atomically(path, &bytes).map_err(|source| ListenError::Status {
+                    path: path.clone(),
+                    source,
+                })?;
                 last_status = Instant::now();
             }
         }
-        let done = if opts.import { !report.bundles_imported.is_empty() } else { !report.bundles_completed.is_empty() };
+        let done = if opts.import {
+            !report.bundles_imported.is_empty()
+        } else {
+            !report.bundles_completed.is_empty()
+        };
         if opts.exit_when_done && done {
             break;
         }

@@ -6,11 +6,11 @@ use narlink_protocol::manifest::{ChunkRef, PathEntry};
 use sha2::{Digest, Sha256};
 
 use crate::nar::NarHash;
-use crate::onboard::{OnBoard, OnBoardError};
 use crate::nixstore::NixStore;
+use crate::normalize;
+use crate::onboard::{OnBoard, OnBoardError};
 use crate::payload::{self, short_id, PayloadError};
 use crate::state::device::{DeviceState, StagedReader};
-use crate::normalize;
 use crate::state::{ChunkLookup, StateError};
 
 #[derive(Debug, thiserror::Error)]
@@ -20,17 +20,34 @@ pub enum ReassembleError {
     #[error("{path}: staged {source}")]
     Staged { path: String, source: PayloadError },
     #[error("{path}: chunk {chunk} read from on-board path {from} does not match its id: that store path is damaged (run `nix-store --verify --check-contents`)")]
-    OnBoard { path: String, chunk: String, from: String },
+    OnBoard {
+        path: String,
+        chunk: String,
+        from: String,
+    },
     #[error("{path}: reading on-board path {from}: {source}")]
-    Reference { path: String, from: String, source: OnBoardError },
+    Reference {
+        path: String,
+        from: String,
+        source: OnBoardError,
+    },
     #[error("{path}: rebuilt NAR has hash {found} ({found_size} bytes), the manifest says {expected} ({expected_size} bytes): refusing to import")]
-    NarHash { path: String, found: String, found_size: u64, expected: String, expected_size: u64 },
+    NarHash {
+        path: String,
+        found: String,
+        found_size: u64,
+        expected: String,
+        expected_size: u64,
+    },
     #[error("{path}: the manifest's hash rewrites name a hash the path does not have")]
     Rewrites { path: String },
     #[error(transparent)]
     State(#[from] StateError),
     #[error("{path}: writing the rebuilt NAR: {source}")]
-    Sink { path: String, source: std::io::Error },
+    Sink {
+        path: String,
+        source: std::io::Error,
+    },
 }
 
 /// Where chunks come from, over one consistent snapshot of the device state.
@@ -60,26 +77,37 @@ impl ChunkSource {
     pub fn chunk(&mut self, path: &str, c: &ChunkRef) -> Result<&[u8], ReassembleError> {
         if let Some(st) = self.staged.get(&c.id)? {
             let reference = match &st.source {
-                Some(src) => Some(self.onboard.range(&src.path, src.offset, src.len).map_err(|source| ReassembleError::Reference {
-                    path: path.to_owned(),
-                    from: src.path.clone(),
-                    source,
-                })?),
+                Some(src) => Some(self.onboard.range(&src.path, src.offset, src.len).map_err(
+                    |source| ReassembleError::Reference {
+                        path: path.to_owned(),
+                        from: src.path.clone(),
+                        source,
+                    },
+                )?),
                 None => None,
             };
-            self.buf = payload::decode(&st.payload, &st.bytes, reference.as_deref())
-                .map_err(|source| ReassembleError::Staged { path: path.to_owned(), source })?;
+            self.buf = payload::decode(&st.payload, &st.bytes, reference.as_deref()).map_err(
+                |source| ReassembleError::Staged {
+                    path: path.to_owned(),
+                    source,
+                },
+            )?;
             return Ok(&self.buf);
         }
         let Some(loc) = self.index.locate(&c.id)? else {
-            return Err(ReassembleError::Missing { path: path.to_owned(), chunk: short_id(&c.id) });
+            return Err(ReassembleError::Missing {
+                path: path.to_owned(),
+                chunk: short_id(&c.id),
+            });
         };
         self.buf.resize(loc.len as usize, 0);
-        self.onboard.read(&loc.path, loc.offset, &mut self.buf).map_err(|source| ReassembleError::Reference {
-            path: path.to_owned(),
-            from: loc.path.clone(),
-            source,
-        })?;
+        self.onboard
+            .read(&loc.path, loc.offset, &mut self.buf)
+            .map_err(|source| ReassembleError::Reference {
+                path: path.to_owned(),
+                from: loc.path.clone(),
+                source,
+            })?;
         if loc.len != c.len || payload::verify(&c.id, &self.buf).is_err() {
             return Err(ReassembleError::OnBoard {
                 path: path.to_owned(),
@@ -99,8 +127,13 @@ impl ChunkSource {
     ) -> Result<([u8; 32], u64), ReassembleError> {
         let hashes = normalize::hash_list(&entry.store_path, &entry.references);
         let rewrites = crate::state::PathRecord::from(entry).rewrites;
-        if rewrites.iter().any(|r| usize::from(r.index) >= hashes.len()) {
-            return Err(ReassembleError::Rewrites { path: entry.store_path.clone() });
+        if rewrites
+            .iter()
+            .any(|r| usize::from(r.index) >= hashes.len())
+        {
+            return Err(ReassembleError::Rewrites {
+                path: entry.store_path.clone(),
+            });
         }
         let mut h = Sha256::new();
         let mut size = 0u64;
@@ -110,10 +143,15 @@ impl ChunkSource {
             // Put the real store hashes back.
             out.clear();
             out.extend_from_slice(bytes);
-            normalize::apply(&mut out, size, &rewrites, |i| hashes.get(usize::from(i)).copied());
+            normalize::apply(&mut out, size, &rewrites, |i| {
+                hashes.get(usize::from(i)).copied()
+            });
             h.update(&out);
             size += out.len() as u64;
-            sink(&out).map_err(|source| ReassembleError::Sink { path: entry.store_path.clone(), source })?;
+            sink(&out).map_err(|source| ReassembleError::Sink {
+                path: entry.store_path.clone(),
+                source,
+            })?;
         }
         Ok((h.finalize().into(), size))
     }

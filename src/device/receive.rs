@@ -5,17 +5,17 @@
 
 use std::io::{self, Read};
 
-use narlink_protocol::bundle::{BundleError, BundleHeader, HEADER_LEN};
 use narlink_protocol::bundle::BundleId;
+use narlink_protocol::bundle::{BundleError, BundleHeader, HEADER_LEN};
 use narlink_protocol::manifest::{Manifest, ManifestError, Payload};
 use narlink_protocol::signature::{self, Signature, SignatureError};
 use serde::Serialize;
 
 use crate::chunking::PARAMS;
 use crate::ground::pack::hex;
-use crate::payload::{self, PayloadError};
 use crate::nixstore::NixStore;
 use crate::onboard::OnBoard;
+use crate::payload::{self, PayloadError};
 use crate::state::device::{BundleRecord, DeviceState, Phase, Source};
 use crate::state::StateError;
 
@@ -28,7 +28,9 @@ pub enum ReceiveError {
     #[error("manifest does not decompress: {0}")]
     ManifestZstd(String),
     #[error("bundle uses chunking {found:?}, this device uses {PARAMS:?}")]
-    Chunking { found: narlink_protocol::manifest::ChunkParams },
+    Chunking {
+        found: narlink_protocol::manifest::ChunkParams,
+    },
     #[error("bundle ends early: {0}")]
     Truncated(io::Error),
     #[error(transparent)]
@@ -55,7 +57,9 @@ pub struct ReceiveReport {
 
 /// Read the header, manifest and signatures of a bundle stream; check the manifest's
 /// checksum (not yet who signed it: see [`accept`]).
-pub fn read_manifest(r: &mut impl Read) -> Result<(BundleHeader, Manifest, Vec<Signature>), ReceiveError> {
+pub fn read_manifest(
+    r: &mut impl Read,
+) -> Result<(BundleHeader, Manifest, Vec<Signature>), ReceiveError> {
     let mut head = [0u8; HEADER_LEN];
     r.read_exact(&mut head).map_err(ReceiveError::Truncated)?;
     let header = BundleHeader::decode(&head)?;
@@ -65,26 +69,42 @@ pub fn read_manifest(r: &mut impl Read) -> Result<(BundleHeader, Manifest, Vec<S
         return Err(BundleError::ManifestChecksum.into());
     }
     let mut encoded = vec![0u8; header.manifest_len as usize];
-    r.read_exact(&mut encoded).map_err(ReceiveError::Truncated)?;
+    r.read_exact(&mut encoded)
+        .map_err(ReceiveError::Truncated)?;
     header.verify_manifest(&encoded)?;
     let raw = zstd::bulk::decompress(&encoded, header.manifest_raw_len as usize)
         .map_err(|e| ReceiveError::ManifestZstd(e.to_string()))?;
     let manifest = Manifest::from_bytes(&raw)?;
     if manifest.chunking != PARAMS {
-        return Err(ReceiveError::Chunking { found: manifest.chunking });
+        return Err(ReceiveError::Chunking {
+            found: manifest.chunking,
+        });
     }
     if manifest.payload_bytes() != header.payload_len {
-        return Err(ManifestError::Payload { index: 0, reason: "payload lengths disagree with the header" }.into());
+        return Err(ManifestError::Payload {
+            index: 0,
+            reason: "payload lengths disagree with the header",
+        }
+        .into());
     }
     let mut block = vec![0u8; header.signatures_len as usize];
     r.read_exact(&mut block).map_err(ReceiveError::Truncated)?;
-    let sigs = if block.is_empty() { Vec::new() } else { signature::decode_block(&block)? };
+    let sigs = if block.is_empty() {
+        Vec::new()
+    } else {
+        signature::decode_block(&block)?
+    };
     Ok((header, manifest, sigs))
 }
 
 /// Whether this device takes the bundle: signed by a key it trusts (unless it was set up to
 /// accept unsigned bundles), and newer than the last bundle it imported.
-pub fn accept(state: &DeviceState, header: &BundleHeader, manifest: &Manifest, sigs: &[Signature]) -> Result<(), ReceiveError> {
+pub fn accept(
+    state: &DeviceState,
+    header: &BundleHeader,
+    manifest: &Manifest,
+    sigs: &[Signature],
+) -> Result<(), ReceiveError> {
     let (trusted, allow_unsigned) = state.trust()?;
     if trusted.is_empty() && !allow_unsigned {
         return Err(ReceiveError::NoTrust);
@@ -97,7 +117,10 @@ pub fn accept(state: &DeviceState, header: &BundleHeader, manifest: &Manifest, s
     }
     let last = state.last_sequence()?;
     if manifest.sequence <= last {
-        return Err(ReceiveError::Replay { sequence: manifest.sequence, last });
+        return Err(ReceiveError::Replay {
+            sequence: manifest.sequence,
+            last,
+        });
     }
     Ok(())
 }
@@ -106,13 +129,23 @@ pub fn accept(state: &DeviceState, header: &BundleHeader, manifest: &Manifest, s
 pub fn receive(state: &DeviceState, mut r: impl Read) -> Result<ReceiveReport, ReceiveError> {
     let (header, manifest, sigs) = read_manifest(&mut r)?;
     let id = header.id();
-    if state.bundle(&id)?.is_some_and(|b| b.phase == Phase::Imported) {
+    if state
+        .bundle(&id)?
+        .is_some_and(|b| b.phase == Phase::Imported)
+    {
         // The latest bundle again (an operator's retry) is harmless; an older one is a replay.
         let last = state.last_sequence()?;
         if manifest.sequence < last {
-            return Err(ReceiveError::Replay { sequence: manifest.sequence, last });
+            return Err(ReceiveError::Replay {
+                sequence: manifest.sequence,
+                last,
+            });
         }
-        return Ok(ReceiveReport { bundle: hex(&id), complete: true, ..ReceiveReport::default() });
+        return Ok(ReceiveReport {
+            bundle: hex(&id),
+            complete: true,
+            ..ReceiveReport::default()
+        });
     }
     accept(state, &header, &manifest, &sigs)?;
     let mut report = ReceiveReport {
@@ -134,12 +167,19 @@ pub fn receive(state: &DeviceState, mut r: impl Read) -> Result<ReceiveReport, R
     for (p, was_staged) in manifest.payloads.iter().zip(staged) {
         if p.encoded_len > payload::max_encoded_len(p.raw_len) {
             // Cannot be a valid payload; and its length came from the (checksummed) manifest.
-            report.rejected.push(PayloadError::TooLong {
-                chunk: payload::short_id(&p.chunk),
-                len: p.encoded_len,
-                raw_len: p.raw_len,
-            }.to_string());
-            io::copy(&mut (&mut r).take(u64::from(p.encoded_len)), &mut io::sink()).map_err(ReceiveError::Truncated)?;
+            report.rejected.push(
+                PayloadError::TooLong {
+                    chunk: payload::short_id(&p.chunk),
+                    len: p.encoded_len,
+                    raw_len: p.raw_len,
+                }
+                .to_string(),
+            );
+            io::copy(
+                &mut (&mut r).take(u64::from(p.encoded_len)),
+                &mut io::sink(),
+            )
+            .map_err(ReceiveError::Truncated)?;
             continue;
         }
         buf.resize(p.encoded_len as usize, 0);
@@ -165,9 +205,16 @@ pub fn receive(state: &DeviceState, mut r: impl Read) -> Result<ReceiveReport, R
 
 /// Record a bundle whose manifest arrived (phase `Receiving`), keeping its arrival order if
 /// it was seen before. `None` if it is already imported.
-pub fn begin_bundle(state: &DeviceState, id: &BundleId, manifest: &Manifest) -> Result<Option<u64>, StateError> {
+pub fn begin_bundle(
+    state: &DeviceState,
+    id: &BundleId,
+    manifest: &Manifest,
+) -> Result<Option<u64>, StateError> {
     let existing = state.bundle(id)?;
-    if existing.as_ref().is_some_and(|b| b.phase == Phase::Imported) {
+    if existing
+        .as_ref()
+        .is_some_and(|b| b.phase == Phase::Imported)
+    {
         return Ok(None);
     }
     if let Some(b) = existing {
@@ -175,7 +222,16 @@ pub fn begin_bundle(state: &DeviceState, id: &BundleId, manifest: &Manifest) -> 
     }
     let seq = state.next_seq()?;
     let tx = state.db.begin_write()?;
-    state.put_bundle(&tx, id, &BundleRecord { manifest: manifest.to_bytes(), phase: Phase::Receiving, note: String::new(), seq })?;
+    state.put_bundle(
+        &tx,
+        id,
+        &BundleRecord {
+            manifest: manifest.to_bytes(),
+            phase: Phase::Receiving,
+            note: String::new(),
+            seq,
+        },
+    )?;
     state.db.commit(tx)?;
     Ok(Some(seq))
 }
@@ -194,7 +250,11 @@ pub fn stage_payload(
 ) -> Result<bool, StateError> {
     let source = p.reference.and_then(|r| {
         let path = manifest.sources.get(r.source as usize)?;
-        Some(Source { path: path.clone(), offset: r.offset, len: r.len })
+        Some(Source {
+            path: path.clone(),
+            offset: r.offset,
+            len: r.len,
+        })
     });
     let reference = match &source {
         None => None,
@@ -206,7 +266,10 @@ pub fn stage_payload(
             match onboard.as_mut().map(|o| o.range(&s.path, s.offset, s.len)) {
                 Some(Ok(r)) => Some(r),
                 Some(Err(e)) => {
-                    report.rejected.push(format!("chunk {}: delta reference: {e}", payload::short_id(&p.chunk)));
+                    report.rejected.push(format!(
+                        "chunk {}: delta reference: {e}",
+                        payload::short_id(&p.chunk)
+                    ));
                     return Ok(false);
                 }
                 None => None,
@@ -227,10 +290,19 @@ pub fn stage_payload(
 }
 
 /// Mark a bundle complete (every payload staged) or still receiving.
-pub fn finish_bundle(state: &DeviceState, tx: &redb::WriteTransaction, id: &BundleId, complete: bool) -> Result<(), StateError> {
+pub fn finish_bundle(
+    state: &DeviceState,
+    tx: &redb::WriteTransaction,
+    id: &BundleId,
+    complete: bool,
+) -> Result<(), StateError> {
     if let Some(mut rec) = state.bundle(id)? {
         if rec.phase == Phase::Receiving || rec.phase == Phase::Complete {
-            rec.phase = if complete { Phase::Complete } else { Phase::Receiving };
+            rec.phase = if complete {
+                Phase::Complete
+            } else {
+                Phase::Receiving
+            };
             state.put_bundle(tx, id, &rec)?;
         }
     }

@@ -91,5 +91,7 @@ pub fn is_report_magic(b: &[u8]) -> bool {
 }
 
 pub fn decode_report(bytes: &[u8]) -> Result<StatusView, String> {
-    StatusReport::decode(bytes).map(|r| StatusView::of(&r)).map_err(|e| e.to_string())
+    StatusReport::decode(bytes)
+        .map(|r| StatusView::of(&r))
+        .map_err(|e| e.to_string())
 }

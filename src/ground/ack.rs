@@ -62,7 +62,10 @@ pub fn ack(mirror: &Mirror, bytes: &[u8]) -> Result<AckReport, AckError> {
 
 impl AckReport {
     pub fn render(&self) -> String {
-        let mut s = format!("device reports bundle {} {}", self.report.bundle, self.report.phase);
+        let mut s = format!(
+            "device reports bundle {} {}",
+            self.report.bundle, self.report.phase
+        );
         if let Some(rs) = &self.resync {
             s.push_str(&format!(
                 "\nmirror rebuilt from the device's inventory: {} paths removed, {} added, {} unknown to the ground store",
@@ -75,7 +78,10 @@ impl AckReport {
             s.push_str(&format!("\nbundle {b} folded into the mirror"));
         }
         if self.in_step {
-            s.push_str(&format!("\nmirror in step with the device (state {})", self.mirror_digest));
+            s.push_str(&format!(
+                "\nmirror in step with the device (state {})",
+                self.mirror_digest
+            ));
         } else {
             s.push_str(&format!(
                 "\nmirror is STALE: the device is in state {}, the mirror believes {}; \
@@ -87,4 +93,3 @@ impl AckReport {
         s
     }
 }
-

@@ -14,16 +14,24 @@ pub const MARGIN: u64 = 64 << 10;
 const WINDOW: u64 = narlink_protocol::manifest::MAX_REFERENCE as u64;
 
 /// Output names Nix appends to a path's name.
-const OUTPUTS: [&str; 9] = ["bin", "dev", "lib", "man", "doc", "info", "out", "debug", "static"];
+const OUTPUTS: [&str; 9] = [
+    "bin", "dev", "lib", "man", "doc", "info", "out", "debug", "static",
+];
 
 /// The package name of a store path: its name up to the version, plus the output name if
 /// any (`<hash>-openssl-3.0.13-dev` → `openssl-dev`, `<hash>-zlib-1.2.13-p1` → `zlib`).
 pub fn pname(store_path: &str) -> String {
     let name = store_path.rsplit('/').next().unwrap_or("");
     let parts: Vec<&str> = name.get(33..).unwrap_or("").split('-').collect();
-    let version = parts.iter().position(|p| p.starts_with(|c: char| c.is_ascii_digit())).unwrap_or(parts.len());
+    let version = parts
+        .iter()
+        .position(|p| p.starts_with(|c: char| c.is_ascii_digit()))
+        .unwrap_or(parts.len());
     let mut out = parts[..version].join("-");
-    if let Some(last) = parts.last().filter(|l| version < parts.len() && OUTPUTS.contains(l)) {
+    if let Some(last) = parts
+        .last()
+        .filter(|l| version < parts.len() && OUTPUTS.contains(l))
+    {
         out.push('-');
         out.push_str(last);
     }
@@ -32,7 +40,12 @@ pub fn pname(store_path: &str) -> String {
 
 /// The name of a store path without its hash.
 fn name(store_path: &str) -> &str {
-    store_path.rsplit('/').next().unwrap_or("").get(33..).unwrap_or("")
+    store_path
+        .rsplit('/')
+        .next()
+        .unwrap_or("")
+        .get(33..)
+        .unwrap_or("")
 }
 
 /// Which on-board path a new path is made a delta of: one with the very same name (a rebuild
@@ -54,11 +67,17 @@ impl Predecessors {
                 *e = p.to_owned();
             }
         }
-        Predecessors { by_name, by_pname: best.into_iter().collect() }
+        Predecessors {
+            by_name,
+            by_pname: best.into_iter().collect(),
+        }
     }
 
     pub fn of(&self, new: &str) -> Option<&String> {
-        self.by_name.get(name(new)).or_else(|| self.by_pname.get(&pname(new))).filter(|q| q.as_str() != new)
+        self.by_name
+            .get(name(new))
+            .or_else(|| self.by_pname.get(&pname(new)))
+            .filter(|q| q.as_str() != new)
     }
 }
 
@@ -74,8 +93,14 @@ pub struct Counterpart {
 impl Counterpart {
     pub fn new(new: &NarLayout, old: &NarLayout) -> Counterpart {
         Counterpart {
-            files: new.files().map(|f| (f.offset, f.len, f.path.to_owned())).collect(),
-            old: old.files().map(|f| (f.path.to_owned(), (f.offset, f.len))).collect(),
+            files: new
+                .files()
+                .map(|f| (f.offset, f.len, f.path.to_owned()))
+                .collect(),
+            old: old
+                .files()
+                .map(|f| (f.path.to_owned(), (f.offset, f.len)))
+                .collect(),
             old_size: old.size(),
         }
     }
@@ -90,9 +115,16 @@ impl Counterpart {
             .checked_sub(1)
             .and_then(|i| self.files.get(i))
             .filter(|(o, l, _)| offset < o + l.max(&1))
-            .and_then(|(o, _, p)| self.old.get(p).map(|(qo, ql)| (qo + (offset - o).min(*ql), *qo, *ql)));
+            .and_then(|(o, _, p)| {
+                self.old
+                    .get(p)
+                    .map(|(qo, ql)| (qo + (offset - o).min(*ql), *qo, *ql))
+            });
         let centre = same_file.map_or(offset, |(c, _, _)| c);
-        let mut ranges = vec![(centre.saturating_sub(MARGIN), centre + u64::from(len) + MARGIN)];
+        let mut ranges = vec![(
+            centre.saturating_sub(MARGIN),
+            centre + u64::from(len) + MARGIN,
+        )];
         if let Some((centre, qo, ql)) = same_file {
             let (mut s, mut e) = (qo.saturating_sub(MARGIN), qo + ql + MARGIN);
             if e - s > WINDOW {
@@ -120,10 +152,22 @@ mod tests {
 
     #[test]
     fn package_names() {
-        assert_eq!(pname("/nix/store/81xl50rg2nv1bisviqjjx3qsy2kvcrzi-openssl-3.0.13-dev"), "openssl-dev");
-        assert_eq!(pname("/nix/store/81xl50rg2nv1bisviqjjx3qsy2kvcrzi-zlib-1.2.13-p1"), "zlib");
-        assert_eq!(pname("/nix/store/81xl50rg2nv1bisviqjjx3qsy2kvcrzi-hello"), "hello");
-        assert_eq!(pname("/nix/store/81xl50rg2nv1bisviqjjx3qsy2kvcrzi-demo-app-2"), "demo-app");
+        assert_eq!(
+            pname("/nix/store/81xl50rg2nv1bisviqjjx3qsy2kvcrzi-openssl-3.0.13-dev"),
+            "openssl-dev"
+        );
+        assert_eq!(
+            pname("/nix/store/81xl50rg2nv1bisviqjjx3qsy2kvcrzi-zlib-1.2.13-p1"),
+            "zlib"
+        );
+        assert_eq!(
+            pname("/nix/store/81xl50rg2nv1bisviqjjx3qsy2kvcrzi-hello"),
+            "hello"
+        );
+        assert_eq!(
+            pname("/nix/store/81xl50rg2nv1bisviqjjx3qsy2kvcrzi-demo-app-2"),
+            "demo-app"
+        );
         let p = Predecessors::new([
             "/nix/store/81xl50rg2nv1bisviqjjx3qsy2kvcrzi-demo-app-1",
             "/nix/store/jlw84i3j2gz04kgknz0mxmj1cgvbxws0-demo-app-2",
@@ -131,7 +175,13 @@ mod tests {
             "/nix/store/19zbaaizysb2fl1g3rl2fyywagn0ic5f-part-9",
         ]);
         let new = |n: &str| format!("/nix/store/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-{n}");
-        assert_eq!(p.of(&new("demo-app-3")).unwrap(), "/nix/store/jlw84i3j2gz04kgknz0mxmj1cgvbxws0-demo-app-2");
-        assert_eq!(p.of(&new("part-21")).unwrap(), "/nix/store/0cqgd6x17rc0prfrprldh1yhs9ibvln5-part-21");
+        assert_eq!(
+            p.of(&new("demo-app-3")).unwrap(),
+            "/nix/store/jlw84i3j2gz04kgknz0mxmj1cgvbxws0-demo-app-2"
+        );
+        assert_eq!(
+            p.of(&new("part-21")).unwrap(),
+            "/nix/store/0cqgd6x17rc0prfrprldh1yhs9ibvln5-part-21"
+        );
     }
 }

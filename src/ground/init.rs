@@ -11,7 +11,12 @@ pub type GroundInitError = crate::index::SyncError;
 
 /// Create a mirror in `dir` saying the device holds the closure of `roots` (as built in
 /// `store`, the ground's store), and index those paths.
-pub fn init(dir: &Path, store: &NixStore, roots: &[String], progress: bool) -> Result<IndexReport, GroundInitError> {
+pub fn init(
+    dir: &Path,
+    store: &NixStore,
+    roots: &[String],
+    progress: bool,
+) -> Result<IndexReport, GroundInitError> {
     let roots = store.resolve_roots(roots)?;
     let closure = store.closure(&roots)?;
     let infos = store.path_infos(Some(&closure))?;

@@ -26,7 +26,11 @@ pub const WINDOW_GROUPS: usize = 64;
 #[derive(Debug, thiserror::Error)]
 pub enum LinkError {
     #[error("{what} {path}: {source}")]
-    Io { what: &'static str, path: PathBuf, source: io::Error },
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        source: io::Error,
+    },
     #[error("link parameters: {0}")]
     Params(#[from] ParamsError),
     #[error("erasure code: {0}")]
@@ -106,20 +110,31 @@ pub struct EmitReport {
 
 impl FrameSource {
     /// Open a bundle file and its send state (`sent` from an earlier pass, if any).
-    pub fn open(path: &Path, options: LinkOptions, sent: Option<Vec<u64>>) -> Result<FrameSource, LinkError> {
+    pub fn open(
+        path: &Path,
+        options: LinkOptions,
+        sent: Option<Vec<u64>>,
+    ) -> Result<FrameSource, LinkError> {
         let io_err = |what| {
             let path = path.to_owned();
             move |source| LinkError::Io { what, path, source }
         };
         let mut file = File::open(path).map_err(io_err("opening bundle"))?;
         let mut head = [0u8; HEADER_LEN];
-        file.read_exact(&mut head).map_err(io_err("reading bundle"))?;
-        let header = BundleHeader::decode(&head).map_err(|e| LinkError::NotBundle(path.to_owned(), e))?;
+        file.read_exact(&mut head)
+            .map_err(io_err("reading bundle"))?;
+        let header =
+            BundleHeader::decode(&head).map_err(|e| LinkError::NotBundle(path.to_owned(), e))?;
         Self::open_raw(path, header.id(), options, sent)
     }
 
     /// Frames of any file, named `id` (for synthetic link studies).
-    pub fn open_raw(path: &Path, id: BundleId, options: LinkOptions, sent: Option<Vec<u64>>) -> Result<FrameSource, LinkError> {
+    pub fn open_raw(
+        path: &Path,
+        id: BundleId,
+        options: LinkOptions,
+        sent: Option<Vec<u64>>,
+    ) -> Result<FrameSource, LinkError> {
         let io_err = |what| {
             let path = path.to_owned();
             move |source| LinkError::Io { what, path, source }
@@ -131,7 +146,14 @@ impl FrameSource {
             Some(sent) => Sender::with_sent(id, params, options.redundancy_percent, sent)?,
             None => Sender::new(id, params, options.redundancy_percent)?,
         };
-        Ok(FrameSource { file, path: path.to_owned(), id, params, code: fec::codec(params.codec), sender })
+        Ok(FrameSource {
+            file,
+            path: path.to_owned(),
+            id,
+            params,
+            code: fec::codec(params.codec),
+            sender,
+        })
     }
 
     pub fn id(&self) -> BundleId {
@@ -185,8 +207,19 @@ impl FrameSource {
                 self.file
                     .seek(SeekFrom::Start(range.start))
                     .and_then(|_| self.file.read_exact(&mut buf))
-                    .map_err(|source| LinkError::Io { what: "reading bundle", path: self.path.clone(), source })?;
-                let shards = fec::encode_group_shards(self.code.as_ref(), &self.params, &layout, g as u32, &buf, &want[g])?;
+                    .map_err(|source| LinkError::Io {
+                        what: "reading bundle",
+                        path: self.path.clone(),
+                        source,
+                    })?;
+                let shards = fec::encode_group_shards(
+                    self.code.as_ref(),
+                    &self.params,
+                    &layout,
+                    g as u32,
+                    &buf,
+                    &want[g],
+                )?;
                 encoded.push((g as u32, want[g].iter().copied().zip(shards).collect()));
             }
             // Round-robin over the window's groups.
@@ -195,10 +228,19 @@ impl FrameSource {
             let mut left: usize = encoded.iter().map(|(_, s)| s.len()).sum();
             while left > 0 && !out_of_budget {
                 for (i, (g, shards)) in encoded.iter().enumerate() {
-                    let Some((shard, payload)) = shards.get(pos[i]) else { continue };
-                    let header = FrameHeader { bundle_id: self.id, params: self.params, group: *g, shard: *shard };
+                    let Some((shard, payload)) = shards.get(pos[i]) else {
+                        continue;
+                    };
+                    let header = FrameHeader {
+                        bundle_id: self.id,
+                        params: self.params,
+                        group: *g,
+                        shard: *shard,
+                    };
                     frame.clear();
-                    FrameRef::new(header, payload).map_err(|e| LinkError::Sink(io::Error::other(e.to_string())))?.encode(&mut frame);
+                    FrameRef::new(header, payload)
+                        .map_err(|e| LinkError::Sink(io::Error::other(e.to_string())))?
+                        .encode(&mut frame);
                     if budget.is_some_and(|b| report.bytes + frame.len() as u64 > b) {
                         out_of_budget = true;
                         break;
@@ -239,14 +281,23 @@ impl FrameSink {
     /// per frame; anything else is a file (appended to, so passes can accumulate).
     pub fn open(dest: &Path) -> io::Result<FrameSink> {
         if dest.as_os_str() == "-" {
-            return Ok(FrameSink::Stdout(io::BufWriter::with_capacity(1 << 20, io::stdout())));
+            return Ok(FrameSink::Stdout(io::BufWriter::with_capacity(
+                1 << 20,
+                io::stdout(),
+            )));
         }
         if dest.is_dir() || dest.to_string_lossy().ends_with('/') {
             std::fs::create_dir_all(dest)?;
             let next = std::fs::read_dir(dest)?.count() as u64;
-            return Ok(FrameSink::Dir { dir: dest.to_owned(), next });
+            return Ok(FrameSink::Dir {
+                dir: dest.to_owned(),
+                next,
+            });
         }
-        let f = std::fs::OpenOptions::new().create(true).append(true).open(dest)?;
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dest)?;
         Ok(FrameSink::File(io::BufWriter::with_capacity(1 << 20, f)))
     }
 

@@ -7,13 +7,15 @@ use std::path::{Path, PathBuf};
 
 use narlink_protocol::bundle::BundleHeader;
 use narlink_protocol::digest::state_digest;
-use narlink_protocol::manifest::{ChunkId, Encoding, Manifest, PathEntry, Payload, Reference, MANIFEST_VERSION};
+use narlink_protocol::manifest::{
+    ChunkId, Encoding, Manifest, PathEntry, Payload, Reference, MANIFEST_VERSION,
+};
 use serde::Serialize;
 
 use crate::chunking::{chunk_stream, PARAMS};
+use crate::ground::delta;
 use crate::nar::{NarError, NarLayout};
 use crate::nixstore::{NixError, NixStore, PathInfo};
-use crate::ground::delta;
 use crate::normalize::{self, hash_list, Normalizer};
 use crate::onboard::OnBoard;
 use crate::payload;
@@ -30,11 +32,21 @@ pub enum PackError {
     #[error("{path}: {source}")]
     Nar { path: String, source: NarError },
     #[error("{what} {path}: {source}")]
-    Io { what: &'static str, path: PathBuf, source: io::Error },
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        source: io::Error,
+    },
     #[error("reading the NAR of {path}: {source}")]
     Read { path: String, source: io::Error },
-    #[error("{path}: NAR is {size} bytes but Nix recorded {recorded}: the ground store path changed")]
-    Changed { path: String, size: u64, recorded: u64 },
+    #[error(
+        "{path}: NAR is {size} bytes but Nix recorded {recorded}: the ground store path changed"
+    )]
+    Changed {
+        path: String,
+        size: u64,
+        recorded: u64,
+    },
     #[error("the mirror is stale: the device last reported state {0}, which is not what the mirror holds; rebuild it with `narlink ground ack --inventory FILE` before packing")]
     Stale(String),
     #[error("the references of the new paths form a cycle through {0}")]
@@ -106,7 +118,11 @@ pub fn pack(
     let roots = store.resolve_roots(roots)?;
     let closure = store.closure(&roots)?;
     let on_board: BTreeSet<String> = mirror.db.paths()?.into_iter().collect();
-    let new: Vec<String> = closure.iter().filter(|p| !on_board.contains(*p)).cloned().collect();
+    let new: Vec<String> = closure
+        .iter()
+        .filter(|p| !on_board.contains(*p))
+        .cloned()
+        .collect();
     let infos = store.path_infos(Some(&new))?;
     let ordered = dependency_order(infos)?;
 
@@ -118,18 +134,27 @@ pub fn pack(
     let total: u64 = ordered.iter().map(|i| i.nar_size).sum();
     report.nar_bytes_new = total;
 
-    let dir = out.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = out
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     let io_err = |what, path: &Path| {
         let path = path.to_owned();
         move |source| PackError::Io { what, path, source }
     };
-    let mut payload_file = tempfile::tempfile_in(dir).map_err(io_err("creating a temporary file in", dir))?;
+    let mut payload_file =
+        tempfile::tempfile_in(dir).map_err(io_err("creating a temporary file in", dir))?;
     let mut payload_out = BufWriter::with_capacity(1 << 20, &mut payload_file);
 
     let index = mirror.db.chunk_reader()?;
     // Deltas: the previous version of each package on board (and in the ground's store, to
     // read it), read normalized exactly as the device will.
-    let preds = delta::Predecessors::new(on_board.iter().map(String::as_str).filter(|p| store.real_path(p).exists()));
+    let preds = delta::Predecessors::new(
+        on_board
+            .iter()
+            .map(String::as_str)
+            .filter(|p| store.real_path(p).exists()),
+    );
     let mut onboard = OnBoard::new(store.clone(), mirror.db.record_reader()?);
     let mut sources: Vec<String> = Vec::new();
     let mut seen: HashSet<ChunkId> = HashSet::new();
@@ -141,16 +166,23 @@ pub fn pack(
     let mut done = 0u64;
 
     for info in &ordered {
-        let layout = NarLayout::scan(&store.real_path(&info.path))
-            .map_err(|source| PackError::Nar { path: info.path.clone(), source })?;
+        let layout =
+            NarLayout::scan(&store.real_path(&info.path)).map_err(|source| PackError::Nar {
+                path: info.path.clone(),
+                source,
+            })?;
         let mut chunks = Vec::new();
         let mut failure: Option<PackError> = None;
         let pred = preds.of(&info.path).filter(|_| opts.deltas).cloned();
         let counterpart = match &pred {
-            Some(q) => onboard.layout(q).ok().map(|old| delta::Counterpart::new(&layout, old)),
+            Some(q) => onboard
+                .layout(q)
+                .ok()
+                .map(|old| delta::Counterpart::new(&layout, old)),
             None => None,
         };
-        let mut normalized = Normalizer::new(layout.reader(), &hash_list(&info.path, &info.references));
+        let mut normalized =
+            Normalizer::new(layout.reader(), &hash_list(&info.path, &info.references));
         let result = chunk_stream::<_, io::Error>(&mut normalized, &PARAMS, |offset, bytes, c| {
             chunks.push(c);
             done += u64::from(c.len);
@@ -179,7 +211,14 @@ pub fn pack(
                             .into_iter()
                             .filter_map(|(at, len)| {
                                 let bytes = onboard.range(q, at, len).ok()?;
-                                Some((Reference { source: source as u32, offset: at, len }, bytes))
+                                Some((
+                                    Reference {
+                                        source: source as u32,
+                                        offset: at,
+                                        len,
+                                    },
+                                    bytes,
+                                ))
                             })
                             .collect()
                     }
@@ -187,10 +226,13 @@ pub fn pack(
                 };
                 batch.push(c.id, bytes, references);
                 if batch.bytes >= BATCH_BYTES {
-                    batch.flush(opts, &mut payloads, &mut payload_out).map_err(|e| {
-                        failure = Some(io_err("writing payloads to a temporary file in", dir)(e));
-                        io::Error::other("payload write failed")
-                    })?;
+                    batch
+                        .flush(opts, &mut payloads, &mut payload_out)
+                        .map_err(|e| {
+                            failure =
+                                Some(io_err("writing payloads to a temporary file in", dir)(e));
+                            io::Error::other("payload write failed")
+                        })?;
                 }
             }
             progress.update(done, || format!("bytes, {} new chunks", report.chunks_new));
@@ -198,11 +240,20 @@ pub fn pack(
         });
         let size = match (result, failure) {
             (_, Some(e)) => return Err(e),
-            (Err(source), None) => return Err(PackError::Read { path: info.path.clone(), source }),
+            (Err(source), None) => {
+                return Err(PackError::Read {
+                    path: info.path.clone(),
+                    source,
+                })
+            }
             (Ok(size), None) => size,
         };
         if size != info.nar_size {
-            return Err(PackError::Changed { path: info.path.clone(), size, recorded: info.nar_size });
+            return Err(PackError::Changed {
+                path: info.path.clone(),
+                size,
+                recorded: info.nar_size,
+            });
         }
         entries.push(PathEntry {
             store_path: info.path.clone(),
@@ -216,8 +267,12 @@ pub fn pack(
         });
         predecessor.push(pred);
     }
-    batch.flush(opts, &mut payloads, &mut payload_out).map_err(io_err("writing payloads to a temporary file in", dir))?;
-    payload_out.flush().map_err(io_err("writing payloads to a temporary file in", dir))?;
+    batch
+        .flush(opts, &mut payloads, &mut payload_out)
+        .map_err(io_err("writing payloads to a temporary file in", dir))?;
+    payload_out
+        .flush()
+        .map_err(io_err("writing payloads to a temporary file in", dir))?;
     drop(payload_out);
     progress.finish();
 
@@ -240,7 +295,9 @@ pub fn pack(
     let mut manifest = manifest;
     for (entry, pred) in manifest.paths.iter_mut().zip(&predecessor) {
         let Some(q) = pred else { continue };
-        let Some(previous) = mirror.db.record(q)?.map(|r| r.chunks) else { continue };
+        let Some(previous) = mirror.db.record(q)?.map(|r| r.chunks) else {
+            continue;
+        };
         let source = match manifest.sources.iter().position(|s| s == q) {
             Some(i) => i,
             None => {
@@ -248,39 +305,63 @@ pub fn pack(
                 manifest.sources.len() - 1
             }
         };
-        let (explicit, copies) = narlink_protocol::manifest::compact(&entry.chunks, &previous, source as u32);
+        let (explicit, copies) =
+            narlink_protocol::manifest::compact(&entry.chunks, &previous, source as u32);
         if !copies.is_empty() {
             entry.chunks = explicit;
             entry.copies = copies;
         }
     }
     let raw = manifest.to_bytes();
-    let encoded = zstd::bulk::compress(&raw, 19).map_err(io_err("compressing the manifest for", out))?;
+    let encoded =
+        zstd::bulk::compress(&raw, 19).map_err(io_err("compressing the manifest for", out))?;
     let manifest_hash = *blake3::hash(&encoded).as_bytes();
-    let sigs: Vec<_> = opts.sign_key.iter().map(|k| k.sign(&manifest_hash)).collect();
+    let sigs: Vec<_> = opts
+        .sign_key
+        .iter()
+        .map(|k| k.sign(&manifest_hash))
+        .collect();
     let sig_block = narlink_protocol::signature::encode_block(&sigs);
     report.signed_by = sigs.iter().map(|s| s.name.clone()).collect();
-    let header = BundleHeader::for_manifest(&encoded, raw.len() as u32, manifest.payload_bytes(), sig_block.len() as u32);
+    let header = BundleHeader::for_manifest(
+        &encoded,
+        raw.len() as u32,
+        manifest.payload_bytes(),
+        sig_block.len() as u32,
+    );
     report.bytes_compressed = header.payload_len;
-    report.chunks_delta = manifest.payloads.iter().filter(|p| p.encoding == Encoding::ZstdRef).count();
+    report.chunks_delta = manifest
+        .payloads
+        .iter()
+        .filter(|p| p.encoding == Encoding::ZstdRef)
+        .count();
     report.manifest_bytes = encoded.len() as u64;
     report.bundle_bytes = header.total_len();
     report.bundle = hex(&header.id());
     report.sequence = manifest.sequence;
 
     // Write next to the destination, then rename: a crash never leaves half a bundle at `out`.
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(io_err("creating a temporary file in", dir))?;
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)
+        .map_err(io_err("creating a temporary file in", dir))?;
     {
         let mut w = BufWriter::with_capacity(1 << 20, tmp.as_file_mut());
-        w.write_all(&header.encode()).map_err(io_err("writing", out))?;
+        w.write_all(&header.encode())
+            .map_err(io_err("writing", out))?;
         w.write_all(&encoded).map_err(io_err("writing", out))?;
         w.write_all(&sig_block).map_err(io_err("writing", out))?;
-        payload_file.rewind().map_err(io_err("reading back payloads for", out))?;
-        io::copy(&mut (&mut payload_file).take(header.payload_len), &mut w).map_err(io_err("writing", out))?;
+        payload_file
+            .rewind()
+            .map_err(io_err("reading back payloads for", out))?;
+        io::copy(&mut (&mut payload_file).take(header.payload_len), &mut w)
+            .map_err(io_err("writing", out))?;
         w.flush().map_err(io_err("writing", out))?;
     }
     tmp.as_file().sync_all().map_err(io_err("syncing", out))?;
-    tmp.persist(out).map_err(|e| PackError::Io { what: "renaming into place", path: out.to_owned(), source: e.error })?;
+    tmp.persist(out).map_err(|e| PackError::Io {
+        what: "renaming into place",
+        path: out.to_owned(),
+        source: e.error,
+    })?;
     mirror.commit_pending(&header.id())?;
     Ok(report)
 }
@@ -306,7 +387,12 @@ impl Batch {
 
     /// Compress the batch on `opts.threads` threads and append the payloads in order: each
     /// chunk as the smaller of plain zstd and a delta against its reference.
-    fn flush(&mut self, opts: &PackOptions, payloads: &mut Vec<Payload>, out: &mut impl Write) -> io::Result<()> {
+    fn flush(
+        &mut self,
+        opts: &PackOptions,
+        payloads: &mut Vec<Payload>,
+        out: &mut impl Write,
+    ) -> io::Result<()> {
         let chunks = std::mem::take(&mut self.chunks);
         self.bytes = 0;
         let per = chunks.len().div_ceil(opts.threads.max(1)).max(1);
@@ -321,7 +407,13 @@ impl Batch {
                                 let best = references
                                     .iter()
                                     .filter_map(|(r, bytes)| {
-                                        payload::encode_delta(data, opts.zstd_level, bytes, plain.len()).map(|d| (*r, d))
+                                        payload::encode_delta(
+                                            data,
+                                            opts.zstd_level,
+                                            bytes,
+                                            plain.len(),
+                                        )
+                                        .map(|d| (*r, d))
                                     })
                                     .min_by_key(|(_, d)| d.len());
                                 match best {
@@ -333,9 +425,14 @@ impl Batch {
                     })
                 })
                 .collect();
-            handles.into_iter().map(|h| h.join().unwrap_or_default()).collect()
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_default())
+                .collect()
         });
-        for ((id, data, _), (encoding, bytes, reference)) in chunks.iter().zip(encoded.into_iter().flatten()) {
+        for ((id, data, _), (encoding, bytes, reference)) in
+            chunks.iter().zip(encoded.into_iter().flatten())
+        {
             out.write_all(&bytes)?;
             payloads.push(Payload {
                 chunk: *id,
@@ -357,19 +454,32 @@ fn dependency_order(infos: Vec<PathInfo>) -> Result<Vec<PathInfo>, PackError> {
     let mut waiting: BTreeMap<String, (PathInfo, usize)> = BTreeMap::new();
     let mut dependents: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for i in infos {
-        let deps: Vec<&String> = i.references.iter().filter(|r| **r != i.path && names.contains(*r)).collect();
+        let deps: Vec<&String> = i
+            .references
+            .iter()
+            .filter(|r| **r != i.path && names.contains(*r))
+            .collect();
         for d in &deps {
-            dependents.entry((*d).clone()).or_default().push(i.path.clone());
+            dependents
+                .entry((*d).clone())
+                .or_default()
+                .push(i.path.clone());
         }
         let n = deps.len();
         waiting.insert(i.path.clone(), (i, n));
     }
-    let size = |p: &str, w: &BTreeMap<String, (PathInfo, usize)>| w.get(p).map_or(0, |(i, _)| i.nar_size);
-    let mut ready: BTreeSet<(u64, String)> =
-        waiting.iter().filter(|(_, (_, n))| *n == 0).map(|(p, (i, _))| (i.nar_size, p.clone())).collect();
+    let size =
+        |p: &str, w: &BTreeMap<String, (PathInfo, usize)>| w.get(p).map_or(0, |(i, _)| i.nar_size);
+    let mut ready: BTreeSet<(u64, String)> = waiting
+        .iter()
+        .filter(|(_, (_, n))| *n == 0)
+        .map(|(p, (i, _))| (i.nar_size, p.clone()))
+        .collect();
     let mut out = Vec::with_capacity(waiting.len());
     while let Some((_, p)) = ready.pop_first() {
-        let Some((info, _)) = waiting.remove(&p) else { continue };
+        let Some((info, _)) = waiting.remove(&p) else {
+            continue;
+        };
         for d in dependents.get(&p).into_iter().flatten() {
             if let Some((_, n)) = waiting.get_mut(d) {
                 *n -= 1;
@@ -393,7 +503,13 @@ pub fn hex(b: &[u8]) -> String {
 impl PackReport {
     /// The human-readable report.
     pub fn render(&self) -> String {
-        let pct = |n: u64| if self.nar_bytes_new == 0 { 0.0 } else { 100.0 * n as f64 / self.nar_bytes_new as f64 };
+        let pct = |n: u64| {
+            if self.nar_bytes_new == 0 {
+                0.0
+            } else {
+                100.0 * n as f64 / self.nar_bytes_new as f64
+            }
+        };
         format!(
             "bundle {}\n\
              paths:            {} new of {} in the closure\n\
@@ -421,7 +537,11 @@ impl PackReport {
             progress::bytes(self.bundle_bytes),
             pct(self.bundle_bytes),
             self.sequence,
-            if self.signed_by.is_empty() { "nobody (unsigned)".to_owned() } else { self.signed_by.join(", ") },
+            if self.signed_by.is_empty() {
+                "nobody (unsigned)".to_owned()
+            } else {
+                self.signed_by.join(", ")
+            },
         )
     }
 }

@@ -23,7 +23,12 @@ pub struct ResyncReport {
     pub digest: String,
 }
 
-pub fn resync(mirror: &Mirror, store: &NixStore, device_paths: &[String], progress: bool) -> Result<ResyncReport, ResyncError> {
+pub fn resync(
+    mirror: &Mirror,
+    store: &NixStore,
+    device_paths: &[String],
+    progress: bool,
+) -> Result<ResyncReport, ResyncError> {
     let mut report = ResyncReport::default();
     let device: BTreeSet<&str> = device_paths.iter().map(String::as_str).collect();
     let tx = mirror.db.begin_write()?;
@@ -34,13 +39,25 @@ pub fn resync(mirror: &Mirror, store: &NixStore, device_paths: &[String], progre
     }
     mirror.clear_pending(&tx)?;
     mirror.db.commit(tx)?;
-    let missing: Vec<String> = device_paths.iter().filter(|p| !mirror.db.has_path(p).unwrap_or(false)).cloned().collect();
+    let missing: Vec<String> = device_paths
+        .iter()
+        .filter(|p| !mirror.db.has_path(p).unwrap_or(false))
+        .cloned()
+        .collect();
     let known = store.valid_paths(&missing)?;
-    let (have, unknown): (Vec<String>, Vec<String>) = missing.into_iter().partition(|p| known.contains(p));
+    let (have, unknown): (Vec<String>, Vec<String>) =
+        missing.into_iter().partition(|p| known.contains(p));
     let infos = store.path_infos(Some(&have))?;
     report.added = index_into(&mirror.db, store, &infos, false, progress)?.paths;
     let tx = mirror.db.begin_write()?;
-    let empty = PathRecord { nar_hash: [0; 32], nar_size: 0, references: Vec::new(), deriver: None, chunks: Vec::new(), rewrites: Vec::new() };
+    let empty = PathRecord {
+        nar_hash: [0; 32],
+        nar_size: 0,
+        references: Vec::new(),
+        deriver: None,
+        chunks: Vec::new(),
+        rewrites: Vec::new(),
+    };
     for p in &unknown {
         mirror.db.add_path(&tx, p, &empty)?;
     }

@@ -62,7 +62,9 @@ impl DeviceState {
     }
 
     pub fn open(dir: &Path) -> Result<DeviceState, StateError> {
-        Ok(DeviceState { db: StateDb::open(dir, FILE, ROLE)? })
+        Ok(DeviceState {
+            db: StateDb::open(dir, FILE, ROLE)?,
+        })
     }
 
     /// The store URI recorded at init (`None` = the default store).
@@ -94,9 +96,17 @@ impl DeviceState {
         Ok(v)
     }
 
-    pub fn put_bundle(&self, tx: &redb::WriteTransaction, id: &BundleId, rec: &BundleRecord) -> Result<(), StateError> {
+    pub fn put_bundle(
+        &self,
+        tx: &redb::WriteTransaction,
+        id: &BundleId,
+        rec: &BundleRecord,
+    ) -> Result<(), StateError> {
         let bytes = postcard::to_allocvec(rec).unwrap_or_default();
-        tx.open_table(BUNDLES).ctx(&self.db.file)?.insert(id, bytes.as_slice()).ctx(&self.db.file)?;
+        tx.open_table(BUNDLES)
+            .ctx(&self.db.file)?
+            .insert(id, bytes.as_slice())
+            .ctx(&self.db.file)?;
         Ok(())
     }
 
@@ -106,7 +116,13 @@ impl DeviceState {
     }
 
     /// Stage a verified chunk's payload, within `tx`. A delta names its reference by path.
-    pub fn stage(&self, tx: &redb::WriteTransaction, p: &Payload, source: Option<&Source>, bytes: &[u8]) -> Result<(), StateError> {
+    pub fn stage(
+        &self,
+        tx: &redb::WriteTransaction,
+        p: &Payload,
+        source: Option<&Source>,
+        bytes: &[u8],
+    ) -> Result<(), StateError> {
         let mut v = Vec::with_capacity(5 + bytes.len());
         v.push(match p.encoding {
             Encoding::Raw => 0,
@@ -121,12 +137,18 @@ impl DeviceState {
             v.extend_from_slice(&s.len.to_le_bytes());
         }
         v.extend_from_slice(bytes);
-        tx.open_table(STAGED).ctx(&self.db.file)?.insert(&p.chunk, v.as_slice()).ctx(&self.db.file)?;
+        tx.open_table(STAGED)
+            .ctx(&self.db.file)?
+            .insert(&p.chunk, v.as_slice())
+            .ctx(&self.db.file)?;
         Ok(())
     }
 
     pub fn unstage(&self, tx: &redb::WriteTransaction, id: &ChunkId) -> Result<(), StateError> {
-        tx.open_table(STAGED).ctx(&self.db.file)?.remove(id).ctx(&self.db.file)?;
+        tx.open_table(STAGED)
+            .ctx(&self.db.file)?
+            .remove(id)
+            .ctx(&self.db.file)?;
         Ok(())
     }
 
@@ -134,14 +156,18 @@ impl DeviceState {
     pub fn staged_set(&self, ids: impl Iterator<Item = ChunkId>) -> Result<Vec<bool>, StateError> {
         let tx = self.db.db.begin_read().ctx(&self.db.file)?;
         let t = tx.open_table(STAGED).ctx(&self.db.file)?;
-        ids.map(|id| Ok(t.get(&id).ctx(&self.db.file)?.is_some())).collect()
+        ids.map(|id| Ok(t.get(&id).ctx(&self.db.file)?.is_some()))
+            .collect()
     }
 
     /// A snapshot reader of staged payloads.
     pub fn staged_reader(&self) -> Result<StagedReader, StateError> {
         let tx = self.db.db.begin_read().ctx(&self.db.file)?;
         let t = tx.open_table(STAGED).ctx(&self.db.file)?;
-        Ok(StagedReader { t, file: self.db.file.clone() })
+        Ok(StagedReader {
+            t,
+            file: self.db.file.clone(),
+        })
     }
 }
 
@@ -169,9 +195,12 @@ pub struct Staged {
 impl StagedReader {
     /// The staged payload of `id`.
     pub fn get(&self, id: &ChunkId) -> Result<Option<Staged>, StateError> {
-        let Some(v) = self.t.get(id).ctx(&self.file)? else { return Ok(None) };
+        let Some(v) = self.t.get(id).ctx(&self.file)? else {
+            return Ok(None);
+        };
         let v = v.value();
-        let corrupt = || StateError::Corrupt(format!("staged chunk {}", crate::payload::short_id(id)));
+        let corrupt =
+            || StateError::Corrupt(format!("staged chunk {}", crate::payload::short_id(id)));
         let mut r = narlink_protocol::wire::Reader::new(v);
         let encoding = match r.u8().map_err(|_| corrupt())? {
             0 => Encoding::Raw,
@@ -191,8 +220,18 @@ impl StagedReader {
             None
         };
         let bytes = r.take_rest().to_vec();
-        let payload = Payload { chunk: *id, raw_len, encoded_len: bytes.len() as u32, encoding, reference: None };
-        Ok(Some(Staged { payload, source, bytes }))
+        let payload = Payload {
+            chunk: *id,
+            raw_len,
+            encoded_len: bytes.len() as u32,
+            encoding,
+            reference: None,
+        };
+        Ok(Some(Staged {
+            payload,
+            source,
+            bytes,
+        }))
     }
 
     pub fn contains(&self, id: &ChunkId) -> Result<bool, StateError> {
@@ -206,7 +245,8 @@ fn decode_bundle(bytes: &[u8]) -> Result<BundleRecord, StateError> {
 
 impl BundleRecord {
     pub fn manifest(&self) -> Result<Manifest, StateError> {
-        Manifest::from_bytes(&self.manifest).map_err(|e| StateError::Corrupt(format!("stored manifest: {e}")))
+        Manifest::from_bytes(&self.manifest)
+            .map_err(|e| StateError::Corrupt(format!("stored manifest: {e}")))
     }
 }
 
@@ -218,14 +258,21 @@ impl DeviceState {
         let keys = String::from_utf8_lossy(&keys)
             .lines()
             .filter(|l| !l.trim().is_empty())
-            .map(|l| narlink_protocol::signature::PublicKey::from_nix(l).map_err(|e| StateError::Corrupt(format!("trusted key: {e}"))))
+            .map(|l| {
+                narlink_protocol::signature::PublicKey::from_nix(l)
+                    .map_err(|e| StateError::Corrupt(format!("trusted key: {e}")))
+            })
             .collect::<Result<Vec<_>, _>>()?;
         let allow = self.db.meta("allow_unsigned")?.is_some_and(|b| b == b"1");
         Ok((keys, allow))
     }
 
     /// Trust these keys (added to those already trusted); set the unsigned policy.
-    pub fn set_trust(&self, keys: &[narlink_protocol::signature::PublicKey], allow_unsigned: bool) -> Result<(), StateError> {
+    pub fn set_trust(
+        &self,
+        keys: &[narlink_protocol::signature::PublicKey],
+        allow_unsigned: bool,
+    ) -> Result<(), StateError> {
         let (mut all, _) = self.trust()?;
         for k in keys {
             if !all.contains(k) {
@@ -233,8 +280,10 @@ impl DeviceState {
             }
         }
         let text: Vec<String> = all.iter().map(|k| k.to_nix()).collect();
-        self.db.set_meta("trusted_keys", text.join("\n").as_bytes())?;
-        self.db.set_meta("allow_unsigned", if allow_unsigned { b"1" } else { b"0" })
+        self.db
+            .set_meta("trusted_keys", text.join("\n").as_bytes())?;
+        self.db
+            .set_meta("allow_unsigned", if allow_unsigned { b"1" } else { b"0" })
     }
 
     /// The sequence number of the newest bundle imported.
@@ -247,7 +296,11 @@ impl DeviceState {
     }
 
     /// Record an imported bundle's sequence number, within `tx`.
-    pub fn note_sequence(&self, tx: &redb::WriteTransaction, sequence: u64) -> Result<(), StateError> {
+    pub fn note_sequence(
+        &self,
+        tx: &redb::WriteTransaction,
+        sequence: u64,
+    ) -> Result<(), StateError> {
         if sequence > self.last_sequence()? {
             tx.open_table(super::META)
                 .ctx(&self.db.file)?
@@ -286,10 +339,15 @@ impl Default for DeviceLimits {
 
 impl DeviceState {
     pub fn limits(&self) -> Result<DeviceLimits, StateError> {
-        Ok(self.db.meta("limits")?.and_then(|b| postcard::from_bytes(&b).ok()).unwrap_or_default())
+        Ok(self
+            .db
+            .meta("limits")?
+            .and_then(|b| postcard::from_bytes(&b).ok())
+            .unwrap_or_default())
     }
 
     pub fn set_limits(&self, l: &DeviceLimits) -> Result<(), StateError> {
-        self.db.set_meta("limits", &postcard::to_allocvec(l).unwrap_or_default())
+        self.db
+            .set_meta("limits", &postcard::to_allocvec(l).unwrap_or_default())
     }
 }

@@ -39,7 +39,9 @@ impl Mirror {
     }
 
     pub fn open(dir: &Path) -> Result<Mirror, StateError> {
-        Ok(Mirror { db: StateDb::open(dir, FILE, ROLE)? })
+        Ok(Mirror {
+            db: StateDb::open(dir, FILE, ROLE)?,
+        })
     }
 
     /// Remember a packed bundle until the device acknowledges it, with its full chunk lists
@@ -59,7 +61,10 @@ impl Mirror {
         let tx = self.db.begin_write()?;
         {
             let mut t = tx.open_table(PENDING).ctx(&self.db.file)?;
-            let v = t.remove(&PROVISIONAL).ctx(&self.db.file)?.map(|v| v.value().to_vec());
+            let v = t
+                .remove(&PROVISIONAL)
+                .ctx(&self.db.file)?
+                .map(|v| v.value().to_vec());
             if let Some(v) = v {
                 t.insert(id, v.as_slice()).ctx(&self.db.file)?;
             }
@@ -72,7 +77,8 @@ impl Mirror {
         let t = tx.open_table(PENDING).ctx(&self.db.file)?;
         let v = t.get(id).ctx(&self.db.file)?;
         v.map(|v| {
-            Manifest::from_bytes(v.value()).map_err(|e| StateError::Corrupt(format!("pending manifest: {e}")))
+            Manifest::from_bytes(v.value())
+                .map_err(|e| StateError::Corrupt(format!("pending manifest: {e}")))
         })
         .transpose()
     }
@@ -86,7 +92,10 @@ impl Mirror {
             }
             self.db.add_path(&tx, &p.store_path, &PathRecord::from(p))?;
         }
-        tx.open_table(PENDING).ctx(&self.db.file)?.remove(id).ctx(&self.db.file)?;
+        tx.open_table(PENDING)
+            .ctx(&self.db.file)?
+            .remove(id)
+            .ctx(&self.db.file)?;
         self.db.commit(tx)
     }
 }
@@ -95,7 +104,10 @@ impl Mirror {
     pub fn put_send(&self, id: &BundleId, rec: &SendRecord) -> Result<(), StateError> {
         let tx = self.db.begin_write()?;
         let bytes = postcard::to_allocvec(rec).unwrap_or_default();
-        tx.open_table(SENDS).ctx(&self.db.file)?.insert(id, bytes.as_slice()).ctx(&self.db.file)?;
+        tx.open_table(SENDS)
+            .ctx(&self.db.file)?
+            .insert(id, bytes.as_slice())
+            .ctx(&self.db.file)?;
         self.db.commit(tx)
     }
 
@@ -103,8 +115,10 @@ impl Mirror {
         let tx = self.db.db.begin_read().ctx(&self.db.file)?;
         let t = tx.open_table(SENDS).ctx(&self.db.file)?;
         let v = t.get(id).ctx(&self.db.file)?;
-        v.map(|v| postcard::from_bytes(v.value()).map_err(|_| StateError::Corrupt("send record".into())))
-            .transpose()
+        v.map(|v| {
+            postcard::from_bytes(v.value()).map_err(|_| StateError::Corrupt("send record".into()))
+        })
+        .transpose()
     }
 }
 
@@ -128,7 +142,10 @@ impl Mirror {
         let mut t = tx.open_table(PENDING).ctx(&self.db.file)?;
         let keys: Vec<[u8; 16]> = {
             use redb::ReadableTable;
-            t.iter().ctx(&self.db.file)?.filter_map(|e| e.ok().map(|(k, _)| *k.value())).collect()
+            t.iter()
+                .ctx(&self.db.file)?
+                .filter_map(|e| e.ok().map(|(k, _)| *k.value()))
+                .collect()
         };
         for k in keys {
             t.remove(&k).ctx(&self.db.file)?;
@@ -140,12 +157,16 @@ impl Mirror {
 impl Mirror {
     /// Record that the device reported another state than the mirror's (or clear it).
     pub fn set_stale(&self, device_digest: Option<&[u8; 16]>) -> Result<(), StateError> {
-        self.db.set_meta("stale", device_digest.map_or(&[][..], |d| &d[..]))
+        self.db
+            .set_meta("stale", device_digest.map_or(&[][..], |d| &d[..]))
     }
 
     /// The device state digest of the last report that disagreed with the mirror, if the
     /// mirror has not been rebuilt since.
     pub fn stale(&self) -> Result<Option<[u8; 16]>, StateError> {
-        Ok(self.db.meta("stale")?.and_then(|b| <[u8; 16]>::try_from(b.as_slice()).ok()))
+        Ok(self
+            .db
+            .meta("stale")?
+            .and_then(|b| <[u8; 16]>::try_from(b.as_slice()).ok()))
     }
 }

@@ -16,8 +16,7 @@ use std::path::{Path, PathBuf};
 use narlink_protocol::digest::state_digest;
 use narlink_protocol::manifest::{ChunkId, ChunkParams, ChunkRef};
 use redb::{
-    Database, MultimapTableDefinition, ReadableTable, ReadableTableMetadata,
-    TableDefinition,
+    Database, MultimapTableDefinition, ReadableTable, ReadableTableMetadata, TableDefinition,
 };
 use serde::{Deserialize, Serialize};
 
@@ -39,17 +38,26 @@ pub enum StateError {
     #[error("state database {path}: {source}")]
     Db { path: PathBuf, source: redb::Error },
     #[error("{path} holds a narlink {found} state, not a {expected} state")]
-    Role { path: PathBuf, found: String, expected: &'static str },
+    Role {
+        path: PathBuf,
+        found: String,
+        expected: &'static str,
+    },
     #[error("{0} is in use by another narlink process (a running `device listen`?); stop it or try again")]
     Busy(PathBuf),
     #[error("{0} holds no narlink state: run `narlink {1} init` first")]
     Missing(PathBuf, &'static str),
-    #[error("{path} was indexed with chunking {found:?}, this narlink uses {PARAMS:?}: re-run init")]
+    #[error(
+        "{path} was indexed with chunking {found:?}, this narlink uses {PARAMS:?}: re-run init"
+    )]
     Chunking { path: PathBuf, found: ChunkParams },
     #[error("state record for {0} does not decode: the state database is damaged")]
     Corrupt(String),
     #[error("I/O error on {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// What the state knows of one store path.
@@ -101,7 +109,10 @@ pub struct StateDb {
 }
 
 fn db_err(file: &Path) -> impl Fn(redb::Error) -> StateError + '_ {
-    move |source| StateError::Db { path: file.to_owned(), source }
+    move |source| StateError::Db {
+        path: file.to_owned(),
+        source,
+    }
 }
 
 /// Convert any redb error type into [`StateError`] with the database's path.
@@ -116,10 +127,20 @@ impl<T, E: Into<redb::Error>> Ctx<T> for Result<T, E> {
 
 impl StateDb {
     /// Create a fresh state in `dir` for `role`, replacing none: fails if one exists.
-    pub(crate) fn create(dir: &Path, file_name: &str, role: &'static str) -> Result<StateDb, StateError> {
-        std::fs::create_dir_all(dir).map_err(|source| StateError::Io { path: dir.into(), source })?;
+    pub(crate) fn create(
+        dir: &Path,
+        file_name: &str,
+        role: &'static str,
+    ) -> Result<StateDb, StateError> {
+        std::fs::create_dir_all(dir).map_err(|source| StateError::Io {
+            path: dir.into(),
+            source,
+        })?;
         let file = dir.join(file_name);
-        let db = Database::builder().set_cache_size(CACHE_BYTES).create(&file).ctx(&file)?;
+        let db = Database::builder()
+            .set_cache_size(CACHE_BYTES)
+            .create(&file)
+            .ctx(&file)?;
         let s = StateDb { db, file };
         let tx = s.db.begin_write().ctx(&s.file)?;
         {
@@ -135,7 +156,11 @@ impl StateDb {
     }
 
     /// Open an existing state and check its role and chunking parameters.
-    pub(crate) fn open(dir: &Path, file_name: &str, role: &'static str) -> Result<StateDb, StateError> {
+    pub(crate) fn open(
+        dir: &Path,
+        file_name: &str,
+        role: &'static str,
+    ) -> Result<StateDb, StateError> {
         let file = dir.join(file_name);
         if !file.exists() {
             return Err(StateError::Missing(dir.into(), role));
@@ -145,10 +170,14 @@ impl StateDb {
         let deadline = std::time::Instant::now() + LOCK_WAIT;
         let db = loop {
             match Database::builder().set_cache_size(CACHE_BYTES).open(&file) {
-                Err(redb::DatabaseError::DatabaseAlreadyOpen) if std::time::Instant::now() < deadline => {
+                Err(redb::DatabaseError::DatabaseAlreadyOpen)
+                    if std::time::Instant::now() < deadline =>
+                {
                     std::thread::sleep(std::time::Duration::from_millis(50));
                 }
-                Err(redb::DatabaseError::DatabaseAlreadyOpen) => return Err(StateError::Busy(file)),
+                Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
+                    return Err(StateError::Busy(file))
+                }
                 r => break r.ctx(&file)?,
             }
         };
@@ -166,7 +195,10 @@ impl StateDb {
             .and_then(|b| postcard::from_bytes(&b).ok())
             .ok_or_else(|| StateError::Corrupt("chunking parameters".into()))?;
         if params != PARAMS {
-            return Err(StateError::Chunking { path: dir.into(), found: params });
+            return Err(StateError::Chunking {
+                path: dir.into(),
+                found: params,
+            });
         }
         Ok(s)
     }
@@ -179,7 +211,10 @@ impl StateDb {
 
     pub(crate) fn set_meta(&self, key: &str, value: &[u8]) -> Result<(), StateError> {
         let tx = self.db.begin_write().ctx(&self.file)?;
-        tx.open_table(META).ctx(&self.file)?.insert(key, value).ctx(&self.file)?;
+        tx.open_table(META)
+            .ctx(&self.file)?
+            .insert(key, value)
+            .ctx(&self.file)?;
         tx.commit().ctx(&self.file)
     }
 
@@ -191,7 +226,10 @@ impl StateDb {
         rec: &PathRecord,
     ) -> Result<(), StateError> {
         let bytes = postcard::to_allocvec(rec).unwrap_or_default();
-        tx.open_table(PATHS).ctx(&self.file)?.insert(path, bytes.as_slice()).ctx(&self.file)?;
+        tx.open_table(PATHS)
+            .ctx(&self.file)?
+            .insert(path, bytes.as_slice())
+            .ctx(&self.file)?;
         let mut locs = tx.open_multimap_table(CHUNK_LOCS).ctx(&self.file)?;
         let mut offset = 0u64;
         for c in &rec.chunks {
@@ -202,7 +240,11 @@ impl StateDb {
     }
 
     /// Forget `path` and its chunk locations, within `tx`. Returns whether it was there.
-    pub(crate) fn remove_path(&self, tx: &redb::WriteTransaction, path: &str) -> Result<bool, StateError> {
+    pub(crate) fn remove_path(
+        &self,
+        tx: &redb::WriteTransaction,
+        path: &str,
+    ) -> Result<bool, StateError> {
         let rec = {
             let t = tx.open_table(PATHS).ctx(&self.file)?;
             let v = t.get(path).ctx(&self.file)?;
@@ -217,7 +259,10 @@ impl StateDb {
             locs.remove(&c.id, (path, offset, c.len)).ctx(&self.file)?;
             offset += u64::from(c.len);
         }
-        tx.open_table(PATHS).ctx(&self.file)?.remove(path).ctx(&self.file)?;
+        tx.open_table(PATHS)
+            .ctx(&self.file)?
+            .remove(path)
+            .ctx(&self.file)?;
         Ok(true)
     }
 
@@ -253,14 +298,20 @@ impl StateDb {
     pub fn chunk_reader(&self) -> Result<ChunkLookup, StateError> {
         let tx = self.db.begin_read().ctx(&self.file)?;
         let locs = tx.open_multimap_table(CHUNK_LOCS).ctx(&self.file)?;
-        Ok(ChunkLookup { locs, file: self.file.clone() })
+        Ok(ChunkLookup {
+            locs,
+            file: self.file.clone(),
+        })
     }
 
     /// A reader for many record lookups in one consistent snapshot.
     pub fn record_reader(&self) -> Result<RecordLookup, StateError> {
         let tx = self.db.begin_read().ctx(&self.file)?;
         let paths = tx.open_table(PATHS).ctx(&self.file)?;
-        Ok(RecordLookup { paths, file: self.file.clone() })
+        Ok(RecordLookup {
+            paths,
+            file: self.file.clone(),
+        })
     }
 
     pub fn begin_write(&self) -> Result<redb::WriteTransaction, StateError> {
@@ -308,7 +359,11 @@ impl ChunkLookup {
             Some(v) => {
                 let v = v.ctx(&self.file)?;
                 let (path, offset, len) = v.value();
-                Ok(Some(ChunkLocation { path: path.to_owned(), offset, len }))
+                Ok(Some(ChunkLocation {
+                    path: path.to_owned(),
+                    offset,
+                    len,
+                }))
             }
         }
     }

@@ -12,9 +12,13 @@ pub fn nix_env(c: &mut Command) -> &mut Command {
 }
 
 pub fn sh(cmd: &str) -> String {
-    let out = nix_env(Command::new("bash").arg("-c").arg(format!("set -euo pipefail; {cmd}")))
-        .output()
-        .expect("bash runs");
+    let out = nix_env(
+        Command::new("bash")
+            .arg("-c")
+            .arg(format!("set -euo pipefail; {cmd}")),
+    )
+    .output()
+    .expect("bash runs");
     assert!(
         out.status.success(),
         "`{cmd}` failed: {}",
@@ -25,7 +29,8 @@ pub fn sh(cmd: &str) -> String {
 
 /// Build version `v` of examples/demo.nix (once per test process).
 pub fn demo(v: u32) -> String {
-    static BUILT: OnceLock<std::sync::Mutex<std::collections::HashMap<u32, String>>> = OnceLock::new();
+    static BUILT: OnceLock<std::sync::Mutex<std::collections::HashMap<u32, String>>> =
+        OnceLock::new();
     let m = BUILT.get_or_init(Default::default);
     let mut m = m.lock().unwrap();
     m.entry(v)
@@ -61,8 +66,21 @@ impl Rig {
             "nix-store --export $(nix-store -qR {holds}) | nix-store --store '{}' --import >/dev/null",
             rig.store()
         ));
-        sh(&format!("nix-store --generate-binary-cache-key ground-1 {} {}", rig.p("sk"), rig.p("pk")));
-        rig.ok(&["device", "init", "--state", rig.p("state"), "--store", &rig.store(), "--trust", rig.p("pk")]);
+        sh(&format!(
+            "nix-store --generate-binary-cache-key ground-1 {} {}",
+            rig.p("sk"),
+            rig.p("pk")
+        ));
+        rig.ok(&[
+            "device",
+            "init",
+            "--state",
+            rig.p("state"),
+            "--store",
+            &rig.store(),
+            "--trust",
+            rig.p("pk"),
+        ]);
         rig.ok(&["ground", "init", "--mirror", rig.p("mirror"), holds]);
         rig
     }
@@ -72,16 +90,31 @@ impl Rig {
     }
 
     pub fn p(&self, name: &str) -> &str {
-        Box::leak(self.dir.join(name).to_string_lossy().into_owned().into_boxed_str())
+        Box::leak(
+            self.dir
+                .join(name)
+                .to_string_lossy()
+                .into_owned()
+                .into_boxed_str(),
+        )
     }
 
     pub fn run(&self, args: &[&str]) -> Output {
-        nix_env(Command::new(NARLINK).arg("--quiet").args(args)).output().unwrap()
+        nix_env(Command::new(NARLINK).arg("--quiet").args(args))
+            .output()
+            .unwrap()
     }
 
     /// `ground pack` signed with the rig's key, then `args`.
     pub fn pack(&self, args: &[&str]) -> serde_json::Value {
-        let mut a = vec!["ground", "pack", "--mirror", self.p("mirror"), "--sign-key", self.p("sk")];
+        let mut a = vec![
+            "ground",
+            "pack",
+            "--mirror",
+            self.p("mirror"),
+            "--sign-key",
+            self.p("sk"),
+        ];
         a.extend_from_slice(args);
         self.json(&a)
     }
@@ -110,9 +143,16 @@ impl Rig {
     pub fn assert_holds(&self, root: &str) {
         let closure = sh(&format!("nix-store -qR {root}"));
         let paths: Vec<&str> = closure.lines().collect();
-        sh(&format!("nix-store --store '{}' --verify-path {}", self.store(), paths.join(" ")));
+        sh(&format!(
+            "nix-store --store '{}' --verify-path {}",
+            self.store(),
+            paths.join(" ")
+        ));
         let on_device = sh(&format!("nix-store --store '{}' -qR {root}", self.store()));
-        assert_eq!(on_device, closure, "device closure differs from the ground's");
+        assert_eq!(
+            on_device, closure,
+            "device closure differs from the ground's"
+        );
     }
 }
 
@@ -121,4 +161,3 @@ pub fn flip(file: &Path, offset: u64) {
     b[offset as usize] ^= 0x01;
     std::fs::write(file, b).unwrap();
 }
-

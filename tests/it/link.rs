@@ -24,7 +24,12 @@ fn synthetic(len: u64, opts: &SimOptions) -> SimReport {
 fn assert_report_sizes(r: &SimReport) {
     for row in &r.rows {
         let unfinished = u64::from(row.groups - row.groups_done);
-        assert!(row.report_bytes <= 64 + 2 * unfinished, "pass {}: {} byte report for {unfinished} groups", row.pass, row.report_bytes);
+        assert!(
+            row.report_bytes <= 64 + 2 * unfinished,
+            "pass {}: {} byte report for {unfinished} groups",
+            row.pass,
+            row.report_bytes
+        );
     }
 }
 
@@ -38,10 +43,20 @@ fn passes_within_bound_at_10_and_20_percent_loss() {
         let bound = (len as f64 / (1.0 - loss) / budget as f64).ceil() as u32 + 1;
         let mut worst = 0;
         for seed in 1..=20 {
-            let opts = SimOptions { loss, seed, pass_bytes: Some(budget), max_passes: 20, ..SimOptions::default() };
+            let opts = SimOptions {
+                loss,
+                seed,
+                pass_bytes: Some(budget),
+                max_passes: 20,
+                ..SimOptions::default()
+            };
             let r = synthetic(len, &opts);
             assert!(r.completed, "loss {loss} seed {seed} did not complete");
-            assert!(r.passes <= bound, "loss {loss} seed {seed}: {} passes, bound {bound}", r.passes);
+            assert!(
+                r.passes <= bound,
+                "loss {loss} seed {seed}: {} passes, bound {bound}",
+                r.passes
+            );
             assert_report_sizes(&r);
             worst = worst.max(r.passes);
         }
@@ -74,11 +89,32 @@ fn real_update_at_20_percent_loss_is_verified_and_cheap() {
     let (v1, v3) = (demo(1), demo(4));
     for seed in 1..=3 {
         let work = tempfile::tempdir().unwrap();
-        let opts = SimOptions { loss: 0.2, seed, ..SimOptions::default() };
-        let r = sim::simulate_update(&NixStore::new(None), &v1, &v3, work.path(), LinkOptions::default(), &opts, false).unwrap();
-        assert!(r.link.completed && r.verified, "seed {seed}: {}", r.link.render());
+        let opts = SimOptions {
+            loss: 0.2,
+            seed,
+            ..SimOptions::default()
+        };
+        let r = sim::simulate_update(
+            &NixStore::new(None),
+            &v1,
+            &v3,
+            work.path(),
+            LinkOptions::default(),
+            &opts,
+            false,
+        )
+        .unwrap();
+        assert!(
+            r.link.completed && r.verified,
+            "seed {seed}: {}",
+            r.link.render()
+        );
         let bound = 1.10 * r.link.payload_bytes as f64 / 0.8;
-        assert!((r.link.bytes_on_air as f64) <= bound, "seed {seed}: {} bytes on air > {bound}", r.link.bytes_on_air);
+        assert!(
+            (r.link.bytes_on_air as f64) <= bound,
+            "seed {seed}: {} bytes on air > {bound}",
+            r.link.bytes_on_air
+        );
         assert_report_sizes(&r.link);
     }
 }
@@ -87,8 +123,24 @@ fn real_update_at_20_percent_loss_is_verified_and_cheap() {
 fn real_update_survives_bursts_and_reboots() {
     let (v1, v3) = (demo(1), demo(3));
     let work = tempfile::tempdir().unwrap();
-    let opts = SimOptions { loss: 0.2, burst: Some(50.0), reboot: 0.7, corrupt: 0.01, seed: 7, ..SimOptions::default() };
-    let r = sim::simulate_update(&NixStore::new(None), &v1, &v3, work.path(), LinkOptions::default(), &opts, false).unwrap();
+    let opts = SimOptions {
+        loss: 0.2,
+        burst: Some(50.0),
+        reboot: 0.7,
+        corrupt: 0.01,
+        seed: 7,
+        ..SimOptions::default()
+    };
+    let r = sim::simulate_update(
+        &NixStore::new(None),
+        &v1,
+        &v3,
+        work.path(),
+        LinkOptions::default(),
+        &opts,
+        false,
+    )
+    .unwrap();
     assert!(r.link.completed && r.verified, "{}", r.link.render());
     assert!(r.device_reboots > 0);
 }
@@ -98,7 +150,19 @@ fn real_update_survives_bursts_and_reboots() {
 fn frames_through_files_with_resend() {
     let (v1, v2) = (demo(1), demo(2));
     let rig = Rig::new(&v1);
-    rig.pack(&["--out", rig.p("b"), "--frames", rig.p("pass1"), "--frame-size", "256", "--group-k", "16", "--redundancy", "0", &v2]);
+    rig.pack(&[
+        "--out",
+        rig.p("b"),
+        "--frames",
+        rig.p("pass1"),
+        "--frame-size",
+        "256",
+        "--group-k",
+        "16",
+        "--redundancy",
+        "0",
+        &v2,
+    ]);
     // Drop every third frame of the first pass and damage one.
     let fl = 256 + 44;
     let all = std::fs::read(rig.p("pass1")).unwrap();
@@ -112,16 +176,41 @@ fn frames_through_files_with_resend() {
     std::fs::write(rig.p("pass1"), &kept).unwrap();
     let mut pass = 1;
     loop {
-        rig.ok(&["device", "receive", "--state", rig.p("state"), rig.p(&format!("pass{pass}"))]);
-        rig.ok(&["device", "status", "--state", rig.p("state"), "--out", rig.p("status")]);
+        rig.ok(&[
+            "device",
+            "receive",
+            "--state",
+            rig.p("state"),
+            rig.p(&format!("pass{pass}")),
+        ]);
+        rig.ok(&[
+            "device",
+            "status",
+            "--state",
+            rig.p("state"),
+            "--out",
+            rig.p("status"),
+        ]);
         let st = rig.json(&["inspect", rig.p("status")]);
-        assert!(std::fs::metadata(rig.p("status")).unwrap().len() <= 64 + 2 * st["needs"].as_array().unwrap().len() as u64);
+        assert!(
+            std::fs::metadata(rig.p("status")).unwrap().len()
+                <= 64 + 2 * st["needs"].as_array().unwrap().len() as u64
+        );
         if st["phase"] != "receiving" {
             break;
         }
         pass += 1;
         assert!(pass < 10, "no progress: {st}");
-        rig.ok(&["ground", "resend", "--mirror", rig.p("mirror"), "--status", rig.p("status"), "--frames", rig.p(&format!("pass{pass}"))]);
+        rig.ok(&[
+            "ground",
+            "resend",
+            "--mirror",
+            rig.p("mirror"),
+            "--status",
+            rig.p("status"),
+            "--frames",
+            rig.p(&format!("pass{pass}")),
+        ]);
     }
     rig.ok(&["device", "import", "--state", rig.p("state")]);
     rig.assert_holds(&v2);
@@ -131,7 +220,10 @@ fn frames_through_files_with_resend() {
 /// update still completes byte-exact.
 #[test]
 fn sigkill_during_receive_and_import() {
-    let kills_wanted: u32 = std::env::var("NARLINK_KILLS").ok().and_then(|v| v.parse().ok()).unwrap_or(200);
+    let kills_wanted: u32 = std::env::var("NARLINK_KILLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200);
     let (v1, v3) = (demo(1), demo(3));
     let mut rng = narlink_protocol::sim::Rng::new(42);
     let mut kills = 0u32;
@@ -139,11 +231,35 @@ fn sigkill_during_receive_and_import() {
     while kills < kills_wanted {
         rounds += 1;
         let rig = Rig::new(&v1);
-        rig.pack(&["--out", rig.p("b"), "--frames", rig.p("frames/"), "--frame-size", "512", "--group-k", "8", "--redundancy", "10", &v3]);
+        rig.pack(&[
+            "--out",
+            rig.p("b"),
+            "--frames",
+            rig.p("frames/"),
+            "--frame-size",
+            "512",
+            "--group-k",
+            "8",
+            "--redundancy",
+            "10",
+            &v3,
+        ]);
         // One file per frame: every file is a separate durable commit.
         for (args, label) in [
-            (vec!["device", "receive", "--state", rig.p("state"), rig.p("frames")], "receive"),
-            (vec!["device", "import", "--state", rig.p("state")], "import"),
+            (
+                vec![
+                    "device",
+                    "receive",
+                    "--state",
+                    rig.p("state"),
+                    rig.p("frames"),
+                ],
+                "receive",
+            ),
+            (
+                vec!["device", "import", "--state", rig.p("state")],
+                "import",
+            ),
         ] {
             let mut round_kills = 0;
             loop {
@@ -153,7 +269,11 @@ fn sigkill_during_receive_and_import() {
                     .stderr(Stdio::piped())
                     .spawn()
                     .unwrap();
-                let delay = Duration::from_micros(rng.below(if label == "receive" { 150_000 } else { 400_000 }));
+                let delay = Duration::from_micros(rng.below(if label == "receive" {
+                    150_000
+                } else {
+                    400_000
+                }));
                 std::thread::sleep(delay);
                 let finished = child.try_wait().unwrap();
                 if finished.is_none() && round_kills < 25 {
@@ -164,7 +284,12 @@ fn sigkill_during_receive_and_import() {
                     continue;
                 }
                 let out = child.wait_with_output().unwrap();
-                assert!(out.status.success(), "{label} after {round_kills} kills failed ({:?} in): {}", start.elapsed(), String::from_utf8_lossy(&out.stderr));
+                assert!(
+                    out.status.success(),
+                    "{label} after {round_kills} kills failed ({:?} in): {}",
+                    start.elapsed(),
+                    String::from_utf8_lossy(&out.stderr)
+                );
                 break;
             }
         }
@@ -178,30 +303,83 @@ fn sigkill_during_receive_and_import() {
 fn paths_import_before_the_bundle_completes() {
     let (v1, v2) = (demo(1), demo(3));
     let rig = Rig::new(&v1);
-    rig.pack(&["--out", rig.p("b"), "--frames", rig.p("frames"), "--frame-size", "256", "--group-k", "8", "--redundancy", "0", &v2]);
+    rig.pack(&[
+        "--out",
+        rig.p("b"),
+        "--frames",
+        rig.p("frames"),
+        "--frame-size",
+        "256",
+        "--group-k",
+        "8",
+        "--redundancy",
+        "0",
+        &v2,
+    ]);
     let all = std::fs::read(rig.p("frames")).unwrap();
     let mut by_group: std::collections::BTreeMap<u32, Vec<u8>> = Default::default();
     for f in all.chunks(256 + 44) {
-        let g = narlink_protocol::frame::Frame::decode(f).unwrap().header().group;
+        let g = narlink_protocol::frame::Frame::decode(f)
+            .unwrap()
+            .header()
+            .group;
         by_group.entry(g).or_default().extend_from_slice(f);
     }
-    let new_paths: Vec<String> = sh(&format!("nix-store -qR {v2}")).lines().filter(|p| !sh(&format!("nix-store -qR {v1}")).contains(*p)).map(str::to_owned).collect();
+    let new_paths: Vec<String> = sh(&format!("nix-store -qR {v2}"))
+        .lines()
+        .filter(|p| !sh(&format!("nix-store -qR {v1}")).contains(*p))
+        .map(str::to_owned)
+        .collect();
     let mut seen_partial = false;
     for (g, frames) in &by_group {
         std::fs::write(rig.p("part"), frames).unwrap();
-        rig.ok(&["device", "receive", "--state", rig.p("state"), "--import", rig.p("part")]);
-        let valid = sh(&format!("nix-store --store '{}' --check-validity --print-invalid {} || true", rig.store(), new_paths.join(" ")));
+        rig.ok(&[
+            "device",
+            "receive",
+            "--state",
+            rig.p("state"),
+            "--import",
+            rig.p("part"),
+        ]);
+        let valid = sh(&format!(
+            "nix-store --store '{}' --check-validity --print-invalid {} || true",
+            rig.store(),
+            new_paths.join(" ")
+        ));
         let imported = new_paths.len() - valid.lines().count();
         if imported > 0 && imported < new_paths.len() {
             seen_partial = true;
             // What is imported is whole and verified.
-            let done: Vec<&String> = new_paths.iter().filter(|p| !valid.contains(p.as_str())).collect();
-            sh(&format!("nix-store --store '{}' --verify-path {}", rig.store(), done.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(" ")));
-            eprintln!("after group {g}: {imported} of {} paths imported", new_paths.len());
+            let done: Vec<&String> = new_paths
+                .iter()
+                .filter(|p| !valid.contains(p.as_str()))
+                .collect();
+            sh(&format!(
+                "nix-store --store '{}' --verify-path {}",
+                rig.store(),
+                done.iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            ));
+            eprintln!(
+                "after group {g}: {imported} of {} paths imported",
+                new_paths.len()
+            );
         }
     }
-    assert!(seen_partial, "no path was imported before the bundle completed");
+    assert!(
+        seen_partial,
+        "no path was imported before the bundle completed"
+    );
     rig.assert_holds(&v2);
-    let st = rig.json(&["device", "status", "--state", rig.p("state"), "--out", rig.p("status")]);
+    let st = rig.json(&[
+        "device",
+        "status",
+        "--state",
+        rig.p("state"),
+        "--out",
+        rig.p("status"),
+    ]);
     assert_eq!(st["phase"], "imported", "{st}");
 }

@@ -8,8 +8,20 @@ use std::time::{Duration, Instant};
 use crate::common::*;
 
 fn frames_of(rig: &Rig, v2: &str) -> Vec<Vec<u8>> {
-    rig.pack(&["--out", rig.p("b"), "--frames", rig.p("frames"), "--frame-size", "1024", v2]);
-    std::fs::read(rig.p("frames")).unwrap().chunks(1024 + 44).map(<[u8]>::to_vec).collect()
+    rig.pack(&[
+        "--out",
+        rig.p("b"),
+        "--frames",
+        rig.p("frames"),
+        "--frame-size",
+        "1024",
+        v2,
+    ]);
+    std::fs::read(rig.p("frames"))
+        .unwrap()
+        .chunks(1024 + 44)
+        .map(<[u8]>::to_vec)
+        .collect()
 }
 
 fn via_socket(kind: &str) -> String {
@@ -21,8 +33,17 @@ fn via_socket(kind: &str) -> String {
         _ => "127.0.0.1:0".to_owned(),
     };
     let mut child = nix_env(Command::new(NARLINK).args([
-        "--quiet", "device", "listen", "--state", rig.p("state"), &format!("--{kind}"), &addr_arg, "--import", "--exit-when-done",
-        "--status-out", rig.p("status"),
+        "--quiet",
+        "device",
+        "listen",
+        "--state",
+        rig.p("state"),
+        &format!("--{kind}"),
+        &addr_arg,
+        "--import",
+        "--exit-when-done",
+        "--status-out",
+        rig.p("status"),
     ]))
     .stdout(Stdio::piped())
     .stderr(Stdio::piped())
@@ -63,12 +84,18 @@ fn via_socket(kind: &str) -> String {
             assert!(status.success(), "listen failed: {err}");
             break;
         }
-        assert!(start.elapsed() < Duration::from_secs(60), "listen did not finish");
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "listen did not finish"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     rig.assert_holds(&v2);
     let st = rig.json(&["inspect", rig.p("status")]);
-    assert!(st["phase"] == "imported" || st["phase"] == "ready to import", "{st}");
+    assert!(
+        st["phase"] == "imported" || st["phase"] == "ready to import",
+        "{st}"
+    );
     rig.device_db()
 }
 
@@ -76,7 +103,14 @@ fn via_files() -> String {
     let (v1, v2) = (demo(1), demo(2));
     let rig = Rig::new(&v1);
     frames_of(&rig, &v2);
-    rig.ok(&["device", "receive", "--state", rig.p("state"), "--import", rig.p("frames")]);
+    rig.ok(&[
+        "device",
+        "receive",
+        "--state",
+        rig.p("state"),
+        "--import",
+        rig.p("frames"),
+    ]);
     rig.assert_holds(&v2);
     rig.device_db()
 }
@@ -85,6 +119,10 @@ fn via_files() -> String {
 fn sockets_import_the_same_as_files() {
     let files = via_files();
     for kind in ["udp", "tcp", "unix"] {
-        assert_eq!(via_socket(kind), files, "{kind} import differs from the file import");
+        assert_eq!(
+            via_socket(kind),
+            files,
+            "{kind} import differs from the file import"
+        );
     }
 }

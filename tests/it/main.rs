@@ -2,7 +2,7 @@
 
 mod common;
 mod link;
-mod orbit;
 mod listen;
+mod orbit;
 mod spine;
 mod trust;

@@ -8,13 +8,20 @@ use std::time::{Duration, Instant};
 use crate::common::*;
 
 fn profile(rig: &Rig) -> String {
-    rig.dir.join("device/nix/var/nix/profiles/narlink").to_string_lossy().into_owned()
+    rig.dir
+        .join("device/nix/var/nix/profiles/narlink")
+        .to_string_lossy()
+        .into_owned()
 }
 
 /// The device runs v1 from its profile (generation 1).
 fn with_profile(v1: &str) -> Rig {
     let rig = Rig::new(v1);
-    sh(&format!("nix-env --store '{}' -p {} --set {v1}", rig.store(), profile(&rig)));
+    sh(&format!(
+        "nix-env --store '{}' -p {} --set {v1}",
+        rig.store(),
+        profile(&rig)
+    ));
     rig
 }
 
@@ -22,18 +29,48 @@ fn with_profile(v1: &str) -> Rig {
 fn live(rig: &Rig) -> String {
     let profiles = rig.dir.join("device/nix/var/nix/profiles");
     let generation = std::fs::read_link(profile(rig)).unwrap();
-    std::fs::read_link(profiles.join(generation)).unwrap().to_string_lossy().into_owned()
+    std::fs::read_link(profiles.join(generation))
+        .unwrap()
+        .to_string_lossy()
+        .into_owned()
 }
 
 fn update(rig: &Rig, to: &str, name: &str, activate: &str) -> serde_json::Value {
     rig.pack(&["--out", rig.p(name), to]);
     rig.ok(&["device", "receive", "--state", rig.p("state"), rig.p(name)]);
-    rig.json(&["device", "import", "--state", rig.p("state"), "--profile", &profile(rig), "--activate", activate])
+    rig.json(&[
+        "device",
+        "import",
+        "--state",
+        rig.p("state"),
+        "--profile",
+        &profile(rig),
+        "--activate",
+        activate,
+    ])
 }
 
 fn report(rig: &Rig) -> serde_json::Value {
-    rig.ok(&["device", "status", "--state", rig.p("state"), "--out", rig.p("status"), "--inventory", rig.p("inventory")]);
-    let out = rig.run(&["ground", "ack", "--json", "--mirror", rig.p("mirror"), rig.p("status"), "--inventory", rig.p("inventory")]);
+    rig.ok(&[
+        "device",
+        "status",
+        "--state",
+        rig.p("state"),
+        "--out",
+        rig.p("status"),
+        "--inventory",
+        rig.p("inventory"),
+    ]);
+    let out = rig.run(&[
+        "ground",
+        "ack",
+        "--json",
+        "--mirror",
+        rig.p("mirror"),
+        rig.p("status"),
+        "--inventory",
+        rig.p("inventory"),
+    ]);
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
@@ -47,13 +84,26 @@ fn update_gc_ack_update_again() {
     rig.assert_holds(&v2);
 
     // GC on the device keeps one generation: v1's own paths go.
-    let v1_only: Vec<String> = sh(&format!("nix-store -qR {v1}")).lines().filter(|p| !sh(&format!("nix-store -qR {v2}")).contains(*p)).map(str::to_owned).collect();
+    let v1_only: Vec<String> = sh(&format!("nix-store -qR {v1}"))
+        .lines()
+        .filter(|p| !sh(&format!("nix-store -qR {v2}")).contains(*p))
+        .map(str::to_owned)
+        .collect();
     assert!(!v1_only.is_empty());
     // Nix counts store paths on any process's command line as live (runtime roots); tests
     // running beside this one name v1's paths for a moment, so try a few times.
     let mut removed = 0;
     for _ in 0..10 {
-        let gc = rig.json(&["device", "gc", "--state", rig.p("state"), "--profile", &profile(&rig), "--keep-generations", "1"]);
+        let gc = rig.json(&[
+            "device",
+            "gc",
+            "--state",
+            rig.p("state"),
+            "--profile",
+            &profile(&rig),
+            "--keep-generations",
+            "1",
+        ]);
         removed += gc["removed_from_index"].as_array().unwrap().len();
         if removed == v1_only.len() {
             break;
@@ -61,21 +111,44 @@ fn update_gc_ack_update_again() {
         std::thread::sleep(std::time::Duration::from_millis(500));
     }
     assert_eq!(removed, v1_only.len());
-    let invalid = sh(&format!("nix-store --store '{}' --check-validity --print-invalid {} || true", rig.store(), v1_only.join(" ")));
-    assert_eq!(invalid.lines().count(), v1_only.len(), "v1's paths survived the GC");
+    let invalid = sh(&format!(
+        "nix-store --store '{}' --check-validity --print-invalid {} || true",
+        rig.store(),
+        v1_only.join(" ")
+    ));
+    assert_eq!(
+        invalid.lines().count(),
+        v1_only.len(),
+        "v1's paths survived the GC"
+    );
 
     // The ground folds in the import, finds the GC, and rebuilds its mirror.
     let ack = report(&rig);
     assert_eq!(ack["in_step"], true, "{ack}");
-    assert_eq!(ack["resync"]["removed"].as_array().unwrap().len(), v1_only.len(), "{ack}");
+    assert_eq!(
+        ack["resync"]["removed"].as_array().unwrap().len(),
+        v1_only.len(),
+        "{ack}"
+    );
 
     // v3 reuses what is on board (v2's paths) and nothing collected: it imports and verifies.
     let r = rig.pack(&["--out", rig.p("b3"), &v3]);
     assert!(r["bytes_reused"].as_u64().unwrap() > 0, "{r}");
     let m = rig.json(&["inspect", rig.p("b3")]);
-    assert!(m["paths"].as_array().unwrap().iter().all(|p| !v1_only.contains(&p["path"].as_str().unwrap().to_owned())));
+    assert!(m["paths"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|p| !v1_only.contains(&p["path"].as_str().unwrap().to_owned())));
     rig.ok(&["device", "receive", "--state", rig.p("state"), rig.p("b3")]);
-    let imp = rig.json(&["device", "import", "--state", rig.p("state"), "--profile", &profile(&rig)]);
+    let imp = rig.json(&[
+        "device",
+        "import",
+        "--state",
+        rig.p("state"),
+        "--profile",
+        &profile(&rig),
+    ]);
     assert_eq!(imp["bundles"][0]["complete"], true, "{imp}");
     rig.assert_holds(&v3);
     assert_eq!(live(&rig), v3);
@@ -89,12 +162,24 @@ fn stale_mirror_is_detected_and_repaired() {
     update(&rig, &v2, "b2", "true");
     assert_eq!(report(&rig)["in_step"], true);
     // The operator collects garbage by hand; the ground does not know.
-    sh(&format!("nix-env --store '{}' -p {} --delete-generations old", rig.store(), profile(&rig)));
-    let v1_only: Vec<String> = sh(&format!("nix-store -qR {v1}")).lines().filter(|p| !sh(&format!("nix-store -qR {v2}")).contains(*p)).map(str::to_owned).collect();
+    sh(&format!(
+        "nix-env --store '{}' -p {} --delete-generations old",
+        rig.store(),
+        profile(&rig)
+    ));
+    let v1_only: Vec<String> = sh(&format!("nix-store -qR {v1}"))
+        .lines()
+        .filter(|p| !sh(&format!("nix-store -qR {v2}")).contains(*p))
+        .map(str::to_owned)
+        .collect();
     for _ in 0..10 {
         // Retried: paths on a concurrent process's command line are runtime roots.
         sh(&format!("nix-store --store '{}' --gc", rig.store()));
-        let invalid = sh(&format!("nix-store --store '{}' --check-validity --print-invalid {} || true", rig.store(), v1_only.join(" ")));
+        let invalid = sh(&format!(
+            "nix-store --store '{}' --check-validity --print-invalid {} || true",
+            rig.store(),
+            v1_only.join(" ")
+        ));
         if invalid.lines().count() == v1_only.len() {
             break;
         }
@@ -104,17 +189,53 @@ fn stale_mirror_is_detected_and_repaired() {
     rig.ok(&["device", "gc", "--no-collect", "--state", rig.p("state")]);
     rig.pack(&["--out", rig.p("stale"), &v3]);
     let before = rig.device_db();
-    rig.ok(&["device", "receive", "--state", rig.p("state"), rig.p("stale")]);
+    rig.ok(&[
+        "device",
+        "receive",
+        "--state",
+        rig.p("state"),
+        rig.p("stale"),
+    ]);
     let out = rig.run(&["device", "import", "--state", rig.p("state")]);
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && err.contains("planned against another device state"), "{err}");
-    assert_eq!(rig.device_db(), before, "something was imported from a stale plan");
+    assert!(
+        !out.status.success() && err.contains("planned against another device state"),
+        "{err}"
+    );
+    assert_eq!(
+        rig.device_db(),
+        before,
+        "something was imported from a stale plan"
+    );
 
     // The report shows the mirror stale; packing is refused until the inventory rebuilds it.
-    rig.ok(&["device", "status", "--state", rig.p("state"), "--out", rig.p("status")]);
-    let out = rig.run(&["ground", "ack", "--mirror", rig.p("mirror"), rig.p("status")]);
+    rig.ok(&[
+        "device",
+        "status",
+        "--state",
+        rig.p("state"),
+        "--out",
+        rig.p("status"),
+    ]);
+    let out = rig.run(&[
+        "ground",
+        "ack",
+        "--mirror",
+        rig.p("mirror"),
+        rig.p("status"),
+    ]);
     assert_eq!(out.status.code(), Some(3));
-    let out = rig.run(&["ground", "pack", "--mirror", rig.p("mirror"), "--sign-key", rig.p("sk"), "--out", rig.p("x"), &v3]);
+    let out = rig.run(&[
+        "ground",
+        "pack",
+        "--mirror",
+        rig.p("mirror"),
+        "--sign-key",
+        rig.p("sk"),
+        "--out",
+        rig.p("x"),
+        &v3,
+    ]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("mirror is stale"));
     assert_eq!(report(&rig)["in_step"], true);
     update(&rig, &v3, "b3", "true");
@@ -127,24 +248,54 @@ fn failed_activation_leaves_the_previous_generation_live() {
     let rig = with_profile(&v1);
     rig.pack(&["--out", rig.p("b2"), &v2]);
     rig.ok(&["device", "receive", "--state", rig.p("state"), rig.p("b2")]);
-    let out = rig.run(&["device", "import", "--json", "--state", rig.p("state"), "--profile", &profile(&rig), "--activate", "echo self-test failed >&2; exit 3"]);
+    let out = rig.run(&[
+        "device",
+        "import",
+        "--json",
+        "--state",
+        rig.p("state"),
+        "--profile",
+        &profile(&rig),
+        "--activate",
+        "echo self-test failed >&2; exit 3",
+    ]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("activation of generation 2 failed; generation 1 is live"), "{err}");
+    assert!(
+        err.contains("activation of generation 2 failed; generation 1 is live"),
+        "{err}"
+    );
     let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(j["activation"]["rolled_back"], true);
-    assert!(j["activation"]["failure"].as_str().unwrap().contains("self-test failed"));
+    assert!(j["activation"]["failure"]
+        .as_str()
+        .unwrap()
+        .contains("self-test failed"));
     assert_eq!(live(&rig), v1);
 }
 
 fn start_daemon(rig: &Rig) -> (std::process::Child, String) {
-    let mut child = nix_env(Command::new(NARLINK).args(["--quiet", "device", "listen", "--state", rig.p("state"), "--udp", "127.0.0.1:0", "--import", "--exit-when-done", "--activate", "test -x \"$NARLINK_ROOT/bin/demo\""]))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = nix_env(Command::new(NARLINK).args([
+        "--quiet",
+        "device",
+        "listen",
+        "--state",
+        rig.p("state"),
+        "--udp",
+        "127.0.0.1:0",
+        "--import",
+        "--exit-when-done",
+        "--activate",
+        "test -x \"$NARLINK_ROOT/bin/demo\"",
+    ]))
+    .stdout(Stdio::piped())
+    .stderr(Stdio::null())
+    .spawn()
+    .unwrap();
     let mut line = String::new();
-    BufReader::new(child.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
+    BufReader::new(child.stdout.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
     let addr = line.trim().rsplit(' ').next().unwrap().to_owned();
     (child, addr)
 }
@@ -153,8 +304,22 @@ fn start_daemon(rig: &Rig) -> (std::process::Child, String) {
 fn daemon_killed_mid_transfer_finishes_after_restart() {
     let (v1, v3) = (demo(1), demo(3));
     let rig = Rig::new(&v1);
-    rig.pack(&["--out", rig.p("b"), "--frames", rig.p("frames"), "--frame-size", "512", "--group-k", "32", &v3]);
-    let frames: Vec<Vec<u8>> = std::fs::read(rig.p("frames")).unwrap().chunks(512 + 44).map(<[u8]>::to_vec).collect();
+    rig.pack(&[
+        "--out",
+        rig.p("b"),
+        "--frames",
+        rig.p("frames"),
+        "--frame-size",
+        "512",
+        "--group-k",
+        "32",
+        &v3,
+    ]);
+    let frames: Vec<Vec<u8>> = std::fs::read(rig.p("frames"))
+        .unwrap()
+        .chunks(512 + 44)
+        .map(<[u8]>::to_vec)
+        .collect();
     let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let (mut daemon, addr) = start_daemon(&rig);
     let half = frames.len() / 2;
@@ -172,7 +337,10 @@ fn daemon_killed_mid_transfer_finishes_after_restart() {
     }
     let start = Instant::now();
     while daemon.try_wait().unwrap().is_none() {
-        assert!(start.elapsed() < Duration::from_secs(60), "daemon did not finish");
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "daemon did not finish"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     assert!(daemon.wait().unwrap().success());

@@ -10,14 +10,30 @@ fn update_v1_to_v2_imports_verifies_and_acks() {
     let rig = Rig::new(&v1);
     let bundle = rig.p("update.bundle");
     let r = rig.pack(&["--out", bundle, &v2]);
-    for key in ["paths_new", "paths_in_closure", "nar_bytes_new", "bytes_reused", "bytes_compressed", "bundle_bytes"] {
+    for key in [
+        "paths_new",
+        "paths_in_closure",
+        "nar_bytes_new",
+        "bytes_reused",
+        "bytes_compressed",
+        "bundle_bytes",
+    ] {
         assert!(r.get(key).is_some(), "pack --json lacks {key}: {r}");
     }
     let closure_len = sh(&format!("nix-store -qR {v2}")).lines().count() as u64;
     assert_eq!(r["paths_in_closure"], closure_len);
-    assert_eq!(r["paths_new"], 3, "zlib, tools and app change; pylib is shared: {r}");
-    assert!(r["bytes_reused"].as_u64().unwrap() > 0, "nothing reused: {r}");
-    assert_eq!(r["bundle_bytes"].as_u64().unwrap(), std::fs::metadata(bundle).unwrap().len());
+    assert_eq!(
+        r["paths_new"], 3,
+        "zlib, tools and app change; pylib is shared: {r}"
+    );
+    assert!(
+        r["bytes_reused"].as_u64().unwrap() > 0,
+        "nothing reused: {r}"
+    );
+    assert_eq!(
+        r["bundle_bytes"].as_u64().unwrap(),
+        std::fs::metadata(bundle).unwrap().len()
+    );
 
     rig.ok(&["device", "receive", "--state", rig.p("state"), bundle]);
     let imp = rig.json(&["device", "import", "--state", rig.p("state")]);
@@ -28,8 +44,21 @@ fn update_v1_to_v2_imports_verifies_and_acks() {
     let again = rig.json(&["device", "import", "--state", rig.p("state")]);
     assert_eq!(again["bundles"].as_array().unwrap().len(), 0);
 
-    rig.ok(&["device", "status", "--state", rig.p("state"), "--out", rig.p("status")]);
-    let ack = rig.json(&["ground", "ack", "--mirror", rig.p("mirror"), rig.p("status")]);
+    rig.ok(&[
+        "device",
+        "status",
+        "--state",
+        rig.p("state"),
+        "--out",
+        rig.p("status"),
+    ]);
+    let ack = rig.json(&[
+        "ground",
+        "ack",
+        "--mirror",
+        rig.p("mirror"),
+        rig.p("status"),
+    ]);
     assert_eq!(ack["in_step"], true, "{ack}");
     let r = rig.pack(&["--out", rig.p("again.bundle"), &v2]);
     assert_eq!(r["paths_new"], 0, "{r}");
@@ -61,7 +90,10 @@ fn flipped_payload_byte_is_refused_and_store_unchanged() {
     // The intact bundle still completes the same update: nothing verified was lost.
     flip(Path::new(bundle), len - 100);
     let r = rig.json(&["device", "receive", "--state", rig.p("state"), bundle]);
-    assert_eq!(r["bundles"][0]["staged"], 1, "only the dropped payload is staged again: {r}");
+    assert_eq!(
+        r["bundles"][0]["staged"], 1,
+        "only the dropped payload is staged again: {r}"
+    );
     rig.ok(&["device", "import", "--state", rig.p("state")]);
     rig.assert_holds(&v2);
 }
@@ -73,7 +105,11 @@ fn flipped_manifest_or_header_byte_is_refused_and_store_unchanged() {
     let bundle = rig.p("update.bundle");
     rig.pack(&["--out", bundle, &v2]);
     let before = rig.device_db();
-    for (offset, expect) in [(70u64, "manifest checksum mismatch"), (3, "neither a narlink bundle nor a stream of narlink frames"), (30, "manifest checksum mismatch")] {
+    for (offset, expect) in [
+        (70u64, "manifest checksum mismatch"),
+        (3, "neither a narlink bundle nor a stream of narlink frames"),
+        (30, "manifest checksum mismatch"),
+    ] {
         flip(Path::new(bundle), offset);
         let out = rig.run(&["device", "receive", "--state", rig.p("state"), bundle]);
         assert!(!out.status.success());

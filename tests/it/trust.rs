@@ -23,13 +23,39 @@ fn unsigned_untrusted_and_replayed_bundles_are_refused() {
     let rig = Rig::new(&v1);
 
     // Unsigned.
-    rig.json(&["ground", "pack", "--mirror", rig.p("mirror"), "--out", rig.p("unsigned"), &v2]);
+    rig.json(&[
+        "ground",
+        "pack",
+        "--mirror",
+        rig.p("mirror"),
+        "--out",
+        rig.p("unsigned"),
+        &v2,
+    ]);
     refused(&rig, rig.p("unsigned"), "the bundle is not signed");
 
     // Signed by a key the device does not trust.
-    sh(&format!("nix-store --generate-binary-cache-key other-1 {} {}", rig.p("other.sk"), rig.p("other.pk")));
-    rig.json(&["ground", "pack", "--mirror", rig.p("mirror"), "--sign-key", rig.p("other.sk"), "--out", rig.p("untrusted"), &v2]);
-    refused(&rig, rig.p("untrusted"), "signed by other-1, none of which this device trusts");
+    sh(&format!(
+        "nix-store --generate-binary-cache-key other-1 {} {}",
+        rig.p("other.sk"),
+        rig.p("other.pk")
+    ));
+    rig.json(&[
+        "ground",
+        "pack",
+        "--mirror",
+        rig.p("mirror"),
+        "--sign-key",
+        rig.p("other.sk"),
+        "--out",
+        rig.p("untrusted"),
+        &v2,
+    ]);
+    refused(
+        &rig,
+        rig.p("untrusted"),
+        "signed by other-1, none of which this device trusts",
+    );
 
     // A forged signature: the trusted key's name, bytes flipped.
     let r = rig.pack(&["--out", rig.p("forged"), &v2]);
@@ -41,9 +67,20 @@ fn unsigned_untrusted_and_replayed_bundles_are_refused() {
     // An older bundle (planned earlier, never delivered) after a newer one was imported.
     rig.pack(&["--out", rig.p("old"), &v2]);
     rig.pack(&["--out", rig.p("new"), &v3]);
-    rig.ok(&["device", "receive", "--state", rig.p("state"), "--import", rig.p("new")]);
+    rig.ok(&[
+        "device",
+        "receive",
+        "--state",
+        rig.p("state"),
+        "--import",
+        rig.p("new"),
+    ]);
     rig.assert_holds(&v3);
-    refused(&rig, rig.p("old"), "not newer than the last imported bundle");
+    refused(
+        &rig,
+        rig.p("old"),
+        "not newer than the last imported bundle",
+    );
     // The same newest bundle again is harmless.
     rig.ok(&["device", "receive", "--state", rig.p("state"), rig.p("new")]);
 }
@@ -52,7 +89,12 @@ fn unsigned_untrusted_and_replayed_bundles_are_refused() {
 fn device_without_trust_is_refused_at_init() {
     let tmp = tempfile::tempdir().unwrap();
     let out = nix_env(std::process::Command::new(NARLINK).args([
-        "device", "init", "--state", &tmp.path().join("s").to_string_lossy(), "--store", &format!("local?root={}", tmp.path().join("d").display()),
+        "device",
+        "init",
+        "--state",
+        &tmp.path().join("s").to_string_lossy(),
+        "--store",
+        &format!("local?root={}", tmp.path().join("d").display()),
     ]))
     .output()
     .unwrap();
@@ -64,7 +106,11 @@ fn device_without_trust_is_refused_at_init() {
 fn peak_rss(pid: u32) -> Option<u64> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
-    line.split_whitespace().nth(1)?.parse::<u64>().ok().map(|kb| kb * 1024)
+    line.split_whitespace()
+        .nth(1)?
+        .parse::<u64>()
+        .ok()
+        .map(|kb| kb * 1024)
 }
 
 /// 1 GiB of random frames — garbage, and well-formed frames of random bundles — leave the
@@ -75,7 +121,10 @@ fn flood_of_random_frames_stays_within_bounds() {
     use narlink_protocol::params::{CodecId, LinkParams};
     use std::io::Write;
 
-    let flood: u64 = std::env::var("NARLINK_FLOOD_BYTES").ok().and_then(|v| v.parse().ok()).unwrap_or(1 << 30);
+    let flood: u64 = std::env::var("NARLINK_FLOOD_BYTES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1 << 30);
     let (v1, v2) = (demo(1), demo(2));
     let rig = Rig::new(&v1);
     let quota = narlink::state::device::DeviceLimits {
@@ -83,18 +132,31 @@ fn flood_of_random_frames_stays_within_bounds() {
         unverified_bytes: 1 << 20,
         ..Default::default()
     };
-    narlink::state::device::DeviceState::open(std::path::Path::new(rig.p("state"))).unwrap().set_limits(&quota).unwrap();
-
-    let mut child = nix_env(std::process::Command::new(NARLINK).args(["--quiet", "device", "receive", "--json", "--state", rig.p("state"), "-"]))
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
+    narlink::state::device::DeviceState::open(std::path::Path::new(rig.p("state")))
+        .unwrap()
+        .set_limits(&quota)
         .unwrap();
+
+    let mut child = nix_env(std::process::Command::new(NARLINK).args([
+        "--quiet",
+        "device",
+        "receive",
+        "--json",
+        "--state",
+        rig.p("state"),
+        "-",
+    ]))
+    .stdin(std::process::Stdio::piped())
+    .stdout(std::process::Stdio::piped())
+    .spawn()
+    .unwrap();
     let pid = child.id();
     let mut stdin = child.stdin.take().unwrap();
     let writer = std::thread::spawn(move || {
         let mut rng = narlink_protocol::sim::Rng::new(99);
-        let ids: Vec<[u8; 16]> = (0..8).map(|i| *blake3::hash(&[i as u8]).as_bytes().first_chunk().unwrap()).collect();
+        let ids: Vec<[u8; 16]> = (0..8)
+            .map(|i| *blake3::hash(&[i as u8]).as_bytes().first_chunk().unwrap())
+            .collect();
         let mut sent = 0u64;
         let mut buf = Vec::with_capacity(1 << 20);
         while sent < flood {
@@ -107,8 +169,18 @@ fn flood_of_random_frames_stays_within_bounds() {
                     // Half the well-formed frames keep their bundle's parameters (so junk
                     // bundles grow until the quotas stop them), half contradict them.
                     let i = rng.below(ids.len() as u64) as usize;
-                    let len = if rng.below(2) == 0 { (1 << 20) + (i as u64) * (5 << 20) } else { (1 << 20) + rng.below(1 << 30) };
-                    let params = LinkParams { codec: CodecId::RsSimd16, shard_size: 1024, group_k: 1000, parity: 1000, bundle_len: len };
+                    let len = if rng.below(2) == 0 {
+                        (1 << 20) + (i as u64) * (5 << 20)
+                    } else {
+                        (1 << 20) + rng.below(1 << 30)
+                    };
+                    let params = LinkParams {
+                        codec: CodecId::RsSimd16,
+                        shard_size: 1024,
+                        group_k: 1000,
+                        parity: 1000,
+                        bundle_len: len,
+                    };
                     let groups = params.validate().unwrap().group_count();
                     let header = FrameHeader {
                         bundle_id: ids[i],
@@ -133,17 +205,39 @@ fn flood_of_random_frames_stays_within_bounds() {
     }
     writer.join().unwrap();
     let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let disk = std::fs::metadata(rig.dir.join("state/device.redb")).unwrap().len();
-    eprintln!("flood of {flood} bytes: peak RSS {peak} bytes, state file {disk} bytes; {}", r["link"]);
+    let disk = std::fs::metadata(rig.dir.join("state/device.redb"))
+        .unwrap()
+        .len();
+    eprintln!(
+        "flood of {flood} bytes: peak RSS {peak} bytes, state file {disk} bytes; {}",
+        r["link"]
+    );
     assert!(peak < 64 << 20, "peak RSS {peak}");
-    assert!(disk < 2 * quota.link_quota_bytes + (32 << 20), "state file grew to {disk} bytes");
-    assert!(r["link"]["over_quota"].as_u64().unwrap() > 0, "the quota was never reached: {r}");
+    assert!(
+        disk < 2 * quota.link_quota_bytes + (32 << 20),
+        "state file grew to {disk} bytes"
+    );
+    assert!(
+        r["link"]["over_quota"].as_u64().unwrap() > 0,
+        "the quota was never reached: {r}"
+    );
 
     // A real bundle afterwards still imports.
     rig.pack(&["--out", rig.p("b"), "--frames", rig.p("frames"), &v2]);
-    rig.ok(&["device", "receive", "--state", rig.p("state"), "--import", rig.p("frames")]);
+    rig.ok(&[
+        "device",
+        "receive",
+        "--state",
+        rig.p("state"),
+        "--import",
+        rig.p("frames"),
+    ]);
     rig.assert_holds(&v2);
 }
 
@@ -160,7 +254,11 @@ fn flipped_frame_bytes_never_yield_different_content() {
     let (v1, v2) = (demo(1), demo(2));
     let rig = Rig::new(&v1);
     rig.pack(&["--out", rig.p("b"), "--frames", rig.p("frames"), &v2]);
-    let frames: Vec<Vec<u8>> = std::fs::read(rig.p("frames")).unwrap().chunks(1024 + 44).map(<[u8]>::to_vec).collect();
+    let frames: Vec<Vec<u8>> = std::fs::read(rig.p("frames"))
+        .unwrap()
+        .chunks(1024 + 44)
+        .map(<[u8]>::to_vec)
+        .collect();
     let template = rig.dir.join("state/device.redb");
     let expected_manifest = {
         // The clean run, for reference.
@@ -177,7 +275,10 @@ fn flipped_frame_bytes_never_yield_different_content() {
         rec.manifest
     };
     let total: usize = frames.iter().map(Vec::len).sum();
-    let stride = std::env::var("NARLINK_FLIP_STRIDE").ok().and_then(|v| v.parse().ok()).unwrap_or(97);
+    let stride = std::env::var("NARLINK_FLIP_STRIDE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(97);
     let (mut complete, mut incomplete, mut cases) = (0, 0, 0);
     let mut forged_incomplete = Vec::new();
     for forge in [false, true] {
@@ -204,7 +305,10 @@ fn flipped_frame_bytes_never_yield_different_content() {
             cases += 1;
             match st.bundles().unwrap().pop() {
                 Some((_, rec)) if rec.phase == Phase::Complete => {
-                    assert_eq!(rec.manifest, expected_manifest, "flip at {pos} (forged: {forge}) changed the manifest");
+                    assert_eq!(
+                        rec.manifest, expected_manifest,
+                        "flip at {pos} (forged: {forge}) changed the manifest"
+                    );
                     complete += 1;
                 }
                 _ => {
@@ -217,7 +321,9 @@ fn flipped_frame_bytes_never_yield_different_content() {
             }
         }
     }
-    eprintln!("{cases} flips: {complete} complete and identical, {incomplete} incomplete (asked again)");
+    eprintln!(
+        "{cases} flips: {complete} complete and identical, {incomplete} incomplete (asked again)"
+    );
     assert!(!forged_incomplete.is_empty(), "no forged frame was caught");
     // The clean frames (a resend) complete the caught cases, and they import byte-exact.
     for (pos, dir) in forged_incomplete {
@@ -228,17 +334,34 @@ fn flipped_frame_bytes_never_yield_different_content() {
         }
         rx.flush().unwrap();
         let (_, rec) = st.bundles().unwrap().pop().unwrap();
-        assert_eq!(rec.phase, Phase::Complete, "flip at {pos}: clean frames did not complete it");
+        assert_eq!(
+            rec.phase,
+            Phase::Complete,
+            "flip at {pos}: clean frames did not complete it"
+        );
         assert_eq!(rec.manifest, expected_manifest);
         drop(rx);
         drop(st);
         let device = tempfile::tempdir().unwrap();
-        sh(&format!("cp -a {}/device {}/", rig.dir.display(), device.path().display()));
+        sh(&format!(
+            "cp -a {}/device {}/",
+            rig.dir.display(),
+            device.path().display()
+        ));
         let uri = format!("local?root={}", device.path().join("device").display());
         let st = DeviceState::open(dir.path()).unwrap();
-        narlink::device::import::import_all(&st, &narlink::nixstore::NixStore::new(Some(&uri)), false, false).unwrap();
+        narlink::device::import::import_all(
+            &st,
+            &narlink::nixstore::NixStore::new(Some(&uri)),
+            false,
+            false,
+        )
+        .unwrap();
         let closure = sh(&format!("nix-store -qR {v2}"));
-        sh(&format!("nix-store --store '{uri}' --verify-path {}", closure.lines().collect::<Vec<_>>().join(" ")));
+        sh(&format!(
+            "nix-store --store '{uri}' --verify-path {}",
+            closure.lines().collect::<Vec<_>>().join(" ")
+        ));
         assert_eq!(sh(&format!("nix-store --store '{uri}' -qR {v2}")), closure);
     }
 }

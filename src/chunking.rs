@@ -87,6 +87,7 @@ pub fn chunk_stream<R: Read, E: From<io::Error>>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testutil::Dribble;
 
     fn pseudo_random(n: usize, seed: u64) -> Vec<u8> {
         let mut x = seed | 1;
@@ -101,15 +102,6 @@ mod tests {
     }
 
     fn chunks_of(data: &[u8], read_size: usize) -> Vec<(u64, ChunkRef)> {
-        struct Dribble<'a>(&'a [u8], usize);
-        impl Read for Dribble<'_> {
-            fn read(&mut self, b: &mut [u8]) -> io::Result<usize> {
-                let n = b.len().min(self.1).min(self.0.len());
-                b[..n].copy_from_slice(&self.0[..n]);
-                self.0 = &self.0[n..];
-                Ok(n)
-            }
-        }
         let mut out = Vec::new();
         chunk_stream::<_, io::Error>(Dribble(data, read_size), &PARAMS, |o, _, c| {
             out.push((o, c));

@@ -86,16 +86,8 @@ pub struct PathView {
     pub references: usize,
 }
 
-pub fn inspect(mut r: impl Read) -> Result<Inspection, InspectError> {
-    let mut magic = [0u8; 8];
-    let mut n = 0;
-    while n < magic.len() {
-        match r.read(&mut magic[n..])? {
-            0 => break,
-            k => n += k,
-        }
-    }
-    let mut r = io::Cursor::new(magic[..n].to_vec()).chain(r);
+pub fn inspect(r: impl Read) -> Result<Inspection, InspectError> {
+    let (magic, mut r) = crate::device::intake::peek_magic(r)?;
     if magic == BUNDLE_MAGIC {
         let (header, m, sigs) = read_manifest(&mut r)?;
         return Ok(Inspection::Bundle(BundleView {
@@ -146,8 +138,8 @@ pub fn inspect(mut r: impl Read) -> Result<Inspection, InspectError> {
     r.take(1 << 20).read_to_end(&mut all)?;
     match decode_report(&all) {
         Ok(v) => Ok(Inspection::Status(v)),
-        Err(e) if n == magic.len() && looks_like_status(&magic) => Err(InspectError::Status(e)),
-        Err(_) => Err(InspectError::Unknown(hex(&magic[..n]))),
+        Err(e) if crate::device::status::is_report_magic(&all) => Err(InspectError::Status(e)),
+        Err(_) => Err(InspectError::Unknown(hex(&all[..all.len().min(8)]))),
     }
 }
 
@@ -207,10 +199,6 @@ fn frames(mut r: impl Read) -> Result<Inspection, InspectError> {
         skipped_bytes: splitter.stats().skipped_bytes,
         bundles: per.into_values().map(|(v, _)| v).collect(),
     }))
-}
-
-fn looks_like_status(magic: &[u8]) -> bool {
-    crate::device::status::is_report_magic(magic)
 }
 
 impl Inspection {

@@ -16,3 +16,22 @@ pub mod payload;
 pub mod progress;
 pub mod sim;
 pub mod state;
+
+/// Helpers for unit tests.
+#[cfg(test)]
+pub(crate) mod testutil {
+    use std::io::{self, Read};
+
+    /// A reader that hands out at most `.1` bytes per read: decoders and chunkers must not
+    /// care where reads end.
+    pub struct Dribble<'a>(pub &'a [u8], pub usize);
+
+    impl Read for Dribble<'_> {
+        fn read(&mut self, b: &mut [u8]) -> io::Result<usize> {
+            let n = b.len().min(self.1).min(self.0.len());
+            b[..n].copy_from_slice(&self.0[..n]);
+            self.0 = &self.0[n..];
+            Ok(n)
+        }
+    }
+}

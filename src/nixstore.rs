@@ -81,18 +81,7 @@ impl NixStore {
     fn run(&self, args: &[&str]) -> Result<String, NixError> {
         let mut c = self.command();
         c.args(args);
-        let cmd = describe(&c);
-        let out = c.output().map_err(|source| NixError::Spawn {
-            cmd: cmd.clone(),
-            source,
-        })?;
-        if !out.status.success() {
-            return Err(NixError::Failed {
-                cmd,
-                status: out.status.to_string(),
-                stderr: last_lines(&out.stderr),
-            });
-        }
+        let (cmd, out) = output(c)?;
         String::from_utf8(out.stdout).map_err(|_| NixError::Output {
             cmd,
             what: "not UTF-8".into(),
@@ -269,18 +258,7 @@ impl NixStore {
             c.arg("--store").arg(uri);
         }
         c.arg("--profile").arg(profile).args(args);
-        let cmd = describe(&c);
-        let out = c.output().map_err(|source| NixError::Spawn {
-            cmd: cmd.clone(),
-            source,
-        })?;
-        if !out.status.success() {
-            return Err(NixError::Failed {
-                cmd,
-                status: out.status.to_string(),
-                stderr: last_lines(&out.stderr),
-            });
-        }
+        let (_, out) = output(c)?;
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
@@ -341,18 +319,7 @@ impl NixStore {
     pub fn collect_garbage(&self) -> Result<String, NixError> {
         let mut c = self.command();
         c.arg("--gc");
-        let cmd = describe(&c);
-        let out = c.output().map_err(|source| NixError::Spawn {
-            cmd: cmd.clone(),
-            source,
-        })?;
-        if !out.status.success() {
-            return Err(NixError::Failed {
-                cmd,
-                status: out.status.to_string(),
-                stderr: last_lines(&out.stderr),
-            });
-        }
+        let (_, out) = output(c)?;
         let text = String::from_utf8_lossy(&out.stdout).into_owned()
             + &String::from_utf8_lossy(&out.stderr);
         Ok(text
@@ -387,6 +354,23 @@ pub fn as_store_path(p: &str) -> Option<String> {
 pub fn hash_part(store_path: &str) -> Option<&str> {
     let name = Path::new(store_path).file_name()?.to_str()?;
     name.get(..32)
+}
+
+/// Run a Nix command to completion; a failure carries the last lines of its stderr.
+fn output(mut c: Command) -> Result<(String, std::process::Output), NixError> {
+    let cmd = describe(&c);
+    let out = c.output().map_err(|source| NixError::Spawn {
+        cmd: cmd.clone(),
+        source,
+    })?;
+    if !out.status.success() {
+        return Err(NixError::Failed {
+            cmd,
+            status: out.status.to_string(),
+            stderr: last_lines(&out.stderr),
+        });
+    }
+    Ok((cmd, out))
 }
 
 fn describe(c: &Command) -> String {

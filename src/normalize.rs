@@ -211,6 +211,7 @@ pub fn decode(gaps: &[(u64, u16)], hashes: usize, nar_size: u64) -> Option<Vec<R
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testutil::Dribble;
 
     const A: &[u8; 32] = b"81xl50rg2nv1bisviqjjx3qsy2kvcrzi";
     const B: &[u8; 32] = b"jlw84i3j2gz04kgknz0mxmj1cgvbxws0";
@@ -223,16 +224,6 @@ mod tests {
             v.extend_from_slice(b"-dep/lib\n");
         }
         v
-    }
-
-    struct Dribble<'a>(&'a [u8], usize);
-    impl Read for Dribble<'_> {
-        fn read(&mut self, b: &mut [u8]) -> io::Result<usize> {
-            let n = b.len().min(self.1).min(self.0.len());
-            b[..n].copy_from_slice(&self.0[..n]);
-            self.0 = &self.0[n..];
-            Ok(n)
-        }
     }
 
     #[test]

@@ -213,11 +213,10 @@ impl Device for StateDevice<'_> {
 /// An in-memory device for studies of the link alone: it decodes groups and checks them
 /// against the bytes that were sent.
 pub struct MemoryDevice {
-    id: [u8; 16],
     params: LinkParams,
     tracker: GroupTracker,
     shards: HashMap<u32, Vec<(u16, Vec<u8>)>>,
-    /// Frames seen in this pass not yet "persisted" (lost on reboot).
+    /// The bytes the ground sent, to check every decoded group against.
     original: Vec<u8>,
 }
 
@@ -230,7 +229,6 @@ impl MemoryDevice {
         let tracker = GroupTracker::new(id, params, &Limits::default())
             .map_err(|e| SimError::Ground(GroundLinkError::Params(e)))?;
         Ok(MemoryDevice {
-            id,
             params,
             tracker,
             shards: HashMap::new(),
@@ -284,7 +282,6 @@ impl Device for MemoryDevice {
         let r = self.tracker.status_report(short(&[0; 32]), phase);
         let mut b = Vec::new();
         r.encode(&mut b);
-        let _ = self.id;
         Ok(b)
     }
 }

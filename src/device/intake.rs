@@ -102,6 +102,24 @@ impl<R: Read> Read for Counting<R> {
     }
 }
 
+/// A reader that gives back the bytes [`peek_magic`] looked at, then the rest.
+pub type Peeked<R> = io::Chain<io::Cursor<Vec<u8>>, R>;
+
+/// The first 8 bytes of `r` (zero-filled if it is shorter), and a reader of all of it.
+pub fn peek_magic<R: Read>(mut r: R) -> io::Result<([u8; 8], Peeked<R>)> {
+    let mut magic = [0u8; 8];
+    let mut n = 0;
+    while n < magic.len() {
+        match r.read(&mut magic[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok((magic, io::Cursor::new(magic[..n].to_vec()).chain(r)))
+}
+
 /// Receive everything in `paths` (`-` is standard input).
 pub fn receive_paths(
     state: &DeviceState,
@@ -158,24 +176,13 @@ fn one(
     link: &mut LinkReceiver<'_>,
     report: &mut IntakeReport,
     path: &Path,
-    mut r: impl Read,
+    r: impl Read,
 ) -> Result<bool, IntakeError> {
-    let mut magic = [0u8; 8];
-    let mut n = 0;
-    while n < magic.len() {
-        match r.read(&mut magic[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(source) => {
-                return Err(IntakeError::Io {
-                    path: path.to_owned(),
-                    source,
-                })
-            }
-        }
-    }
-    let r = io::Cursor::new(magic[..n].to_vec()).chain(r);
-    if n == magic.len() && magic == BUNDLE_MAGIC {
+    let (magic, r) = peek_magic(r).map_err(|source| IntakeError::Io {
+        path: path.to_owned(),
+        source,
+    })?;
+    if magic == BUNDLE_MAGIC {
         let b = receive(state, r).map_err(|source| IntakeError::Bundle {
             path: path.to_owned(),
             source,

@@ -126,15 +126,10 @@ impl ChunkSource {
         mut sink: impl FnMut(&[u8]) -> std::io::Result<()>,
     ) -> Result<([u8; 32], u64), ReassembleError> {
         let hashes = normalize::hash_list(&entry.store_path, &entry.references);
-        let rewrites = crate::state::PathRecord::from(entry).rewrites;
-        if rewrites
-            .iter()
-            .any(|r| usize::from(r.index) >= hashes.len())
-        {
-            return Err(ReassembleError::Rewrites {
+        let rewrites = normalize::decode(&entry.rewrites, hashes.len(), entry.nar_size)
+            .ok_or_else(|| ReassembleError::Rewrites {
                 path: entry.store_path.clone(),
-            });
-        }
+            })?;
         let mut h = Sha256::new();
         let mut size = 0u64;
         let mut out = Vec::new();

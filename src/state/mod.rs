@@ -81,15 +81,9 @@ impl From<&narlink_protocol::manifest::PathEntry> for PathRecord {
             references: p.references.clone(),
             deriver: p.deriver.clone(),
             chunks: p.chunks.clone(),
-            // Checked by `Manifest::check`: offsets increase and stay inside the NAR.
-            rewrites: p
-                .rewrites
-                .iter()
-                .scan(0u64, |at, &(gap, index)| {
-                    *at = at.saturating_add(gap);
-                    Some(crate::normalize::Rewrite { offset: *at, index })
-                })
-                .collect(),
+            // `Manifest::check` accepted these (the same bounds: own hash + references).
+            rewrites: crate::normalize::decode(&p.rewrites, p.references.len() + 1, p.nar_size)
+                .unwrap_or_default(),
         }
     }
 }

@@ -75,6 +75,8 @@ pub struct BundleView {
     pub paths: Vec<PathView>,
     pub payloads: usize,
     pub payloads_zstd: usize,
+    /// Payloads that are zstd deltas against on-board bytes.
+    pub payloads_delta: usize,
 }
 
 #[derive(Debug, Serialize)]
@@ -104,6 +106,11 @@ pub fn inspect(r: impl Read) -> Result<Inspection, InspectError> {
                 .payloads
                 .iter()
                 .filter(|p| p.encoding == Encoding::Zstd)
+                .count(),
+            payloads_delta: m
+                .payloads
+                .iter()
+                .filter(|p| p.encoding == Encoding::ZstdRef)
                 .count(),
             paths: m
                 .paths
@@ -206,7 +213,7 @@ impl Inspection {
         match self {
             Inspection::Bundle(b) => {
                 let mut s = format!(
-                    "bundle {} (sequence {}, signed by {})\nmanifest {} , payloads {} ({} chunks, {} zstd)\nplanned against state {}, leads to {}\nroots: {}\n{} new paths:",
+                    "bundle {} (sequence {}, signed by {})\nmanifest {} , payloads {} ({} chunks, {} zstd, {} deltas)\nplanned against state {}, leads to {}\nroots: {}\n{} new paths:",
                     b.bundle,
                     b.sequence,
                     if b.signed_by.is_empty() { "nobody".to_owned() } else { b.signed_by.join(", ") },
@@ -214,6 +221,7 @@ impl Inspection {
                     bytes(b.payload_bytes),
                     b.payloads,
                     b.payloads_zstd,
+                    b.payloads_delta,
                     b.base_digest,
                     b.target_digest,
                     b.roots.join(" "),

@@ -110,7 +110,7 @@ pub fn inspect(r: impl Read) -> Result<Inspection, InspectError> {
             payloads_delta: m
                 .payloads
                 .iter()
-                .filter(|p| p.encoding == Encoding::ZstdRef)
+                .filter(|p| p.encoding.needs_reference())
                 .count(),
             paths: m
                 .paths

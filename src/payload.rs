@@ -15,6 +15,8 @@ pub enum PayloadError {
     },
     #[error("chunk {chunk}: payload does not decompress ({reason})")]
     Zstd { chunk: String, reason: String },
+    #[error("chunk {chunk}: {reason}")]
+    Patch { chunk: String, reason: String },
     #[error("chunk {chunk}: decoded to {found} bytes, the manifest says {expected}")]
     Length {
         chunk: String,
@@ -42,11 +44,38 @@ pub fn encode(chunk: &[u8], level: i32) -> (Encoding, Vec<u8>) {
 pub const REFERENCE_COST: usize = 12;
 
 /// Encode one chunk as a delta against `reference` (zstd with the reference as its
-/// dictionary), if that beats `plain` by more than the reference costs.
-pub fn encode_delta(chunk: &[u8], level: i32, reference: &[u8], plain: usize) -> Option<Vec<u8>> {
-    let mut c = zstd::bulk::Compressor::with_dictionary(level, reference).ok()?;
+/// dictionary, prepared at the level wanted), if that beats `plain` by more than the
+/// reference costs.
+pub fn encode_delta(
+    chunk: &[u8],
+    reference: &zstd::dict::EncoderDictionary,
+    plain: usize,
+) -> Option<Vec<u8>> {
+    let mut c = zstd::bulk::Compressor::with_prepared_dictionary(reference).ok()?;
     let z = c.compress(chunk).ok()?;
     (z.len() + REFERENCE_COST < plain).then_some(z)
+}
+
+/// Encode one chunk as a bsdiff-style patch against a prepared reference, if that beats
+/// `plain` by more than the reference costs.
+pub fn encode_patch(
+    chunk: &[u8],
+    level: i32,
+    reference: &crate::ground::bsdiff::Reference,
+    plain: usize,
+) -> Option<Vec<u8>> {
+    let patch = reference.diff(chunk)?.to_bytes();
+    if patch.len() > max_patch_len(chunk.len() as u32) {
+        return None;
+    }
+    let z = zstd::bulk::compress(&patch, level).ok()?;
+    (z.len() + REFERENCE_COST < plain).then_some(z)
+}
+
+/// Largest patch (before zstd) accepted for a chunk of `raw_len` bytes: its diff and extra
+/// bytes add up to the chunk, and its controls take a few bytes per changed run.
+pub fn max_patch_len(raw_len: u32) -> usize {
+    2 * raw_len as usize + 4096
 }
 
 /// Largest payload accepted for a chunk of `raw_len` bytes.
@@ -78,17 +107,29 @@ pub fn decode(
                 reason: e.to_string(),
             })?
         }
-        Encoding::ZstdRef => {
+        Encoding::ZstdRef | Encoding::Bsdiff => {
             let reference = reference.ok_or_else(|| PayloadError::Zstd {
                 chunk: chunk(),
                 reason: "its reference is not available".into(),
             })?;
-            zstd::bulk::Decompressor::with_dictionary(reference)
-                .and_then(|mut d| d.decompress(bytes, p.raw_len as usize))
-                .map_err(|e| PayloadError::Zstd {
-                    chunk: chunk(),
-                    reason: e.to_string(),
-                })?
+            let zstd_err = |e: std::io::Error| PayloadError::Zstd {
+                chunk: chunk(),
+                reason: e.to_string(),
+            };
+            if p.encoding == Encoding::ZstdRef {
+                zstd::bulk::Decompressor::with_dictionary(reference)
+                    .and_then(|mut d| d.decompress(bytes, p.raw_len as usize))
+                    .map_err(zstd_err)?
+            } else {
+                let patch =
+                    zstd::bulk::decompress(bytes, max_patch_len(p.raw_len)).map_err(zstd_err)?;
+                narlink_protocol::patch::apply(reference, &patch, p.raw_len as usize).map_err(
+                    |e| PayloadError::Patch {
+                        chunk: chunk(),
+                        reason: e.to_string(),
+                    },
+                )?
+            }
         }
     };
     if data.len() != p.raw_len as usize {
@@ -139,7 +180,8 @@ mod tests {
         // A delta against a slightly different reference is tiny and round-trips.
         let mut reference = data.clone();
         reference[500] ^= 1;
-        let d = encode_delta(&data, 19, &reference, bytes.len()).unwrap();
+        let dict = zstd::dict::EncoderDictionary::copy(&reference, 19);
+        let d = encode_delta(&data, &dict, bytes.len()).unwrap();
         assert!(d.len() < 100, "{} byte delta", d.len());
         let r = narlink_protocol::manifest::Reference {
             source: 0,

@@ -8,6 +8,7 @@ pub mod frame;
 pub mod layout;
 pub mod manifest;
 pub mod params;
+pub mod patch;
 pub mod receiver;
 pub mod schedule;
 pub mod signature;

@@ -78,6 +78,16 @@ pub enum Encoding {
     /// One zstd frame made with a reference the device already holds as its dictionary
     /// (a delta): see [`Payload::reference`].
     ZstdRef,
+    /// One zstd frame of a [`crate::patch`] that rebuilds the chunk from its reference
+    /// (bsdiff-style: for rebuilt binaries whose code moved).
+    Bsdiff,
+}
+
+impl Encoding {
+    /// Whether decoding needs on-board reference bytes ([`Payload::reference`]).
+    pub fn needs_reference(self) -> bool {
+        matches!(self, Encoding::ZstdRef | Encoding::Bsdiff)
+    }
 }
 
 /// Longest reference a delta may name.
@@ -101,7 +111,8 @@ pub struct Payload {
     /// Length of the payload bytes in the bundle.
     pub encoded_len: u32,
     pub encoding: Encoding,
-    /// For [`Encoding::ZstdRef`]: the on-board bytes the delta was made against.
+    /// For [`Encoding::ZstdRef`] and [`Encoding::Bsdiff`]: the on-board bytes the delta was
+    /// made against.
     pub reference: Option<Reference>,
 }
 
@@ -245,18 +256,18 @@ impl Manifest {
                     reason: "raw payload whose length differs from its chunk",
                 });
             }
-            match (p.encoding, p.reference) {
-                (Encoding::ZstdRef, Some(r))
+            match (p.encoding.needs_reference(), p.reference) {
+                (true, Some(r))
                     if (r.source as usize) < self.sources.len()
                         && r.len <= MAX_REFERENCE
                         && r.len > 0 => {}
-                (Encoding::ZstdRef, _) => {
+                (true, _) => {
                     return Err(ManifestError::Payload {
                         index,
                         reason: "delta without a valid reference",
                     });
                 }
-                (_, Some(_)) => {
+                (false, Some(_)) => {
                     return Err(ManifestError::Payload {
                         index,
                         reason: "reference on a payload that is not a delta",

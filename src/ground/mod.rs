@@ -1,6 +1,7 @@
 //! The ground side: plan and pack bundles against the mirror, fold device reports into it.
 
 pub mod ack;
+pub mod bsdiff;
 pub mod delta;
 pub mod init;
 pub mod link;

@@ -4,6 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::io::{self, BufWriter, Read, Seek, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use narlink_protocol::bundle::BundleHeader;
 use narlink_protocol::digest::state_digest;
@@ -13,7 +14,7 @@ use narlink_protocol::manifest::{
 use serde::Serialize;
 
 use crate::chunking::{chunk_stream, PARAMS};
-use crate::ground::delta;
+use crate::ground::{bsdiff, delta};
 use crate::nar::{NarError, NarLayout};
 use crate::nixstore::{NixError, NixStore, PathInfo};
 use crate::normalize::{self, hash_list, Normalizer};
@@ -162,6 +163,7 @@ pub fn pack(
     let mut entries = Vec::with_capacity(ordered.len());
     let mut predecessor: Vec<Option<String>> = Vec::with_capacity(ordered.len());
     let mut batch = Batch::default();
+    let mut refs = RefCache::default();
     let mut progress = Progress::new("pack", total, opts.progress);
     let mut done = 0u64;
 
@@ -175,10 +177,15 @@ pub fn pack(
         let mut failure: Option<PackError> = None;
         let pred = preds.of(&info.path).filter(|_| opts.deltas).cloned();
         let counterpart = match &pred {
-            Some(q) => onboard
-                .layout(q)
-                .ok()
-                .map(|old| delta::Counterpart::new(&layout, old)),
+            Some(q) => match onboard.layout(q) {
+                Ok(old) => {
+                    let (cp, size) = (delta::Counterpart::new(&layout, old), old.size());
+                    delta::Anchors::build(size, |at, buf| onboard.read(q, at, buf))
+                        .ok()
+                        .map(|a| (cp, a))
+                }
+                Err(_) => None,
+            },
             None => None,
         };
         let mut normalized =
@@ -198,8 +205,8 @@ pub fn pack(
             } else {
                 report.bytes_new += u64::from(c.len);
                 report.chunks_new += 1;
-                let references: Vec<(Reference, Vec<u8>)> = match (&pred, &counterpart) {
-                    (Some(q), Some(cp)) => {
+                let references: Vec<Arc<RefBytes>> = match (&pred, &counterpart) {
+                    (Some(q), Some((cp, anchors))) => {
                         let source = match sources.iter().position(|s| s == q) {
                             Some(i) => i,
                             None => {
@@ -207,18 +214,15 @@ pub fn pack(
                                 sources.len() - 1
                             }
                         };
-                        cp.references(offset, c.len)
+                        cp.references(offset, c.len, anchors.locate(bytes))
                             .into_iter()
                             .filter_map(|(at, len)| {
-                                let bytes = onboard.range(q, at, len).ok()?;
-                                Some((
-                                    Reference {
-                                        source: source as u32,
-                                        offset: at,
-                                        len,
-                                    },
-                                    bytes,
-                                ))
+                                let r = Reference {
+                                    source: source as u32,
+                                    offset: at,
+                                    len,
+                                };
+                                refs.get(r, || onboard.range(q, at, len).ok())
                             })
                             .collect()
                     }
@@ -366,23 +370,117 @@ pub fn pack(
     Ok(report)
 }
 
-const BATCH_BYTES: usize = 16 << 20;
+const BATCH_BYTES: usize = 32 << 20;
 
-/// New chunks waiting to be compressed, in bundle order, each with the on-board bytes it
-/// may be a delta against.
+/// On-board bytes a new chunk may be a delta against.
+struct RefBytes {
+    reference: Reference,
+    bytes: Vec<u8>,
+}
+
+/// The references read lately: consecutive chunks of a file share theirs, so each is read
+/// once and, in [`Batch::flush`], prepared (zstd dictionary, suffix array) once.
+#[derive(Default)]
+struct RefCache {
+    recent: Vec<Arc<RefBytes>>,
+}
+
+impl RefCache {
+    const KEEP: usize = 8;
+
+    fn get(
+        &mut self,
+        r: Reference,
+        read: impl FnOnce() -> Option<Vec<u8>>,
+    ) -> Option<Arc<RefBytes>> {
+        if let Some(hit) = self.recent.iter().find(|x| x.reference == r) {
+            return Some(hit.clone());
+        }
+        let x = Arc::new(RefBytes {
+            reference: r,
+            bytes: read()?,
+        });
+        if self.recent.len() == Self::KEEP {
+            self.recent.remove(0);
+        }
+        self.recent.push(x.clone());
+        Some(x)
+    }
+}
+
 /// A new chunk: its id, its bytes, and the references it may be a delta against.
-type NewChunk = (ChunkId, Vec<u8>, Vec<(Reference, Vec<u8>)>);
+type NewChunk = (ChunkId, Vec<u8>, Vec<Arc<RefBytes>>);
 
+/// New chunks waiting to be compressed, in bundle order.
 #[derive(Default)]
 struct Batch {
     chunks: Vec<NewChunk>,
     bytes: usize,
 }
 
+/// A reference prepared for encoding against: a zstd dictionary, and a suffix array for
+/// patches (only for the largest reference of a chunk, the one patches are made against).
+struct Prepared<'a> {
+    of: &'a Arc<RefBytes>,
+    dictionary: zstd::dict::EncoderDictionary<'static>,
+    patch: Option<bsdiff::Reference<'a>>,
+}
+
 impl Batch {
-    fn push(&mut self, id: ChunkId, bytes: &[u8], references: Vec<(Reference, Vec<u8>)>) {
-        self.bytes += bytes.len() + references.iter().map(|r| r.1.len()).sum::<usize>();
+    fn push(&mut self, id: ChunkId, bytes: &[u8], references: Vec<Arc<RefBytes>>) {
+        // A reference shared with the previous chunk is counted once.
+        let shared = |r: &Arc<RefBytes>| {
+            self.chunks
+                .last()
+                .is_some_and(|(_, _, prev)| prev.iter().any(|p| Arc::ptr_eq(p, r)))
+        };
+        let fresh: usize = references
+            .iter()
+            .filter(|r| !shared(r))
+            .map(|r| r.bytes.len())
+            .sum();
+        self.bytes += bytes.len() + fresh;
         self.chunks.push((id, bytes.to_vec(), references));
+    }
+
+    /// The best encoding of one chunk: plain zstd (or raw), a zstd delta against one of its
+    /// references, or a patch against its largest reference, whichever is smallest.
+    fn encode<'a>(
+        data: &[u8],
+        references: &'a [Arc<RefBytes>],
+        level: i32,
+        prepared: &mut Vec<Prepared<'a>>,
+    ) -> (Encoding, Vec<u8>, Option<Reference>) {
+        let (encoding, plain) = payload::encode(data, level);
+        let mut best = (encoding, plain, None);
+        let largest = references.iter().max_by_key(|r| r.bytes.len());
+        for r in references {
+            let i = match prepared.iter().position(|p| Arc::ptr_eq(p.of, r)) {
+                Some(i) => i,
+                None => {
+                    if prepared.len() == RefCache::KEEP {
+                        prepared.remove(0);
+                    }
+                    let is_largest = largest.is_some_and(|l| Arc::ptr_eq(l, r));
+                    prepared.push(Prepared {
+                        of: r,
+                        dictionary: zstd::dict::EncoderDictionary::copy(&r.bytes, level),
+                        patch: is_largest.then(|| bsdiff::Reference::new(&r.bytes)),
+                    });
+                    prepared.len() - 1
+                }
+            };
+            let p = &prepared[i];
+            if let Some(d) = payload::encode_delta(data, &p.dictionary, best.1.len()) {
+                best = (Encoding::ZstdRef, d, Some(r.reference));
+            }
+            if let Some(b) = p.patch.as_ref() {
+                if let Some(d) = payload::encode_patch(data, level, b, best.1.len()) {
+                    best = (Encoding::Bsdiff, d, Some(r.reference));
+                }
+            }
+        }
+        best
     }
 
     /// Compress the batch on `opts.threads` threads and append the payloads in order: each
@@ -401,25 +499,10 @@ impl Batch {
                 .chunks(per)
                 .map(|part| {
                     s.spawn(move || {
+                        let mut prepared = Vec::new();
                         part.iter()
                             .map(|(_, data, references)| {
-                                let (encoding, plain) = payload::encode(data, opts.zstd_level);
-                                let best = references
-                                    .iter()
-                                    .filter_map(|(r, bytes)| {
-                                        payload::encode_delta(
-                                            data,
-                                            opts.zstd_level,
-                                            bytes,
-                                            plain.len(),
-                                        )
-                                        .map(|d| (*r, d))
-                                    })
-                                    .min_by_key(|(_, d)| d.len());
-                                match best {
-                                    Some((r, d)) => (Encoding::ZstdRef, d, Some(r)),
-                                    None => (encoding, plain, None),
-                                }
+                                Self::encode(data, references, opts.zstd_level, &mut prepared)
                             })
                             .collect::<Vec<_>>()
                     })

@@ -128,6 +128,7 @@ impl DeviceState {
             Encoding::Raw => 0,
             Encoding::Zstd => 1,
             Encoding::ZstdRef => 2,
+            Encoding::Bsdiff => 3,
         });
         v.extend_from_slice(&p.raw_len.to_le_bytes());
         if let Some(s) = source {
@@ -206,10 +207,11 @@ impl StagedReader {
             0 => Encoding::Raw,
             1 => Encoding::Zstd,
             2 => Encoding::ZstdRef,
+            3 => Encoding::Bsdiff,
             _ => return Err(corrupt()),
         };
         let raw_len = r.u32_le().map_err(|_| corrupt())?;
-        let source = if encoding == Encoding::ZstdRef {
+        let source = if encoding.needs_reference() {
             let n = r.u16_le().map_err(|_| corrupt())?;
             let path = r.take(usize::from(n)).map_err(|_| corrupt())?;
             let path = String::from_utf8(path.to_vec()).map_err(|_| corrupt())?;

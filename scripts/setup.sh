@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Install what narlink's demo, tests and benchmarks need on a fresh Debian machine:
-# Debian's Nix (nix-bin) and zstd. Idempotent; run as root (or with sudo available).
+# Debian's Nix (nix-bin), zstd and GNU time (the import memory test). Idempotent; run as root (or with sudo available).
 set -euo pipefail
 SUDO=""
 if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
 need=()
 command -v nix-store >/dev/null || need+=(nix-bin)
 command -v zstd >/dev/null || need+=(zstd)
+[ -x /usr/bin/time ] || need+=(time)
 if [ ${#need[@]} -gt 0 ]; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null

@@ -7,7 +7,7 @@
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{ChildStdin, ChildStdout, Command, Stdio};
 
 use crate::nar::NarHash;
 
@@ -132,26 +132,68 @@ impl NixStore {
         })
     }
 
-    /// Import an export stream written by `write`. Nix registers each path only once its
-    /// NAR has been read completely.
+    /// Import an export stream written by `write` (`nix-store --import`). Nix registers each
+    /// path only once its NAR has been read completely, but Nix 2.8 holds every NAR whole in
+    /// memory first (`Store::importPaths`), so this is for small closures (test and simulator
+    /// set-up); the device imports with [`NixStore::add_nars`].
     pub fn import(
         &self,
         write: impl FnOnce(&mut dyn Write) -> io::Result<()>,
     ) -> Result<(), NixError> {
         let mut c = self.command();
-        c.arg("--import")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
+        c.arg("--import").stdout(Stdio::null()); // it lists the paths it imported
+        self.session(c, |stdin, _| {
+            let mut w = io::BufWriter::with_capacity(1 << 20, stdin);
+            write(&mut w).and_then(|()| w.flush())
+        })
+    }
+
+    /// Add paths to the store from their NARs, streamed: `add` hands each path to
+    /// [`NarAdder::add`] in dependency order. One `nix-store --serve --write` session (Nix's
+    /// serve protocol, `cmdAddToStoreNar`, what `nix copy --to ssh://` uses) runs
+    /// `LocalStore::addToStore` per path: it restores the NAR into the store as it arrives,
+    /// under the path's lock, and registers the path only once the whole NAR has arrived and
+    /// its SHA-256 and size equal the given narHash and narSize. Nix's memory stays flat
+    /// whatever the NAR's size, unlike `--import`.
+    pub fn add_nars(
+        &self,
+        add: impl FnOnce(&mut NarAdder) -> io::Result<()>,
+    ) -> Result<(), NixError> {
+        let mut c = self.command();
+        c.arg("--serve").arg("--write").stdout(Stdio::piped());
+        self.session(c, |stdin, stdout| {
+            let mut adder = NarAdder {
+                to: io::BufWriter::with_capacity(1 << 20, stdin),
+                from: stdout.ok_or_else(|| io::Error::other("no stdout"))?,
+            };
+            adder.handshake()?;
+            add(&mut adder)?;
+            adder.to.flush()
+        })
+    }
+
+    /// Run `c` with piped stdin (and stdout if `c` says so), `talk` to it, then close its
+    /// stdin and wait; a failure of Nix wins over the I/O error it caused on our side.
+    fn session(
+        &self,
+        mut c: Command,
+        talk: impl FnOnce(&mut ChildStdin, Option<&mut ChildStdout>) -> io::Result<()>,
+    ) -> Result<(), NixError> {
+        c.stdin(Stdio::piped()).stderr(Stdio::piped());
         let cmd = describe(&c);
         let mut child = c.spawn().map_err(|source| NixError::Spawn {
             cmd: cmd.clone(),
             source,
         })?;
-        let mut stdin = child.stdin.take().ok_or_else(|| NixError::Output {
-            cmd: cmd.clone(),
-            what: "no stdin".into(),
-        })?;
+        let Some(mut stdin) = child.stdin.take() else {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(NixError::Output {
+                cmd,
+                what: "no stdin".into(),
+            });
+        };
+        let mut stdout = child.stdout.take();
         let mut stderr = child.stderr.take();
         let errors = std::thread::spawn(move || {
             let mut s = Vec::new();
@@ -160,11 +202,10 @@ impl NixStore {
             }
             s
         });
-        let written = {
-            let mut w = io::BufWriter::with_capacity(1 << 20, &mut stdin);
-            write(&mut w).and_then(|()| w.flush())
-        };
+        let talked = talk(&mut stdin, stdout.as_mut());
+        // EOF: `--import` ends, `--serve` ends between commands and fails within a NAR.
         drop(stdin);
+        drop(stdout);
         let status = child.wait()?;
         let stderr = errors.join().unwrap_or_default();
         if !status.success() {
@@ -174,7 +215,7 @@ impl NixStore {
                 stderr: last_lines(&stderr),
             });
         }
-        written?;
+        talked?;
         Ok(())
     }
 
@@ -227,7 +268,8 @@ impl NixStore {
         Ok(())
     }
 
-    /// Delete paths (used to undo a partial import). Paths that are not valid are skipped.
+    /// Delete paths (used to undo a partial import). Of a path that is not valid, whatever is
+    /// on disk (a NAR restored halfway) is removed.
     pub fn delete(&self, paths: &[String]) -> Result<(), NixError> {
         if paths.is_empty() {
             return Ok(());
@@ -433,48 +475,123 @@ fn parse_dump_db(out: &str) -> Result<Vec<PathInfo>, String> {
     Ok(infos)
 }
 
-/// Writer of Nix's export format (what `nix-store --export` prints and `--import` reads).
-pub mod export {
-    use std::io::{self, Write};
+/// What Nix is told about a path added with [`NarAdder::add`].
+#[derive(Clone, Copy, Debug)]
+pub struct NarMeta<'a> {
+    pub path: &'a str,
+    pub nar_hash: NarHash,
+    pub nar_size: u64,
+    pub references: &'a [String],
+    pub deriver: Option<&'a str>,
+}
 
-    const EXPORT_MAGIC: u64 = 0x4558_494e;
+/// One `nix-store --serve --write` session (see [`NixStore::add_nars`]).
+pub struct NarAdder<'a> {
+    to: io::BufWriter<&'a mut ChildStdin>,
+    from: &'a mut ChildStdout,
+}
 
-    fn write_u64(w: &mut dyn Write, v: u64) -> io::Result<()> {
-        w.write_all(&v.to_le_bytes())
-    }
+/// Nix's serve protocol (`serve-protocol.hh`): greeting magics, and `cmdAddToStoreNar`,
+/// understood since protocol 2.5 (every Nix since 2.0).
+const SERVE_MAGIC_1: u64 = 0x390c_9deb;
+const SERVE_MAGIC_2: u64 = 0x5452_eecb;
+const SERVE_CLIENT_VERSION: u64 = 0x205;
+const CMD_ADD_TO_STORE_NAR: u64 = 9;
 
-    fn write_str(w: &mut dyn Write, s: &str) -> io::Result<()> {
-        write_u64(w, s.len() as u64)?;
-        w.write_all(s.as_bytes())?;
-        let pad = (8 - s.len() % 8) % 8;
-        w.write_all(&[0u8; 8][..pad])
-    }
-
-    /// Begin one path's record: the caller writes its NAR bytes next.
-    pub fn begin_path(w: &mut dyn Write) -> io::Result<()> {
-        write_u64(w, 1)
-    }
-
-    /// End one path's record, after its NAR.
-    pub fn end_path(
-        w: &mut dyn Write,
-        path: &str,
-        references: &[String],
-        deriver: Option<&str>,
-    ) -> io::Result<()> {
-        write_u64(w, EXPORT_MAGIC)?;
-        write_str(w, path)?;
-        write_u64(w, references.len() as u64)?;
-        for r in references {
-            write_str(w, r)?;
+impl NarAdder<'_> {
+    fn handshake(&mut self) -> io::Result<()> {
+        self.u64(SERVE_MAGIC_1)?;
+        self.u64(SERVE_CLIENT_VERSION)?;
+        self.to.flush()?;
+        let magic = self.read_u64()?;
+        let version = self.read_u64()?;
+        if magic != SERVE_MAGIC_2 || version >> 8 != 2 || version & 0xff < 5 {
+            return Err(io::Error::other(format!(
+                "nix-store --serve: unexpected greeting {magic:#x}, protocol {version:#x} (need 2.5 or later)"
+            )));
         }
-        write_str(w, deriver.unwrap_or(""))?;
-        write_u64(w, 0) // no legacy signature
+        Ok(())
     }
 
-    /// End of the stream.
-    pub fn finish(w: &mut dyn Write) -> io::Result<()> {
-        write_u64(w, 0)
+    /// Add one path: its metadata, then exactly `meta.nar_size` bytes of NAR from `write`.
+    /// Nix registers the path only if those bytes hash to `meta.nar_hash`; returns once it has.
+    /// An error from `write` (or a wrong byte count) leaves the NAR unfinished: the session
+    /// must then end (drop the adder), and Nix fails without registering the path.
+    pub fn add(
+        &mut self,
+        meta: &NarMeta,
+        write: impl FnOnce(&mut dyn Write) -> io::Result<()>,
+    ) -> io::Result<()> {
+        self.u64(CMD_ADD_TO_STORE_NAR)?;
+        self.str(meta.path)?;
+        self.str(meta.deriver.unwrap_or(""))?;
+        self.str(&format!("sha256:{}", meta.nar_hash.to_hex()))?;
+        self.u64(meta.references.len() as u64)?;
+        for r in meta.references {
+            self.str(r)?;
+        }
+        self.u64(0)?; // registration time: now
+        self.u64(meta.nar_size)?;
+        self.u64(0)?; // not ultimate (built elsewhere)
+        self.u64(0)?; // no signatures
+        self.str("")?; // not content-addressed
+        let mut nar = Exact {
+            to: &mut self.to,
+            left: meta.nar_size,
+        };
+        write(&mut nar)?;
+        if nar.left != 0 {
+            return Err(io::Error::other(format!(
+                "{}: NAR ended {} bytes short of its narSize",
+                meta.path, nar.left
+            )));
+        }
+        self.to.flush()?;
+        match self.read_u64()? {
+            1 => Ok(()),
+            n => Err(io::Error::other(format!(
+                "{}: nix-store --serve answered {n}, not 1",
+                meta.path
+            ))),
+        }
+    }
+
+    fn u64(&mut self, v: u64) -> io::Result<()> {
+        self.to.write_all(&v.to_le_bytes())
+    }
+
+    fn str(&mut self, s: &str) -> io::Result<()> {
+        self.u64(s.len() as u64)?;
+        self.to.write_all(s.as_bytes())?;
+        self.to.write_all(&[0u8; 8][..(8 - s.len() % 8) % 8])
+    }
+
+    fn read_u64(&mut self) -> io::Result<u64> {
+        let mut b = [0u8; 8];
+        self.from.read_exact(&mut b)?;
+        Ok(u64::from_le_bytes(b))
+    }
+}
+
+/// A writer that takes at most `left` more bytes: a NAR longer than announced is an error
+/// here, before Nix would read its tail as the next command.
+struct Exact<'a, W: Write> {
+    to: &'a mut W,
+    left: u64,
+}
+
+impl<W: Write> Write for Exact<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if buf.len() as u64 > self.left {
+            return Err(io::Error::other("NAR longer than its narSize"));
+        }
+        let n = self.to.write(buf)?;
+        self.left -= n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.to.flush()
     }
 }
 

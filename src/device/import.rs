@@ -1,10 +1,12 @@
 //! Import: rebuild every NAR of a complete bundle, verify all of them, then hand them to
-//! `nix-store --import` in dependency order and fold the new paths into the index.
+//! Nix in dependency order and fold the new paths into the index.
 //!
 //! Two passes: the first rebuilds each NAR only to check its narHash (nothing is written);
-//! the second streams the same verified chunks into Nix. Memory stays at a few chunks, and
-//! no byte reaches the store before its whole NAR has been verified. If Nix fails midway,
-//! the paths this import added are deleted again, so the store is as it was.
+//! the second streams the same verified chunks into Nix (`nix-store --serve --write`, see
+//! [`NixStore::add_nars`]), which checks the narHash again before it registers a path. Memory
+//! stays at a few chunks, in narlink and in Nix, and no path is registered before its whole
+//! NAR has been verified. If Nix fails midway, the paths this import added are deleted
+//! again, so the store is as it was.
 
 use std::collections::HashSet;
 
@@ -14,7 +16,8 @@ use serde::Serialize;
 
 use super::reassemble::{ChunkSource, ReassembleError};
 use crate::ground::pack::hex;
-use crate::nixstore::{export, NixError, NixStore};
+use crate::nar::NarHash;
+use crate::nixstore::{NarMeta, NixError, NixStore};
 use crate::progress::Progress;
 use crate::state::device::{BundleRecord, DeviceState, Phase};
 use crate::state::{PathRecord, StateError};
@@ -210,34 +213,33 @@ fn import_bundle(
         let mut failure: Option<ReassembleError> = None;
         let mut bar = Progress::new("import", nar_bytes, progress);
         let mut done = 0;
-        let result = store.import(|w| {
+        let result = store.add_nars(|nix| {
             for entry in &todo {
-                export::begin_path(w)?;
-                if let Err(e) = source.stream(entry, |b| w.write_all(b)) {
-                    // Stop mid-NAR: Nix registers nothing it has not read completely.
-                    let msg = e.to_string();
-                    failure = Some(e);
-                    return Err(std::io::Error::other(msg));
-                }
-                export::end_path(
-                    w,
-                    &entry.store_path,
-                    &entry.references,
-                    entry.deriver.as_deref(),
-                )?;
+                let meta = NarMeta {
+                    path: &entry.store_path,
+                    nar_hash: NarHash(entry.nar_hash),
+                    nar_size: entry.nar_size,
+                    references: &entry.references,
+                    deriver: entry.deriver.as_deref(),
+                };
+                nix.add(&meta, |w| {
+                    if let Err(e) = source.stream(entry, |b| w.write_all(b)) {
+                        // Stop mid-NAR: Nix registers nothing it has not read completely.
+                        let msg = e.to_string();
+                        failure = Some(e);
+                        return Err(std::io::Error::other(msg));
+                    }
+                    Ok(())
+                })?;
                 done += entry.nar_size;
                 bar.update(done, || "bytes".into());
             }
-            export::finish(w)
+            Ok(())
         });
         bar.finish();
         if let Err(err) = result {
-            let added: Vec<String> = store
-                .valid_paths(&names)
-                .unwrap_or_default()
-                .into_iter()
-                .filter(|p| !valid_before.contains(p))
-                .collect();
+            // The paths Nix added, and what it had restored of the one it was reading.
+            let added: Vec<String> = todo.iter().map(|p| p.store_path.clone()).collect();
             let _ = store.delete(&added);
             if let Some(source) = failure {
                 return Err(ImportError::Verify { bundle, source });

@@ -32,9 +32,48 @@ pub fn short_id(id: &ChunkId) -> String {
     id[..8].iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// Payload frames are bare zstd frames: no magic number and no content size (the manifest
+/// gives the decoded length), 4 to 8 bytes less per payload than a standard frame.
+fn frame_params(c: &mut zstd::bulk::Compressor) -> std::io::Result<()> {
+    use zstd::zstd_safe::{CParameter, FrameFormat};
+    c.set_parameter(CParameter::Format(FrameFormat::Magicless))?;
+    c.set_parameter(CParameter::ContentSizeFlag(false))?;
+    c.set_parameter(CParameter::DictIdFlag(false))
+}
+
+/// One bare zstd frame of `data`, at `level`, optionally against a prepared dictionary.
+fn compress(
+    data: &[u8],
+    level: i32,
+    dictionary: Option<&zstd::dict::EncoderDictionary>,
+) -> std::io::Result<Vec<u8>> {
+    let mut c = match dictionary {
+        Some(d) => zstd::bulk::Compressor::with_prepared_dictionary(d)?,
+        None => zstd::bulk::Compressor::new(level)?,
+    };
+    frame_params(&mut c)?;
+    c.compress(data)
+}
+
+/// Decode one bare zstd frame into at most `capacity` bytes (a hostile frame cannot make
+/// this allocate more), optionally against a raw-content dictionary.
+fn decompress(
+    bytes: &[u8],
+    capacity: usize,
+    dictionary: Option<&[u8]>,
+) -> std::io::Result<Vec<u8>> {
+    use zstd::zstd_safe::{DParameter, FrameFormat};
+    let mut d = match dictionary {
+        Some(r) => zstd::bulk::Decompressor::with_dictionary(r)?,
+        None => zstd::bulk::Decompressor::new()?,
+    };
+    d.set_parameter(DParameter::Format(FrameFormat::Magicless))?;
+    d.decompress(bytes, capacity)
+}
+
 /// Encode one chunk at zstd `level`, keeping it raw when compression does not pay.
 pub fn encode(chunk: &[u8], level: i32) -> (Encoding, Vec<u8>) {
-    match zstd::bulk::compress(chunk, level) {
+    match compress(chunk, level, None) {
         Ok(z) if z.len() < chunk.len() => (Encoding::Zstd, z),
         _ => (Encoding::Raw, chunk.to_vec()),
     }
@@ -51,8 +90,7 @@ pub fn encode_delta(
     reference: &zstd::dict::EncoderDictionary,
     plain: usize,
 ) -> Option<Vec<u8>> {
-    let mut c = zstd::bulk::Compressor::with_prepared_dictionary(reference).ok()?;
-    let z = c.compress(chunk).ok()?;
+    let z = compress(chunk, 0, Some(reference)).ok()?;
     (z.len() + REFERENCE_COST < plain).then_some(z)
 }
 
@@ -68,7 +106,7 @@ pub fn encode_patch(
     if patch.len() > max_patch_len(chunk.len() as u32) {
         return None;
     }
-    let z = zstd::bulk::compress(&patch, level).ok()?;
+    let z = compress(&patch, level, None).ok()?;
     (z.len() + REFERENCE_COST < plain).then_some(z)
 }
 
@@ -98,38 +136,29 @@ pub fn decode(
             raw_len: p.raw_len,
         });
     }
+    let zstd_err = |e: std::io::Error| PayloadError::Zstd {
+        chunk: chunk(),
+        reason: e.to_string(),
+    };
+    let reference = || {
+        reference.ok_or_else(|| PayloadError::Zstd {
+            chunk: chunk(),
+            reason: "its reference is not available".into(),
+        })
+    };
+    let raw_len = p.raw_len as usize;
     let data = match p.encoding {
         Encoding::Raw => bytes.to_vec(),
-        // The capacity bounds the output: a hostile frame cannot make this allocate more.
-        Encoding::Zstd => {
-            zstd::bulk::decompress(bytes, p.raw_len as usize).map_err(|e| PayloadError::Zstd {
-                chunk: chunk(),
-                reason: e.to_string(),
+        Encoding::Zstd => decompress(bytes, raw_len, None).map_err(zstd_err)?,
+        Encoding::ZstdRef => decompress(bytes, raw_len, Some(reference()?)).map_err(zstd_err)?,
+        Encoding::Bsdiff => {
+            let patch = decompress(bytes, max_patch_len(p.raw_len), None).map_err(zstd_err)?;
+            narlink_protocol::patch::apply(reference()?, &patch, raw_len).map_err(|e| {
+                PayloadError::Patch {
+                    chunk: chunk(),
+                    reason: e.to_string(),
+                }
             })?
-        }
-        Encoding::ZstdRef | Encoding::Bsdiff => {
-            let reference = reference.ok_or_else(|| PayloadError::Zstd {
-                chunk: chunk(),
-                reason: "its reference is not available".into(),
-            })?;
-            let zstd_err = |e: std::io::Error| PayloadError::Zstd {
-                chunk: chunk(),
-                reason: e.to_string(),
-            };
-            if p.encoding == Encoding::ZstdRef {
-                zstd::bulk::Decompressor::with_dictionary(reference)
-                    .and_then(|mut d| d.decompress(bytes, p.raw_len as usize))
-                    .map_err(zstd_err)?
-            } else {
-                let patch =
-                    zstd::bulk::decompress(bytes, max_patch_len(p.raw_len)).map_err(zstd_err)?;
-                narlink_protocol::patch::apply(reference, &patch, p.raw_len as usize).map_err(
-                    |e| PayloadError::Patch {
-                        chunk: chunk(),
-                        reason: e.to_string(),
-                    },
-                )?
-            }
         }
     };
     if data.len() != p.raw_len as usize {

@@ -120,6 +120,7 @@ replay_tests!(
     nar,
     group_decode,
     receiver,
+    patch,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -160,6 +161,9 @@ fn generated_seeds() -> Vec<(&'static str, String, Vec<u8>)> {
     }
     for (name, bytes) in receiver_seeds() {
         add("receiver", &name, bytes);
+    }
+    for (name, bytes) in patch_seeds() {
+        add("patch", &name, bytes);
     }
     seeds
 }
@@ -702,4 +706,31 @@ fn receiver_seeds() -> Vec<(String, Vec<u8>)> {
     // Parameters over the fuzz limits: the tracker refuses them.
     seeds.push(("refused-params".into(), head(0, 2, 1, 1, u32::MAX)));
     seeds
+}
+
+/// Patches made by the ground's bsdiff search, framed as the `patch` check reads them.
+fn patch_seeds() -> Vec<(String, Vec<u8>)> {
+    let framed = |reference: &[u8], new: &[u8]| {
+        let p = narlink::ground::bsdiff::Reference::new(reference)
+            .diff(new)
+            .expect("small inputs stay within the work bound");
+        let mut out = (reference.len() as u16).to_le_bytes().to_vec();
+        out.extend_from_slice(&(new.len() as u32).to_le_bytes());
+        out.extend_from_slice(reference);
+        out.extend_from_slice(&p.to_bytes());
+        out
+    };
+    let code: Vec<u8> = (0..2000u32).flat_map(|i| (i * 16).to_le_bytes()).collect();
+    let shifted: Vec<u8> = (0..2000u32)
+        .flat_map(|i| (i * 16 + 64).to_le_bytes())
+        .collect();
+    let mut inserted = code[..4000].to_vec();
+    inserted.extend_from_slice(b"a few new bytes in the middle");
+    inserted.extend_from_slice(&code[4000..]);
+    vec![
+        ("shifted-addresses".into(), framed(&code, &shifted)),
+        ("insertion".into(), framed(&code, &inserted)),
+        ("empty-reference".into(), framed(b"", b"all new")),
+        ("empty-chunk".into(), framed(b"reference", b"")),
+    ]
 }

@@ -37,6 +37,7 @@ pub const TARGETS: &[(&str, Check)] = &[
     ("nar", nar),
     ("group_decode", group_decode),
     ("receiver", receiver),
+    ("patch", patch),
 ];
 
 /// Reads fuzzer-chosen values off the front of the input; past the end, every value is 0.
@@ -314,6 +315,23 @@ fn check_runs(runs: &[NeedRun]) {
             );
         }
         prev = Some(r);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// patch
+
+/// `patch::apply` (bsdiff-style payloads, after zstd) with a fuzzer-chosen reference and
+/// chunk length: first a u16 reference length and a u32 chunk length (at most 1 MiB), then the
+/// reference bytes, then the patch. On success the output has exactly the chunk length.
+pub fn patch(data: &[u8]) {
+    let mut input = Input::new(data);
+    let reference_len = usize::from(input.u16());
+    let len = (input.u32() % (1 << 20)) as usize;
+    let reference = input.take(reference_len);
+    let patch = input.rest();
+    if let Ok(out) = narlink_protocol::patch::apply(reference, patch, len) {
+        assert_eq!(out.len(), len, "patch made the wrong length");
     }
 }
 

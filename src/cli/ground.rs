@@ -51,6 +51,10 @@ pub struct PackArgs {
     /// Sign the manifest with this secret key (Nix format: `nix-store --generate-binary-cache-key`).
     #[arg(long)]
     sign_key: Option<PathBuf>,
+    /// Send each path's deriver (its .drv path), so that `nix-store -q --deriver` answers on
+    /// the device. Costs ~50 bytes per new path.
+    #[arg(long)]
+    keep_derivers: bool,
     /// zstd level for new chunks (1-22).
     #[arg(long, default_value_t = 19, value_parser = clap::value_parser!(i32).range(1..=22))]
     level: i32,
@@ -169,6 +173,7 @@ pub fn run(c: Command, progress: bool) -> anyhow::Result<ExitCode> {
             };
             let opts = pack::PackOptions {
                 zstd_level: a.level,
+                derivers: a.keep_derivers,
                 sign_key,
                 progress,
                 ..Default::default()

@@ -65,6 +65,9 @@ pub struct PackOptions {
     pub threads: usize,
     /// Make deltas against the previous version of each package on board.
     pub deltas: bool,
+    /// Send each path's deriver (the `.drv` it was built from). Off by default: a device
+    /// holds no derivations, and a deriver is ~50 incompressible bytes per path.
+    pub derivers: bool,
     pub progress: bool,
 }
 
@@ -74,6 +77,7 @@ impl Default for PackOptions {
             zstd_level: 19,
             sign_key: None,
             deltas: true,
+            derivers: false,
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             progress: true,
         }
@@ -264,7 +268,7 @@ pub fn pack(
             nar_hash: info.nar_hash.0,
             nar_size: info.nar_size,
             references: info.references.clone(),
-            deriver: info.deriver.clone(),
+            deriver: info.deriver.clone().filter(|_| opts.derivers),
             chunks,
             copies: Vec::new(),
             rewrites: normalize::encode(&normalized.rewrites),

@@ -88,6 +88,23 @@ impl From<&narlink_protocol::manifest::PathEntry> for PathRecord {
     }
 }
 
+impl PathRecord {
+    /// The manifest entry that brings this path as `store_path`, every chunk listed (no copy
+    /// runs): the inverse of `From<&PathEntry>`.
+    pub fn to_entry(&self, store_path: &str) -> narlink_protocol::manifest::PathEntry {
+        narlink_protocol::manifest::PathEntry {
+            store_path: store_path.to_owned(),
+            nar_hash: self.nar_hash,
+            nar_size: self.nar_size,
+            references: self.references.clone(),
+            deriver: self.deriver.clone(),
+            chunks: self.chunks.clone(),
+            copies: Vec::new(),
+            rewrites: crate::normalize::encode(&self.rewrites),
+        }
+    }
+}
+
 /// Where a chunk's bytes can be read: `len` bytes at `offset` in the NAR of `path`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ChunkLocation {

@@ -19,7 +19,9 @@
 //!   it: `fs_read` (the reader alone), `fs_normalize` (+ normalizer), `fs_normalize_chunk_hash`
 //!   (+ chunking, no lookup). Parts alone: `mem_normalize` (normalizer over the NAR in memory),
 //!   `mem_chunk_hash` (chunk_stream over the normalized NAR in memory), `mem_lookup` (the
-//!   lookups of the NAR's chunk ids alone).
+//!   lookups of the NAR's chunk ids alone); for comparison, `mem_aho_corasick_every_byte` (the
+//!   hash automaton over every byte of the NAR in memory, as the normalizer searched before it
+//!   searched runs of hash characters only).
 //! - `device_reassemble`: `device::reassemble::ChunkSource` (a fresh one per iteration, as per
 //!   import) over the device state: `verify_entry` (import's pass 1: every chunk located in the
 //!   index, read from the on-board NAR normalized, BLAKE3-checked, hashes restored, SHA-256 of the
@@ -29,7 +31,8 @@
 //!   + `OnBoard::read` for every chunk), `mem_blake3_chunks`, `mem_sha256` (the `sha2` SHA-256
 //!   narlink uses, over the NAR in memory), `mem_restore` (`normalize::apply` with the real
 //!   hashes, over the normalized NAR in memory).
-//! - `dedupe_reassemble_thread_cpu`: `dedupe` and `verify_entry` timed by the bench thread's CPU time.
+//! - `dedupe_reassemble_thread_cpu`: `dedupe`, `verify_entry` and `import_both_passes` timed by
+//!   the bench thread's CPU time.
 //!
 //! Run: `benches/scripts/dedupe_reassemble.sh` (builds the input, waits for an idle machine,
 //! prints the medians). Results: `docs/measurements.md` ("Ground dedupe path and device
@@ -230,6 +233,16 @@ fn main() {
         g.bench_function("mem_normalize", |b| {
             b.iter(|| drain(Normalizer::new(black_box(&raw[..]), &hashes), &mut buf))
         });
+        // For comparison: what the normalizer searched before it looked at runs of hash
+        // characters only (the automaton over every byte, aho-corasick's prefilter included).
+        let whole = aho_corasick::AhoCorasick::builder()
+            .match_kind(aho_corasick::MatchKind::LeftmostFirst)
+            .build(&hashes)
+            .expect("automaton");
+        assert_eq!(whole.find_iter(&raw[..]).count(), rewrites.len());
+        g.bench_function("mem_aho_corasick_every_byte", |b| {
+            b.iter(|| whole.find_iter(black_box(&raw[..])).count())
+        });
         g.bench_function("mem_chunk_hash", |b| {
             b.iter(|| {
                 chunk_stream::<_, io::Error>(black_box(&normalized[..]), &PARAMS, |_, _, _| Ok(()))
@@ -307,6 +320,12 @@ fn main() {
         });
         g.bench_function("device_verify_entry", |b| {
             b.iter(|| verify(&device, &store, black_box(&entry)))
+        });
+        g.bench_function("device_import_both_passes", |b| {
+            b.iter(|| {
+                verify(&device, &store, black_box(&entry));
+                stream(&device, &store, &entry)
+            })
         });
         g.finish();
     }

@@ -28,9 +28,9 @@
 //!   NAR compared; the goal: ≥ 300 MB/s), `stream_to_sink` (import's pass 2 into a sink that
 //!   drops the bytes, i.e. without `nix-store --import`), `import_both_passes` (the two, per NAR
 //!   byte: what `device import` costs before Nix). Parts: `onboard_read` (`ChunkLookup::locate`
-//!   + `OnBoard::read` for every chunk), `mem_blake3_chunks`, `mem_sha256` (the `sha2` SHA-256
-//!   narlink uses, over the NAR in memory), `mem_restore` (`normalize::apply` with the real
-//!   hashes, over the normalized NAR in memory).
+//!   and `OnBoard::read` for every chunk), `mem_blake3_chunks`, `mem_sha256` (the `sha2`
+//!   SHA-256 narlink uses, over the NAR in memory), `mem_restore` (`normalize::apply` with the
+//!   real hashes, over the normalized NAR in memory).
 //! - `dedupe_reassemble_thread_cpu`: `dedupe`, `verify_entry` and `import_both_passes` timed by
 //!   the bench thread's CPU time.
 //!

@@ -383,3 +383,41 @@ impl ChunkLookup {
         Ok(self.locs.get(id).ctx(&self.file)?.next().is_some())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::normalize::Rewrite;
+
+    #[test]
+    fn to_entry_is_the_inverse_of_from_entry() {
+        let rec = PathRecord {
+            nar_hash: [7; 32],
+            nar_size: 300,
+            references: vec!["/nix/store/81xl50rg2nv1bisviqjjx3qsy2kvcrzi-dep-1".into()],
+            deriver: None,
+            chunks: vec![
+                ChunkRef {
+                    id: [1; 32],
+                    len: 100,
+                },
+                ChunkRef {
+                    id: [2; 32],
+                    len: 200,
+                },
+            ],
+            rewrites: vec![
+                Rewrite {
+                    offset: 10,
+                    index: 1,
+                },
+                Rewrite {
+                    offset: 150,
+                    index: 0,
+                },
+            ],
+        };
+        let entry = rec.to_entry("/nix/store/jlw84i3j2gz04kgknz0mxmj1cgvbxws0-app-1");
+        assert_eq!(PathRecord::from(&entry), rec);
+    }
+}

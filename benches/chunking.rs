@@ -34,11 +34,15 @@ use std::path::PathBuf;
 use std::sync::mpsc;
 use std::time::Duration;
 
-use criterion::measurement::{Measurement, ValueFormatter, WallTime};
+use criterion::measurement::WallTime;
 use criterion::{black_box, Criterion, SamplingMode, Throughput};
 use narlink::chunking::{chunk_id, chunk_stream, PARAMS};
 use narlink::nar::{NarLayout, NarReader};
 use narlink_protocol::manifest::{ChunkId, ChunkParams};
+
+#[path = "common/cpu.rs"]
+mod cpu;
+use cpu::{thread_cpu_ns, ThreadCpu};
 
 const KIB: u32 = 1024;
 
@@ -273,42 +277,6 @@ fn split2(data: &[u8], p: &ChunkParams) -> (Vec<ChunkId>, u64) {
             end = o + l;
         }
     })
-}
-
-/// CPU time of the calling thread (`/proc/thread-self/schedstat`, ns; may lag by a scheduler
-/// tick), for single-threaded benchmarks on a machine where other builds compete for the two
-/// cores: wall time then measures the contention as much as the code.
-struct ThreadCpu(WallTime);
-
-fn thread_cpu_ns() -> u64 {
-    let s = std::fs::read_to_string("/proc/thread-self/schedstat").expect("schedstat");
-    s.split_whitespace()
-        .next()
-        .and_then(|v| v.parse().ok())
-        .expect("schedstat runtime")
-}
-
-impl Measurement for ThreadCpu {
-    type Intermediate = u64;
-    type Value = u64;
-    fn start(&self) -> u64 {
-        thread_cpu_ns()
-    }
-    fn end(&self, start: u64) -> u64 {
-        thread_cpu_ns().saturating_sub(start)
-    }
-    fn add(&self, a: &u64, b: &u64) -> u64 {
-        a + b
-    }
-    fn zero(&self) -> u64 {
-        0
-    }
-    fn to_f64(&self, v: &u64) -> f64 {
-        *v as f64
-    }
-    fn formatter(&self) -> &dyn ValueFormatter {
-        self.0.formatter() // values are nanoseconds, like wall time
-    }
 }
 
 fn main() {

@@ -88,6 +88,23 @@ impl From<&narlink_protocol::manifest::PathEntry> for PathRecord {
     }
 }
 
+impl PathRecord {
+    /// The manifest entry that brings this path as `store_path`, every chunk listed (no copy
+    /// runs): the inverse of `From<&PathEntry>`.
+    pub fn to_entry(&self, store_path: &str) -> narlink_protocol::manifest::PathEntry {
+        narlink_protocol::manifest::PathEntry {
+            store_path: store_path.to_owned(),
+            nar_hash: self.nar_hash,
+            nar_size: self.nar_size,
+            references: self.references.clone(),
+            deriver: self.deriver.clone(),
+            chunks: self.chunks.clone(),
+            copies: Vec::new(),
+            rewrites: crate::normalize::encode(&self.rewrites),
+        }
+    }
+}
+
 /// Where a chunk's bytes can be read: `len` bytes at `offset` in the NAR of `path`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ChunkLocation {
@@ -364,5 +381,43 @@ impl ChunkLookup {
 
     pub fn contains(&self, id: &ChunkId) -> Result<bool, StateError> {
         Ok(self.locs.get(id).ctx(&self.file)?.next().is_some())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::normalize::Rewrite;
+
+    #[test]
+    fn to_entry_is_the_inverse_of_from_entry() {
+        let rec = PathRecord {
+            nar_hash: [7; 32],
+            nar_size: 300,
+            references: vec!["/nix/store/81xl50rg2nv1bisviqjjx3qsy2kvcrzi-dep-1".into()],
+            deriver: None,
+            chunks: vec![
+                ChunkRef {
+                    id: [1; 32],
+                    len: 100,
+                },
+                ChunkRef {
+                    id: [2; 32],
+                    len: 200,
+                },
+            ],
+            rewrites: vec![
+                Rewrite {
+                    offset: 10,
+                    index: 1,
+                },
+                Rewrite {
+                    offset: 150,
+                    index: 0,
+                },
+            ],
+        };
+        let entry = rec.to_entry("/nix/store/jlw84i3j2gz04kgknz0mxmj1cgvbxws0-app-1");
+        assert_eq!(PathRecord::from(&entry), rec);
     }
 }

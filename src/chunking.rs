@@ -9,10 +9,10 @@ use narlink_protocol::manifest::{ChunkId, ChunkParams, ChunkRef};
 
 /// The chunking parameters of this narlink version. Chosen by measurement: see
 /// `docs/measurements.md` ("Chunk size").
-/// Algorithm 2: FastCDC v2020 cut points over store-hash-normalized NARs
-/// ([`crate::normalize`]), BLAKE3 ids.
+/// Algorithm 3: FastCDC v2020 cut points over store-hash-normalized NARs
+/// ([`crate::normalize`]), 128-bit BLAKE3 ids.
 pub const PARAMS: ChunkParams = ChunkParams {
-    algorithm: 2,
+    algorithm: 3,
     min_size: 16 * 1024,
     avg_size: 64 * 1024,
     max_size: 256 * 1024,
@@ -23,7 +23,9 @@ const WINDOW: usize = 4 << 20;
 
 /// The id of a chunk's bytes.
 pub fn chunk_id(bytes: &[u8]) -> ChunkId {
-    *blake3::hash(bytes).as_bytes()
+    let mut id = [0u8; 16];
+    id.copy_from_slice(&blake3::hash(bytes).as_bytes()[..16]);
+    id
 }
 
 /// Split everything `r` yields into chunks, calling `each(offset, bytes, chunk)` in order.

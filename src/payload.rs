@@ -105,15 +105,15 @@ pub fn encode_delta(
 /// `plain` by more than the reference costs.
 pub fn encode_patch(
     chunk: &[u8],
-    level: i32,
     reference: &crate::ground::bsdiff::Reference,
+    dictionary: &zstd::dict::EncoderDictionary,
     plain: usize,
 ) -> Option<Vec<u8>> {
     let patch = reference.diff(chunk)?.to_bytes();
     if patch.len() > max_patch_len(chunk.len() as u32) {
         return None;
     }
-    let z = compress(&patch, level, None).ok()?;
+    let z = compress(&patch, 0, Some(dictionary)).ok()?;
     (z.len() + REFERENCE_COST < plain).then_some(z)
 }
 
@@ -159,8 +159,10 @@ pub fn decode(
         Encoding::Zstd => decompress(bytes, raw_len, None).map_err(zstd_err)?,
         Encoding::ZstdRef => decompress(bytes, raw_len, Some(reference()?)).map_err(zstd_err)?,
         Encoding::Bsdiff => {
-            let patch = decompress(bytes, max_patch_len(p.raw_len), None).map_err(zstd_err)?;
-            narlink_protocol::patch::apply(reference()?, &patch, raw_len).map_err(|e| {
+            let reference = reference()?;
+            let patch =
+                decompress(bytes, max_patch_len(p.raw_len), Some(reference)).map_err(zstd_err)?;
+            narlink_protocol::patch::apply(reference, &patch, raw_len).map_err(|e| {
                 PayloadError::Patch {
                     chunk: chunk(),
                     reason: e.to_string(),

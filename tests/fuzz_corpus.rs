@@ -385,7 +385,7 @@ fn status_seeds() -> Vec<(String, Vec<u8>)> {
 }
 
 fn chunk(id: u8, len: u32) -> ChunkRef {
-    ChunkRef { id: [id; 32], len }
+    ChunkRef { id: [id; 16], len }
 }
 
 fn manifests() -> Vec<(String, Manifest)> {
@@ -436,14 +436,14 @@ fn manifests() -> Vec<(String, Manifest)> {
         ],
         payloads: vec![
             Payload {
-                chunk: [6; 32],
+                chunk: [6; 16],
                 raw_len: 50_000,
                 encoded_len: 900,
                 encoding: Encoding::Zstd,
                 reference: None,
             },
             Payload {
-                chunk: [8; 32],
+                chunk: [8; 16],
                 raw_len: 120,
                 encoded_len: 120,
                 encoding: Encoding::Raw,
@@ -451,7 +451,7 @@ fn manifests() -> Vec<(String, Manifest)> {
             },
             // A delta against 4 KiB of the previous libfoo's NAR, which the device holds.
             Payload {
-                chunk: [5; 32],
+                chunk: [5; 16],
                 raw_len: 20_000,
                 encoded_len: 300,
                 encoding: Encoding::ZstdRef,

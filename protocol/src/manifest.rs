@@ -14,13 +14,19 @@ pub const MANIFEST_VERSION: u16 = 2;
 /// Hard cap on the decompressed manifest (defends the device against a hostile length).
 pub const MAX_MANIFEST_BYTES: u32 = 256 << 20;
 
-/// A 32-byte BLAKE3 chunk id.
-pub type ChunkId = [u8; 32];
+/// A chunk id: the first 16 bytes (128 bits) of the BLAKE3 of the chunk's bytes.
+///
+/// Chunk ids only name chunks for deduplication and catch corrupted or forged payloads early;
+/// what the device imports is verified against each NAR's SHA-256 narHash. 128 bits keep the
+/// chance that two of 2^32 chunks collide below 2^-64, and every new chunk costs 16 bytes
+/// less in the manifest (the part of it that does not compress).
+pub type ChunkId = [u8; 16];
 
 /// The content-defined chunking parameters both sides must agree on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChunkParams {
-    /// Version of the chunking algorithm (1 = fastcdc v2020 with BLAKE3 ids).
+    /// Version of the chunking algorithm (3 = FastCDC v2020 over normalized NARs, 128-bit
+    /// BLAKE3 ids).
     pub algorithm: u8,
     pub min_size: u32,
     pub avg_size: u32,
@@ -50,7 +56,7 @@ pub struct PathEntry {
     /// [`PathEntry::copies`] inserted, add up to `nar_size`.
     pub chunks: Vec<ChunkRef>,
     /// Runs of chunks the device takes from the chunk list of a path it holds, instead of
-    /// 36 bytes per chunk here. Sorted by `at`.
+    /// 20 bytes per chunk here. Sorted by `at`.
     pub copies: Vec<CopyRun>,
     /// Where the hashes go back: (gap from the previous occurrence's offset, or the offset
     /// itself for the first; index into the hash list: the path's own hash, then its

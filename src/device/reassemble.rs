@@ -2,7 +2,7 @@
 //! out of a path already in the device's store, and every chunk is checked against its
 //! BLAKE3 id before its bytes are used.
 
-use narlink_protocol::manifest::{ChunkRef, PathEntry};
+use narlink_protocol::manifest::{ChunkId, ChunkRef, PathEntry};
 use sha2::{Digest, Sha256};
 
 use crate::nar::NarHash;
@@ -69,7 +69,7 @@ impl ChunkSource {
     }
 
     /// Whether the chunk can be had at all (without reading it).
-    pub fn available(&self, id: &[u8; 32]) -> Result<bool, StateError> {
+    pub fn available(&self, id: &ChunkId) -> Result<bool, StateError> {
         Ok(self.staged.contains(id)? || self.index.contains(id)?)
     }
 

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{Ctx, StateDb, StateError};
 
-const STAGED: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("staged");
+const STAGED: TableDefinition<&ChunkId, &[u8]> = TableDefinition::new("staged");
 const BUNDLES: TableDefinition<&[u8; 16], &[u8]> = TableDefinition::new("bundles");
 
 const FILE: &str = "device.redb";
@@ -173,7 +173,7 @@ impl DeviceState {
 }
 
 pub struct StagedReader {
-    t: redb::ReadOnlyTable<&'static [u8; 32], &'static [u8]>,
+    t: redb::ReadOnlyTable<&'static ChunkId, &'static [u8]>,
     file: std::path::PathBuf,
 }
 

@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use crate::chunking::PARAMS;
 
 pub(crate) const PATHS: TableDefinition<&str, &[u8]> = TableDefinition::new("paths");
-pub(crate) const CHUNK_LOCS: MultimapTableDefinition<&[u8; 32], (&str, u64, u32)> =
+pub(crate) const CHUNK_LOCS: MultimapTableDefinition<&ChunkId, (&str, u64, u32)> =
     MultimapTableDefinition::new("chunk_locs");
 /// redb's page cache: small, so the device's memory is bounded by configuration, not by
 /// how much it stores.
@@ -357,7 +357,7 @@ impl RecordLookup {
 
 /// Chunk lookups over one read snapshot of the index.
 pub struct ChunkLookup {
-    locs: redb::ReadOnlyMultimapTable<&'static [u8; 32], (&'static str, u64, u32)>,
+    locs: redb::ReadOnlyMultimapTable<&'static ChunkId, (&'static str, u64, u32)>,
     file: PathBuf,
 }
 
@@ -398,11 +398,11 @@ mod tests {
             deriver: None,
             chunks: vec![
                 ChunkRef {
-                    id: [1; 32],
+                    id: [1; 16],
                     len: 100,
                 },
                 ChunkRef {
-                    id: [2; 32],
+                    id: [2; 16],
                     len: 200,
                 },
             ],

@@ -9,7 +9,7 @@ use narlink_protocol::signature::{decode_block, encode_block, Signature, MAX_NAM
 use proptest::prelude::*;
 
 fn chunk() -> impl Strategy<Value = ChunkRef> {
-    (any::<[u8; 32]>(), 1u32..300_000).prop_map(|(id, len)| ChunkRef { id, len })
+    (any::<[u8; 16]>(), 1u32..300_000).prop_map(|(id, len)| ChunkRef { id, len })
 }
 
 fn path_entry() -> impl Strategy<Value = PathEntry> {
@@ -38,7 +38,7 @@ fn path_entry() -> impl Strategy<Value = PathEntry> {
 
 fn payload() -> impl Strategy<Value = Payload> {
     (
-        any::<[u8; 32]>(),
+        any::<[u8; 16]>(),
         1u32..=262_144,
         any::<bool>(),
         1u32..300_000,
@@ -127,7 +127,7 @@ proptest! {
 #[test]
 fn compact_then_expand_gives_the_chunks_back() {
     use narlink_protocol::manifest::compact;
-    let c = |i: u8, len: u32| ChunkRef { id: [i; 32], len };
+    let c = |i: u8, len: u32| ChunkRef { id: [i; 16], len };
     let previous: Vec<ChunkRef> = (0..10).map(|i| c(i, 100)).collect();
     let chunks = vec![
         c(0, 100),

@@ -121,6 +121,7 @@ replay_tests!(
     group_decode,
     receiver,
     patch,
+    payload,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -164,6 +165,9 @@ fn generated_seeds() -> Vec<(&'static str, String, Vec<u8>)> {
     }
     for (name, bytes) in patch_seeds() {
         add("patch", &name, bytes);
+    }
+    for (name, bytes) in payload_seeds() {
+        add("payload", &name, bytes);
     }
     seeds
 }
@@ -732,5 +736,34 @@ fn patch_seeds() -> Vec<(String, Vec<u8>)> {
         ("insertion".into(), framed(&code, &inserted)),
         ("empty-reference".into(), framed(b"", b"all new")),
         ("empty-chunk".into(), framed(b"reference", b"")),
+    ]
+}
+
+/// One payload of each encoding, made by the ground's encoders, framed as the `payload` check
+/// reads them (the chunk ids will not match: the check's chunk id is zero).
+fn payload_seeds() -> Vec<(String, Vec<u8>)> {
+    use narlink::payload;
+    let code: Vec<u8> = (0..3000u32).flat_map(|i| (i * 16).to_le_bytes()).collect();
+    let shifted: Vec<u8> = (0..3000u32)
+        .flat_map(|i| (i * 16 + 64).to_le_bytes())
+        .collect();
+    let framed = |encoding: u8, reference: &[u8], bytes: &[u8]| {
+        let mut out = vec![encoding];
+        out.extend_from_slice(&(shifted.len() as u32).to_le_bytes());
+        out.extend_from_slice(&(reference.len() as u16).to_le_bytes());
+        out.extend_from_slice(reference);
+        out.extend_from_slice(bytes);
+        out
+    };
+    let (_, plain) = payload::encode(&shifted, 19);
+    let dictionary = zstd::dict::EncoderDictionary::copy(&code, 19);
+    let delta = payload::encode_delta(&shifted, &dictionary, usize::MAX).expect("delta");
+    let prepared = narlink::ground::bsdiff::Reference::new(&code);
+    let patch = payload::encode_patch(&shifted, &prepared, usize::MAX).expect("patch");
+    vec![
+        ("raw".into(), framed(0, b"", &shifted)),
+        ("zstd".into(), framed(1, b"", &plain)),
+        ("zstd-delta".into(), framed(2, &code, &delta)),
+        ("patch".into(), framed(3, &code, &patch)),
     ]
 }

@@ -38,6 +38,7 @@ pub const TARGETS: &[(&str, Check)] = &[
     ("group_decode", group_decode),
     ("receiver", receiver),
     ("patch", patch),
+    ("payload", payload),
 ];
 
 /// Reads fuzzer-chosen values off the front of the input; past the end, every value is 0.
@@ -332,6 +333,42 @@ pub fn patch(data: &[u8]) {
     let patch = input.rest();
     if let Ok(out) = narlink_protocol::patch::apply(reference, patch, len) {
         assert_eq!(out.len(), len, "patch made the wrong length");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// payload
+
+/// `narlink::payload::decode`, the device's decoder of every payload encoding (bare zstd
+/// frames, zstd deltas, LZMA patches), with a fuzzer-chosen encoding, chunk length (at most
+/// 256 KiB) and reference: a u8 encoding, a u32 length, a u16 reference length, the reference,
+/// then the payload. It must fail cleanly (almost always at the chunk id) or give the chunk.
+pub fn payload(data: &[u8]) {
+    use narlink_protocol::manifest::{Encoding, Payload, Reference};
+    let mut input = Input::new(data);
+    let encoding = match input.u8() % 4 {
+        0 => Encoding::Raw,
+        1 => Encoding::Zstd,
+        2 => Encoding::ZstdRef,
+        _ => Encoding::Bsdiff,
+    };
+    let raw_len = input.u32() % (256 << 10) + 1;
+    let reference_len = usize::from(input.u16());
+    let reference = input.take(reference_len);
+    let bytes = input.rest();
+    let p = Payload {
+        chunk: [0; 16],
+        raw_len,
+        encoded_len: bytes.len() as u32,
+        encoding,
+        reference: encoding.needs_reference().then_some(Reference {
+            source: 0,
+            offset: 0,
+            len: reference.len() as u32,
+        }),
+    };
+    if let Ok(chunk) = narlink::payload::decode(&p, bytes, Some(reference)) {
+        assert_eq!(chunk.len(), raw_len as usize);
     }
 }
 

@@ -603,8 +603,8 @@ impl PackReport {
              NAR bytes new:    {}\n\
              reused on board:  {} ({:.1}%)\n\
              repeated:         {} ({:.1}%)\n\
-             sent chunks:      {} in {} chunks ({} as deltas)\n\
-             after zstd:       {}\n\
+             sent chunks:      {} in {} chunks ({} as deltas or patches)\n\
+             compressed:       {}\n\
              manifest:         {}\n\
              bundle:           {} ({:.2}% of the new NAR bytes)\n\
              sequence {}, signed by {}",

@@ -75,8 +75,10 @@ pub struct BundleView {
     pub paths: Vec<PathView>,
     pub payloads: usize,
     pub payloads_zstd: usize,
-    /// Payloads that are zstd deltas against on-board bytes.
+    /// Payloads made against on-board bytes: zstd deltas and patches.
     pub payloads_delta: usize,
+    /// Of those, bsdiff-style patches.
+    pub payloads_patch: usize,
 }
 
 #[derive(Debug, Serialize)]
@@ -111,6 +113,11 @@ pub fn inspect(r: impl Read) -> Result<Inspection, InspectError> {
                 .payloads
                 .iter()
                 .filter(|p| p.encoding.needs_reference())
+                .count(),
+            payloads_patch: m
+                .payloads
+                .iter()
+                .filter(|p| p.encoding == Encoding::Bsdiff)
                 .count(),
             paths: m
                 .paths

@@ -51,6 +51,10 @@ pub struct PackArgs {
     /// Sign the manifest with this secret key (Nix format: `nix-store --generate-binary-cache-key`).
     #[arg(long)]
     sign_key: Option<PathBuf>,
+    /// Compress every new chunk on its own: no zstd deltas or patches against data on board
+    /// (the device then never reads its store to decode a payload).
+    #[arg(long)]
+    no_deltas: bool,
     /// Send each path's deriver (its .drv path), so that `nix-store -q --deriver` answers on
     /// the device. Costs ~50 bytes per new path.
     #[arg(long)]
@@ -174,6 +178,7 @@ pub fn run(c: Command, progress: bool) -> anyhow::Result<ExitCode> {
             let opts = pack::PackOptions {
                 zstd_level: a.level,
                 derivers: a.keep_derivers,
+                deltas: !a.no_deltas,
                 sign_key,
                 progress,
                 ..Default::default()

@@ -5,5 +5,6 @@ mod import;
 mod link;
 mod listen;
 mod orbit;
+mod patch;
 mod spine;
 mod trust;

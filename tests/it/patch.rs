@@ -1,0 +1,58 @@
+//! Patches: a rebuilt library whose addresses moved travels as bsdiff-style patches against
+//! its previous version on board, and imports byte-exact.
+
+use crate::common::*;
+
+fn relocated(v: u32) -> String {
+    let root = env!("CARGO_MANIFEST_DIR");
+    sh(&format!(
+        "nix-build {root}/tests/nix/relocated.nix --arg version {v} --no-out-link \
+         --option sandbox false --option substituters '' 2>/dev/null"
+    ))
+    .trim()
+    .to_owned()
+}
+
+#[test]
+fn relinked_library_travels_as_patches_and_imports() {
+    let (v1, v2) = (relocated(1), relocated(2));
+    let rig = Rig::new(&v1);
+    let bundle = rig.p("update.bundle");
+    let plain = rig.p("plain.bundle");
+    // The same update without deltas, from a second mirror, for comparison.
+    rig.ok(&["ground", "init", "--mirror", rig.p("mirror-plain"), &v1]);
+    let without = rig.json(&[
+        "ground",
+        "pack",
+        "--mirror",
+        rig.p("mirror-plain"),
+        "--no-deltas",
+        "--out",
+        plain,
+        &v2,
+    ]);
+    let r = rig.pack(&["--out", bundle, &v2]);
+    let inspect = rig.json(&["inspect", bundle]);
+    assert!(
+        inspect["payloads_patch"].as_u64().unwrap() > 0,
+        "no patch payloads: {inspect}"
+    );
+    let (with_b, without_b) = (
+        r["bundle_bytes"].as_u64().unwrap(),
+        without["bundle_bytes"].as_u64().unwrap(),
+    );
+    assert!(
+        with_b * 10 < without_b,
+        "patches should make the bundle far smaller: {with_b} B vs {without_b} B without deltas"
+    );
+    rig.ok(&["device", "receive", "--state", rig.p("state"), bundle]);
+    rig.ok(&["device", "import", "--state", rig.p("state")]);
+    rig.assert_holds(&v2);
+    let lib = "lib/libcrypto.so.3";
+    let on_device = sh(&format!(
+        "cat {}/device{}/{lib} | sha256sum",
+        rig.dir.display(),
+        v2
+    ));
+    assert_eq!(on_device, sh(&format!("cat {v2}/{lib} | sha256sum")));
+}

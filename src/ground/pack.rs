@@ -97,7 +97,7 @@ pub struct PackReport {
     pub bytes_repeated: u64,
     /// NAR bytes of chunks sent in this bundle, before compression.
     pub bytes_new: u64,
-    /// Of those, chunks sent as deltas against on-board data.
+    /// Of those, chunks sent as zstd deltas or patches against on-board data.
     pub chunks_delta: usize,
     /// The same after compression: the payload section.
     pub bytes_compressed: u64,
@@ -341,7 +341,7 @@ pub fn pack(
     report.chunks_delta = manifest
         .payloads
         .iter()
-        .filter(|p| p.encoding == Encoding::ZstdRef)
+        .filter(|p| p.encoding.needs_reference())
         .count();
     report.manifest_bytes = encoded.len() as u64;
     report.bundle_bytes = header.total_len();

@@ -37,6 +37,10 @@ fn relinked_library_travels_as_patches_and_imports() {
         inspect["payloads_patch"].as_u64().unwrap() > 0,
         "no patch payloads: {inspect}"
     );
+    assert_eq!(
+        r["chunks_delta"], inspect["payloads_delta"],
+        "pack and inspect count deltas alike: {r}"
+    );
     let (with_b, without_b) = (
         r["bundle_bytes"].as_u64().unwrap(),
         without["bundle_bytes"].as_u64().unwrap(),

@@ -106,17 +106,25 @@ pub struct ListenArgs {
     /// Rewrite the status report at least this often, in seconds.
     #[arg(long, default_value_t = 60)]
     status_every: u64,
-    /// Make each imported root the new generation of this profile.
+    #[command(flatten)]
+    activation: ActivationArgs,
+    #[arg(long)]
+    json: bool,
+}
+
+/// What to do with an imported root: switch a profile, run an activation command.
+#[derive(Args)]
+pub struct ActivationArgs {
+    /// Make the imported root the new generation of this profile.
     #[arg(long)]
     profile: Option<PathBuf>,
-    /// Then run this activation command; roll back if it fails.
+    /// Then run this command (`sh -c`, with NARLINK_ROOT, NARLINK_PROFILE,
+    /// NARLINK_GENERATION); if it fails, switch back to the previous generation.
     #[arg(long)]
     activate: Option<String>,
     /// Seconds the activation command may take.
     #[arg(long, default_value_t = 300)]
     activate_timeout: u64,
-    #[arg(long)]
-    json: bool,
 }
 
 #[derive(Args)]
@@ -165,16 +173,8 @@ pub struct ReceiveArgs {
 pub struct ImportArgs {
     #[arg(long)]
     state: PathBuf,
-    /// Make the imported root the new generation of this profile.
-    #[arg(long)]
-    profile: Option<PathBuf>,
-    /// Then run this command (`sh -c`, with NARLINK_ROOT, NARLINK_PROFILE,
-    /// NARLINK_GENERATION); if it fails, switch back to the previous generation.
-    #[arg(long)]
-    activate: Option<String>,
-    /// Seconds the activation command may take.
-    #[arg(long, default_value_t = 300)]
-    activate_timeout: u64,
+    #[command(flatten)]
+    activation: ActivationArgs,
     /// Also import, from bundles still being received, the paths whose data is all here.
     /// Without it an incomplete bundle is refused and the store is left as it is.
     #[arg(long)]
@@ -280,17 +280,20 @@ pub fn run(c: Command, progress: bool) -> anyhow::Result<ExitCode> {
                 .and_then(|b| b.roots.first().cloned());
             let activation = match (
                 root,
-                a.profile
-                    .clone()
-                    .or_else(|| a.activate.as_ref().map(|_| store.default_profile())),
+                a.activation.profile.clone().or_else(|| {
+                    a.activation
+                        .activate
+                        .as_ref()
+                        .map(|_| store.default_profile())
+                }),
             ) {
                 (Some(root), Some(profile)) => Some(
                     activate::activate(
                         &store,
                         &profile,
                         &root,
-                        a.activate.as_deref(),
-                        std::time::Duration::from_secs(a.activate_timeout),
+                        a.activation.activate.as_deref(),
+                        std::time::Duration::from_secs(a.activation.activate_timeout),
                     )
                     .context("activation")?,
                 ),
@@ -398,9 +401,9 @@ pub fn run(c: Command, progress: bool) -> anyhow::Result<ExitCode> {
                 exit_when_done: a.exit_when_done,
                 status_out: a.status_out.clone(),
                 status_every: std::time::Duration::from_secs(a.status_every.max(1)),
-                profile: a.profile.clone(),
-                activate: a.activate.clone(),
-                activate_timeout: std::time::Duration::from_secs(a.activate_timeout),
+                profile: a.activation.profile.clone(),
+                activate: a.activation.activate.clone(),
+                activate_timeout: std::time::Duration::from_secs(a.activation.activate_timeout),
                 progress,
             };
             let r = listen::listen(&a.state, &opts, |addr| {

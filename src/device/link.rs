@@ -427,13 +427,8 @@ impl LinkReceiver<'_> {
             tx.open_table(LINK).ctx(&file)?.remove(&id).ctx(&file)?;
         }
         {
-            let mut link = tx.open_table(LINK).ctx(&file)?;
             for (id, s) in self.sessions.iter_mut().filter(|(_, s)| !s.persisted) {
-                link.insert(
-                    id,
-                    postcard::to_allocvec(&s.rec).unwrap_or_default().as_slice(),
-                )
-                .ctx(&file)?;
+                put_record(&tx, &file, id, &s.rec)?;
             }
             let mut shards = tx.open_table(SHARDS).ctx(&file)?;
             for f in &frames {
@@ -683,13 +678,7 @@ impl LinkReceiver<'_> {
             finish_bundle(self.state, &tx, id, true)?;
             purge(&tx, &file, id)?;
         }
-        tx.open_table(LINK)
-            .ctx(&file)?
-            .insert(
-                id,
-                postcard::to_allocvec(&s.rec).unwrap_or_default().as_slice(),
-            )
-            .ctx(&file)?;
+        put_record(&tx, &file, id, &s.rec)?;
         self.state.db.commit(tx)?;
         if complete {
             self.sessions.remove(id);
@@ -711,13 +700,7 @@ impl LinkReceiver<'_> {
         s.rec.done = true;
         let tx = self.state.db.begin_write()?;
         purge(&tx, &file, id)?;
-        tx.open_table(LINK)
-            .ctx(&file)?
-            .insert(
-                id,
-                postcard::to_allocvec(&s.rec).unwrap_or_default().as_slice(),
-            )
-            .ctx(&file)?;
+        put_record(&tx, &file, id, &s.rec)?;
         self.state.db.commit(tx)?;
         self.done.insert(*id);
         self.stats
@@ -746,6 +729,23 @@ impl LinkReceiver<'_> {
     pub fn active(&self) -> usize {
         self.sessions.len()
     }
+}
+
+/// Write bundle `id`'s link record, within `tx`.
+fn put_record(
+    tx: &redb::WriteTransaction,
+    file: &std::path::Path,
+    id: &BundleId,
+    rec: &LinkRecord,
+) -> Result<(), StateError> {
+    tx.open_table(LINK)
+        .ctx(file)?
+        .insert(
+            id,
+            postcard::to_allocvec(rec).unwrap_or_default().as_slice(),
+        )
+        .ctx(file)?;
+    Ok(())
 }
 
 /// Delete every shard and decoded group of bundle `id`, within `tx`.

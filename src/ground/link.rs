@@ -108,6 +108,12 @@ pub struct EmitReport {
     pub deferred: u64,
 }
 
+/// Map an I/O error on `path` to [`LinkError::Io`] saying `what` failed.
+fn io_err(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> LinkError {
+    let path = path.to_owned();
+    move |source| LinkError::Io { what, path, source }
+}
+
 impl FrameSource {
     /// Open a bundle file and its send state (`sent` from an earlier pass, if any).
     pub fn open(
@@ -115,14 +121,10 @@ impl FrameSource {
         options: LinkOptions,
         sent: Option<Vec<u64>>,
     ) -> Result<FrameSource, LinkError> {
-        let io_err = |what| {
-            let path = path.to_owned();
-            move |source| LinkError::Io { what, path, source }
-        };
-        let mut file = File::open(path).map_err(io_err("opening bundle"))?;
+        let mut file = File::open(path).map_err(io_err("opening bundle", path))?;
         let mut head = [0u8; HEADER_LEN];
         file.read_exact(&mut head)
-            .map_err(io_err("reading bundle"))?;
+            .map_err(io_err("reading bundle", path))?;
         let header =
             BundleHeader::decode(&head).map_err(|e| LinkError::NotBundle(path.to_owned(), e))?;
         Self::open_raw(path, header.id(), options, sent)
@@ -135,12 +137,11 @@ impl FrameSource {
         options: LinkOptions,
         sent: Option<Vec<u64>>,
     ) -> Result<FrameSource, LinkError> {
-        let io_err = |what| {
-            let path = path.to_owned();
-            move |source| LinkError::Io { what, path, source }
-        };
-        let file = File::open(path).map_err(io_err("opening bundle"))?;
-        let len = file.metadata().map_err(io_err("reading bundle"))?.len();
+        let file = File::open(path).map_err(io_err("opening bundle", path))?;
+        let len = file
+            .metadata()
+            .map_err(io_err("reading bundle", path))?
+            .len();
         let params = options.params(len);
         let sender = match sent {
             Some(sent) => Sender::with_sent(id, params, options.redundancy_percent, sent)?,

@@ -180,18 +180,9 @@ pub fn pack(
         let mut chunks = Vec::new();
         let mut failure: Option<PackError> = None;
         let pred = preds.of(&info.path).filter(|_| opts.deltas).cloned();
-        let counterpart = match &pred {
-            Some(q) => match onboard.layout(q) {
-                Ok(old) => {
-                    let (cp, size) = (delta::Counterpart::new(&layout, old), old.size());
-                    delta::Anchors::build(size, |at, buf| onboard.read(q, at, buf))
-                        .ok()
-                        .map(|a| (cp, a))
-                }
-                Err(_) => None,
-            },
-            None => None,
-        };
+        // What deltas are made against, read at the path's first new chunk (a path whose
+        // chunks are all on board costs no read of its predecessor).
+        let mut base: Option<Option<(delta::Counterpart, delta::Anchors)>> = None;
         let mut normalized =
             Normalizer::new(layout.reader(), &hash_list(&info.path, &info.references));
         let result = chunk_stream::<_, io::Error>(&mut normalized, &PARAMS, |offset, bytes, c| {
@@ -209,8 +200,14 @@ pub fn pack(
             } else {
                 report.bytes_new += u64::from(c.len);
                 report.chunks_new += 1;
-                let references: Vec<Arc<RefBytes>> = match (&pred, &counterpart) {
-                    (Some(q), Some((cp, anchors))) => {
+                let against = pred.as_ref().map(|q| {
+                    (
+                        q,
+                        base.get_or_insert_with(|| delta_base(&mut onboard, &layout, q)),
+                    )
+                });
+                let references: Vec<Arc<RefBytes>> = match against {
+                    Some((q, Some((cp, anchors)))) => {
                         let source = match sources.iter().position(|s| s == q) {
                             Some(i) => i,
                             None => {
@@ -372,6 +369,19 @@ pub fn pack(
     })?;
     mirror.commit_pending(&header.id())?;
     Ok(report)
+}
+
+/// The predecessor `q` of a new path prepared for finding references: which of its files
+/// correspond to which of `layout`'s, and an anchor index of its bytes.
+fn delta_base(
+    onboard: &mut OnBoard,
+    layout: &NarLayout,
+    q: &str,
+) -> Option<(delta::Counterpart, delta::Anchors)> {
+    let old = onboard.layout(q).ok()?;
+    let (cp, size) = (delta::Counterpart::new(layout, old), old.size());
+    let anchors = delta::Anchors::build(size, |at, buf| onboard.read(q, at, buf)).ok()?;
+    Some((cp, anchors))
 }
 
 const BATCH_BYTES: usize = 32 << 20;

@@ -30,17 +30,18 @@ use criterion::{criterion_group, criterion_main, Criterion, SamplingMode, Throug
 use narlink::chunking::{chunk_id, PARAMS};
 use narlink::device::link::LinkReceiver;
 use narlink::ground::link::{FrameSource, LinkOptions};
+use narlink::ground::pack::encode_head;
 use narlink::state::device::DeviceState;
-use narlink_protocol::bundle::BundleHeader;
-use narlink_protocol::digest::state_digest;
+use narlink_protocol::digest::{short, state_digest};
 use narlink_protocol::fec;
 use narlink_protocol::layout::GroupLayout;
 use narlink_protocol::manifest::{Encoding, Manifest, Payload, MANIFEST_VERSION};
 use narlink_protocol::params::{
     LinkParams, DEFAULT_GROUP_K, DEFAULT_REDUNDANCY_PERCENT, DEFAULT_SHARD_SIZE,
 };
-use narlink_protocol::signature::{self, SecretKey};
+use narlink_protocol::signature::SecretKey;
 use narlink_protocol::sim::Rng;
+use narlink_protocol::storepath::PathSet;
 
 const PATTERNS: usize = 256;
 /// Which frames a case drops, by (group, shard).
@@ -133,33 +134,19 @@ fn build_bundle(mib: usize, key: &SecretKey) -> tempfile::NamedTempFile {
             reference: None,
         });
     }
-    let empty = state_digest(std::iter::empty());
     let manifest = Manifest {
         version: MANIFEST_VERSION,
         chunking: PARAMS,
-        base_digest: empty,
-        target_digest: empty,
+        base_digest: short(&state_digest(std::iter::empty())),
         sequence: 1,
         roots: Vec::new(),
         paths: Vec::new(),
         payloads,
         sources: Vec::new(),
     };
-    // As src/ground/pack.rs encodes it.
-    let raw = manifest.to_bytes();
-    let encoded = zstd::bulk::compress(&raw, 19).unwrap();
-    let sigs = vec![key.sign(blake3::hash(&encoded).as_bytes())];
-    let sig_block = signature::encode_block(&sigs);
-    let header = BundleHeader::for_manifest(
-        &encoded,
-        raw.len() as u32,
-        manifest.payload_bytes(),
-        sig_block.len() as u32,
-    );
+    let (header, head) = encode_head(&manifest, &PathSet::default(), Some(key)).unwrap();
     let mut f = tempfile::NamedTempFile::new().unwrap();
-    f.write_all(&header.encode()).unwrap();
-    f.write_all(&encoded).unwrap();
-    f.write_all(&sig_block).unwrap();
+    f.write_all(&head).unwrap();
     f.write_all(&payload_bytes).unwrap();
     f.flush().unwrap();
     assert_eq!(f.as_file().metadata().unwrap().len(), header.total_len());

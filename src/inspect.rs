@@ -3,7 +3,8 @@
 use std::io::{self, Read};
 
 use narlink_protocol::bundle::BUNDLE_MAGIC;
-use narlink_protocol::manifest::Encoding;
+use narlink_protocol::manifest::{display_names, Encoding};
+use narlink_protocol::signature::show_key_id;
 use serde::Serialize;
 
 use crate::device::receive::{read_manifest, ReceiveError};
@@ -65,12 +66,11 @@ pub struct InventoryView {
 pub struct BundleView {
     pub bundle: String,
     pub sequence: u64,
-    /// Key names of the signatures (not verified here: `inspect` trusts nothing).
+    /// Key ids of the signatures (not verified here: `inspect` trusts nothing).
     pub signed_by: Vec<String>,
     pub manifest_bytes: u32,
     pub payload_bytes: u64,
     pub base_digest: String,
-    pub target_digest: String,
     pub roots: Vec<String>,
     pub paths: Vec<PathView>,
     pub payloads: usize,
@@ -92,16 +92,16 @@ pub struct PathView {
 
 pub fn inspect(r: impl Read) -> Result<Inspection, InspectError> {
     let (magic, mut r) = crate::device::intake::peek_magic(r)?;
-    if magic == BUNDLE_MAGIC {
-        let (header, m, sigs) = read_manifest(&mut r)?;
+    if magic.starts_with(&BUNDLE_MAGIC) || magic == *b"NLBUNDLE" {
+        let head = read_manifest(&mut r, display_names)?;
+        let (header, m) = (&head.header, &head.manifest);
         return Ok(Inspection::Bundle(BundleView {
             bundle: hex(&header.id()),
             sequence: m.sequence,
-            signed_by: sigs.iter().map(|s| s.name.clone()).collect(),
+            signed_by: head.sigs.iter().map(|s| show_key_id(&s.key)).collect(),
             manifest_bytes: header.manifest_len,
             payload_bytes: header.payload_len,
-            base_digest: hex(&m.base_digest[..16]),
-            target_digest: hex(&m.target_digest[..16]),
+            base_digest: hex(&m.base_digest),
             roots: m.roots.clone(),
             payloads: m.payloads.len(),
             payloads_zstd: m
@@ -220,17 +220,16 @@ impl Inspection {
         match self {
             Inspection::Bundle(b) => {
                 let mut s = format!(
-                    "bundle {} (sequence {}, signed by {})\nmanifest {} , payloads {} ({} chunks, {} zstd, {} deltas)\nplanned against state {}, leads to {}\nroots: {}\n{} new paths:",
+                    "bundle {} (sequence {}, signed by {})\nmanifest {} , payloads {} ({} chunks, {} zstd, {} deltas)\nplanned against state {}\nroots: {}\n{} new paths:",
                     b.bundle,
                     b.sequence,
-                    if b.signed_by.is_empty() { "nobody".to_owned() } else { b.signed_by.join(", ") },
+                    if b.signed_by.is_empty() { "nobody".to_owned() } else { format!("key {}", b.signed_by.join(", ")) },
                     bytes(u64::from(b.manifest_bytes)),
                     bytes(b.payload_bytes),
                     b.payloads,
                     b.payloads_zstd,
                     b.payloads_delta,
                     b.base_digest,
-                    b.target_digest,
                     b.roots.join(" "),
                     b.paths.len()
                 );

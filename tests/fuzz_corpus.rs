@@ -25,7 +25,7 @@ use std::os::unix::fs::{symlink, PermissionsExt};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 
-use narlink_protocol::bundle::BundleHeader;
+use narlink::ground::pack::encode_head;
 use narlink_protocol::fec;
 use narlink_protocol::frame::{Frame, FrameHeader, FrameRef};
 use narlink_protocol::manifest::{
@@ -33,7 +33,7 @@ use narlink_protocol::manifest::{
 };
 use narlink_protocol::params::{CodecId, LinkParams};
 use narlink_protocol::receiver::GroupTracker;
-use narlink_protocol::signature::{self, SecretKey};
+use narlink_protocol::signature::SecretKey;
 use narlink_protocol::status::{Phase, StatusReport};
 
 fn fuzz_dir() -> PathBuf {
@@ -148,8 +148,8 @@ fn generated_seeds() -> Vec<(&'static str, String, Vec<u8>)> {
         add("status", &name, bytes);
     }
     for (name, m) in manifests() {
-        assert_eq!(Manifest::from_bytes(&m.to_bytes()), Ok(m.clone()));
-        add("manifest", &name, m.to_bytes());
+        let wire = m.to_wire(&checks::names_of(&m)).expect("encode manifest");
+        add("manifest", &name, wire);
     }
     for (name, bytes) in bundle_seeds() {
         add("bundle", &name, bytes);
@@ -397,8 +397,7 @@ fn manifests() -> Vec<(String, Manifest)> {
     let empty = Manifest {
         version: MANIFEST_VERSION,
         chunking,
-        base_digest: [0; 32],
-        target_digest: [1; 32],
+        base_digest: [0; 16],
         sequence: 1,
         roots: vec![],
         paths: vec![],
@@ -410,8 +409,7 @@ fn manifests() -> Vec<(String, Manifest)> {
     let two = Manifest {
         version: MANIFEST_VERSION,
         chunking,
-        base_digest: [2; 32],
-        target_digest: [3; 32],
+        base_digest: [2; 16],
         sequence: 7,
         roots: vec![app.clone()],
         paths: vec![
@@ -488,24 +486,9 @@ fn bundle_seeds() -> Vec<(String, Vec<u8>)> {
     let key = SecretKey::from_seed("fuzz-seed-1", [11; 32]);
     let mut seeds = Vec::new();
     for (name, m) in manifests() {
-        let raw = m.to_bytes();
-        let encoded = zstd::bulk::compress(&raw, 19).expect("compress manifest");
-        let hash = *blake3::hash(&encoded).as_bytes();
         let signed = name == "two-paths";
-        let block = if signed {
-            signature::encode_block(&[key.sign(&hash)])
-        } else {
-            Vec::new()
-        };
-        let header = BundleHeader::for_manifest(
-            &encoded,
-            raw.len() as u32,
-            m.payload_bytes(),
-            block.len() as u32,
-        );
-        let mut bytes = header.encode().to_vec();
-        bytes.extend_from_slice(&encoded);
-        bytes.extend_from_slice(&block);
+        let (_, mut bytes) = encode_head(&m, &checks::names_of(&m), signed.then_some(&key))
+            .expect("encode manifest");
         // read_manifest stops before the payloads; a few bytes follow for realism.
         bytes.extend_from_slice(&[0x28, 0xb5, 0x2f, 0xfd]);
         let suffix = if signed { "signed" } else { "unsigned" };

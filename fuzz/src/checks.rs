@@ -8,7 +8,7 @@
 //! (`tests/fuzz_corpus.rs`, via `#[path]`). So it may only use crates the root package depends
 //! on: `narlink`, `narlink_protocol`, `blake3`, `tempfile`, `zstd`.
 //!
-//! Checksums (frame and status CRC-32C, the bundle's manifest BLAKE3) would stop most mutations
+//! Checksums (frame and status CRC-32C, the bundle id: the manifest's BLAKE3) would stop most mutations
 //! at the first gate, so the checks that meet one run twice: on the input as it is, and on a
 //! copy whose checksum was recomputed to match, which lets the fuzzer reach the code behind it.
 
@@ -19,10 +19,11 @@ use narlink_protocol::bundle::{self, BundleHeader};
 use narlink_protocol::fec::{self, GroupShape};
 use narlink_protocol::frame::{self, Frame, FrameError, FrameHeader, FrameSplitter};
 use narlink_protocol::layout::GroupLayout;
-use narlink_protocol::manifest::Manifest;
+use narlink_protocol::manifest::{resolve_in, Manifest, ManifestError};
 use narlink_protocol::params::{CodecId, Limits, LinkParams};
 use narlink_protocol::receiver::{GroupTracker, Outcome};
 use narlink_protocol::status::{self, NeedRun, Phase, StatusReport};
+use narlink_protocol::storepath::{self, PathSet};
 
 /// A target's check: returns on any input, panics on a bug.
 pub type Check = fn(&[u8]);
@@ -375,67 +376,106 @@ pub fn payload(data: &[u8]) {
 // ---------------------------------------------------------------------------------------------
 // manifest
 
-/// `Manifest::from_bytes` of the whole input; on success its encoding decodes to the same
-/// manifest and is a fixed point.
+/// Names any on-board prefix: the path whose packed hash is the prefix padded with zeros (a
+/// device that holds every path there is).
+pub fn any_name(prefix: &[u8]) -> Result<String, ManifestError> {
+    let mut hash = [0u8; storepath::HASH_BYTES];
+    let n = prefix.len().min(hash.len());
+    hash[..n].copy_from_slice(&prefix[..n]);
+    Ok(storepath::join(&hash, "onboard"))
+}
+
+/// Every store path a manifest names: a device that holds them decodes its wire form.
+pub fn names_of(m: &Manifest) -> PathSet {
+    PathSet::new(
+        m.paths
+            .iter()
+            .flat_map(|p| p.references.iter().chain([&p.store_path]))
+            .chain(&m.roots)
+            .chain(&m.sources),
+    )
+}
+
+/// `Manifest::from_wire` of the whole input, on a device that holds every path ([`any_name`]);
+/// on success the manifest goes through its wire form (against the paths it names) and its
+/// storage form unchanged, and both encodings are fixed points. Then the storage form decoder
+/// on the input.
 ///
-/// (Postcard accepts over-long varints and ignores trailing bytes, so `to_bytes` need not give
-/// the input back; what must hold is that the encoder's output is canonical.)
+/// (Which prefix names an on-board path is the encoder's choice, so the input itself need not
+/// come back.)
 pub fn manifest(data: &[u8]) {
-    let Ok(m) = Manifest::from_bytes(data) else {
-        return;
-    };
-    assert_eq!(m.check(), Ok(()));
-    let bytes = m.to_bytes();
-    let back = Manifest::from_bytes(&bytes).expect("a re-encoded manifest decodes");
-    assert_eq!(back, m, "manifest changed through to_bytes/from_bytes");
-    assert_eq!(
-        back.to_bytes(),
-        bytes,
-        "manifest encoding is not a fixed point"
-    );
+    if let Ok(m) = Manifest::from_wire(data, any_name) {
+        assert_eq!(m.check(), Ok(()));
+        let device = names_of(&m);
+        let wire = m.to_wire(&device).expect("a decoded manifest encodes");
+        let back = Manifest::from_wire(&wire, resolve_in(&device)).expect("re-encoded decodes");
+        assert_eq!(back, m, "manifest changed through to_wire/from_wire");
+        assert_eq!(
+            back.to_wire(&device).ok(),
+            Some(wire),
+            "wire form not a fixed point"
+        );
+        let bytes = m.to_bytes();
+        assert_eq!(
+            Manifest::from_bytes(&bytes),
+            Ok(m),
+            "storage form changed it"
+        );
+    }
+    if let Ok(m) = Manifest::from_bytes(data) {
+        let bytes = m.to_bytes();
+        let back = Manifest::from_bytes(&bytes).expect("a re-encoded manifest decodes");
+        assert_eq!(back, m, "manifest changed through to_bytes/from_bytes");
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
 // bundle
 
-/// `narlink::device::receive::read_manifest` over the input (header, zstd manifest, checks,
-/// signature block). On success the header re-encodes to the input's header and the manifest
-/// to itself. Runs again with the header's BLAKE3 fixed to match the manifest bytes it names
-/// (as many as the input has), so mutations of the manifest get past the checksum.
+/// `narlink::device::receive::read_manifest` over the input (header, manifest, checks,
+/// signature block), on a device that holds every path ([`any_name`]). On success the header
+/// re-encodes to the input's header. Runs again with the header's id fixed to match the
+/// manifest bytes it names (as many as the input has), so mutations of the manifest get past
+/// the checksum.
 pub fn bundle(data: &[u8]) {
     bundle_once(data);
     if data.len() >= bundle::HEADER_LEN {
         let mut fixed = data.to_vec();
-        let claimed = u32::from_le_bytes([data[12], data[13], data[14], data[15]]);
+        let claimed = u32::from_le_bytes([data[8], data[9], data[10], data[11]]);
         let have = data.len() - bundle::HEADER_LEN;
         let len = (claimed as usize).min(have);
-        let encoded = &data[bundle::HEADER_LEN..bundle::HEADER_LEN + len];
-        fixed[12..16].copy_from_slice(&(len as u32).to_le_bytes());
-        fixed[28..60].copy_from_slice(blake3::hash(encoded).as_bytes());
+        let stored = &data[bundle::HEADER_LEN..bundle::HEADER_LEN + len];
+        fixed[8..12].copy_from_slice(&(len as u32).to_le_bytes());
+        if data[5] == bundle::MANIFEST_PLAIN {
+            fixed[12..16].copy_from_slice(&(len as u32).to_le_bytes());
+        }
+        fixed[22..38].copy_from_slice(&blake3::hash(stored).as_bytes()[..16]);
         bundle_once(&fixed);
     }
 }
 
 fn bundle_once(data: &[u8]) {
-    let Ok((header, manifest, ..)) = narlink::device::receive::read_manifest(&mut &data[..]) else {
+    let Ok(head) = narlink::device::receive::read_manifest(&mut &data[..], any_name) else {
         return;
     };
+    let header = head.header;
     let end = bundle::HEADER_LEN + header.manifest_len as usize;
     assert_eq!(
         header.verify_manifest(&data[bundle::HEADER_LEN..end]),
-        Ok(())
+        Ok(head.manifest_hash)
     );
     let enc = header.encode();
-    // Byte 11 is "reserved, 0", which BundleHeader::decode does not check: compare the rest.
     assert_eq!(
-        enc[..11],
-        data[..11],
+        enc[..],
+        data[..bundle::HEADER_LEN],
         "bundle header does not re-encode to its input"
     );
-    assert_eq!(enc[12..], data[12..bundle::HEADER_LEN]);
     assert_eq!(BundleHeader::decode(&enc), Ok(header));
-    assert_eq!(manifest.payload_bytes(), header.payload_len);
-    assert_eq!(Manifest::from_bytes(&manifest.to_bytes()), Ok(manifest));
+    assert_eq!(head.manifest.payload_bytes(), header.payload_len);
+    assert_eq!(
+        Manifest::from_bytes(&head.manifest.to_bytes()),
+        Ok(head.manifest)
+    );
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -14,4 +14,5 @@ pub mod schedule;
 pub mod signature;
 pub mod sim;
 pub mod status;
+pub mod storepath;
 pub mod wire;

@@ -1,15 +1,25 @@
 //! The bundle manifest: what the device needs to rebuild and verify every new store path.
 //!
-//! The manifest is serialized with postcard and compressed by the bundle container
-//! (see [`crate::bundle`]). It names the device state it was planned against, lists the new
-//! paths in dependency order (every reference is either already on board or listed earlier),
-//! and, per path, the chunk list of its NAR. New chunk bytes travel as payloads after the
-//! manifest, in the order of [`Manifest::payloads`].
+//! It names the device state it was planned against, lists the new paths in dependency order
+//! (every reference is either already on board or listed earlier), and, per path, the chunk
+//! list of its NAR. New chunk bytes travel as payloads after the manifest, in the order of
+//! [`Manifest::payloads`].
+//!
+//! Two encodings: on the link, the compact [`wire`] form (on-board paths named by a few bytes
+//! of their hash, new chunks by payload number), which a device can only decode against its
+//! own set of paths; in local storage, [`Manifest::to_bytes`] (postcard of these structs,
+//! every path in full).
+
+mod wire;
+
+pub use wire::{display_names, resolve_in};
 
 use serde::{Deserialize, Serialize};
 
+use crate::storepath::STORE_DIR;
+
 /// Format version of [`Manifest`]. Bump on any change of its fields.
-pub const MANIFEST_VERSION: u16 = 2;
+pub const MANIFEST_VERSION: u16 = 3;
 
 /// Hard cap on the decompressed manifest (defends the device against a hostile length).
 pub const MAX_MANIFEST_BYTES: u32 = 256 << 20;
@@ -127,10 +137,9 @@ pub struct Payload {
 pub struct Manifest {
     pub version: u16,
     pub chunking: ChunkParams,
-    /// State digest of the device the ground planned this bundle against.
-    pub base_digest: [u8; 32],
-    /// State digest of the device once every path of this bundle is imported.
-    pub target_digest: [u8; 32],
+    /// State digest of the device the ground planned this bundle against: its first 16
+    /// bytes, as status reports carry it ([`crate::digest::short`]).
+    pub base_digest: [u8; 16],
     /// Increases with every bundle the ground packs for this device: a device refuses a
     /// bundle not newer than the last one it imported (a replay).
     pub sequence: u64,
@@ -178,16 +187,22 @@ pub enum ManifestError {
     Duplicate(String),
     #[error("manifest payload {index}: {reason}")]
     Payload { index: usize, reason: &'static str },
+    #[error("manifest names {0:?}, which is not a store path /nix/store/<hash>-<name>")]
+    Name(String),
+    #[error("manifest names on-board path {STORE_DIR}/{prefix}…, {}: it was planned against another state", if *.ambiguous { "which names several paths on this device" } else { "which this device does not hold" })]
+    Unresolved { prefix: String, ambiguous: bool },
+    #[error("manifest {0} index out of range")]
+    Index(&'static str),
 }
 
 impl Manifest {
+    /// The storage form (see the module docs).
     pub fn to_bytes(&self) -> Vec<u8> {
         // Serializing plain structs into a Vec cannot fail.
         postcard::to_allocvec(self).unwrap_or_default()
     }
 
-    /// Decode and check internal consistency (not authenticity: the bundle container checks
-    /// the manifest's BLAKE3, and signatures come on top of that).
+    /// Decode the storage form and check internal consistency.
     pub fn from_bytes(bytes: &[u8]) -> Result<Manifest, ManifestError> {
         // The version comes first: check it before trusting the rest of the layout.
         let (version, _) = postcard::take_from_bytes::<u16>(bytes)

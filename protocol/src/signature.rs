@@ -2,15 +2,19 @@
 //!
 //! Keys are in the format `nix-store --generate-binary-cache-key NAME SECRET PUBLIC` writes:
 //! `NAME:BASE64`, the secret being libsodium's 64 bytes (seed then public key), the public key
-//! 32 bytes. A signature signs `"narlink-manifest-v1\0" || BLAKE3(encoded manifest)`; the
+//! 32 bytes. A signature signs `"narlink-manifest-v1\0" || BLAKE3(manifest as stored)`; the
 //! manifest names every chunk id and narHash, so the signature covers the whole bundle.
 //!
 //! The signature block follows the manifest in a bundle:
 //!
 //! ```text
 //! u8 count (at most MAX_SIGNATURES)
-//! count times: u8 name length (1..=MAX_NAME), name bytes (UTF-8), 64-byte signature
+//! count times: 4-byte key id, 64-byte signature
 //! ```
+//!
+//! The key id (the first 4 bytes of the BLAKE3 of the 32-byte public key) is not trusted for
+//! anything: it lets the device say which key signed a bundle it refuses, and skip keys that
+//! cannot have made a signature. Key names stay on the ground and on the device.
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
@@ -23,7 +27,10 @@ const DOMAIN: &[u8] = b"narlink-manifest-v1\0";
 pub const MAX_SIGNATURES: usize = 8;
 pub const MAX_NAME: usize = 128;
 /// Longest signature block: the cap a decoder checks before reading one.
-pub const MAX_BLOCK: usize = 1 + MAX_SIGNATURES * (1 + MAX_NAME + 64);
+pub const MAX_BLOCK: usize = 1 + MAX_SIGNATURES * (4 + 64);
+
+/// The first 4 bytes of the BLAKE3 of a public key.
+pub type KeyId = [u8; 4];
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SignatureError {
@@ -36,7 +43,7 @@ pub enum SignatureError {
     #[error("the bundle is not signed; this device only accepts bundles signed by {0}")]
     Unsigned(String),
     #[error(
-        "the bundle is signed by {found}, none of which this device trusts (it trusts {trusted})"
+        "the bundle is signed by key {found}, none of which this device trusts (it trusts {trusted})"
     )]
     Untrusted { found: String, trusted: String },
     #[error("the signature by {0} does not match the manifest: the bundle was altered or forged")]
@@ -59,8 +66,19 @@ pub struct PublicKey {
 /// One signature of a manifest.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Signature {
-    pub name: String,
+    pub key: KeyId,
     pub bytes: [u8; 64],
+}
+
+fn key_id(key: &VerifyingKey) -> KeyId {
+    let mut id = [0u8; 4];
+    id.copy_from_slice(&blake3::hash(key.as_bytes()).as_bytes()[..4]);
+    id
+}
+
+/// A key id as it is shown: 8 hex digits.
+pub fn show_key_id(id: &KeyId) -> String {
+    id.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn split(s: &str) -> Result<(String, Vec<u8>), SignatureError> {
@@ -130,7 +148,7 @@ impl SecretKey {
     /// Sign the manifest whose encoded bytes hash (BLAKE3) to `manifest_hash`.
     pub fn sign(&self, manifest_hash: &[u8; 32]) -> Signature {
         Signature {
-            name: self.name.clone(),
+            key: key_id(&self.key.verifying_key()),
             bytes: self.key.sign(&message(manifest_hash)).to_bytes(),
         }
     }
@@ -157,6 +175,11 @@ impl PublicKey {
     pub fn to_nix(&self) -> String {
         format!("{}:{}", self.name, STANDARD.encode(self.key.as_bytes()))
     }
+
+    /// The id signatures by this key carry.
+    pub fn id(&self) -> KeyId {
+        key_id(&self.key)
+    }
 }
 
 fn message(manifest_hash: &[u8; 32]) -> Vec<u8> {
@@ -165,8 +188,9 @@ fn message(manifest_hash: &[u8; 32]) -> Vec<u8> {
     m
 }
 
-/// Check that at least one signature is by a trusted key and that every signature by a
-/// trusted key is valid. `trusted` empty means the caller decided to accept unsigned bundles.
+/// Check that at least one signature is by a trusted key and that every signature whose key id
+/// is a trusted key's is valid under it; returns that key's name. `trusted` empty means the
+/// caller decided to accept unsigned bundles.
 pub fn verify(
     manifest_hash: &[u8; 32],
     sigs: &[Signature],
@@ -175,25 +199,29 @@ pub fn verify(
     if trusted.is_empty() {
         return Ok(None);
     }
-    let names = |v: &mut dyn Iterator<Item = &str>| v.collect::<Vec<_>>().join(", ");
+    let names = |v: &mut dyn Iterator<Item = String>| v.collect::<Vec<_>>().join(", ");
     if sigs.is_empty() {
         return Err(SignatureError::Unsigned(names(
-            &mut trusted.iter().map(|k| k.name.as_str()),
+            &mut trusted.iter().map(|k| k.name.clone()),
         )));
     }
     let mut good = None;
     for s in sigs {
-        for k in trusted.iter().filter(|k| k.name == s.name) {
+        for k in trusted.iter().filter(|k| k.id() == s.key) {
             let sig = ed25519_dalek::Signature::from_bytes(&s.bytes);
             k.key
                 .verify(&message(manifest_hash), &sig)
-                .map_err(|_| SignatureError::Invalid(s.name.clone()))?;
-            good = Some(s.name.clone());
+                .map_err(|_| SignatureError::Invalid(k.name.clone()))?;
+            good = Some(k.name.clone());
         }
     }
     good.map(Some).ok_or_else(|| SignatureError::Untrusted {
-        found: names(&mut sigs.iter().map(|s| s.name.as_str())),
-        trusted: names(&mut trusted.iter().map(|k| k.name.as_str())),
+        found: names(&mut sigs.iter().map(|s| show_key_id(&s.key))),
+        trusted: names(
+            &mut trusted
+                .iter()
+                .map(|k| format!("{} = {}", k.name, show_key_id(&k.id()))),
+        ),
     })
 }
 
@@ -201,9 +229,7 @@ pub fn verify(
 pub fn encode_block(sigs: &[Signature]) -> Vec<u8> {
     let mut out = vec![sigs.len().min(MAX_SIGNATURES) as u8];
     for s in sigs.iter().take(MAX_SIGNATURES) {
-        let name = &s.name.as_bytes()[..s.name.len().min(MAX_NAME)];
-        out.push(name.len() as u8);
-        out.extend_from_slice(name);
+        out.extend_from_slice(&s.key);
         out.extend_from_slice(&s.bytes);
     }
     out
@@ -221,20 +247,13 @@ pub fn decode_block(bytes: &[u8]) -> Result<Vec<Signature>, SignatureError> {
     }
     let mut sigs = Vec::with_capacity(count);
     for _ in 0..count {
-        let n = r.u8().map_err(|_| SignatureError::Block("truncated"))? as usize;
-        if n == 0 || n > MAX_NAME {
-            return Err(SignatureError::Block("bad key name length"));
-        }
-        let name = r.take(n).map_err(|_| SignatureError::Block("truncated"))?;
-        let name = std::str::from_utf8(name)
-            .map_err(|_| SignatureError::Block("key name is not UTF-8"))?;
+        let key = r
+            .take_array::<4>()
+            .map_err(|_| SignatureError::Block("truncated"))?;
         let bytes = r
             .take_array::<64>()
             .map_err(|_| SignatureError::Block("truncated"))?;
-        sigs.push(Signature {
-            name: name.to_owned(),
-            bytes,
-        });
+        sigs.push(Signature { key, bytes });
     }
     r.expect_end()
         .map_err(|_| SignatureError::Block("trailing bytes"))?;
@@ -269,7 +288,7 @@ mod tests {
             Err(SignatureError::Unsigned(_))
         ));
         let other = Signature {
-            name: "other-1".into(),
+            key: [1, 2, 3, 4],
             ..sig.clone()
         };
         assert!(matches!(

@@ -1,11 +1,12 @@
 //! Property tests for the bundle container, the manifest and the signature block: every
 //! encode/decode pair round-trips, and decoding any bytes is total.
 
-use narlink_protocol::bundle::{BundleHeader, HEADER_LEN};
+use narlink_protocol::bundle::{BundleHeader, HEADER_LEN, MANIFEST_ZSTD};
 use narlink_protocol::manifest::{
-    ChunkParams, ChunkRef, Encoding, Manifest, PathEntry, Payload, MANIFEST_VERSION,
+    resolve_in, ChunkParams, ChunkRef, Encoding, Manifest, PathEntry, Payload, MANIFEST_VERSION,
 };
-use narlink_protocol::signature::{decode_block, encode_block, Signature, MAX_NAME};
+use narlink_protocol::signature::{decode_block, encode_block, Signature};
+use narlink_protocol::storepath::PathSet;
 use proptest::prelude::*;
 
 fn chunk() -> impl Strategy<Value = ChunkRef> {
@@ -14,10 +15,10 @@ fn chunk() -> impl Strategy<Value = ChunkRef> {
 
 fn path_entry() -> impl Strategy<Value = PathEntry> {
     (
-        "[a-z0-9]{32}-[a-z.-]{1,20}",
+        "[0-9a-df-np-sv-z]{32}-[a-z][a-z.-]{0,19}",
         any::<[u8; 32]>(),
         proptest::collection::vec(chunk(), 0..8),
-        proptest::collection::vec("/nix/store/[a-z0-9]{32}-[a-z]{1,8}", 0..4),
+        proptest::collection::vec("/nix/store/[0-9a-df-np-sv-z]{32}-[a-z]{1,8}", 0..4),
         proptest::option::of("/nix/store/[a-z0-9]{32}-[a-z]{1,8}.drv"),
     )
         .prop_map(|(name, nar_hash, chunks, references, deriver)| PathEntry {
@@ -56,32 +57,28 @@ fn manifest() -> impl Strategy<Value = Manifest> {
     (
         proptest::collection::vec(path_entry(), 0..6),
         proptest::collection::vec(payload(), 0..10),
-        any::<[u8; 32]>(),
-        any::<[u8; 32]>(),
+        any::<[u8; 16]>(),
         any::<u64>(),
     )
-        .prop_map(
-            |(mut paths, payloads, base_digest, target_digest, sequence)| {
-                paths.sort_by(|a, b| a.store_path.cmp(&b.store_path));
-                paths.dedup_by(|a, b| a.store_path == b.store_path);
-                Manifest {
-                    version: MANIFEST_VERSION,
-                    chunking: ChunkParams {
-                        algorithm: 2,
-                        min_size: 16 << 10,
-                        avg_size: 64 << 10,
-                        max_size: 256 << 10,
-                    },
-                    base_digest,
-                    target_digest,
-                    sequence,
-                    roots: paths.iter().take(1).map(|p| p.store_path.clone()).collect(),
-                    paths,
-                    payloads,
-                    sources: Vec::new(),
-                }
-            },
-        )
+        .prop_map(|(mut paths, payloads, base_digest, sequence)| {
+            paths.sort_by(|a, b| a.store_path.cmp(&b.store_path));
+            paths.dedup_by(|a, b| a.store_path == b.store_path);
+            Manifest {
+                version: MANIFEST_VERSION,
+                chunking: ChunkParams {
+                    algorithm: 2,
+                    min_size: 16 << 10,
+                    avg_size: 64 << 10,
+                    max_size: 256 << 10,
+                },
+                base_digest,
+                sequence,
+                roots: paths.iter().take(1).map(|p| p.store_path.clone()).collect(),
+                paths,
+                payloads,
+                sources: Vec::new(),
+            }
+        })
 }
 
 proptest! {
@@ -91,13 +88,27 @@ proptest! {
     }
 
     #[test]
-    fn manifest_decode_is_total(bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
-        let _ = Manifest::from_bytes(&bytes);
+    fn manifest_wire_round_trips(m in manifest()) {
+        // The device holds every path the manifest names.
+        let device = PathSet::new(
+            m.paths
+                .iter()
+                .flat_map(|p| p.references.iter().chain([&p.store_path]))
+                .chain(&m.roots),
+        );
+        let wire = m.to_wire(&device).unwrap();
+        prop_assert_eq!(Manifest::from_wire(&wire, resolve_in(&device)), Ok(m));
     }
 
     #[test]
-    fn header_round_trips(manifest in proptest::collection::vec(any::<u8>(), 0..64), raw in 0u32..1 << 20, payload in any::<u64>(), sigs in 0u32..1000) {
-        let h = BundleHeader::for_manifest(&manifest, raw, payload, sigs);
+    fn manifest_decode_is_total(bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
+        let _ = Manifest::from_bytes(&bytes);
+        let _ = Manifest::from_wire(&bytes, resolve_in(&PathSet::default()));
+    }
+
+    #[test]
+    fn header_round_trips(manifest in proptest::collection::vec(any::<u8>(), 0..64), raw in 0u32..1 << 20, payload in 0u64..1 << 48, sigs in 0u16..500) {
+        let h = BundleHeader::for_manifest(&manifest, MANIFEST_ZSTD, raw, payload, sigs);
         prop_assert_eq!(BundleHeader::decode(&h.encode()), Ok(h));
         prop_assert!(h.verify_manifest(&manifest).is_ok());
     }
@@ -108,12 +119,12 @@ proptest! {
     }
 
     #[test]
-    fn signature_block_round_trips(sigs in proptest::collection::vec(("[a-z0-9.-]{1,40}", any::<[u8; 32]>(), any::<[u8; 32]>()), 0..8)) {
-        let sigs: Vec<Signature> = sigs.into_iter().map(|(name, a, b)| {
+    fn signature_block_round_trips(sigs in proptest::collection::vec((any::<[u8; 4]>(), any::<[u8; 32]>(), any::<[u8; 32]>()), 0..8)) {
+        let sigs: Vec<Signature> = sigs.into_iter().map(|(key, a, b)| {
             let mut bytes = [0u8; 64];
             bytes[..32].copy_from_slice(&a);
             bytes[32..].copy_from_slice(&b);
-            Signature { name: name[..name.len().min(MAX_NAME)].to_owned(), bytes }
+            Signature { key, bytes }
         }).collect();
         prop_assert_eq!(decode_block(&encode_block(&sigs)), Ok(sigs));
     }

@@ -302,7 +302,7 @@ fn check_base(state: &DeviceState, m: &Manifest, bundle: &str) -> Result<(), Imp
             .map(String::as_str)
             .filter(|p| !ours.contains(p)),
     );
-    if digest != m.base_digest {
+    if narlink_protocol::digest::short(&digest) != m.base_digest {
         let mut names: Vec<&str> = lacking.iter().map(|(_, r)| r.as_str()).collect();
         names.sort();
         names.dedup();

@@ -182,7 +182,8 @@ fn one(
         path: path.to_owned(),
         source,
     })?;
-    if magic == BUNDLE_MAGIC {
+    // A bundle of an older format too, so that its header decoder says which.
+    if magic.starts_with(&BUNDLE_MAGIC) || magic == *b"NLBUNDLE" {
         let b = receive(state, r).map_err(|source| IntakeError::Bundle {
             path: path.to_owned(),
             source,

@@ -24,7 +24,7 @@ use narlink_protocol::digest::short;
 use narlink_protocol::fec::{self, ErasureCode};
 use narlink_protocol::frame::{Frame, FrameRef};
 use narlink_protocol::layout::GroupLayout;
-use narlink_protocol::manifest::Manifest;
+use narlink_protocol::manifest::{resolve_in, Manifest};
 use narlink_protocol::params::{CodecId, Limits, LinkParams};
 use narlink_protocol::receiver::{GroupTracker, Outcome};
 use narlink_protocol::status::{Phase as WirePhase, StatusReport};
@@ -32,7 +32,8 @@ use redb::{ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
 use super::receive::{
-    accept, begin_bundle, finish_bundle, read_manifest, stage_payload, ReceiveError, ReceiveReport,
+    accept, begin_bundle, device_names, finish_bundle, read_manifest, stage_payload, ReceiveError,
+    ReceiveReport,
 };
 use crate::state::device::DeviceState;
 use crate::state::{Ctx, StateError};
@@ -589,16 +590,18 @@ impl LinkReceiver<'_> {
                     ReceiveError::Bundle(narlink_protocol::bundle::BundleError::ManifestChecksum),
                 );
             }
+            let names = device_names(self.state)?;
             let mut r = GroupReader::new(&t, id, &s.layout, 0, prefix_end);
-            let (manifest, sigs) = match read_manifest(&mut r) {
-                Ok((_, m, sigs)) => (m, sigs),
+            let head = match read_manifest(&mut r, resolve_in(&names)) {
+                Ok(head) => head,
                 Err(e) => return self.refuse(id, e),
             };
             drop(t);
             drop(tx);
-            if let Err(e) = accept(self.state, &header, &manifest, &sigs) {
+            if let Err(e) = accept(self.state, &head) {
                 return self.reject(id, e);
             }
+            let manifest = head.manifest;
             if let Some(s) = self.sessions.get_mut(id) {
                 s.rec.verified = true;
             }

@@ -6,9 +6,10 @@
 use std::io::{self, Read};
 
 use narlink_protocol::bundle::BundleId;
-use narlink_protocol::bundle::{BundleError, BundleHeader, HEADER_LEN};
-use narlink_protocol::manifest::{Manifest, ManifestError, Payload};
+use narlink_protocol::bundle::{BundleError, BundleHeader, HEADER_LEN, MANIFEST_ZSTD};
+use narlink_protocol::manifest::{resolve_in, Manifest, ManifestError, Payload};
 use narlink_protocol::signature::{self, Signature, SignatureError};
+use narlink_protocol::storepath::PathSet;
 use serde::Serialize;
 
 use crate::chunking::PARAMS;
@@ -55,11 +56,27 @@ pub struct ReceiveReport {
     pub complete: bool,
 }
 
+/// The head of a bundle: everything before the payloads.
+pub struct BundleHead {
+    pub header: BundleHeader,
+    pub manifest: Manifest,
+    pub sigs: Vec<Signature>,
+    /// BLAKE3 of the manifest as stored: what the signatures sign.
+    pub manifest_hash: [u8; 32],
+}
+
+/// The device's paths, to resolve the on-board paths a manifest names.
+pub fn device_names(state: &DeviceState) -> Result<PathSet, StateError> {
+    Ok(PathSet::new(state.db.paths()?))
+}
+
 /// Read the header, manifest and signatures of a bundle stream; check the manifest's
-/// checksum (not yet who signed it: see [`accept`]).
+/// checksum (not yet who signed it: see [`accept`]). On-board paths are named with `resolve`
+/// ([`narlink_protocol::manifest::resolve_in`] of [`device_names`] on a device).
 pub fn read_manifest(
     r: &mut impl Read,
-) -> Result<(BundleHeader, Manifest, Vec<Signature>), ReceiveError> {
+    resolve: impl FnMut(&[u8]) -> Result<String, ManifestError>,
+) -> Result<BundleHead, ReceiveError> {
     let mut head = [0u8; HEADER_LEN];
     r.read_exact(&mut head).map_err(ReceiveError::Truncated)?;
     let header = BundleHeader::decode(&head)?;
@@ -68,13 +85,16 @@ pub fn read_manifest(
     if u64::from(header.manifest_len) > cap {
         return Err(BundleError::ManifestChecksum.into());
     }
-    let mut encoded = vec![0u8; header.manifest_len as usize];
-    r.read_exact(&mut encoded)
-        .map_err(ReceiveError::Truncated)?;
-    header.verify_manifest(&encoded)?;
-    let raw = zstd::bulk::decompress(&encoded, header.manifest_raw_len as usize)
-        .map_err(|e| ReceiveError::ManifestZstd(e.to_string()))?;
-    let manifest = Manifest::from_bytes(&raw)?;
+    let mut stored = vec![0u8; header.manifest_len as usize];
+    r.read_exact(&mut stored).map_err(ReceiveError::Truncated)?;
+    let manifest_hash = header.verify_manifest(&stored)?;
+    let raw = if header.manifest_encoding == MANIFEST_ZSTD {
+        zstd::bulk::decompress(&stored, header.manifest_raw_len as usize)
+            .map_err(|e| ReceiveError::ManifestZstd(e.to_string()))?
+    } else {
+        stored
+    };
+    let manifest = Manifest::from_wire(&raw, resolve)?;
     if manifest.chunking != PARAMS {
         return Err(ReceiveError::Chunking {
             found: manifest.chunking,
@@ -87,38 +107,38 @@ pub fn read_manifest(
         }
         .into());
     }
-    let mut block = vec![0u8; header.signatures_len as usize];
+    let mut block = vec![0u8; usize::from(header.signatures_len)];
     r.read_exact(&mut block).map_err(ReceiveError::Truncated)?;
     let sigs = if block.is_empty() {
         Vec::new()
     } else {
         signature::decode_block(&block)?
     };
-    Ok((header, manifest, sigs))
+    Ok(BundleHead {
+        header,
+        manifest,
+        sigs,
+        manifest_hash,
+    })
 }
 
 /// Whether this device takes the bundle: signed by a key it trusts (unless it was set up to
 /// accept unsigned bundles), and newer than the last bundle it imported.
-pub fn accept(
-    state: &DeviceState,
-    header: &BundleHeader,
-    manifest: &Manifest,
-    sigs: &[Signature],
-) -> Result<(), ReceiveError> {
+pub fn accept(state: &DeviceState, head: &BundleHead) -> Result<(), ReceiveError> {
     let (trusted, allow_unsigned) = state.trust()?;
     if trusted.is_empty() && !allow_unsigned {
         return Err(ReceiveError::NoTrust);
     }
-    if !(allow_unsigned && sigs.is_empty()) {
-        signature::verify(&header.manifest_blake3, sigs, &trusted)?;
+    if !(allow_unsigned && head.sigs.is_empty()) {
+        signature::verify(&head.manifest_hash, &head.sigs, &trusted)?;
     }
-    if allow_unsigned && sigs.is_empty() {
-        eprintln!("narlink: WARNING: accepting UNSIGNED bundle {} (this device was set up with --allow-unsigned)", hex(&header.id()));
+    if allow_unsigned && head.sigs.is_empty() {
+        eprintln!("narlink: WARNING: accepting UNSIGNED bundle {} (this device was set up with --allow-unsigned)", hex(&head.header.id()));
     }
     let last = state.last_sequence()?;
-    if manifest.sequence <= last {
+    if head.manifest.sequence <= last {
         return Err(ReceiveError::Replay {
-            sequence: manifest.sequence,
+            sequence: head.manifest.sequence,
             last,
         });
     }
@@ -127,8 +147,10 @@ pub fn accept(
 
 /// Stage the bundle read from `r`.
 pub fn receive(state: &DeviceState, mut r: impl Read) -> Result<ReceiveReport, ReceiveError> {
-    let (header, manifest, sigs) = read_manifest(&mut r)?;
-    let id = header.id();
+    let names = device_names(state)?;
+    let head = read_manifest(&mut r, resolve_in(&names))?;
+    let id = head.header.id();
+    let manifest = &head.manifest;
     if state
         .bundle(&id)?
         .is_some_and(|b| b.phase == Phase::Imported)
@@ -147,14 +169,14 @@ pub fn receive(state: &DeviceState, mut r: impl Read) -> Result<ReceiveReport, R
             ..ReceiveReport::default()
         });
     }
-    accept(state, &header, &manifest, &sigs)?;
+    accept(state, &head)?;
     let mut report = ReceiveReport {
         bundle: hex(&id),
         paths: manifest.paths.len(),
         payloads: manifest.payloads.len(),
         ..ReceiveReport::default()
     };
-    let Some(_) = begin_bundle(state, &id, &manifest)? else {
+    let Some(_) = begin_bundle(state, &id, manifest)? else {
         report.complete = true;
         return Ok(report);
     };
@@ -188,7 +210,7 @@ pub fn receive(state: &DeviceState, mut r: impl Read) -> Result<ReceiveReport, R
             report.already_staged += 1;
             continue;
         }
-        if stage_payload(state, &tx, &manifest, p, &buf, &mut onboard, &mut report)? {
+        if stage_payload(state, &tx, manifest, p, &buf, &mut onboard, &mut report)? {
             pending += buf.len();
             if pending > 8 << 20 {
                 state.db.commit(tx)?;

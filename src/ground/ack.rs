@@ -4,7 +4,7 @@
 //! imported and its digest is the state that bundle leads to, the bundle's paths join the
 //! mirror. Any other mismatch means the mirror is stale: it is never trusted silently.
 
-use narlink_protocol::digest::short;
+use narlink_protocol::digest::{short, state_digest};
 use narlink_protocol::status::{Phase, StatusError, StatusReport};
 use serde::Serialize;
 
@@ -40,7 +40,12 @@ pub fn ack(mirror: &Mirror, bytes: &[u8]) -> Result<AckReport, AckError> {
     let mut mirror_digest = short(&mirror.db.digest()?);
     if r.state_digest != mirror_digest && r.phase == Phase::Imported {
         if let Some(m) = mirror.pending(&r.bundle_id)? {
-            if short(&m.target_digest) == r.state_digest && short(&m.base_digest) == mirror_digest {
+            // The state the bundle leads to: the mirror's paths and the bundle's.
+            let mut target: std::collections::BTreeSet<String> =
+                mirror.db.paths()?.into_iter().collect();
+            target.extend(m.paths.iter().map(|p| p.store_path.clone()));
+            let target = short(&state_digest(target.iter().map(String::as_str)));
+            if target == r.state_digest && m.base_digest == mirror_digest {
                 mirror.apply(&r.bundle_id, &m)?;
                 applied = Some(hex(&r.bundle_id));
                 mirror_digest = short(&mirror.db.digest()?);

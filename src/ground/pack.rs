@@ -6,11 +6,13 @@ use std::io::{self, BufWriter, Read, Seek, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use narlink_protocol::bundle::BundleHeader;
-use narlink_protocol::digest::state_digest;
+use narlink_protocol::bundle::{BundleHeader, MANIFEST_PLAIN, MANIFEST_ZSTD};
+use narlink_protocol::digest::{short, state_digest};
 use narlink_protocol::manifest::{
-    ChunkId, Encoding, Manifest, PathEntry, Payload, Reference, MANIFEST_VERSION,
+    ChunkId, Encoding, Manifest, ManifestError, PathEntry, Payload, Reference, MANIFEST_VERSION,
 };
+use narlink_protocol::signature::SecretKey;
+use narlink_protocol::storepath::PathSet;
 use serde::Serialize;
 
 use crate::chunking::{chunk_stream, PARAMS};
@@ -52,6 +54,8 @@ pub enum PackError {
     Stale(String),
     #[error("the references of the new paths form a cycle through {0}")]
     Cycle(String),
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
 }
 
 /// How hard to work.
@@ -281,13 +285,18 @@ pub fn pack(
     drop(payload_out);
     progress.finish();
 
-    let mut target: BTreeSet<&str> = on_board.iter().map(String::as_str).collect();
-    target.extend(entries.iter().map(|e| e.store_path.as_str()));
+    // What the device will hold when it decodes the manifest: on-board names are made
+    // unique among these.
+    let device = PathSet::new(
+        on_board
+            .iter()
+            .map(String::as_str)
+            .chain(entries.iter().map(|e| e.store_path.as_str())),
+    );
     let manifest = Manifest {
         version: MANIFEST_VERSION,
         chunking: PARAMS,
-        base_digest: state_digest(on_board.iter().map(String::as_str)),
-        target_digest: state_digest(target.iter().copied()),
+        base_digest: short(&state_digest(on_board.iter().map(String::as_str))),
         sequence: mirror.next_sequence()?,
         roots: roots.clone(),
         paths: entries,
@@ -317,30 +326,15 @@ pub fn pack(
             entry.copies = copies;
         }
     }
-    let raw = manifest.to_bytes();
-    let encoded =
-        zstd::bulk::compress(&raw, 19).map_err(io_err("compressing the manifest for", out))?;
-    let manifest_hash = *blake3::hash(&encoded).as_bytes();
-    let sigs: Vec<_> = opts
-        .sign_key
-        .iter()
-        .map(|k| k.sign(&manifest_hash))
-        .collect();
-    let sig_block = narlink_protocol::signature::encode_block(&sigs);
-    report.signed_by = sigs.iter().map(|s| s.name.clone()).collect();
-    let header = BundleHeader::for_manifest(
-        &encoded,
-        raw.len() as u32,
-        manifest.payload_bytes(),
-        sig_block.len() as u32,
-    );
+    let (header, head) = encode_head(&manifest, &device, opts.sign_key.as_deref())?;
+    report.signed_by = opts.sign_key.iter().map(|k| k.name.clone()).collect();
     report.bytes_compressed = header.payload_len;
     report.chunks_delta = manifest
         .payloads
         .iter()
         .filter(|p| p.encoding.needs_reference())
         .count();
-    report.manifest_bytes = encoded.len() as u64;
+    report.manifest_bytes = u64::from(header.manifest_len);
     report.bundle_bytes = header.total_len();
     report.bundle = hex(&header.id());
     report.sequence = manifest.sequence;
@@ -350,10 +344,7 @@ pub fn pack(
         .map_err(io_err("creating a temporary file in", dir))?;
     {
         let mut w = BufWriter::with_capacity(1 << 20, tmp.as_file_mut());
-        w.write_all(&header.encode())
-            .map_err(io_err("writing", out))?;
-        w.write_all(&encoded).map_err(io_err("writing", out))?;
-        w.write_all(&sig_block).map_err(io_err("writing", out))?;
+        w.write_all(&head).map_err(io_err("writing", out))?;
         payload_file
             .rewind()
             .map_err(io_err("reading back payloads for", out))?;
@@ -369,6 +360,36 @@ pub fn pack(
     })?;
     mirror.commit_pending(&header.id())?;
     Ok(report)
+}
+
+/// The bytes of a bundle before its payloads, and its header: the header, the manifest's wire
+/// form (`device` as in [`Manifest::to_wire`]; zstd-compressed unless that would not make it
+/// smaller), and the signature block (empty without a key).
+pub fn encode_head(
+    manifest: &Manifest,
+    device: &PathSet,
+    key: Option<&SecretKey>,
+) -> Result<(BundleHeader, Vec<u8>), ManifestError> {
+    let raw = manifest.to_wire(device)?;
+    let (encoding, stored) = match zstd::bulk::compress(&raw, 19) {
+        Ok(z) if z.len() < raw.len() => (MANIFEST_ZSTD, z),
+        _ => (MANIFEST_PLAIN, raw.clone()),
+    };
+    let hash = *blake3::hash(&stored).as_bytes();
+    let sig_block = key
+        .map(|k| narlink_protocol::signature::encode_block(&[k.sign(&hash)]))
+        .unwrap_or_default();
+    let header = BundleHeader::for_manifest(
+        &stored,
+        encoding,
+        raw.len() as u32,
+        manifest.payload_bytes(),
+        sig_block.len() as u16,
+    );
+    let mut head = header.encode().to_vec();
+    head.extend_from_slice(&stored);
+    head.extend_from_slice(&sig_block);
+    Ok((header, head))
 }
 
 /// The predecessor `q` of a new path prepared for finding references: which of its files

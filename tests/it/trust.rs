@@ -54,10 +54,10 @@ fn unsigned_untrusted_and_replayed_bundles_are_refused() {
     refused(
         &rig,
         rig.p("untrusted"),
-        "signed by other-1, none of which this device trusts",
+        "none of which this device trusts (it trusts ground-1 = ",
     );
 
-    // A forged signature: the trusted key's name, bytes flipped.
+    // A forged signature: the trusted key's id, bytes flipped.
     let r = rig.pack(&["--out", rig.p("forged"), &v2]);
     let len = std::fs::metadata(rig.p("forged")).unwrap().len();
     let payload = r["bytes_compressed"].as_u64().unwrap();

@@ -220,7 +220,7 @@ impl Inspection {
         match self {
             Inspection::Bundle(b) => {
                 let mut s = format!(
-                    "bundle {} (sequence {}, signed by {})\nmanifest {} , payloads {} ({} chunks, {} zstd, {} deltas)\nplanned against state {}\nroots: {}\n{} new paths:",
+                    "bundle {} (sequence {}, signed by {})\nmanifest {}, payloads {} ({} chunks, {} zstd, {} deltas)\nplanned against state {}\nroots: {}\n{} new paths:",
                     b.bundle,
                     b.sequence,
                     if b.signed_by.is_empty() { "nobody".to_owned() } else { format!("key {}", b.signed_by.join(", ")) },

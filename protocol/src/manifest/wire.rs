@@ -273,3 +273,127 @@ impl Manifest {
         Ok(m)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest::Encoding;
+
+    const GLIBC: &str = "/nix/store/4gzm0877y0a50n95y4i8ky3m1fyg8x55-glibc-2.40";
+    const OLD_APP: &str = "/nix/store/7fx6vp3nbn2hhm2lfbxm0h2kwv224nrn-app-1";
+    const APP: &str = "/nix/store/9a3d09kkwh0f8z933bg538z07zm73c7d-app-2";
+
+    fn manifest() -> Manifest {
+        let new = ChunkRef {
+            id: [1; 16],
+            len: 100,
+        };
+        let held = ChunkRef {
+            id: [2; 16],
+            len: 50,
+        };
+        Manifest {
+            version: MANIFEST_VERSION,
+            chunking: ChunkParams {
+                algorithm: 3,
+                min_size: 16 << 10,
+                avg_size: 64 << 10,
+                max_size: 256 << 10,
+            },
+            base_digest: [9; 16],
+            sequence: 4,
+            roots: vec![APP.into()],
+            paths: vec![PathEntry {
+                store_path: APP.into(),
+                nar_hash: [3; 32],
+                nar_size: 150,
+                references: vec![GLIBC.into(), APP.into()],
+                deriver: None,
+                chunks: vec![new, held],
+                copies: Vec::new(),
+                rewrites: vec![(10, 0), (40, 1)],
+            }],
+            payloads: vec![Payload {
+                chunk: new.id,
+                raw_len: 100,
+                encoded_len: 20,
+                encoding: Encoding::ZstdRef,
+                reference: Some(super::super::Reference {
+                    source: 0,
+                    offset: 0,
+                    len: 100,
+                }),
+            }],
+            sources: vec![OLD_APP.into()],
+        }
+    }
+
+    #[test]
+    fn names_resolve_on_the_device_and_nowhere_else() {
+        let m = manifest();
+        let device = PathSet::new([GLIBC, OLD_APP, APP]);
+        let wire = m.to_wire(&device).unwrap();
+        // The storage form spells every path out; the wire form names two on-board paths in
+        // 3 bytes each and the new one in 20 + its name.
+        assert!(wire.len() + 100 < m.to_bytes().len(), "{}", wire.len());
+        assert_eq!(
+            Manifest::from_wire(&wire, resolve_in(&device)),
+            Ok(m.clone())
+        );
+
+        // A device without the old app: refused, naming what it lacks.
+        let lacking = PathSet::new([GLIBC]);
+        let err = Manifest::from_wire(&wire, resolve_in(&lacking)).unwrap_err();
+        assert_eq!(
+            err,
+            ManifestError::Unresolved {
+                prefix: "7fx6".into(),
+                ambiguous: false
+            }
+        );
+        assert!(err
+            .to_string()
+            .contains("/nix/store/7fx6…, which this device does not hold"));
+
+        // A device holding another path that shares the 3-byte prefix: ambiguous, refused.
+        let crowded = PathSet::new([
+            GLIBC,
+            OLD_APP,
+            "/nix/store/7fx6vzzzzzzzzzzzzzzzzzzzzzzzzzzz-other",
+        ]);
+        assert!(matches!(
+            Manifest::from_wire(&wire, resolve_in(&crowded)),
+            Err(ManifestError::Unresolved {
+                ambiguous: true,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn new_chunks_are_named_by_payload_and_only_so() {
+        let m = manifest();
+        let device = PathSet::new([GLIBC, OLD_APP, APP]);
+        let mut wire = m.to_wire(&device).unwrap();
+        let w: Wire = postcard::from_bytes(&wire).unwrap();
+        assert!(matches!(
+            w.paths[0].chunks[..],
+            [WireChunk::New(0), WireChunk::Held(_)]
+        ));
+        // Spelling the new chunk out instead is not canonical.
+        let mut w = w;
+        w.paths[0].chunks[0] = WireChunk::Held(m.paths[0].chunks[0]);
+        wire = postcard::to_allocvec(&w).unwrap();
+        assert!(matches!(
+            Manifest::from_wire(&wire, resolve_in(&device)),
+            Err(ManifestError::Decode(_))
+        ));
+        // A payload number out of range.
+        w.paths[0].chunks[0] = WireChunk::New(1);
+        wire = postcard::to_allocvec(&w).unwrap();
+        assert_eq!(
+            Manifest::from_wire(&wire, resolve_in(&device)),
+            Err(ManifestError::Index("payload"))
+        );
+    }
+}

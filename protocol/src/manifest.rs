@@ -204,19 +204,7 @@ impl Manifest {
 
     /// Decode the storage form and check internal consistency.
     pub fn from_bytes(bytes: &[u8]) -> Result<Manifest, ManifestError> {
-        // The version comes first: check it before trusting the rest of the layout.
-        let (version, _) = postcard::take_from_bytes::<u16>(bytes)
-            .map_err(|e| ManifestError::Decode(e.to_string()))?;
-        if version != MANIFEST_VERSION {
-            return Err(ManifestError::Version { found: version });
-        }
-        let m: Manifest =
-            postcard::from_bytes(bytes).map_err(|e| ManifestError::Decode(e.to_string()))?;
-        // One manifest, one encoding: no over-long varints, no trailing bytes (the bundle id
-        // is the hash of these bytes).
-        if m.to_bytes() != bytes {
-            return Err(ManifestError::Decode("not in canonical form".into()));
-        }
+        let m: Manifest = decode_canonical(bytes)?;
         m.check()?;
         Ok(m)
     }
@@ -299,6 +287,26 @@ impl Manifest {
         }
         Ok(())
     }
+}
+
+/// Decode postcard bytes that start with [`MANIFEST_VERSION`] and are in canonical form:
+/// decode then encode gives them back (no over-long varints, no trailing bytes), so one
+/// manifest has one encoding and the bundle id, the hash of the wire form, names one manifest.
+fn decode_canonical<T: Serialize + serde::de::DeserializeOwned>(
+    bytes: &[u8],
+) -> Result<T, ManifestError> {
+    // The version comes first: check it before trusting the rest of the layout.
+    let (version, _) = postcard::take_from_bytes::<u16>(bytes)
+        .map_err(|e| ManifestError::Decode(e.to_string()))?;
+    if version != MANIFEST_VERSION {
+        return Err(ManifestError::Version { found: version });
+    }
+    let value: T =
+        postcard::from_bytes(bytes).map_err(|e| ManifestError::Decode(e.to_string()))?;
+    if postcard::to_allocvec(&value).ok().as_deref() != Some(bytes) {
+        return Err(ManifestError::Decode("not in canonical form".into()));
+    }
+    Ok(value)
 }
 
 impl PathEntry {

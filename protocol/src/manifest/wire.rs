@@ -15,7 +15,6 @@
 use serde::{Deserialize, Serialize};
 
 use super::{ChunkParams, ChunkRef, CopyRun, Manifest, ManifestError, PathEntry, Payload};
-use crate::manifest::MANIFEST_VERSION;
 use crate::storepath::{self, Lookup, PackedHash, PathSet, HASH_BYTES};
 
 #[derive(Serialize, Deserialize)]
@@ -173,19 +172,7 @@ impl Manifest {
         bytes: &[u8],
         mut resolve: impl FnMut(&[u8]) -> Result<String, ManifestError>,
     ) -> Result<Manifest, ManifestError> {
-        // The version comes first: check it before trusting the rest of the layout.
-        let (version, _) = postcard::take_from_bytes::<u16>(bytes)
-            .map_err(|e| ManifestError::Decode(e.to_string()))?;
-        if version != MANIFEST_VERSION {
-            return Err(ManifestError::Version { found: version });
-        }
-        let w: Wire =
-            postcard::from_bytes(bytes).map_err(|e| ManifestError::Decode(e.to_string()))?;
-        // One manifest, one encoding: no over-long varints, no trailing bytes (the bundle id
-        // is the hash of these bytes).
-        if postcard::to_allocvec(&w).ok().as_deref() != Some(bytes) {
-            return Err(ManifestError::Decode("not in canonical form".into()));
-        }
+        let w: Wire = super::decode_canonical(bytes)?;
         let mut names = Vec::with_capacity(w.onboard.len() + w.paths.len());
         for prefix in &w.onboard {
             if prefix.is_empty() || prefix.len() > HASH_BYTES {
@@ -277,7 +264,7 @@ impl Manifest {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::manifest::Encoding;
+    use crate::manifest::{Encoding, MANIFEST_VERSION};
 
     const GLIBC: &str = "/nix/store/4gzm0877y0a50n95y4i8ky3m1fyg8x55-glibc-2.40";
     const OLD_APP: &str = "/nix/store/7fx6vp3nbn2hhm2lfbxm0h2kwv224nrn-app-1";

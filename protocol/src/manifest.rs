@@ -301,8 +301,7 @@ fn decode_canonical<T: Serialize + serde::de::DeserializeOwned>(
     if version != MANIFEST_VERSION {
         return Err(ManifestError::Version { found: version });
     }
-    let value: T =
-        postcard::from_bytes(bytes).map_err(|e| ManifestError::Decode(e.to_string()))?;
+    let value: T = postcard::from_bytes(bytes).map_err(|e| ManifestError::Decode(e.to_string()))?;
     if postcard::to_allocvec(&value).ok().as_deref() != Some(bytes) {
         return Err(ManifestError::Decode("not in canonical form".into()));
     }

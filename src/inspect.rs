@@ -74,11 +74,14 @@ pub struct BundleView {
     pub roots: Vec<String>,
     pub paths: Vec<PathView>,
     pub payloads: usize,
+    /// Chunks coded as plain zstd (alone, or in a span with the chunks before them).
     pub payloads_zstd: usize,
-    /// Payloads made against on-board bytes: zstd deltas and patches.
+    /// Chunks coded against on-board bytes: zstd deltas and patches.
     pub payloads_delta: usize,
     /// Of those, bsdiff-style patches.
     pub payloads_patch: usize,
+    /// Chunks coded together with the payload before them (no bytes of their own).
+    pub payloads_joined: usize,
 }
 
 #[derive(Debug, Serialize)]
@@ -95,6 +98,13 @@ pub fn inspect(r: impl Read) -> Result<Inspection, InspectError> {
     if magic.starts_with(&BUNDLE_MAGIC) || magic == *b"NLBUNDLE" {
         let head = read_manifest(&mut r, display_names)?;
         let (header, m) = (&head.header, &head.manifest);
+        // Chunks by how they are coded: a joined chunk as the head of its span.
+        let coded = |what: &dyn Fn(Encoding) -> bool| -> usize {
+            m.spans()
+                .filter(|s| what(m.payloads[s.start].encoding))
+                .map(|s| s.len())
+                .sum()
+        };
         return Ok(Inspection::Bundle(BundleView {
             bundle: hex(&header.id()),
             sequence: m.sequence,
@@ -104,20 +114,13 @@ pub fn inspect(r: impl Read) -> Result<Inspection, InspectError> {
             base_digest: hex(&m.base_digest),
             roots: m.roots.clone(),
             payloads: m.payloads.len(),
-            payloads_zstd: m
+            payloads_zstd: coded(&|e| e == Encoding::Zstd),
+            payloads_delta: coded(&Encoding::needs_reference),
+            payloads_patch: coded(&|e| e == Encoding::Bsdiff),
+            payloads_joined: m
                 .payloads
                 .iter()
-                .filter(|p| p.encoding == Encoding::Zstd)
-                .count(),
-            payloads_delta: m
-                .payloads
-                .iter()
-                .filter(|p| p.encoding.needs_reference())
-                .count(),
-            payloads_patch: m
-                .payloads
-                .iter()
-                .filter(|p| p.encoding == Encoding::Bsdiff)
+                .filter(|p| p.encoding == Encoding::Joined)
                 .count(),
             paths: m
                 .paths

@@ -1,7 +1,7 @@
 //! Payload coding: how a new chunk's bytes travel (zstd or raw) and how a device turns
 //! payload bytes back into a verified chunk.
 
-use narlink_protocol::manifest::{ChunkId, Encoding, Payload};
+use narlink_protocol::manifest::{ChunkId, Encoding, Payload, MAX_SPAN};
 
 use crate::chunking::chunk_id;
 
@@ -25,6 +25,8 @@ pub enum PayloadError {
     },
     #[error("chunk {chunk}: BLAKE3 of its bytes is {found}: the payload was corrupted or forged")]
     Hash { chunk: String, found: String },
+    #[error("chunk {chunk}: not a span (a payload with bytes, then joined payloads of at most {MAX_SPAN} bytes in all)")]
+    Span { chunk: String },
 }
 
 /// Short hex form of a chunk id for messages.
@@ -181,19 +183,31 @@ pub fn max_encoded_len(raw_len: u32) -> u32 {
     zstd::zstd_safe::compress_bound(raw_len as usize).min(u32::MAX as usize) as u32
 }
 
-/// Decode payload bytes into the chunk they carry and check the chunk's BLAKE3. A delta
-/// needs its `reference` bytes (read from the device's own store).
+/// Decode payload bytes into the chunks they carry and check each chunk's BLAKE3. `span` is
+/// the payload the bytes belong to and the `Joined` payloads after it (just the payload when
+/// nothing is joined to it, see `Manifest::spans`); the result is their chunks one after the
+/// other. A delta needs its `reference` bytes (read from the device's own store).
 pub fn decode(
-    p: &Payload,
+    span: &[Payload],
     bytes: &[u8],
     reference: Option<&[u8]>,
 ) -> Result<Vec<u8>, PayloadError> {
+    let Some(p) = span.first() else {
+        return Ok(Vec::new());
+    };
     let chunk = || short_id(&p.chunk);
-    if bytes.len() as u64 > u64::from(max_encoded_len(p.raw_len)) {
+    let total: u64 = span.iter().map(|q| u64::from(q.raw_len)).sum();
+    let joined_ok = span[1..].iter().all(|q| q.encoding == Encoding::Joined);
+    if !joined_ok || (span.len() > 1 && total > u64::from(MAX_SPAN)) {
+        return Err(PayloadError::Span { chunk: chunk() });
+    }
+    // total <= MAX_SPAN, or a single u32 length.
+    let raw_len = total as u32;
+    if bytes.len() as u64 > u64::from(max_encoded_len(raw_len)) {
         return Err(PayloadError::TooLong {
             chunk: chunk(),
             len: bytes.len() as u32,
-            raw_len: p.raw_len,
+            raw_len,
         });
     }
     let zstd_err = |e: std::io::Error| PayloadError::Zstd {
@@ -206,29 +220,36 @@ pub fn decode(
             reason: "its reference is not available".into(),
         })
     };
-    let raw_len = p.raw_len as usize;
     let data = match p.encoding {
         Encoding::Raw => bytes.to_vec(),
-        Encoding::Zstd => decompress(bytes, raw_len, None).map_err(zstd_err)?,
-        Encoding::ZstdRef => decompress(bytes, raw_len, Some(reference()?)).map_err(zstd_err)?,
+        Encoding::Zstd => decompress(bytes, raw_len as usize, None).map_err(zstd_err)?,
+        Encoding::ZstdRef => {
+            decompress(bytes, raw_len as usize, Some(reference()?)).map_err(zstd_err)?
+        }
         Encoding::Bsdiff => {
-            let patch = lzma_decompress(bytes, max_patch_len(p.raw_len)).map_err(zstd_err)?;
-            narlink_protocol::patch::apply(reference()?, &patch, raw_len).map_err(|e| {
+            let patch = lzma_decompress(bytes, max_patch_len(raw_len)).map_err(zstd_err)?;
+            narlink_protocol::patch::apply(reference()?, &patch, raw_len as usize).map_err(|e| {
                 PayloadError::Patch {
                     chunk: chunk(),
                     reason: e.to_string(),
                 }
             })?
         }
+        Encoding::Joined => return Err(PayloadError::Span { chunk: chunk() }),
     };
-    if data.len() != p.raw_len as usize {
+    if data.len() != raw_len as usize {
         return Err(PayloadError::Length {
             chunk: chunk(),
             found: data.len(),
-            expected: p.raw_len,
+            expected: raw_len,
         });
     }
-    verify(&p.chunk, &data)?;
+    let mut at = 0;
+    for q in span {
+        let end = at + q.raw_len as usize;
+        verify(&q.chunk, &data[at..end])?;
+        at = end;
+    }
     Ok(data)
 }
 
@@ -260,11 +281,17 @@ mod tests {
             encoding,
             reference: None,
         };
-        assert_eq!(decode(&p, &bytes, None).unwrap(), data);
+        assert_eq!(
+            decode(std::slice::from_ref(&p), &bytes, None).unwrap(),
+            data
+        );
         for i in [0, bytes.len() / 2, bytes.len() - 1] {
             let mut bad = bytes.clone();
             bad[i] ^= 0x40;
-            assert!(decode(&p, &bad, None).is_err(), "flip at {i} accepted");
+            assert!(
+                decode(std::slice::from_ref(&p), &bad, None).is_err(),
+                "flip at {i} accepted"
+            );
         }
         // A delta against a slightly different reference is tiny and round-trips.
         let mut reference = data.clone();
@@ -283,9 +310,12 @@ mod tests {
             reference: Some(r),
             ..p
         };
-        assert_eq!(decode(&pd, &d, Some(&reference)).unwrap(), data);
-        assert!(decode(&pd, &d, Some(&data[..1000])).is_err());
-        assert!(decode(&pd, &d, None).is_err());
+        assert_eq!(
+            decode(std::slice::from_ref(&pd), &d, Some(&reference)).unwrap(),
+            data
+        );
+        assert!(decode(std::slice::from_ref(&pd), &d, Some(&data[..1000])).is_err());
+        assert!(decode(std::slice::from_ref(&pd), &d, None).is_err());
         // A patch (bsdiff gives up on data this repetitive: use code-like bytes).
         let mut x = 0x2545_f491_4f6c_dd1du64;
         let code: Vec<u8> = (0..50_000u32)
@@ -309,14 +339,17 @@ mod tests {
             encoding: Encoding::Bsdiff,
             reference: Some(r),
         };
-        assert_eq!(decode(&pp, &patch, Some(&code)).unwrap(), shifted);
-        assert!(decode(&pp, &patch, Some(&code[..1000])).is_err());
+        assert_eq!(
+            decode(std::slice::from_ref(&pp), &patch, Some(&code)).unwrap(),
+            shifted
+        );
+        assert!(decode(std::slice::from_ref(&pp), &patch, Some(&code[..1000])).is_err());
         for cut in [0, 1, patch.len() - 1] {
-            assert!(decode(&pp, &patch[..cut], Some(&code)).is_err());
+            assert!(decode(std::slice::from_ref(&pp), &patch[..cut], Some(&code)).is_err());
         }
         let mut longer = patch.clone();
         longer.push(0);
-        assert!(decode(&pp, &longer, Some(&code)).is_err());
+        assert!(decode(std::slice::from_ref(&pp), &longer, Some(&code)).is_err());
         let mut x = 0x9e37_79b9_7f4a_7c15u64;
         let random: Vec<u8> = (0..1000)
             .map(|_| {
@@ -327,5 +360,53 @@ mod tests {
             })
             .collect();
         assert_eq!(encode(&random, 3).0, Encoding::Raw);
+    }
+
+    #[test]
+    fn spans_decode_into_every_chunk_and_check_each() {
+        let data: Vec<u8> = (0..300_000u32)
+            .map(|i| (i % 251) as u8 ^ (i >> 12) as u8)
+            .collect();
+        let (a, b) = data.split_at(100_000);
+        let (encoding, bytes) = encode(&data, 3);
+        let head = Payload {
+            chunk: chunk_id(a),
+            raw_len: a.len() as u32,
+            encoded_len: bytes.len() as u32,
+            encoding,
+            reference: None,
+        };
+        let joined = Payload {
+            chunk: chunk_id(b),
+            raw_len: b.len() as u32,
+            encoded_len: 0,
+            encoding: Encoding::Joined,
+            reference: None,
+        };
+        assert_eq!(decode(&[head, joined], &bytes, None).unwrap(), data);
+        // A wrong id on the joined chunk is caught.
+        let forged = Payload {
+            chunk: chunk_id(a),
+            ..joined
+        };
+        assert!(matches!(
+            decode(&[head, forged], &bytes, None),
+            Err(PayloadError::Hash { .. })
+        ));
+        // The head alone decodes to too many bytes; a joined payload cannot lead.
+        assert!(decode(&[head], &bytes, None).is_err());
+        assert!(matches!(
+            decode(&[joined, head], &bytes, None),
+            Err(PayloadError::Span { .. })
+        ));
+        // Longer than MAX_SPAN in all: refused before decoding.
+        let big = Payload {
+            raw_len: MAX_SPAN,
+            ..joined
+        };
+        assert!(matches!(
+            decode(&[head, big], &bytes, None),
+            Err(PayloadError::Span { .. })
+        ));
     }
 }

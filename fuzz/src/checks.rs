@@ -342,12 +342,15 @@ pub fn patch(data: &[u8]) {
 
 /// `narlink::payload::decode`, the device's decoder of every payload encoding (bare zstd
 /// frames, zstd deltas, LZMA patches), with a fuzzer-chosen encoding, chunk length (at most
-/// 256 KiB) and reference: a u8 encoding, a u32 length, a u16 reference length, the reference,
-/// then the payload. It must fail cleanly (almost always at the chunk id) or give the chunk.
+/// 256 KiB) and reference: a u8 encoding (its high bit: the length is split into a span of
+/// two chunks, the second joined to the first), a u32 length, a u16 reference length, the
+/// reference, then the payload. It must fail cleanly (almost always at the chunk id) or give
+/// the chunks.
 pub fn payload(data: &[u8]) {
     use narlink_protocol::manifest::{Encoding, Payload, Reference};
     let mut input = Input::new(data);
-    let encoding = match input.u8() % 4 {
+    let selector = input.u8();
+    let encoding = match selector % 4 {
         0 => Encoding::Raw,
         1 => Encoding::Zstd,
         2 => Encoding::ZstdRef,
@@ -368,8 +371,19 @@ pub fn payload(data: &[u8]) {
             len: reference.len() as u32,
         }),
     };
-    if let Ok(chunk) = narlink::payload::decode(&p, bytes, Some(reference)) {
-        assert_eq!(chunk.len(), raw_len as usize);
+    let mut span = vec![p];
+    if selector & 0x80 != 0 && raw_len > 1 {
+        span[0].raw_len = raw_len / 2;
+        span.push(Payload {
+            chunk: [1; 16],
+            raw_len: raw_len - raw_len / 2,
+            encoded_len: 0,
+            encoding: Encoding::Joined,
+            reference: None,
+        });
+    }
+    if let Ok(chunks) = narlink::payload::decode(&span, bytes, Some(reference)) {
+        assert_eq!(chunks.len(), raw_len as usize);
     }
 }
 

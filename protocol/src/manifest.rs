@@ -97,6 +97,10 @@ pub enum Encoding {
     /// One zstd frame of a [`crate::patch`] that rebuilds the chunk from its reference
     /// (bsdiff-style: for rebuilt binaries whose code moved).
     Bsdiff,
+    /// No bytes of its own: the chunk is coded together with the chunks before it, back to
+    /// the nearest payload that is not `Joined` (the span's head), whose bytes decode into
+    /// the concatenation of all of them. See [`Manifest::spans`].
+    Joined,
 }
 
 impl Encoding {
@@ -108,6 +112,9 @@ impl Encoding {
 
 /// Longest reference a delta may name.
 pub const MAX_REFERENCE: u32 = 4 << 20;
+
+/// Most bytes a span (a head payload and the payloads joined to it) may decode into.
+pub const MAX_SPAN: u32 = 1 << 20;
 
 /// Bytes the device reads from its own store to decode a delta: `len` bytes at `offset` of
 /// the normalized NAR of `sources[source]`.
@@ -154,6 +161,31 @@ pub struct Manifest {
 }
 
 impl Manifest {
+    /// The payloads in spans: each range is a head payload and the `Joined` payloads after
+    /// it, decoded together from the head's bytes. (A manifest that passed
+    /// [`Manifest::check`] never starts with a `Joined` payload.)
+    pub fn spans(&self) -> impl Iterator<Item = std::ops::Range<usize>> + '_ {
+        let mut at = 0;
+        std::iter::from_fn(move || {
+            (at < self.payloads.len()).then(|| {
+                let span = self.span_at(at);
+                at = span.end;
+                span
+            })
+        })
+    }
+
+    /// The span that starts at payload `start`: it and the `Joined` payloads right after it.
+    pub fn span_at(&self, start: usize) -> std::ops::Range<usize> {
+        let joined = self
+            .payloads
+            .iter()
+            .skip(start + 1)
+            .take_while(|p| p.encoding == Encoding::Joined)
+            .count();
+        start..start + 1 + joined
+    }
+
     /// Sum of all payloads' encoded lengths: the size of the payload section.
     pub fn payload_bytes(&self) -> u64 {
         self.payloads.iter().map(|p| u64::from(p.encoded_len)).sum()
@@ -259,6 +291,12 @@ impl Manifest {
                     reason: "chunk longer than the chunking maximum",
                 });
             }
+            if p.encoding == Encoding::Joined && (index == 0 || p.encoded_len != 0) {
+                return Err(ManifestError::Payload {
+                    index,
+                    reason: "joined payload without a head, or with bytes of its own",
+                });
+            }
             if p.encoding == Encoding::Raw && p.encoded_len != p.raw_len {
                 return Err(ManifestError::Payload {
                     index,
@@ -283,6 +321,21 @@ impl Manifest {
                     });
                 }
                 _ => {}
+            }
+        }
+        for span in self.spans() {
+            let raw: u64 = self.payloads[span.clone()]
+                .iter()
+                .map(|p| u64::from(p.raw_len))
+                .sum();
+            if span.len() > 1
+                && (raw > u64::from(MAX_SPAN)
+                    || self.payloads[span.start].encoding == Encoding::Raw)
+            {
+                return Err(ManifestError::Payload {
+                    index: span.start,
+                    reason: "span longer than the maximum, or raw",
+                });
             }
         }
         Ok(())

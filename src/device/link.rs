@@ -631,6 +631,7 @@ impl LinkReceiver<'_> {
             let staged = self.state.staged_reader()?;
             let mut buf = Vec::new();
             while let Some(p) = m.payloads.get(s.rec.next_payload as usize) {
+                let span = m.span_at(s.rec.next_payload as usize);
                 let end = s.rec.next_offset + u64::from(p.encoded_len);
                 if end > prefix_end {
                     break;
@@ -643,12 +644,13 @@ impl LinkReceiver<'_> {
                             bundle: bundle.clone(),
                             source: ReceiveError::Truncated(e),
                         })?;
-                    if !stage_payload(self.state, &tx, m, p, &buf, &mut onboard, &mut report)? {
+                    let ps = &m.payloads[span.clone()];
+                    if !stage_payload(self.state, &tx, m, ps, &buf, &mut onboard, &mut report)? {
                         bad_range = Some(s.rec.next_offset..end);
                         break;
                     }
                 }
-                s.rec.next_payload += 1;
+                s.rec.next_payload = span.end as _;
                 s.rec.next_offset = end;
             }
         }

@@ -2,7 +2,7 @@
 //! out of a path already in the device's store, and every chunk is checked against its
 //! BLAKE3 id before its bytes are used.
 
-use narlink_protocol::manifest::{ChunkId, ChunkRef, PathEntry};
+use narlink_protocol::manifest::{ChunkId, ChunkRef, PathEntry, Payload};
 use sha2::{Digest, Sha256};
 
 use crate::nar::NarHash;
@@ -56,6 +56,21 @@ pub struct ChunkSource {
     index: ChunkLookup,
     onboard: OnBoard,
     buf: Vec<u8>,
+    /// The staged span decoded last: its payloads and their bytes (verified).
+    span: Vec<Payload>,
+    span_bytes: Vec<u8>,
+}
+
+/// Where chunk `c` begins in the decoded bytes of `span`.
+fn span_offset(span: &[Payload], c: &ChunkRef) -> Option<usize> {
+    let mut at = 0;
+    for p in span {
+        if p.chunk == c.id && p.raw_len == c.len {
+            return Some(at);
+        }
+        at += p.raw_len as usize;
+    }
+    None
 }
 
 impl ChunkSource {
@@ -65,6 +80,8 @@ impl ChunkSource {
             index: state.db.chunk_reader()?,
             onboard: OnBoard::new(store.clone(), state.db.record_reader()?),
             buf: Vec::new(),
+            span: Vec::new(),
+            span_bytes: Vec::new(),
         })
     }
 
@@ -75,7 +92,11 @@ impl ChunkSource {
 
     /// The verified bytes of chunk `c` of `path`'s NAR.
     pub fn chunk(&mut self, path: &str, c: &ChunkRef) -> Result<&[u8], ReassembleError> {
-        if let Some(st) = self.staged.get(&c.id)? {
+        // A staged span is decoded once for all its chunks, which come one after the other.
+        if let Some(at) = span_offset(&self.span, c) {
+            return Ok(&self.span_bytes[at..at + c.len as usize]);
+        }
+        if let Some((_, st)) = self.staged.get(&c.id)? {
             let reference = match &st.source {
                 Some(src) => Some(self.onboard.range(&src.path, src.offset, src.len).map_err(
                     |source| ReassembleError::Reference {
@@ -86,13 +107,22 @@ impl ChunkSource {
                 )?),
                 None => None,
             };
-            self.buf = payload::decode(&st.payload, &st.bytes, reference.as_deref()).map_err(
-                |source| ReassembleError::Staged {
+            let bytes =
+                payload::decode(&st.span, &st.bytes, reference.as_deref()).map_err(|source| {
+                    ReassembleError::Staged {
+                        path: path.to_owned(),
+                        source,
+                    }
+                })?;
+            self.span = st.span;
+            self.span_bytes = bytes;
+            let Some(at) = span_offset(&self.span, c) else {
+                return Err(ReassembleError::Missing {
                     path: path.to_owned(),
-                    source,
-                },
-            )?;
-            return Ok(&self.buf);
+                    chunk: short_id(&c.id),
+                });
+            };
+            return Ok(&self.span_bytes[at..at + c.len as usize]);
         }
         let Some(loc) = self.index.locate(&c.id)? else {
             return Err(ReassembleError::Missing {

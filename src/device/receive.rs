@@ -186,14 +186,18 @@ pub fn receive(state: &DeviceState, mut r: impl Read) -> Result<ReceiveReport, R
     let mut tx = state.db.begin_write()?;
     let mut pending = 0usize;
     let mut buf = Vec::new();
-    for (p, was_staged) in manifest.payloads.iter().zip(staged) {
-        if p.encoded_len > payload::max_encoded_len(p.raw_len) {
+    for span in manifest.spans() {
+        let ps = &manifest.payloads[span.clone()];
+        let p = &ps[0];
+        // At most MAX_SPAN, or one chunk's length (Manifest::check).
+        let raw_len = ps.iter().map(|q| q.raw_len).fold(0u32, u32::saturating_add);
+        if p.encoded_len > payload::max_encoded_len(raw_len) {
             // Cannot be a valid payload; and its length came from the (checksummed) manifest.
             report.rejected.push(
                 PayloadError::TooLong {
                     chunk: payload::short_id(&p.chunk),
                     len: p.encoded_len,
-                    raw_len: p.raw_len,
+                    raw_len,
                 }
                 .to_string(),
             );
@@ -206,11 +210,11 @@ pub fn receive(state: &DeviceState, mut r: impl Read) -> Result<ReceiveReport, R
         }
         buf.resize(p.encoded_len as usize, 0);
         r.read_exact(&mut buf).map_err(ReceiveError::Truncated)?;
-        if was_staged {
-            report.already_staged += 1;
+        if staged[span.clone()].iter().all(|s| *s) {
+            report.already_staged += span.len();
             continue;
         }
-        if stage_payload(state, &tx, manifest, p, &buf, &mut onboard, &mut report)? {
+        if stage_payload(state, &tx, manifest, ps, &buf, &mut onboard, &mut report)? {
             pending += buf.len();
             if pending > 8 << 20 {
                 state.db.commit(tx)?;
@@ -258,18 +262,22 @@ pub fn begin_bundle(
     Ok(Some(seq))
 }
 
-/// Verify one payload and stage it within `tx`. A payload that fails verification (or whose
-/// delta reference cannot be read on board) is recorded in `report.rejected` and not staged.
-/// Returns whether it was staged. `onboard` is opened on first use.
+/// Verify one span (a payload and the payloads joined to it, see `Manifest::spans`) and stage
+/// it within `tx`. A span that fails verification (or whose delta reference cannot be read on
+/// board) is recorded in `report.rejected` and not staged. Returns whether it was staged.
+/// `onboard` is opened on first use.
 pub fn stage_payload(
     state: &DeviceState,
     tx: &redb::WriteTransaction,
     manifest: &Manifest,
-    p: &Payload,
+    span: &[Payload],
     bytes: &[u8],
     onboard: &mut Option<OnBoard>,
     report: &mut ReceiveReport,
 ) -> Result<bool, StateError> {
+    let Some(p) = span.first() else {
+        return Ok(false);
+    };
     let source = p.reference.and_then(|r| {
         let path = manifest.sources.get(r.source as usize)?;
         Some(Source {
@@ -298,10 +306,10 @@ pub fn stage_payload(
             }
         }
     };
-    match payload::decode(p, bytes, reference.as_deref()) {
+    match payload::decode(span, bytes, reference.as_deref()) {
         Ok(_) => {
-            state.stage(tx, p, source.as_ref(), bytes)?;
-            report.staged += 1;
+            state.stage(tx, span, source.as_ref(), bytes)?;
+            report.staged += span.len();
             Ok(true)
         }
         Err(e) => {

@@ -10,6 +10,7 @@ use narlink_protocol::bundle::{BundleHeader, MANIFEST_PLAIN, MANIFEST_ZSTD};
 use narlink_protocol::digest::{short, state_digest};
 use narlink_protocol::manifest::{
     ChunkId, Encoding, Manifest, ManifestError, PathEntry, Payload, Reference, MANIFEST_VERSION,
+    MAX_SPAN,
 };
 use narlink_protocol::signature::SecretKey;
 use narlink_protocol::storepath::PathSet;
@@ -103,6 +104,8 @@ pub struct PackReport {
     pub bytes_new: u64,
     /// Of those, chunks sent as zstd deltas or patches against on-board data.
     pub chunks_delta: usize,
+    /// Chunks coded together with the chunks before them, as one span.
+    pub chunks_joined: usize,
     /// The same after compression: the payload section.
     pub bytes_compressed: u64,
     pub chunks_new: usize,
@@ -330,9 +333,14 @@ pub fn pack(
     report.signed_by = opts.sign_key.iter().map(|k| k.name.clone()).collect();
     report.bytes_compressed = header.payload_len;
     report.chunks_delta = manifest
+        .spans()
+        .filter(|s| manifest.payloads[s.start].encoding.needs_reference())
+        .map(|s| s.len())
+        .sum();
+    report.chunks_joined = manifest
         .payloads
         .iter()
-        .filter(|p| p.encoding.needs_reference())
+        .filter(|p| p.encoding == Encoding::Joined)
         .count();
     report.manifest_bytes = u64::from(header.manifest_len);
     report.bundle_bytes = header.total_len();
@@ -518,8 +526,61 @@ impl Batch {
         best
     }
 
+    /// Runs of consecutive chunks that may be coded as one span: those whose largest
+    /// reference is the same (or that have none), at most [`MAX_SPAN`] bytes in all.
+    fn span_candidates(chunks: &[NewChunk]) -> Vec<std::ops::Range<usize>> {
+        let largest = |k: usize| chunks[k].2.iter().max_by_key(|r| r.bytes.len());
+        let same = |a: Option<&Arc<RefBytes>>, b: Option<&Arc<RefBytes>>| match (a, b) {
+            (Some(x), Some(y)) => Arc::ptr_eq(x, y),
+            (None, None) => true,
+            _ => false,
+        };
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < chunks.len() {
+            let (mut j, mut raw) = (i + 1, chunks[i].1.len());
+            while j < chunks.len()
+                && same(largest(i), largest(j))
+                && raw + chunks[j].1.len() <= MAX_SPAN as usize
+            {
+                raw += chunks[j].1.len();
+                j += 1;
+            }
+            out.push(i..j);
+            i = j;
+        }
+        out
+    }
+
+    /// The payloads of a run of chunks: each chunk coded alone, or, when that is smaller, the
+    /// run coded as one span (the first chunk's payload carries the bytes, the others are
+    /// `Joined`).
+    fn encode_run<'a>(
+        run: &'a [NewChunk],
+        level: i32,
+        prepared: &mut Vec<Prepared<'a>>,
+    ) -> Vec<(Encoding, Vec<u8>, Option<Reference>)> {
+        let singles: Vec<_> = run
+            .iter()
+            .map(|(_, data, references)| Self::encode(data, references, level, prepared))
+            .collect();
+        if run.len() < 2 {
+            return singles;
+        }
+        let separate: usize = singles.iter().map(|(_, b, _)| b.len()).sum();
+        let data: Vec<u8> = run.iter().flat_map(|(_, d, _)| d.iter().copied()).collect();
+        let (encoding, bytes, reference) = Self::encode(&data, &run[0].2, level, prepared);
+        if encoding == Encoding::Raw || bytes.len() >= separate {
+            return singles;
+        }
+        let mut out = vec![(encoding, bytes, reference)];
+        out.extend((1..run.len()).map(|_| (Encoding::Joined, Vec::new(), None)));
+        out
+    }
+
     /// Compress the batch on `opts.threads` threads and append the payloads in order: each
-    /// chunk as the smaller of plain zstd and a delta against its reference.
+    /// chunk, or run of chunks coded as one span, as the smallest of plain zstd, a delta
+    /// against a reference and a patch.
     fn flush(
         &mut self,
         opts: &PackOptions,
@@ -528,16 +589,22 @@ impl Batch {
     ) -> io::Result<()> {
         let chunks = std::mem::take(&mut self.chunks);
         self.bytes = 0;
-        let per = chunks.len().div_ceil(opts.threads.max(1)).max(1);
+        let runs = Self::span_candidates(&chunks);
+        let per = runs.len().div_ceil(opts.threads.max(1)).max(1);
+        let chunks = &chunks;
         let encoded: Vec<Vec<_>> = std::thread::scope(|s| {
-            let handles: Vec<_> = chunks
+            let handles: Vec<_> = runs
                 .chunks(per)
                 .map(|part| {
                     s.spawn(move || {
                         let mut prepared = Vec::new();
                         part.iter()
-                            .map(|(_, data, references)| {
-                                Self::encode(data, references, opts.zstd_level, &mut prepared)
+                            .flat_map(|run| {
+                                Self::encode_run(
+                                    &chunks[run.clone()],
+                                    opts.zstd_level,
+                                    &mut prepared,
+                                )
                             })
                             .collect::<Vec<_>>()
                     })
@@ -545,9 +612,12 @@ impl Batch {
                 .collect();
             handles
                 .into_iter()
-                .map(|h| h.join().unwrap_or_default())
-                .collect()
-        });
+                .map(|h| {
+                    h.join()
+                        .map_err(|_| io::Error::other("a compression thread panicked"))
+                })
+                .collect::<io::Result<Vec<_>>>()
+        })?;
         for ((id, data, _), (encoding, bytes, reference)) in
             chunks.iter().zip(encoded.into_iter().flatten())
         {
@@ -634,7 +704,7 @@ impl PackReport {
              NAR bytes new:    {}\n\
              reused on board:  {} ({:.1}%)\n\
              repeated:         {} ({:.1}%)\n\
-             sent chunks:      {} in {} chunks ({} as deltas or patches)\n\
+             sent chunks:      {} in {} chunks ({} as deltas or patches, {} joined to the one before)\n\
              compressed:       {}\n\
              manifest:         {}\n\
              bundle:           {} ({:.2}% of the new NAR bytes)\n\
@@ -650,6 +720,7 @@ impl PackReport {
             progress::bytes(self.bytes_new),
             self.chunks_new,
             self.chunks_delta,
+            self.chunks_joined,
             progress::bytes(self.bytes_compressed),
             progress::bytes(self.manifest_bytes),
             progress::bytes(self.bundle_bytes),

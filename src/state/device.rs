@@ -115,22 +115,41 @@ impl DeviceState {
         Ok(self.bundles()?.last().map_or(0, |(_, r)| r.seq + 1))
     }
 
-    /// Stage a verified chunk's payload, within `tx`. A delta names its reference by path.
+    /// Stage a verified span's payload (one payload, or a head and the payloads joined to it),
+    /// within `tx`. A delta names its reference by path. The head's record holds the bytes and
+    /// the span's chunk list; each joined chunk's record names the head.
+    ///
+    /// ```text
+    /// head:   u8 encoding (0 raw, 1 zstd, 2 zstd delta, 3 patch), u16 n,
+    ///         n × (16-byte chunk id, u32 length), [u16 path length, path, u64 offset,
+    ///         u32 length: a delta's reference], payload bytes
+    /// joined: u8 4, 16-byte chunk id of the head
+    /// ```
     pub fn stage(
         &self,
         tx: &redb::WriteTransaction,
-        p: &Payload,
+        span: &[Payload],
         source: Option<&Source>,
         bytes: &[u8],
     ) -> Result<(), StateError> {
-        let mut v = Vec::with_capacity(5 + bytes.len());
-        v.push(match p.encoding {
+        let Some(head) = span.first() else {
+            return Ok(());
+        };
+        let mut v = Vec::with_capacity(3 + 20 * span.len() + bytes.len());
+        v.push(match head.encoding {
             Encoding::Raw => 0,
             Encoding::Zstd => 1,
             Encoding::ZstdRef => 2,
             Encoding::Bsdiff => 3,
+            Encoding::Joined => {
+                return Err(StateError::Corrupt("a joined payload as a head".into()))
+            }
         });
-        v.extend_from_slice(&p.raw_len.to_le_bytes());
+        v.extend_from_slice(&(span.len() as u16).to_le_bytes());
+        for p in span {
+            v.extend_from_slice(&p.chunk);
+            v.extend_from_slice(&p.raw_len.to_le_bytes());
+        }
         if let Some(s) = source {
             v.extend_from_slice(&(s.path.len() as u16).to_le_bytes());
             v.extend_from_slice(s.path.as_bytes());
@@ -138,10 +157,13 @@ impl DeviceState {
             v.extend_from_slice(&s.len.to_le_bytes());
         }
         v.extend_from_slice(bytes);
-        tx.open_table(STAGED)
-            .ctx(&self.db.file)?
-            .insert(&p.chunk, v.as_slice())
-            .ctx(&self.db.file)?;
+        let mut t = tx.open_table(STAGED).ctx(&self.db.file)?;
+        t.insert(&head.chunk, v.as_slice()).ctx(&self.db.file)?;
+        let mut joined = [JOINED; 17];
+        joined[1..].copy_from_slice(&head.chunk);
+        for p in &span[1..] {
+            t.insert(&p.chunk, joined.as_slice()).ctx(&self.db.file)?;
+        }
         Ok(())
     }
 
@@ -186,23 +208,38 @@ pub struct Source {
     pub len: u32,
 }
 
-/// A staged payload: its description, its reference (for a delta), its bytes.
+/// A staged span: its payloads (the head, then those joined to it), its reference (for a
+/// delta), its bytes.
 pub struct Staged {
-    pub payload: Payload,
+    pub span: Vec<Payload>,
     pub source: Option<Source>,
     pub bytes: Vec<u8>,
 }
 
+/// Record kind of a joined chunk (see [`DeviceState::stage`]).
+const JOINED: u8 = 4;
+
 impl StagedReader {
-    /// The staged payload of `id`.
-    pub fn get(&self, id: &ChunkId) -> Result<Option<Staged>, StateError> {
+    /// The staged span that holds chunk `id`: the head's id and the span.
+    pub fn get(&self, id: &ChunkId) -> Result<Option<(ChunkId, Staged)>, StateError> {
+        let corrupt =
+            || StateError::Corrupt(format!("staged chunk {}", crate::payload::short_id(id)));
         let Some(v) = self.t.get(id).ctx(&self.file)? else {
             return Ok(None);
         };
-        let v = v.value();
-        let corrupt =
-            || StateError::Corrupt(format!("staged chunk {}", crate::payload::short_id(id)));
-        let mut r = narlink_protocol::wire::Reader::new(v);
+        let mut head = *id;
+        let mut v = v.value().to_vec();
+        if v.first() == Some(&JOINED) {
+            head = v
+                .get(1..17)
+                .and_then(|h| h.try_into().ok())
+                .ok_or_else(corrupt)?;
+            v = match self.t.get(&head).ctx(&self.file)? {
+                Some(h) => h.value().to_vec(),
+                None => return Err(corrupt()),
+            };
+        }
+        let mut r = narlink_protocol::wire::Reader::new(&v);
         let encoding = match r.u8().map_err(|_| corrupt())? {
             0 => Encoding::Raw,
             1 => Encoding::Zstd,
@@ -210,7 +247,19 @@ impl StagedReader {
             3 => Encoding::Bsdiff,
             _ => return Err(corrupt()),
         };
-        let raw_len = r.u32_le().map_err(|_| corrupt())?;
+        let n = r.u16_le().map_err(|_| corrupt())?;
+        let mut span = Vec::with_capacity(usize::from(n));
+        for i in 0..n {
+            let chunk = r.take_array::<16>().map_err(|_| corrupt())?;
+            let raw_len = r.u32_le().map_err(|_| corrupt())?;
+            span.push(Payload {
+                chunk,
+                raw_len,
+                encoded_len: 0,
+                encoding: if i == 0 { encoding } else { Encoding::Joined },
+                reference: None,
+            });
+        }
         let source = if encoding.needs_reference() {
             let n = r.u16_le().map_err(|_| corrupt())?;
             let path = r.take(usize::from(n)).map_err(|_| corrupt())?;
@@ -222,18 +271,18 @@ impl StagedReader {
             None
         };
         let bytes = r.take_rest().to_vec();
-        let payload = Payload {
-            chunk: *id,
-            raw_len,
-            encoded_len: bytes.len() as u32,
-            encoding,
-            reference: None,
-        };
-        Ok(Some(Staged {
-            payload,
-            source,
-            bytes,
-        }))
+        match span.first_mut() {
+            Some(p) if p.chunk == head => p.encoded_len = bytes.len() as u32,
+            _ => return Err(corrupt()),
+        }
+        Ok(Some((
+            head,
+            Staged {
+                span,
+                source,
+                bytes,
+            },
+        )))
     }
 
     pub fn contains(&self, id: &ChunkId) -> Result<bool, StateError> {

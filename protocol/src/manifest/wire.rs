@@ -383,4 +383,36 @@ mod tests {
             Err(ManifestError::Index("payload"))
         );
     }
+
+    #[test]
+    fn joined_payloads_form_spans_behind_a_head() {
+        let mut m = manifest();
+        let joined = Payload {
+            chunk: [7; 16],
+            raw_len: 50,
+            encoded_len: 0,
+            encoding: Encoding::Joined,
+            reference: None,
+        };
+        m.payloads.push(joined);
+        m.paths[0].chunks[1] = ChunkRef {
+            id: [7; 16],
+            len: 50,
+        };
+        assert_eq!(m.check(), Ok(()));
+        assert_eq!(m.spans().collect::<Vec<_>>(), vec![0..2]);
+        let device = PathSet::new([GLIBC, OLD_APP, APP]);
+        let wire = m.to_wire(&device).unwrap();
+        assert_eq!(
+            Manifest::from_wire(&wire, resolve_in(&device)),
+            Ok(m.clone())
+        );
+        // A joined payload must follow a head and carry no bytes of its own.
+        let mut first = m.clone();
+        first.payloads.swap(0, 1);
+        assert!(first.check().is_err());
+        let mut with_bytes = m.clone();
+        with_bytes.payloads[1].encoded_len = 1;
+        assert!(with_bytes.check().is_err());
+    }
 }

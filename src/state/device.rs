@@ -177,10 +177,8 @@ impl DeviceState {
 
     /// Which of `ids` are staged.
     pub fn staged_set(&self, ids: impl Iterator<Item = ChunkId>) -> Result<Vec<bool>, StateError> {
-        let tx = self.db.db.begin_read().ctx(&self.db.file)?;
-        let t = tx.open_table(STAGED).ctx(&self.db.file)?;
-        ids.map(|id| Ok(t.get(&id).ctx(&self.db.file)?.is_some()))
-            .collect()
+        let r = self.staged_reader()?;
+        ids.map(|id| r.contains(&id)).collect()
     }
 
     /// A snapshot reader of staged payloads.
@@ -219,6 +217,14 @@ pub struct Staged {
 /// Record kind of a joined chunk (see [`DeviceState::stage`]).
 const JOINED: u8 = 4;
 
+/// The head a joined chunk's record names; `None` for a head's record (or a malformed one).
+fn joined_head(record: &[u8]) -> Option<ChunkId> {
+    match record {
+        [JOINED, head @ ..] => head.try_into().ok(),
+        _ => None,
+    }
+}
+
 impl StagedReader {
     /// The staged span that holds chunk `id`: the head's id and the span.
     pub fn get(&self, id: &ChunkId) -> Result<Option<(ChunkId, Staged)>, StateError> {
@@ -230,13 +236,12 @@ impl StagedReader {
         let mut head = *id;
         let mut v = v.value().to_vec();
         if v.first() == Some(&JOINED) {
-            head = v
-                .get(1..17)
-                .and_then(|h| h.try_into().ok())
-                .ok_or_else(corrupt)?;
+            head = joined_head(&v).ok_or_else(corrupt)?;
             v = match self.t.get(&head).ctx(&self.file)? {
                 Some(h) => h.value().to_vec(),
-                None => return Err(corrupt()),
+                // Its span was unstaged by the import of another bundle that had it: the
+                // chunk is on board now, or the bundle needing it was planned stale.
+                None => return Ok(None),
             };
         }
         let mut r = narlink_protocol::wire::Reader::new(&v);
@@ -285,8 +290,15 @@ impl StagedReader {
         )))
     }
 
+    /// Whether chunk `id` is staged: its record, and for a joined chunk its head's.
     pub fn contains(&self, id: &ChunkId) -> Result<bool, StateError> {
-        Ok(self.t.get(id).ctx(&self.file)?.is_some())
+        let Some(v) = self.t.get(id).ctx(&self.file)? else {
+            return Ok(false);
+        };
+        match joined_head(v.value()) {
+            Some(head) => Ok(self.t.get(&head).ctx(&self.file)?.is_some()),
+            None => Ok(true),
+        }
     }
 }
 

@@ -140,6 +140,46 @@ impl Rig {
         sh(&format!("nix-store --store '{}' --dump-db", self.store()))
     }
 
+    /// Receive the frames in `first` (a file of the first pass, as lossy as the caller made
+    /// it), then status report → `ground resend` → receive until the bundle is complete; the
+    /// number of passes it took. Each status report must stay small.
+    pub fn receive_with_resend(&self, first: &str) -> u32 {
+        let mut frames = first.to_owned();
+        let mut pass = 1;
+        loop {
+            self.ok(&["device", "receive", "--state", self.p("state"), &frames]);
+            self.ok(&[
+                "device",
+                "status",
+                "--state",
+                self.p("state"),
+                "--out",
+                self.p("status"),
+            ]);
+            let st = self.json(&["inspect", self.p("status")]);
+            assert!(
+                std::fs::metadata(self.p("status")).unwrap().len()
+                    <= 64 + 2 * st["needs"].as_array().unwrap().len() as u64
+            );
+            if st["phase"] != "receiving" {
+                return pass;
+            }
+            pass += 1;
+            assert!(pass < 10, "no progress: {st}");
+            frames = self.p(&format!("pass{pass}")).to_owned();
+            self.ok(&[
+                "ground",
+                "resend",
+                "--mirror",
+                self.p("mirror"),
+                "--status",
+                self.p("status"),
+                "--frames",
+                &frames,
+            ]);
+        }
+    }
+
     pub fn assert_holds(&self, root: &str) {
         let closure = sh(&format!("nix-store -qR {root}"));
         let paths: Vec<&str> = closure.lines().collect();

@@ -174,44 +174,7 @@ fn frames_through_files_with_resend() {
     }
     kept[fl + 50] ^= 0xff;
     std::fs::write(rig.p("pass1"), &kept).unwrap();
-    let mut pass = 1;
-    loop {
-        rig.ok(&[
-            "device",
-            "receive",
-            "--state",
-            rig.p("state"),
-            rig.p(&format!("pass{pass}")),
-        ]);
-        rig.ok(&[
-            "device",
-            "status",
-            "--state",
-            rig.p("state"),
-            "--out",
-            rig.p("status"),
-        ]);
-        let st = rig.json(&["inspect", rig.p("status")]);
-        assert!(
-            std::fs::metadata(rig.p("status")).unwrap().len()
-                <= 64 + 2 * st["needs"].as_array().unwrap().len() as u64
-        );
-        if st["phase"] != "receiving" {
-            break;
-        }
-        pass += 1;
-        assert!(pass < 10, "no progress: {st}");
-        rig.ok(&[
-            "ground",
-            "resend",
-            "--mirror",
-            rig.p("mirror"),
-            "--status",
-            rig.p("status"),
-            "--frames",
-            rig.p(&format!("pass{pass}")),
-        ]);
-    }
+    rig.receive_with_resend(rig.p("pass1"));
     rig.ok(&["device", "import", "--state", rig.p("state")]);
     rig.assert_holds(&v2);
 }

@@ -60,3 +60,38 @@ fn relinked_library_travels_as_patches_and_imports() {
     ));
     assert_eq!(on_device, sh(&format!("cat {v2}/{lib} | sha256sum")));
 }
+
+/// The same update through lossy frames: spans (chunks coded together) are staged from the
+/// link as they complete, resent when lost, and import byte-exact.
+#[test]
+fn relinked_library_in_spans_through_lossy_frames() {
+    let (v1, v2) = (relocated(1), relocated(2));
+    let rig = Rig::new(&v1);
+    let r = rig.pack(&[
+        "--out",
+        rig.p("b"),
+        "--frames",
+        rig.p("pass1"),
+        "--frame-size",
+        "512",
+        "--group-k",
+        "8",
+        "--redundancy",
+        "0",
+        &v2,
+    ]);
+    assert!(r["chunks_joined"].as_u64().unwrap() > 0, "no spans: {r}");
+    // Lose every fourth frame of the first pass.
+    let fl = 512 + 44;
+    let all = std::fs::read(rig.p("pass1")).unwrap();
+    let kept: Vec<u8> = all
+        .chunks(fl)
+        .enumerate()
+        .filter(|(i, _)| i % 4 != 1)
+        .flat_map(|(_, f)| f.to_vec())
+        .collect();
+    std::fs::write(rig.p("pass1"), &kept).unwrap();
+    assert!(rig.receive_with_resend(rig.p("pass1")) > 1);
+    rig.ok(&["device", "import", "--state", rig.p("state")]);
+    rig.assert_holds(&v2);
+}

@@ -11,8 +11,8 @@ use std::process::{ChildStdin, ChildStdout, Command, Stdio};
 
 use crate::nar::NarHash;
 
-/// The store directory narlink works with.
-pub const STORE_DIR: &str = "/nix/store";
+/// The store directory narlink works with (one definition, in the protocol crate).
+pub use narlink_protocol::storepath::STORE_DIR;
 
 #[derive(Debug, thiserror::Error)]
 pub enum NixError {

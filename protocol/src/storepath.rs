@@ -24,13 +24,17 @@ pub const MIN_PREFIX: usize = 3;
 /// Longest store path name (the part after `<hash>-`) Nix accepts.
 pub const MAX_NAME: usize = 211;
 
-const ALPHABET: &[u8; 32] = b"0123456789abcdfghijklmnpqrsvwxyz";
+/// The 32 characters of Nix base32, in digit order (no `e o t u`).
+pub const NIX_BASE32_ALPHABET: &[u8; 32] = b"0123456789abcdfghijklmnpqrsvwxyz";
 
 /// A packed hash part.
 pub type PackedHash = [u8; HASH_BYTES];
 
 fn digit(c: u8) -> Option<u8> {
-    ALPHABET.iter().position(|&a| a == c).map(|d| d as u8)
+    NIX_BASE32_ALPHABET
+        .iter()
+        .position(|&a| a == c)
+        .map(|d| d as u8)
 }
 
 /// Pack a 32-character hash part; `None` if it is not one.
@@ -62,7 +66,7 @@ pub fn unpack(bytes: &[u8]) -> String {
                 let bit = 5 * i + b;
                 d = (d << 1) | ((bytes[bit / 8] >> (7 - bit % 8)) & 1);
             }
-            char::from(ALPHABET[usize::from(d)])
+            char::from(NIX_BASE32_ALPHABET[usize::from(d)])
         })
         .collect()
 }
@@ -119,14 +123,6 @@ impl PathSet {
         paths.sort();
         paths.dedup();
         PathSet { paths }
-    }
-
-    pub fn len(&self) -> usize {
-        self.paths.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.paths.is_empty()
     }
 
     /// The path whose packed hash begins with `prefix`, if exactly one does.

@@ -37,18 +37,19 @@ pub struct AckReport {
 pub fn ack(mirror: &Mirror, bytes: &[u8]) -> Result<AckReport, AckError> {
     let r = StatusReport::decode(bytes)?;
     let mut applied = None;
-    let mut mirror_digest = short(&mirror.db.digest()?);
+    let paths: std::collections::BTreeSet<String> = mirror.db.paths()?.into_iter().collect();
+    let mut mirror_digest = short(&state_digest(paths.iter().map(String::as_str)));
     if r.state_digest != mirror_digest && r.phase == Phase::Imported {
         if let Some(m) = mirror.pending(&r.bundle_id)? {
             // The state the bundle leads to: the mirror's paths and the bundle's.
-            let mut target: std::collections::BTreeSet<String> =
-                mirror.db.paths()?.into_iter().collect();
+            let mut target = paths;
             target.extend(m.paths.iter().map(|p| p.store_path.clone()));
             let target = short(&state_digest(target.iter().map(String::as_str)));
             if target == r.state_digest && m.base_digest == mirror_digest {
                 mirror.apply(&r.bundle_id, &m)?;
                 applied = Some(hex(&r.bundle_id));
-                mirror_digest = short(&mirror.db.digest()?);
+                // The mirror now holds exactly the target.
+                mirror_digest = target;
             }
         }
     }

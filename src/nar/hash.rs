@@ -11,8 +11,8 @@ use sha2::{Digest, Sha256};
 
 use super::error::NarError;
 
-/// The 32 characters of Nix base32, in digit order.
-pub const NIX_BASE32_ALPHABET: &[u8; 32] = b"0123456789abcdfghijklmnpqrsvwxyz";
+/// The 32 characters of Nix base32, in digit order (one definition, in the protocol crate).
+pub use narlink_protocol::storepath::NIX_BASE32_ALPHABET;
 
 /// Length of the Nix base32 encoding of `n` bytes (52 for sha256, 32 for a store path hash).
 pub const fn base32_len(n: usize) -> usize {

@@ -140,6 +140,37 @@ impl Rig {
         sh(&format!("nix-store --store '{}' --dump-db", self.store()))
     }
 
+    /// `device receive` of `what` (bundles or frames) into the rig's device.
+    pub fn receive(&self, what: &str) -> String {
+        self.ok(&["device", "receive", "--state", self.p("state"), what])
+    }
+
+    /// `device receive --import` of `what`.
+    pub fn receive_import(&self, what: &str) -> String {
+        self.ok(&[
+            "device",
+            "receive",
+            "--state",
+            self.p("state"),
+            "--import",
+            what,
+        ])
+    }
+
+    /// `device status` written to `status` in the rig, then `extra`; what it reports.
+    pub fn status(&self, extra: &[&str]) -> serde_json::Value {
+        let mut a = vec![
+            "device",
+            "status",
+            "--state",
+            self.p("state"),
+            "--out",
+            self.p("status"),
+        ];
+        a.extend_from_slice(extra);
+        self.json(&a)
+    }
+
     /// Receive the frames in `first` (a file of the first pass, as lossy as the caller made
     /// it), then status report → `ground resend` → receive until the bundle is complete; the
     /// number of passes it took. Each status report must stay small.
@@ -147,15 +178,8 @@ impl Rig {
         let mut frames = first.to_owned();
         let mut pass = 1;
         loop {
-            self.ok(&["device", "receive", "--state", self.p("state"), &frames]);
-            self.ok(&[
-                "device",
-                "status",
-                "--state",
-                self.p("state"),
-                "--out",
-                self.p("status"),
-            ]);
+            self.receive(&frames);
+            self.status(&[]);
             let st = self.json(&["inspect", self.p("status")]);
             assert!(
                 std::fs::metadata(self.p("status")).unwrap().len()

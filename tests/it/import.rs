@@ -122,7 +122,7 @@ fn device_import_memory_does_not_grow_with_the_nar() {
     .to_owned();
     let rig = Rig::new(&demo(1));
     rig.pack(&["--level", "1", "--out", rig.p("b"), &big]);
-    rig.ok(&["device", "receive", "--state", rig.p("state"), rig.p("b")]);
+    rig.receive(rig.p("b"));
     let out = nix_env(Command::new("/usr/bin/time").args([
         "-f",
         "%M",

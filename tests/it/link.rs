@@ -82,6 +82,20 @@ fn bursts_corruption_duplicates_and_reordering_still_complete() {
     }
 }
 
+/// The update `v1` → `v3` through the simulator with the default link, quietly.
+fn simulate(v1: &str, v3: &str, work: &std::path::Path, opts: &SimOptions) -> sim::UpdateReport {
+    sim::simulate_update(
+        &NixStore::new(None),
+        v1,
+        v3,
+        work,
+        LinkOptions::default(),
+        opts,
+        false,
+    )
+    .unwrap()
+}
+
 /// The real closure update over 20% i.i.d. loss: bytes on air at most 1.10 × payload / 0.8,
 /// imported and verified on the device store.
 #[test]
@@ -94,16 +108,7 @@ fn real_update_at_20_percent_loss_is_verified_and_cheap() {
             seed,
             ..SimOptions::default()
         };
-        let r = sim::simulate_update(
-            &NixStore::new(None),
-            &v1,
-            &v3,
-            work.path(),
-            LinkOptions::default(),
-            &opts,
-            false,
-        )
-        .unwrap();
+        let r = simulate(&v1, &v3, work.path(), &opts);
         assert!(
             r.link.completed && r.verified,
             "seed {seed}: {}",
@@ -131,16 +136,7 @@ fn real_update_survives_bursts_and_reboots() {
         seed: 7,
         ..SimOptions::default()
     };
-    let r = sim::simulate_update(
-        &NixStore::new(None),
-        &v1,
-        &v3,
-        work.path(),
-        LinkOptions::default(),
-        &opts,
-        false,
-    )
-    .unwrap();
+    let r = simulate(&v1, &v3, work.path(), &opts);
     assert!(r.link.completed && r.verified, "{}", r.link.render());
     assert!(r.device_reboots > 0);
 }
@@ -296,14 +292,7 @@ fn paths_import_before_the_bundle_completes() {
     let mut seen_partial = false;
     for (g, frames) in &by_group {
         std::fs::write(rig.p("part"), frames).unwrap();
-        rig.ok(&[
-            "device",
-            "receive",
-            "--state",
-            rig.p("state"),
-            "--import",
-            rig.p("part"),
-        ]);
+        rig.receive_import(rig.p("part"));
         let valid = sh(&format!(
             "nix-store --store '{}' --check-validity --print-invalid {} || true",
             rig.store(),
@@ -336,13 +325,6 @@ fn paths_import_before_the_bundle_completes() {
         "no path was imported before the bundle completed"
     );
     rig.assert_holds(&v2);
-    let st = rig.json(&[
-        "device",
-        "status",
-        "--state",
-        rig.p("state"),
-        "--out",
-        rig.p("status"),
-    ]);
+    let st = rig.status(&[]);
     assert_eq!(st["phase"], "imported", "{st}");
 }

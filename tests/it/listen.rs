@@ -103,14 +103,7 @@ fn via_files() -> String {
     let (v1, v2) = (demo(1), demo(2));
     let rig = Rig::new(&v1);
     frames_of(&rig, &v2);
-    rig.ok(&[
-        "device",
-        "receive",
-        "--state",
-        rig.p("state"),
-        "--import",
-        rig.p("frames"),
-    ]);
+    rig.receive_import(rig.p("frames"));
     rig.assert_holds(&v2);
     rig.device_db()
 }

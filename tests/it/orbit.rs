@@ -37,7 +37,7 @@ fn live(rig: &Rig) -> String {
 
 fn update(rig: &Rig, to: &str, name: &str, activate: &str) -> serde_json::Value {
     rig.pack(&["--out", rig.p(name), to]);
-    rig.ok(&["device", "receive", "--state", rig.p("state"), rig.p(name)]);
+    rig.receive(rig.p(name));
     rig.json(&[
         "device",
         "import",
@@ -51,16 +51,7 @@ fn update(rig: &Rig, to: &str, name: &str, activate: &str) -> serde_json::Value 
 }
 
 fn report(rig: &Rig) -> serde_json::Value {
-    rig.ok(&[
-        "device",
-        "status",
-        "--state",
-        rig.p("state"),
-        "--out",
-        rig.p("status"),
-        "--inventory",
-        rig.p("inventory"),
-    ]);
+    rig.status(&["--inventory", rig.p("inventory")]);
     let out = rig.run(&[
         "ground",
         "ack",
@@ -140,7 +131,7 @@ fn update_gc_ack_update_again() {
         .unwrap()
         .iter()
         .all(|p| !v1_only.contains(&p["path"].as_str().unwrap().to_owned())));
-    rig.ok(&["device", "receive", "--state", rig.p("state"), rig.p("b3")]);
+    rig.receive(rig.p("b3"));
     let imp = rig.json(&[
         "device",
         "import",
@@ -189,13 +180,7 @@ fn stale_mirror_is_detected_and_repaired() {
     rig.ok(&["device", "gc", "--no-collect", "--state", rig.p("state")]);
     rig.pack(&["--out", rig.p("stale"), &v3]);
     let before = rig.device_db();
-    rig.ok(&[
-        "device",
-        "receive",
-        "--state",
-        rig.p("state"),
-        rig.p("stale"),
-    ]);
+    rig.receive(rig.p("stale"));
     let out = rig.run(&["device", "import", "--state", rig.p("state")]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -209,14 +194,7 @@ fn stale_mirror_is_detected_and_repaired() {
     );
 
     // The report shows the mirror stale; packing is refused until the inventory rebuilds it.
-    rig.ok(&[
-        "device",
-        "status",
-        "--state",
-        rig.p("state"),
-        "--out",
-        rig.p("status"),
-    ]);
+    rig.status(&[]);
     let out = rig.run(&[
         "ground",
         "ack",
@@ -247,7 +225,7 @@ fn failed_activation_leaves_the_previous_generation_live() {
     let (v1, v2) = (demo(1), demo(2));
     let rig = with_profile(&v1);
     rig.pack(&["--out", rig.p("b2"), &v2]);
-    rig.ok(&["device", "receive", "--state", rig.p("state"), rig.p("b2")]);
+    rig.receive(rig.p("b2"));
     let out = rig.run(&[
         "device",
         "import",

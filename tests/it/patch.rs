@@ -49,7 +49,7 @@ fn relinked_library_travels_as_patches_and_imports() {
         with_b * 10 < without_b,
         "patches should make the bundle far smaller: {with_b} B vs {without_b} B without deltas"
     );
-    rig.ok(&["device", "receive", "--state", rig.p("state"), bundle]);
+    rig.receive(bundle);
     rig.ok(&["device", "import", "--state", rig.p("state")]);
     rig.assert_holds(&v2);
     let lib = "lib/libcrypto.so.3";

@@ -35,7 +35,7 @@ fn update_v1_to_v2_imports_verifies_and_acks() {
         std::fs::metadata(bundle).unwrap().len()
     );
 
-    rig.ok(&["device", "receive", "--state", rig.p("state"), bundle]);
+    rig.receive(bundle);
     let imp = rig.json(&["device", "import", "--state", rig.p("state")]);
     assert_eq!(imp["bundles"][0]["paths_imported"], 3, "{imp}");
     rig.assert_holds(&v2);
@@ -44,14 +44,7 @@ fn update_v1_to_v2_imports_verifies_and_acks() {
     let again = rig.json(&["device", "import", "--state", rig.p("state")]);
     assert_eq!(again["bundles"].as_array().unwrap().len(), 0);
 
-    rig.ok(&[
-        "device",
-        "status",
-        "--state",
-        rig.p("state"),
-        "--out",
-        rig.p("status"),
-    ]);
+    rig.status(&[]);
     let ack = rig.json(&[
         "ground",
         "ack",

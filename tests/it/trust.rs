@@ -67,14 +67,7 @@ fn unsigned_untrusted_and_replayed_bundles_are_refused() {
     // An older bundle (planned earlier, never delivered) after a newer one was imported.
     rig.pack(&["--out", rig.p("old"), &v2]);
     rig.pack(&["--out", rig.p("new"), &v3]);
-    rig.ok(&[
-        "device",
-        "receive",
-        "--state",
-        rig.p("state"),
-        "--import",
-        rig.p("new"),
-    ]);
+    rig.receive_import(rig.p("new"));
     rig.assert_holds(&v3);
     refused(
         &rig,
@@ -82,7 +75,7 @@ fn unsigned_untrusted_and_replayed_bundles_are_refused() {
         "not newer than the last imported bundle",
     );
     // The same newest bundle again is harmless.
-    rig.ok(&["device", "receive", "--state", rig.p("state"), rig.p("new")]);
+    rig.receive(rig.p("new"));
 }
 
 #[test]
@@ -230,14 +223,7 @@ fn flood_of_random_frames_stays_within_bounds() {
 
     // A real bundle afterwards still imports.
     rig.pack(&["--out", rig.p("b"), "--frames", rig.p("frames"), &v2]);
-    rig.ok(&[
-        "device",
-        "receive",
-        "--state",
-        rig.p("state"),
-        "--import",
-        rig.p("frames"),
-    ]);
+    rig.receive_import(rig.p("frames"));
     rig.assert_holds(&v2);
 }
 

@@ -28,7 +28,7 @@ use narlink_protocol::manifest::{resolve_in, Manifest};
 use narlink_protocol::params::{CodecId, Limits, LinkParams};
 use narlink_protocol::receiver::{GroupTracker, Outcome};
 use narlink_protocol::status::{Phase as WirePhase, StatusReport};
-use redb::{ReadableTable, TableDefinition};
+use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
 use super::receive::{

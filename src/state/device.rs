@@ -11,7 +11,7 @@ use std::path::Path;
 
 use narlink_protocol::bundle::BundleId;
 use narlink_protocol::manifest::{ChunkId, Encoding, Manifest, Payload};
-use redb::{ReadableTable, TableDefinition};
+use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
 use super::{Ctx, StateDb, StateError};

@@ -11,7 +11,7 @@ use std::path::Path;
 
 use narlink_protocol::bundle::BundleId;
 use narlink_protocol::manifest::Manifest;
-use redb::TableDefinition;
+use redb::{ReadableDatabase, TableDefinition};
 
 use super::{Ctx, PathRecord, StateDb, StateError};
 use crate::ground::link::SendRecord;

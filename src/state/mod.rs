@@ -16,7 +16,8 @@ use std::path::{Path, PathBuf};
 use narlink_protocol::digest::state_digest;
 use narlink_protocol::manifest::{ChunkId, ChunkParams, ChunkRef};
 use redb::{
-    Database, MultimapTableDefinition, ReadableTable, ReadableTableMetadata, TableDefinition,
+    Database, MultimapTableDefinition, ReadableDatabase, ReadableTable, ReadableTableMetadata,
+    TableDefinition,
 };
 use serde::{Deserialize, Serialize};
 
@@ -45,7 +46,12 @@ pub enum StateError {
     },
     #[error("{0} is in use by another narlink process (a running `device listen`?); stop it or try again")]
     Busy(PathBuf),
-    #[error("{0} holds no narlink state: run `narlink {1} init` first")]
+    #[error(
+        "{0} was written by an older narlink (redb file format {1}), which this narlink cannot \
+         read: move it aside and run `{2}` again"
+    )]
+    OldFormat(PathBuf, u8, &'static str),
+    #[error("{0} holds no narlink state: run `{1}` first")]
     Missing(PathBuf, &'static str),
     #[error(
         "{path} was indexed with chunking {found:?}, this narlink uses {PARAMS:?}: re-run init"
@@ -136,6 +142,15 @@ impl<T, E: Into<redb::Error>> Ctx<T> for Result<T, E> {
     }
 }
 
+/// The command that creates a state of `role`.
+fn init_command(role: &str) -> &'static str {
+    if role == "mirror" {
+        "narlink ground init"
+    } else {
+        "narlink device init"
+    }
+}
+
 impl StateDb {
     /// Create a fresh state in `dir` for `role`, replacing none: fails if one exists.
     pub(crate) fn create(
@@ -174,7 +189,7 @@ impl StateDb {
     ) -> Result<StateDb, StateError> {
         let file = dir.join(file_name);
         if !file.exists() {
-            return Err(StateError::Missing(dir.into(), role));
+            return Err(StateError::Missing(dir.into(), init_command(role)));
         }
         // Another narlink process (a daemon, an import) may hold the database for a moment:
         // wait for it rather than fail at once.
@@ -188,6 +203,9 @@ impl StateDb {
                 }
                 Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
                     return Err(StateError::Busy(file))
+                }
+                Err(redb::DatabaseError::UpgradeRequired(found)) => {
+                    return Err(StateError::OldFormat(file, found, init_command(role)))
                 }
                 r => break r.ctx(&file)?,
             }

@@ -7,4 +7,5 @@ mod listen;
 mod orbit;
 mod patch;
 mod spine;
+mod state;
 mod trust;

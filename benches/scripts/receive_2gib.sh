@@ -30,8 +30,9 @@
 #    frame files, device state and store) are deleted at the end unless KEEP=1.
 #
 # Environment: SIZE_MIB, FILES (default 8), DROP_PERMILLE, DROP_MODE, DROP_SEED, IMPORT,
-# KEEP, CARGO_TARGET_DIR (default ./target; the binary is copied into WORKDIR so concurrent
-# rebuilds do not change it mid-run).
+# KEEP, NARLINK (a narlink binary to measure, for example an older build; default: build this
+# tree into CARGO_TARGET_DIR, default ./target). The binary is copied into WORKDIR so
+# concurrent rebuilds do not change it mid-run.
 #
 # Disk: the big store path (SIZE_MIB) stays; during a run about 5.5x SIZE_MIB more (bundle
 # or frames, lossy frames, device redb, device store after import).
@@ -74,10 +75,14 @@ hwm_watch() {
 }
 start=$(date +%s)
 
-step "building narlink (release)"
-TARGET=${CARGO_TARGET_DIR:-$PWD/target}
-CARGO_TARGET_DIR="$TARGET" cargo build --release --quiet --bin narlink
-cp "$TARGET/release/narlink" "$WORK/narlink"
+if [ -n "${NARLINK:-}" ]; then
+  cp "$NARLINK" "$WORK/narlink"
+else
+  step "building narlink (release)"
+  TARGET=${CARGO_TARGET_DIR:-$PWD/target}
+  CARGO_TARGET_DIR="$TARGET" cargo build --release --quiet --bin narlink
+  cp "$TARGET/release/narlink" "$WORK/narlink"
+fi
 NARLINK="$WORK/narlink"
 
 step "nix-build: $SIZE_MIB MiB of incompressible data in $FILES files"

@@ -176,7 +176,10 @@ fn frames_through_files_with_resend() {
 }
 
 /// SIGKILL `narlink device receive` and `device import` at random instants, many times; the
-/// update still completes byte-exact.
+/// update still completes byte-exact. Each command is killed after a random delay below a cap
+/// that starts at 2 ms and grows by half after each kill, so the kills sweep the whole run
+/// (open and repair first, then ever later commits) whatever this machine's speed, until a
+/// run finishes before its delay is up.
 #[test]
 fn sigkill_during_receive_and_import() {
     let kills_wanted: u32 = std::env::var("NARLINK_KILLS")
@@ -221,6 +224,7 @@ fn sigkill_during_receive_and_import() {
             ),
         ] {
             let mut round_kills = 0;
+            let mut cap_us = 2_000u64;
             loop {
                 let start = Instant::now();
                 let mut child = nix_env(Command::new(NARLINK).arg("--quiet").args(&args))
@@ -228,11 +232,7 @@ fn sigkill_during_receive_and_import() {
                     .stderr(Stdio::piped())
                     .spawn()
                     .unwrap();
-                let delay = Duration::from_micros(rng.below(if label == "receive" {
-                    150_000
-                } else {
-                    400_000
-                }));
+                let delay = Duration::from_micros(rng.below(cap_us));
                 std::thread::sleep(delay);
                 let finished = child.try_wait().unwrap();
                 if finished.is_none() && round_kills < 25 {
@@ -240,6 +240,7 @@ fn sigkill_during_receive_and_import() {
                     child.wait().unwrap();
                     kills += 1;
                     round_kills += 1;
+                    cap_us += cap_us / 2;
                     continue;
                 }
                 let out = child.wait_with_output().unwrap();

@@ -14,7 +14,7 @@ step() { printf '\n== %s\n' "$*"; }
 
 step "building narlink"
 cargo build --release --quiet
-NARLINK="$PWD/target/release/narlink"
+NARLINK="${CARGO_TARGET_DIR:-$PWD/target}/release/narlink"
 
 step "building the example closure, versions 1 and 2, with nix-build"
 V1=$(nix-build examples/demo.nix --arg version 1 "${NIXOPTS[@]}" -o "$WORK/v1" 2>/dev/null)

@@ -416,13 +416,17 @@ pub fn simulate_update(
     let device_store = NixStore::new(Some(&device_uri));
     let v1_closure = ground_store.closure(&roots[..1])?;
     ground_store.copy_to(&device_store, &v1_closure)?;
-    crate::device::init::init(&work.join("device-state"), Some(&device_uri), progress)?;
     // A signing key for this run, derived from the seed; the device trusts it.
     let key = narlink_protocol::signature::SecretKey::from_seed(
         "narlink-sim-1",
         *blake3::hash(&opts.seed.to_le_bytes()).as_bytes(),
     );
-    DeviceState::open(&work.join("device-state"))?.set_trust(&[key.public()], false)?;
+    crate::device::init::init(
+        &work.join("device-state"),
+        Some(&device_uri),
+        progress,
+        |state| state.set_trust(&[key.public()], false),
+    )?;
     crate::ground::init::init(&work.join("mirror"), ground_store, &roots[..1], progress)?;
     let mirror = crate::state::mirror::Mirror::open(&work.join("mirror"))?;
     let bundle = work.join("update.bundle");

@@ -208,17 +208,18 @@ pub fn run(c: Command, progress: bool) -> anyhow::Result<ExitCode> {
             if keys.is_empty() && !a.allow_unsigned {
                 anyhow::bail!("give the ground's public key with --trust KEYFILE (or --allow-unsigned, for tests only)");
             }
-            let r = init::init(&a.state, a.store.as_deref(), progress)
-                .with_context(|| format!("device init of {}", a.state.display()))?;
-            let state = DeviceState::open(&a.state)?;
-            state.set_trust(&keys, a.allow_unsigned)?;
             let d = narlink::state::device::DeviceLimits::default();
-            state.set_limits(&narlink::state::device::DeviceLimits {
+            let limits = narlink::state::device::DeviceLimits {
                 max_bundle_bytes: a.max_bundle_bytes.unwrap_or(d.max_bundle_bytes),
                 link_quota_bytes: a.link_quota_bytes.unwrap_or(d.link_quota_bytes),
                 unverified_bytes: a.unverified_bytes.unwrap_or(d.unverified_bytes),
                 ..d
-            })?;
+            };
+            let r = init::init(&a.state, a.store.as_deref(), progress, |state| {
+                state.set_trust(&keys, a.allow_unsigned)?;
+                state.set_limits(&limits)
+            })
+            .with_context(|| format!("device init of {}", a.state.display()))?;
             if a.allow_unsigned {
                 eprintln!(
                     "narlink: WARNING: {} accepts UNSIGNED bundles",

@@ -10,14 +10,20 @@ use crate::state::device::DeviceState;
 pub type DeviceInitError = crate::index::SyncError;
 
 /// Create a device state in `dir` for the store at `store_uri` and index every valid path,
-/// checking each against the narHash Nix recorded (damaged paths are left out).
+/// checking each against the narHash Nix recorded (damaged paths are left out); `setup` then
+/// records what else the state needs (trust, limits) before the state takes its name, so a
+/// state that `open` finds is always complete.
 pub fn init(
     dir: &Path,
     store_uri: Option<&str>,
     progress: bool,
+    setup: impl FnOnce(&DeviceState) -> Result<(), crate::state::StateError>,
 ) -> Result<IndexReport, DeviceInitError> {
+    let state = DeviceState::create(dir, store_uri)?;
     let store = NixStore::new(store_uri);
     let infos = store.path_infos(None)?;
-    let state = DeviceState::create(dir, store_uri)?;
-    Ok(index_into(&state.db, &store, &infos, true, progress)?)
+    let report = index_into(&state.db, &store, &infos, true, progress)?;
+    setup(&state)?;
+    state.publish()?;
+    Ok(report)
 }

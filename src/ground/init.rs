@@ -17,9 +17,11 @@ pub fn init(
     roots: &[String],
     progress: bool,
 ) -> Result<IndexReport, GroundInitError> {
+    let mirror = Mirror::create(dir)?;
     let roots = store.resolve_roots(roots)?;
     let closure = store.closure(&roots)?;
     let infos = store.path_infos(Some(&closure))?;
-    let mirror = Mirror::create(dir)?;
-    Ok(index_into(&mirror.db, store, &infos, false, progress)?)
+    let report = index_into(&mirror.db, store, &infos, false, progress)?;
+    mirror.publish()?;
+    Ok(report)
 }

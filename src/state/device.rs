@@ -61,6 +61,12 @@ impl DeviceState {
         Ok(DeviceState { db })
     }
 
+    /// Make a state from [`DeviceState::create`] the one `open` finds (see
+    /// [`StateDb::publish`]).
+    pub fn publish(self) -> Result<(), StateError> {
+        self.db.publish()
+    }
+
     pub fn open(dir: &Path) -> Result<DeviceState, StateError> {
         Ok(DeviceState {
             db: StateDb::open(dir, FILE, ROLE)?,

@@ -38,6 +38,11 @@ impl Mirror {
         Ok(Mirror { db })
     }
 
+    /// Make a mirror from [`Mirror::create`] the one `open` finds (see [`StateDb::publish`]).
+    pub fn publish(self) -> Result<(), StateError> {
+        self.db.publish()
+    }
+
     pub fn open(dir: &Path) -> Result<Mirror, StateError> {
         Ok(Mirror {
             db: StateDb::open(dir, FILE, ROLE)?,

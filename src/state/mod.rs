@@ -51,6 +51,10 @@ pub enum StateError {
          read: move it aside and run `{2}` again"
     )]
     OldFormat(PathBuf, u8, &'static str),
+    #[error(
+        "{0} already exists: init starts a state afresh; move it aside first if that is meant"
+    )]
+    Exists(PathBuf),
     #[error("{0} holds no narlink state: run `{1}` first")]
     Missing(PathBuf, &'static str),
     #[error(
@@ -152,7 +156,10 @@ fn init_command(role: &str) -> &'static str {
 }
 
 impl StateDb {
-    /// Create a fresh state in `dir` for `role`, replacing none: fails if one exists.
+    /// Create a fresh state in `dir` for `role`, replacing none: fails if one exists. The
+    /// state is built in `FILE.partial` and appears under its own name only at
+    /// [`StateDb::publish`], so a crash during init leaves no state that looks whole (a
+    /// leftover `.partial` is removed by the next init).
     pub(crate) fn create(
         dir: &Path,
         file_name: &str,
@@ -162,7 +169,16 @@ impl StateDb {
             path: dir.into(),
             source,
         })?;
-        let file = dir.join(file_name);
+        if dir.join(file_name).exists() {
+            return Err(StateError::Exists(dir.join(file_name)));
+        }
+        let file = dir.join(format!("{file_name}.partial"));
+        if file.exists() {
+            std::fs::remove_file(&file).map_err(|source| StateError::Io {
+                path: file.clone(),
+                source,
+            })?;
+        }
         let db = Database::builder()
             .set_cache_size(CACHE_BYTES)
             .create(&file)
@@ -179,6 +195,23 @@ impl StateDb {
         }
         tx.commit().ctx(&s.file)?;
         Ok(s)
+    }
+
+    /// Close a state made by [`StateDb::create`] and give it its own name (rename, then
+    /// fsync of the directory): from here on it is a state `open` accepts.
+    pub(crate) fn publish(self) -> Result<(), StateError> {
+        let StateDb { db, file } = self;
+        drop(db);
+        let io = |path: &Path| {
+            let path = path.to_owned();
+            move |source| StateError::Io { path, source }
+        };
+        let done = file.with_extension("");
+        std::fs::rename(&file, &done).map_err(io(&done))?;
+        let dir = done.parent().unwrap_or(Path::new("."));
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io(dir))
     }
 
     /// Open an existing state and check its role and chunking parameters.

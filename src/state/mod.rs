@@ -129,6 +129,11 @@ pub struct StateDb {
     pub(crate) file: PathBuf,
 }
 
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StateError {
+    let path = path.to_owned();
+    move |source| StateError::Io { path, source }
+}
+
 fn db_err(file: &Path) -> impl Fn(redb::Error) -> StateError + '_ {
     move |source| StateError::Db {
         path: file.to_owned(),
@@ -165,19 +170,14 @@ impl StateDb {
         file_name: &str,
         role: &'static str,
     ) -> Result<StateDb, StateError> {
-        std::fs::create_dir_all(dir).map_err(|source| StateError::Io {
-            path: dir.into(),
-            source,
-        })?;
-        if dir.join(file_name).exists() {
-            return Err(StateError::Exists(dir.join(file_name)));
+        std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+        let done = dir.join(file_name);
+        if done.exists() {
+            return Err(StateError::Exists(done));
         }
         let file = dir.join(format!("{file_name}.partial"));
         if file.exists() {
-            std::fs::remove_file(&file).map_err(|source| StateError::Io {
-                path: file.clone(),
-                source,
-            })?;
+            std::fs::remove_file(&file).map_err(io_err(&file))?;
         }
         let db = Database::builder()
             .set_cache_size(CACHE_BYTES)
@@ -202,16 +202,12 @@ impl StateDb {
     pub(crate) fn publish(self) -> Result<(), StateError> {
         let StateDb { db, file } = self;
         drop(db);
-        let io = |path: &Path| {
-            let path = path.to_owned();
-            move |source| StateError::Io { path, source }
-        };
         let done = file.with_extension("");
-        std::fs::rename(&file, &done).map_err(io(&done))?;
+        std::fs::rename(&file, &done).map_err(io_err(&done))?;
         let dir = done.parent().unwrap_or(Path::new("."));
         std::fs::File::open(dir)
             .and_then(|d| d.sync_all())
-            .map_err(io(dir))
+            .map_err(io_err(dir))
     }
 
     /// Open an existing state and check its role and chunking parameters.

@@ -7,9 +7,9 @@ use narlink_protocol::manifest::{display_names, Encoding};
 use narlink_protocol::signature::show_key_id;
 use serde::Serialize;
 
-use crate::device::receive::{read_manifest, ReceiveError};
 use crate::device::status::{decode_report, StatusView};
 use crate::ground::pack::hex;
+use crate::head::{read_manifest, HeadError};
 use crate::nar::NarHash;
 use crate::progress::bytes;
 
@@ -18,7 +18,7 @@ pub enum InspectError {
     #[error("reading: {0}")]
     Io(#[from] io::Error),
     #[error(transparent)]
-    Bundle(#[from] ReceiveError),
+    Bundle(#[from] HeadError),
     #[error("status report: {0}")]
     Status(String),
     #[error("not a narlink file (magic {0})")]

@@ -5,6 +5,7 @@
 pub mod chunking;
 pub mod device;
 pub mod ground;
+pub mod head;
 pub mod index;
 pub mod inspect;
 pub mod inventory;

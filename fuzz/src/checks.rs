@@ -464,38 +464,42 @@ pub fn manifest(data: &[u8]) {
 // ---------------------------------------------------------------------------------------------
 // bundle
 
-/// `narlink::device::receive::read_manifest` over the input (header, manifest, checks,
-/// signature block), on a device that holds every path ([`any_name`]). On success the header
-/// re-encodes to the input's header. Runs again with the header's id fixed to match the
-/// manifest bytes it names (as many as the input has), so mutations of the manifest get past
-/// the checksum.
+/// `narlink::head::read_manifest` over the input (header, head checked against the id,
+/// signature block, manifest decoded), on a device that holds every path ([`any_name`]). On
+/// success the header re-encodes to the input's header. Runs again with the header's id fixed
+/// to match the head it names (as many bytes as the input has), so mutations of the manifest
+/// and signature block get past the checksum.
 pub fn bundle(data: &[u8]) {
     bundle_once(data);
-    if data.len() >= bundle::HEADER_LEN {
-        let mut fixed = data.to_vec();
-        let claimed = u32::from_le_bytes([data[8], data[9], data[10], data[11]]);
+    if let Ok(h) = BundleHeader::decode(data) {
         let have = data.len() - bundle::HEADER_LEN;
-        let len = (claimed as usize).min(have);
+        let len = (h.manifest_len as usize).min(have);
         let stored = &data[bundle::HEADER_LEN..bundle::HEADER_LEN + len];
-        fixed[8..12].copy_from_slice(&(len as u32).to_le_bytes());
-        if data[5] == bundle::MANIFEST_PLAIN {
-            fixed[12..16].copy_from_slice(&(len as u32).to_le_bytes());
-        }
-        fixed[22..38].copy_from_slice(&blake3::hash(stored).as_bytes()[..16]);
+        let sigs_end = (bundle::HEADER_LEN + len + usize::from(h.signatures_len)).min(data.len());
+        let sigs = &data[bundle::HEADER_LEN + len..sigs_end];
+        let raw_len = if h.manifest_encoding == bundle::MANIFEST_PLAIN {
+            len as u32
+        } else {
+            h.manifest_raw_len
+        };
+        let fixed_h =
+            BundleHeader::for_head(stored, h.manifest_encoding, raw_len, h.payload_len, sigs);
+        let mut fixed = data.to_vec();
+        fixed[..bundle::HEADER_LEN].copy_from_slice(&fixed_h.encode());
         bundle_once(&fixed);
     }
 }
 
 fn bundle_once(data: &[u8]) {
-    let Ok(head) = narlink::device::receive::read_manifest(&mut &data[..], any_name) else {
+    let Ok(head) = narlink::head::read_manifest(&mut &data[..], any_name) else {
         return;
     };
     let header = head.header;
     let end = bundle::HEADER_LEN + header.manifest_len as usize;
-    assert_eq!(
-        header.verify_manifest(&data[bundle::HEADER_LEN..end]),
-        Ok(head.manifest_hash)
-    );
+    let sigs_end = end + usize::from(header.signatures_len);
+    assert!(header
+        .verify_head(&data[bundle::HEADER_LEN..end], &data[end..sigs_end])
+        .is_ok());
     let enc = header.encode();
     assert_eq!(
         enc[..],

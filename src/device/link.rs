@@ -24,7 +24,7 @@ use narlink_protocol::digest::short;
 use narlink_protocol::fec::{self, ErasureCode};
 use narlink_protocol::frame::{Frame, FrameRef};
 use narlink_protocol::layout::GroupLayout;
-use narlink_protocol::manifest::{resolve_in, Manifest};
+use narlink_protocol::manifest::Manifest;
 use narlink_protocol::params::{CodecId, Limits, LinkParams};
 use narlink_protocol::receiver::{GroupTracker, Outcome};
 use narlink_protocol::status::{Phase as WirePhase, StatusReport};
@@ -32,7 +32,7 @@ use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
 use super::receive::{
-    accept, begin_bundle, device_names, finish_bundle, read_manifest, stage_payload, ReceiveError,
+    begin_bundle, check_sequence, finish_bundle, read_trusted_head, stage_payload, ReceiveError,
     ReceiveReport,
 };
 use crate::state::device::DeviceState;
@@ -577,30 +577,26 @@ impl LinkReceiver<'_> {
                     bundle: bundle.clone(),
                     source: ReceiveError::Truncated(e),
                 })?;
+            // A header that does not describe this bundle came from forged or damaged
+            // shards: drop what it was decoded from and ask again.
             let header = match BundleHeader::decode(&head) {
-                Ok(h) => h,
-                Err(e) => return self.refuse(id, ReceiveError::Bundle(e)),
+                Ok(h) if h.total_len() == s.layout.bundle_len() && h.id() == *id => h,
+                _ => return self.drop_head(id, HEADER_LEN as u64),
             };
             if header.payload_offset() > prefix_end {
                 return Ok(());
             }
-            if header.total_len() != s.layout.bundle_len() || header.id() != *id {
-                return self.refuse(
-                    id,
-                    ReceiveError::Bundle(narlink_protocol::bundle::BundleError::ManifestChecksum),
-                );
-            }
-            let names = device_names(self.state)?;
             let mut r = GroupReader::new(&t, id, &s.layout, 0, prefix_end);
-            let head = match read_manifest(&mut r, resolve_in(&names)) {
-                Ok(head) => head,
-                Err(e) => return self.refuse(id, e),
-            };
+            let head = read_trusted_head(self.state, &mut r)
+                .and_then(|h| check_sequence(self.state, &h.manifest).map(|()| h));
             drop(t);
             drop(tx);
-            if let Err(e) = accept(self.state, &head) {
-                return self.reject(id, e);
-            }
+            let head = match head {
+                Ok(h) => h,
+                Err(e) if e.binds_id() => return self.reject(id, e),
+                Err(ReceiveError::State(e)) => return Err(e.into()),
+                Err(_) => return self.drop_head(id, header.payload_offset()),
+            };
             let manifest = head.manifest;
             if let Some(s) = self.sessions.get_mut(id) {
                 s.rec.verified = true;
@@ -714,11 +710,26 @@ impl LinkReceiver<'_> {
         Ok(())
     }
 
-    /// A bundle whose decoded header or manifest is bad: forget its link data and ask again.
-    fn refuse(&mut self, id: &BundleId, _why: ReceiveError) -> Result<(), LinkError> {
+    /// A head that does not match its bundle id (forged or damaged shards decoded into it):
+    /// drop the decoded groups of its first `end` bytes and ask for them again. Nothing
+    /// else of the bundle is lost.
+    fn drop_head(&mut self, id: &BundleId, end: u64) -> Result<(), LinkError> {
         let file = self.state.db.file().to_owned();
+        let Some(s) = self.sessions.get(id) else {
+            return Ok(());
+        };
         let tx = self.state.db.begin_write()?;
-        purge(&tx, &file, id)?;
+        {
+            let mut groups_t = tx.open_table(GROUPS).ctx(&file)?;
+            for g in 0..s.layout.group_count() {
+                match s.layout.byte_range(g) {
+                    Some(r) if r.start < end => {
+                        groups_t.remove((id, g)).ctx(&file)?;
+                    }
+                    _ => break,
+                }
+            }
+        }
         self.state.db.commit(tx)?;
         self.stats.groups_dropped += 1;
         self.reset(id)

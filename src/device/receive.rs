@@ -6,14 +6,12 @@
 use std::io::{self, Read};
 
 use narlink_protocol::bundle::BundleId;
-use narlink_protocol::bundle::{BundleError, BundleHeader, HEADER_LEN, MANIFEST_ZSTD};
-use narlink_protocol::manifest::{resolve_in, Manifest, ManifestError, Payload};
-use narlink_protocol::signature::{self, Signature, SignatureError};
+use narlink_protocol::manifest::{resolve_in, Manifest, Payload};
 use narlink_protocol::storepath::PathSet;
 use serde::Serialize;
 
-use crate::chunking::PARAMS;
 use crate::ground::pack::hex;
+use crate::head::{read_head, BundleHead, HeadError};
 use crate::nixstore::NixStore;
 use crate::onboard::OnBoard;
 use crate::payload::{self, PayloadError};
@@ -23,25 +21,25 @@ use crate::state::StateError;
 #[derive(Debug, thiserror::Error)]
 pub enum ReceiveError {
     #[error(transparent)]
-    Bundle(#[from] BundleError),
-    #[error(transparent)]
-    Manifest(#[from] ManifestError),
-    #[error("manifest does not decompress: {0}")]
-    ManifestZstd(String),
-    #[error("bundle uses chunking {found:?}, this device uses {PARAMS:?}")]
-    Chunking {
-        found: narlink_protocol::manifest::ChunkParams,
-    },
+    Head(#[from] HeadError),
     #[error("bundle ends early: {0}")]
     Truncated(io::Error),
     #[error(transparent)]
     State(#[from] StateError),
-    #[error("refusing the bundle: {0}")]
-    Signature(#[from] SignatureError),
     #[error("refusing the bundle: it is sequence {sequence}, not newer than the last imported bundle ({last}): an old bundle replayed")]
     Replay { sequence: u64, last: u64 },
-    #[error("refusing the bundle: this device trusts no signing key; add one with `narlink device trust --state DIR KEYFILE` (or set it up with --allow-unsigned, for tests only)")]
-    NoTrust,
+}
+
+impl ReceiveError {
+    /// Whether the bundle's own signed content (or lack of it) is the reason: see
+    /// [`HeadError::binds_id`].
+    pub fn binds_id(&self) -> bool {
+        match self {
+            ReceiveError::Head(e) => e.binds_id(),
+            ReceiveError::Replay { .. } => true,
+            _ => false,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
@@ -56,89 +54,33 @@ pub struct ReceiveReport {
     pub complete: bool,
 }
 
-/// The head of a bundle: everything before the payloads.
-pub struct BundleHead {
-    pub header: BundleHeader,
-    pub manifest: Manifest,
-    pub sigs: Vec<Signature>,
-    /// BLAKE3 of the manifest as stored: what the signatures sign.
-    pub manifest_hash: [u8; 32],
-}
-
 /// The device's paths, to resolve the on-board paths a manifest names.
 pub fn device_names(state: &DeviceState) -> Result<PathSet, StateError> {
     Ok(PathSet::new(state.db.paths()?))
 }
 
-/// Read the header, manifest and signatures of a bundle stream; check the manifest's
-/// checksum (not yet who signed it: see [`accept`]). On-board paths are named with `resolve`
-/// ([`narlink_protocol::manifest::resolve_in`] of [`device_names`] on a device).
-pub fn read_manifest(
+/// Read a bundle's head as this device takes it: checked against its id, then its
+/// signatures against the device's trust (before the manifest is decompressed), then the
+/// manifest decoded and its sequence checked against the last import.
+pub fn read_trusted_head(
+    state: &DeviceState,
     r: &mut impl Read,
-    resolve: impl FnMut(&[u8]) -> Result<String, ManifestError>,
 ) -> Result<BundleHead, ReceiveError> {
-    let mut head = [0u8; HEADER_LEN];
-    r.read_exact(&mut head).map_err(ReceiveError::Truncated)?;
-    let header = BundleHeader::decode(&head)?;
-    // manifest_len is bounded by the decoded cap's compress bound; check before allocating.
-    let cap = zstd::zstd_safe::compress_bound(header.manifest_raw_len as usize) as u64;
-    if u64::from(header.manifest_len) > cap {
-        return Err(BundleError::ManifestChecksum.into());
+    let raw = read_head(r, Some(state.db.dir()))?;
+    let (trusted, allow_unsigned) = state.trust()?;
+    if raw.check_signatures(&trusted, allow_unsigned)? {
+        eprintln!("narlink: WARNING: accepting UNSIGNED bundle {} (this device was set up with --allow-unsigned)", hex(&raw.header.id()));
     }
-    let mut stored = vec![0u8; header.manifest_len as usize];
-    r.read_exact(&mut stored).map_err(ReceiveError::Truncated)?;
-    let manifest_hash = header.verify_manifest(&stored)?;
-    let raw = if header.manifest_encoding == MANIFEST_ZSTD {
-        zstd::bulk::decompress(&stored, header.manifest_raw_len as usize)
-            .map_err(|e| ReceiveError::ManifestZstd(e.to_string()))?
-    } else {
-        stored
-    };
-    let manifest = Manifest::from_wire(&raw, resolve)?;
-    if manifest.chunking != PARAMS {
-        return Err(ReceiveError::Chunking {
-            found: manifest.chunking,
-        });
-    }
-    if manifest.payload_bytes() != header.payload_len {
-        return Err(ManifestError::Payload {
-            index: 0,
-            reason: "payload lengths disagree with the header",
-        }
-        .into());
-    }
-    let mut block = vec![0u8; usize::from(header.signatures_len)];
-    r.read_exact(&mut block).map_err(ReceiveError::Truncated)?;
-    let sigs = if block.is_empty() {
-        Vec::new()
-    } else {
-        signature::decode_block(&block)?
-    };
-    Ok(BundleHead {
-        header,
-        manifest,
-        sigs,
-        manifest_hash,
-    })
+    let head = raw.manifest(resolve_in(&device_names(state)?))?;
+    Ok(head)
 }
 
-/// Whether this device takes the bundle: signed by a key it trusts (unless it was set up to
-/// accept unsigned bundles), and newer than the last bundle it imported.
-pub fn accept(state: &DeviceState, head: &BundleHead) -> Result<(), ReceiveError> {
-    let (trusted, allow_unsigned) = state.trust()?;
-    if trusted.is_empty() && !allow_unsigned {
-        return Err(ReceiveError::NoTrust);
-    }
-    if !(allow_unsigned && head.sigs.is_empty()) {
-        signature::verify(&head.manifest_hash, &head.sigs, &trusted)?;
-    }
-    if allow_unsigned && head.sigs.is_empty() {
-        eprintln!("narlink: WARNING: accepting UNSIGNED bundle {} (this device was set up with --allow-unsigned)", hex(&head.header.id()));
-    }
+/// Whether a bundle is newer than the last one this device imported.
+pub fn check_sequence(state: &DeviceState, manifest: &Manifest) -> Result<(), ReceiveError> {
     let last = state.last_sequence()?;
-    if head.manifest.sequence <= last {
+    if manifest.sequence <= last {
         return Err(ReceiveError::Replay {
-            sequence: head.manifest.sequence,
+            sequence: manifest.sequence,
             last,
         });
     }
@@ -147,8 +89,7 @@ pub fn accept(state: &DeviceState, head: &BundleHead) -> Result<(), ReceiveError
 
 /// Stage the bundle read from `r`.
 pub fn receive(state: &DeviceState, mut r: impl Read) -> Result<ReceiveReport, ReceiveError> {
-    let names = device_names(state)?;
-    let head = read_manifest(&mut r, resolve_in(&names))?;
+    let head = read_trusted_head(state, &mut r)?;
     let id = head.header.id();
     let manifest = &head.manifest;
     if state
@@ -169,7 +110,7 @@ pub fn receive(state: &DeviceState, mut r: impl Read) -> Result<ReceiveReport, R
             ..ReceiveReport::default()
         });
     }
-    accept(state, &head)?;
+    check_sequence(state, manifest)?;
     let mut report = ReceiveReport {
         bundle: hex(&id),
         paths: manifest.paths.len(),

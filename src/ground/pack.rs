@@ -387,12 +387,12 @@ pub fn encode_head(
     let sig_block = key
         .map(|k| narlink_protocol::signature::encode_block(&[k.sign(&hash)]))
         .unwrap_or_default();
-    let header = BundleHeader::for_manifest(
+    let header = BundleHeader::for_head(
         &stored,
         encoding,
         raw.len() as u32,
         manifest.payload_bytes(),
-        sig_block.len() as u16,
+        &sig_block,
     );
     let mut head = header.encode().to_vec();
     head.extend_from_slice(&stored);

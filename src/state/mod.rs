@@ -383,6 +383,11 @@ impl StateDb {
     pub fn file(&self) -> &Path {
         &self.file
     }
+
+    /// The directory the state lives in.
+    pub fn dir(&self) -> &Path {
+        self.file.parent().unwrap_or(Path::new("."))
+    }
 }
 
 fn decode_record(path: &str, bytes: &[u8]) -> Result<PathRecord, StateError> {

@@ -225,3 +225,22 @@ pub fn flip(file: &Path, offset: u64) {
     b[offset as usize] ^= 0x01;
     std::fs::write(file, b).unwrap();
 }
+
+/// Give a bundle file the id its head hashes to now (after a test changed the head): what an
+/// adversary who forges a whole bundle does.
+pub fn rehead(file: &Path) {
+    use narlink_protocol::bundle::{BundleHeader, HEADER_LEN};
+    let mut b = std::fs::read(file).unwrap();
+    let h = BundleHeader::decode(&b).unwrap();
+    let m_end = HEADER_LEN + h.manifest_len as usize;
+    let s_end = m_end + usize::from(h.signatures_len);
+    let fixed = BundleHeader::for_head(
+        &b[HEADER_LEN..m_end],
+        h.manifest_encoding,
+        h.manifest_raw_len,
+        h.payload_len,
+        &b[m_end..s_end],
+    );
+    b[..HEADER_LEN].copy_from_slice(&fixed.encode());
+    std::fs::write(file, b).unwrap();
+}

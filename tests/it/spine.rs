@@ -99,9 +99,9 @@ fn flipped_manifest_or_header_byte_is_refused_and_store_unchanged() {
     rig.pack(&["--out", bundle, &v2]);
     let before = rig.device_db();
     for (offset, expect) in [
-        (70u64, "manifest checksum mismatch"),
+        (70u64, "bundle head does not match the bundle id"),
         (3, "neither a narlink bundle nor a stream of narlink frames"),
-        (30, "manifest checksum mismatch"),
+        (30, "bundle head does not match the bundle id"),
     ] {
         flip(Path::new(bundle), offset);
         let out = rig.run(&["device", "receive", "--state", rig.p("state"), bundle]);

@@ -57,11 +57,19 @@ fn unsigned_untrusted_and_replayed_bundles_are_refused() {
         "none of which this device trusts (it trusts ground-1 = ",
     );
 
-    // A forged signature: the trusted key's id, bytes flipped.
+    // A forged signature: the trusted key's id, bytes flipped. As it came, the head no longer
+    // matches its bundle id (transit damage, asked for again); with the id made anew around
+    // the forgery, the signature itself is what fails.
     let r = rig.pack(&["--out", rig.p("forged"), &v2]);
     let len = std::fs::metadata(rig.p("forged")).unwrap().len();
     let payload = r["bytes_compressed"].as_u64().unwrap();
     flip(Path::new(rig.p("forged")), len - payload - 10);
+    refused(
+        &rig,
+        rig.p("forged"),
+        "bundle head does not match the bundle id",
+    );
+    rehead(Path::new(rig.p("forged")));
     refused(&rig, rig.p("forged"), "does not match the manifest");
 
     // An older bundle (planned earlier, never delivered) after a newer one was imported.

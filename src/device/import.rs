@@ -89,7 +89,7 @@ pub fn import_all(
     let mut report = ImportReport::default();
     let mut first_error = None;
     for (id, rec) in state.bundles()? {
-        if rec.phase == Phase::Imported {
+        if matches!(rec.phase, Phase::Imported | Phase::Superseded) {
             continue;
         }
         // A bundle older than the last one imported can never apply: it was superseded.

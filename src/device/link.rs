@@ -11,10 +11,28 @@
 //! A payload that fails verification although its group decoded (a forged frame that passed
 //! its checksum) costs its groups: their data is dropped and they are asked for again.
 //!
+//! # Who gets room (protocol/SPEC.md, "Receiver admission")
+//!
+//! Unverified input may cost bounded resources and never verified progress:
+//! - A **session** is one (bundle id, link parameters) pair, so frames that carry a genuine id
+//!   with other parameters (forged, or a stripped head) are a session of their own and cannot
+//!   make the genuine frames "mismatch".
+//! - Sessions whose head is not verified yet share [`UNVERIFIED_SLOTS`] slots and
+//!   `unverified_bytes` each. A new one that finds them full evicts the unverified session
+//!   holding the fewest bytes (the oldest of those): junk of many ids churns junk, and a
+//!   bundle that has made progress outlasts any number of one-frame ids.
+//! - A session whose head verifies is never evicted. It supersedes every older bundle not yet
+//!   imported (their sessions are dropped, their records marked superseded) and drops the other
+//!   sessions of its id; an older or replayed one is refused.
+//! - Ids refused for good (a head that matches its id but fails: unsigned, untrusted, replayed,
+//!   superseded) are remembered in a table of at most [`MAX_REFUSALS`] entries.
+//!
 //! Device tables (beside those of [`crate::state::device`]):
-//! - `link`: bundle id → [`LinkRecord`] (postcard): link parameters and staging cursor.
-//! - `shards`: (bundle id, group, shard) → frame payload.
-//! - `groups`: (bundle id, group) → decoded group bytes, until staged.
+//! - `link`: session key → [`LinkRecord`] (postcard): bundle id, link parameters and staging
+//!   cursor.
+//! - `shards`: (session key, group, shard) → frame payload.
+//! - `groups`: (session key, group) → decoded group bytes, until staged.
+//! - `refused`: bundle id → [`Refusal`] (postcard), at most [`MAX_REFUSALS`].
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::io::{self, Read};
@@ -22,7 +40,7 @@ use std::io::{self, Read};
 use narlink_protocol::bundle::{BundleHeader, BundleId, HEADER_LEN};
 use narlink_protocol::digest::short;
 use narlink_protocol::fec::{self, ErasureCode};
-use narlink_protocol::frame::{Frame, FrameRef};
+use narlink_protocol::frame::{Frame, FrameHeader, FrameRef};
 use narlink_protocol::layout::GroupLayout;
 use narlink_protocol::manifest::Manifest;
 use narlink_protocol::params::{CodecId, Limits, LinkParams};
@@ -35,18 +53,48 @@ use super::receive::{
     begin_bundle, check_sequence, finish_bundle, read_trusted_head, stage_payload, ReceiveError,
     ReceiveReport,
 };
-use crate::state::device::DeviceState;
+use crate::state::device::{DeviceState, Phase};
 use crate::state::{Ctx, StateError};
 
-const LINK: TableDefinition<&[u8; 16], &[u8]> = TableDefinition::new("link");
-const SHARDS: TableDefinition<(&[u8; 16], u32, u16), &[u8]> = TableDefinition::new("shards");
-const GROUPS: TableDefinition<(&[u8; 16], u32), &[u8]> = TableDefinition::new("groups");
+const LINK: TableDefinition<&SessionKey, &[u8]> = TableDefinition::new("link_sessions");
+const SHARDS: TableDefinition<(&SessionKey, u32, u16), &[u8]> =
+    TableDefinition::new("session_shards");
+const GROUPS: TableDefinition<(&SessionKey, u32), &[u8]> = TableDefinition::new("session_groups");
+/// Tables of narlink versions that keyed link data by bundle id alone: dropped at open (the
+/// status report asks for what they held again).
+const OLD_TABLES: [&str; 3] = ["link", "shards", "groups"];
+const REFUSED: TableDefinition<&[u8; 16], &[u8]> = TableDefinition::new("refused");
 
 /// Frames are committed in batches of at most this many payload bytes.
 const FLUSH_BYTES: usize = 1 << 20;
-/// An unverified bundle is evicted for a new one at most once per this many bytes of frames,
-/// so a flood of bundle ids costs a bounded amount of work.
-const EVICT_EVERY: u64 = 16 << 20;
+/// Sessions whose head is not verified yet, at once.
+pub const UNVERIFIED_SLOTS: usize = 8;
+/// Bundle ids refused for good that the device remembers (the oldest is forgotten first).
+pub const MAX_REFUSALS: usize = 64;
+
+/// Which session a frame belongs to: its bundle id and link parameters, hashed.
+type SessionKey = [u8; 16];
+
+fn session_key(id: &BundleId, p: &LinkParams) -> SessionKey {
+    let mut h = blake3::Hasher::new();
+    h.update(b"narlink-session-v1\0");
+    h.update(id);
+    h.update(&[p.codec.to_u8()]);
+    h.update(&p.shard_size.to_le_bytes());
+    h.update(&p.group_k.to_le_bytes());
+    h.update(&p.parity.to_le_bytes());
+    h.update(&p.bundle_len.to_le_bytes());
+    let mut k = [0u8; 16];
+    k.copy_from_slice(&h.finalize().as_bytes()[..16]);
+    k
+}
+
+/// Why a bundle id was refused for good, and when (arrival order).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Refusal {
+    pub seq: u64,
+    pub reason: String,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum LinkError {
@@ -59,9 +107,10 @@ pub enum LinkError {
     },
 }
 
-/// What the link layer persists per bundle.
+/// What the link layer persists per session.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct LinkRecord {
+    pub bundle: BundleId,
     pub codec: u8,
     pub shard_size: u16,
     pub group_k: u16,
@@ -74,10 +123,10 @@ pub struct LinkRecord {
     /// Index and bundle offset of the next payload to stage.
     pub next_payload: u64,
     pub next_offset: u64,
-    /// Every payload is staged; later frames of this bundle are ignored.
-    pub done: bool,
     /// The manifest's signature and sequence were accepted.
     pub verified: bool,
+    /// The manifest's sequence, once verified.
+    pub sequence: u64,
 }
 
 impl LinkRecord {
@@ -101,19 +150,23 @@ pub struct IntakeStats {
     pub duplicates: u64,
     /// Frames of bundles already complete.
     pub late: u64,
-    /// Frames refused: parameters over the limits, too many bundles, mismatching parameters.
+    /// Frames refused: parameters over the limits, frames of a bundle whose head was verified
+    /// under other parameters, frames of bundles refused for good.
     pub refused: u64,
     /// Frames refused because a storage quota was reached (nothing stored was lost).
     pub over_quota: u64,
-    /// Unverified bundles evicted to make room for a new one.
+    /// Unverified sessions evicted to make room for a new one.
     pub evicted: u64,
+    /// Sessions dropped because a newer bundle superseded theirs, or a link record that did
+    /// not decode (written by another narlink version, or damaged).
+    pub dropped: u64,
     pub stored: u64,
     pub groups_decoded: u64,
     /// Groups whose decode failed or whose payloads failed verification; asked for again.
     pub groups_dropped: u64,
     pub payloads_staged: u64,
     pub bundles_completed: Vec<String>,
-    /// Bundles refused for good, with the reason (unsigned, untrusted, replayed).
+    /// Bundles refused for good, with the reason (unsigned, untrusted, replayed, superseded).
     pub refused_bundles: Vec<String>,
 }
 
@@ -159,19 +212,21 @@ pub struct LinkReceiver<'a> {
     state: &'a DeviceState,
     limits: Limits,
     quota: crate::state::device::DeviceLimits,
-    sessions: BTreeMap<BundleId, Session>,
+    sessions: BTreeMap<SessionKey, Session>,
+    /// Bundles whose frames are late: staged whole, imported, failed, superseded or refused.
     done: HashSet<BundleId>,
-    pending: Vec<Frame>,
-    pending_keys: HashSet<(BundleId, u32, u16)>,
+    pending: Vec<(SessionKey, Frame)>,
+    pending_keys: HashSet<(SessionKey, u32, u16)>,
     pending_bytes: usize,
-    /// Evicted bundles whose data the next flush deletes.
-    evicted: Vec<BundleId>,
-    bytes_since_eviction: u64,
+    /// Sessions whose data the next flush deletes.
+    evicted: Vec<SessionKey>,
     pub stats: IntakeStats,
 }
 
 impl<'a> LinkReceiver<'a> {
-    /// Open the intake, rebuilding every unfinished bundle's tracker from what is durable.
+    /// Open the intake, rebuilding every unfinished session's tracker from what is durable.
+    /// Sessions of bundles that are no longer wanted (finished, superseded, not newer than the
+    /// last import) and records that do not decode are dropped with their data.
     pub fn open(state: &'a DeviceState) -> Result<LinkReceiver<'a>, LinkError> {
         let quota = state.limits()?;
         let mut r = LinkReceiver {
@@ -187,57 +242,78 @@ impl<'a> LinkReceiver<'a> {
             pending_keys: HashSet::new(),
             pending_bytes: 0,
             evicted: Vec::new(),
-            bytes_since_eviction: EVICT_EVERY,
             stats: IntakeStats::default(),
         };
         let file = state.db.file().to_owned();
         let tx = state.db.begin_write()?;
         let mut records = Vec::new();
+        for old in OLD_TABLES {
+            let old: TableDefinition<&[u8], &[u8]> = TableDefinition::new(old);
+            tx.delete_table(old).ctx(&file)?;
+        }
         {
             let t = tx.open_table(LINK).ctx(&file)?;
             tx.open_table(SHARDS).ctx(&file)?;
             tx.open_table(GROUPS).ctx(&file)?;
+            let refused = tx.open_table(REFUSED).ctx(&file)?;
+            for e in refused.iter().ctx(&file)? {
+                r.done.insert(*e.ctx(&file)?.0.value());
+            }
             for e in t.iter().ctx(&file)? {
                 let (k, v) = e.ctx(&file)?;
-                let rec: LinkRecord = postcard::from_bytes(v.value())
-                    .map_err(|_| StateError::Corrupt("link record".into()))?;
-                records.push((*k.value(), rec));
+                records.push((
+                    *k.value(),
+                    postcard::from_bytes::<LinkRecord>(v.value()).ok(),
+                ));
             }
         }
         state.db.commit(tx)?;
-        for (id, rec) in records {
-            if rec.done {
+        for (id, rec) in state.bundles()? {
+            if rec.phase != Phase::Receiving {
                 r.done.insert(id);
-                continue;
             }
-            let session = r.rebuild(id, rec)?;
-            r.sessions.insert(id, session);
+        }
+        let last = state.last_sequence()?;
+        for (key, rec) in records {
+            let stale = |rec: &LinkRecord| rec.verified && rec.sequence <= last;
+            let wanted = rec.filter(|rec| !r.done.contains(&rec.bundle) && !stale(rec));
+            match wanted.map(|rec| r.rebuild(key, rec)).transpose() {
+                Ok(Some(session)) => {
+                    r.sessions.insert(key, session);
+                }
+                Ok(None) | Err(LinkError::State(StateError::Corrupt(_))) => {
+                    r.stats.dropped += 1;
+                    r.evicted.push(key);
+                }
+                Err(e) => return Err(e),
+            }
         }
         r.recover()?;
+        r.flush()?;
         Ok(r)
     }
 
     /// Finish what a crash interrupted: decode groups that already have `k` shards, and
     /// stage what the decoded prefix covers.
     fn recover(&mut self) -> Result<(), LinkError> {
-        let ids: Vec<BundleId> = self.sessions.keys().copied().collect();
-        for id in ids {
-            let decodable: Vec<u32> = match self.sessions.get(&id) {
+        let keys: Vec<SessionKey> = self.sessions.keys().copied().collect();
+        for key in keys {
+            let decodable: Vec<u32> = match self.sessions.get(&key) {
                 Some(s) => (0..s.layout.group_count())
                     .filter(|&g| s.tracker.is_decodable(g))
                     .collect(),
                 None => continue,
             };
             for g in decodable {
-                self.decode(&id, g)?;
+                self.decode(&key, g)?;
             }
-            self.advance(&id)?;
+            self.advance(&key)?;
         }
         Ok(())
     }
 
-    /// A session for `id` from its record and what is durable.
-    fn rebuild(&self, id: BundleId, rec: LinkRecord) -> Result<Session, LinkError> {
+    /// Session `key` from its record and what is durable.
+    fn rebuild(&self, key: SessionKey, rec: LinkRecord) -> Result<Session, LinkError> {
         let file = self.state.db.file().to_owned();
         let params = rec
             .params()
@@ -250,7 +326,7 @@ impl<'a> LinkReceiver<'a> {
         let groups = tx.open_table(GROUPS).ctx(&file)?;
         let mut persisted = Vec::new();
         for e in shards
-            .range((&id, 0u32, 0u16)..=(&id, u32::MAX, u16::MAX))
+            .range((&key, 0u32, 0u16)..=(&key, u32::MAX, u16::MAX))
             .ctx(&file)?
         {
             let (k, _) = e.ctx(&file)?;
@@ -264,15 +340,15 @@ impl<'a> LinkReceiver<'a> {
                     .is_some_and(|r| r.end <= rec.next_offset)
             })
             .collect();
-        for e in groups.range((&id, 0u32)..=(&id, u32::MAX)).ctx(&file)? {
+        for e in groups.range((&key, 0u32)..=(&key, u32::MAX)).ctx(&file)? {
             decoded.insert(e.ctx(&file)?.0.value().1);
         }
-        let tracker = GroupTracker::rebuild(id, params, &self.limits, persisted, decoded)
+        let tracker = GroupTracker::rebuild(rec.bundle, params, &self.limits, persisted, decoded)
             .map_err(|_| StateError::Corrupt("link record parameters".into()))?;
         let manifest = if rec.manifest_done {
             let rec = self
                 .state
-                .bundle(&id)?
+                .bundle(&rec.bundle)?
                 .ok_or_else(|| StateError::Corrupt("bundle record of a link session".into()))?;
             Some(rec.manifest()?)
         } else {
@@ -315,60 +391,21 @@ impl LinkReceiver<'_> {
 
     fn offer(&mut self, f: FrameRef<'_>) -> Result<(), LinkError> {
         let h = *f.header();
-        self.bytes_since_eviction += f.payload().len() as u64;
         let id = h.bundle_id;
         if self.done.contains(&id) {
             self.stats.late += 1;
             return Ok(());
         }
-        if !self.sessions.contains_key(&id) {
-            let active = self.sessions.len();
-            let Ok(layout) = h.params.validate_within(&self.limits) else {
-                self.stats.refused += 1;
-                return Ok(());
-            };
-            if active >= self.quota.max_active_bundles as usize && !self.evict_unverified()? {
-                self.stats.refused += 1;
-                return Ok(());
-            }
-            let Ok(tracker) = GroupTracker::new(id, h.params, &self.limits) else {
-                self.stats.refused += 1;
-                return Ok(());
-            };
-            let seq = self.next_seq()?;
-            let rec = LinkRecord {
-                codec: h.params.codec.to_u8(),
-                shard_size: h.params.shard_size,
-                group_k: h.params.group_k,
-                parity: h.params.parity,
-                bundle_len: h.params.bundle_len,
-                seq,
-                manifest_done: false,
-                next_payload: 0,
-                next_offset: 0,
-                done: false,
-                verified: false,
-            };
-            let code = fec::codec(h.params.codec);
-            self.sessions.insert(
-                id,
-                Session {
-                    rec,
-                    layout,
-                    tracker,
-                    code,
-                    manifest: None,
-                    persisted: false,
-                    stored: 0,
-                    pending: 0,
-                },
-            );
+        let key = session_key(&id, &h.params);
+        if !self.sessions.contains_key(&key) && !self.admit(key, &h)? {
+            self.stats.refused += 1;
+            return Ok(());
         }
-        let Some(s) = self.sessions.get(&id) else {
+        let Some(s) = self.sessions.get(&key) else {
             return Ok(());
         };
         let outcome = s.tracker.peek_frame(&h);
-        if !outcome.is_wanted() || self.pending_keys.contains(&(id, h.group, h.shard)) {
+        if !outcome.is_wanted() || self.pending_keys.contains(&(key, h.group, h.shard)) {
             match outcome {
                 Outcome::ParamsMismatch | Outcome::OutOfRange | Outcome::OtherBundle => {
                     self.stats.refused += 1
@@ -377,7 +414,7 @@ impl LinkReceiver<'_> {
             }
             return Ok(());
         }
-        // Quotas: a bundle not yet verified gets room for its manifest only; all bundles
+        // Quotas: a session not yet verified gets room for its manifest only; all sessions
         // together get the link quota. Refusing a frame loses nothing already stored.
         let len = f.payload().len() as u64;
         let total: u64 = self.sessions.values().map(|s| s.stored + s.pending).sum();
@@ -390,16 +427,66 @@ impl LinkReceiver<'_> {
             self.stats.over_quota += 1;
             return Ok(());
         }
-        if let Some(s) = self.sessions.get_mut(&id) {
+        if let Some(s) = self.sessions.get_mut(&key) {
             s.pending += len;
         }
-        self.pending_keys.insert((id, h.group, h.shard));
+        self.pending_keys.insert((key, h.group, h.shard));
         self.pending_bytes += f.payload().len();
-        self.pending.push(f.to_frame());
+        self.pending.push((key, f.to_frame()));
         if self.pending_bytes >= FLUSH_BYTES {
             self.flush()?;
         }
         Ok(())
+    }
+
+    /// Open a session for the first frame of (bundle id, parameters) `key`, if the receiver
+    /// takes it (see the module doc). Whether it did.
+    fn admit(&mut self, key: SessionKey, h: &FrameHeader) -> Result<bool, LinkError> {
+        let Ok(layout) = h.params.validate_within(&self.limits) else {
+            return Ok(false);
+        };
+        // The head of this bundle verified under other parameters: these are not its frames.
+        if self
+            .sessions
+            .values()
+            .any(|s| s.rec.verified && s.rec.bundle == h.bundle_id)
+        {
+            return Ok(false);
+        }
+        let Ok(tracker) = GroupTracker::new(h.bundle_id, h.params, &self.limits) else {
+            return Ok(false);
+        };
+        let unverified = self.sessions.values().filter(|s| !s.rec.verified).count();
+        if unverified >= UNVERIFIED_SLOTS {
+            self.evict_unverified();
+        }
+        let seq = self.next_seq()?;
+        let rec = LinkRecord {
+            bundle: h.bundle_id,
+            codec: h.params.codec.to_u8(),
+            shard_size: h.params.shard_size,
+            group_k: h.params.group_k,
+            parity: h.params.parity,
+            bundle_len: h.params.bundle_len,
+            seq,
+            manifest_done: false,
+            next_payload: 0,
+            next_offset: 0,
+            verified: false,
+            sequence: 0,
+        };
+        let session = Session {
+            rec,
+            layout,
+            tracker,
+            code: fec::codec(h.params.codec),
+            manifest: None,
+            persisted: false,
+            stored: 0,
+            pending: 0,
+        };
+        self.sessions.insert(key, session);
+        Ok(true)
     }
 
     fn next_seq(&self) -> Result<u64, LinkError> {
@@ -423,32 +510,32 @@ impl LinkReceiver<'_> {
         self.pending_keys.clear();
         self.pending_bytes = 0;
         let tx = self.state.db.begin_write()?;
-        for id in std::mem::take(&mut self.evicted) {
-            purge(&tx, &file, &id)?;
-            tx.open_table(LINK).ctx(&file)?.remove(&id).ctx(&file)?;
+        for key in std::mem::take(&mut self.evicted) {
+            purge(&tx, &file, &key)?;
+            tx.open_table(LINK).ctx(&file)?.remove(&key).ctx(&file)?;
         }
         {
-            for (id, s) in self.sessions.iter_mut().filter(|(_, s)| !s.persisted) {
-                put_record(&tx, &file, id, &s.rec)?;
+            for (key, s) in self.sessions.iter_mut().filter(|(_, s)| !s.persisted) {
+                put_record(&tx, &file, key, &s.rec)?;
             }
             let mut shards = tx.open_table(SHARDS).ctx(&file)?;
-            for f in &frames {
+            for (key, f) in &frames {
                 let h = f.header();
                 shards
-                    .insert((&h.bundle_id, h.group, h.shard), f.payload())
+                    .insert((key, h.group, h.shard), f.payload())
                     .ctx(&file)?;
             }
         }
         self.state.db.commit(tx)?;
-        let mut decodable: BTreeSet<(BundleId, u32)> = BTreeSet::new();
+        let mut decodable: BTreeSet<(SessionKey, u32)> = BTreeSet::new();
         for s in self.sessions.values_mut() {
             s.persisted = true;
         }
-        for f in &frames {
+        for (key, f) in &frames {
             let h = f.header();
-            if let Some(s) = self.sessions.get_mut(&h.bundle_id) {
+            if let Some(s) = self.sessions.get_mut(key) {
                 if s.tracker.handle_frame(h) == Outcome::Decodable {
-                    decodable.insert((h.bundle_id, h.group));
+                    decodable.insert((*key, h.group));
                 }
                 self.stats.stored += 1;
             }
@@ -467,36 +554,35 @@ impl LinkReceiver<'_> {
         Ok(())
     }
 
-    /// Make room for a new bundle by dropping the oldest one whose manifest has not been
-    /// verified: junk cannot crowd out a real bundle for long, and a verified bundle is never
-    /// evicted. At most one eviction per [`EVICT_EVERY`] bytes; the data goes at the next flush.
-    fn evict_unverified(&mut self) -> Result<bool, LinkError> {
-        if self.bytes_since_eviction < EVICT_EVERY {
-            return Ok(false);
-        }
-        let Some(id) = self
+    /// Make room for a new session by dropping the unverified session that holds the fewest
+    /// bytes (the oldest of those). A verified session is never evicted. Its data goes at the
+    /// next flush.
+    fn evict_unverified(&mut self) {
+        let victim = self
             .sessions
             .iter()
             .filter(|(_, s)| !s.rec.verified)
-            .min_by_key(|(_, s)| s.rec.seq)
-            .map(|(id, _)| *id)
-        else {
-            return Ok(false);
-        };
-        self.pending.retain(|f| f.header().bundle_id != id);
-        self.pending_keys.retain(|k| k.0 != id);
-        self.pending_bytes = self.pending.iter().map(|f| f.payload().len()).sum();
-        self.sessions.remove(&id);
-        self.evicted.push(id);
-        self.bytes_since_eviction = 0;
-        self.stats.evicted += 1;
-        Ok(true)
+            .min_by_key(|(_, s)| (s.stored + s.pending, s.rec.seq))
+            .map(|(k, _)| *k);
+        if let Some(key) = victim {
+            self.drop_session(key);
+            self.stats.evicted += 1;
+        }
+    }
+
+    /// Forget session `key`: its pending frames now, its stored data at the next flush.
+    fn drop_session(&mut self, key: SessionKey) {
+        self.pending.retain(|(k, _)| *k != key);
+        self.pending_keys.retain(|k| k.0 != key);
+        self.pending_bytes = self.pending.iter().map(|(_, f)| f.payload().len()).sum();
+        self.sessions.remove(&key);
+        self.evicted.push(key);
     }
 
     /// Decode `group` from its stored shards and store its bytes in place of them.
-    fn decode(&mut self, id: &BundleId, group: u32) -> Result<(), LinkError> {
+    fn decode(&mut self, key: &SessionKey, group: u32) -> Result<(), LinkError> {
         let file = self.state.db.file().to_owned();
-        let Some(s) = self.sessions.get_mut(id) else {
+        let Some(s) = self.sessions.get_mut(key) else {
             return Ok(());
         };
         let params = *s.tracker.params();
@@ -505,7 +591,7 @@ impl LinkReceiver<'_> {
             let mut shards = tx.open_table(SHARDS).ctx(&file)?;
             let mut held: Vec<(u16, Vec<u8>)> = Vec::new();
             for e in shards
-                .range((id, group, 0u16)..=(id, group, u16::MAX))
+                .range((key, group, 0u16)..=(key, group, u16::MAX))
                 .ctx(&file)?
             {
                 let (k, v) = e.ctx(&file)?;
@@ -514,7 +600,7 @@ impl LinkReceiver<'_> {
             let refs: Vec<(u16, &[u8])> = held.iter().map(|(i, b)| (*i, b.as_slice())).collect();
             let decoded = fec::decode_group(s.code.as_ref(), &params, &s.layout, group, &refs);
             for (i, _) in &held {
-                shards.remove((id, group, *i)).ctx(&file)?;
+                shards.remove((key, group, *i)).ctx(&file)?;
             }
             decoded
         };
@@ -522,7 +608,7 @@ impl LinkReceiver<'_> {
             Ok(bytes) => {
                 tx.open_table(GROUPS)
                     .ctx(&file)?
-                    .insert((id, group), bytes.as_slice())
+                    .insert((key, group), bytes.as_slice())
                     .ctx(&file)?;
                 self.state.db.commit(tx)?;
                 s.tracker.mark_decoded(group);
@@ -532,28 +618,29 @@ impl LinkReceiver<'_> {
                 // Forged or inconsistent shards: drop them all and ask for the group again.
                 self.state.db.commit(tx)?;
                 self.stats.groups_dropped += 1;
-                self.reset(id)?;
+                self.reset(key)?;
             }
         }
         Ok(())
     }
 
     /// Rebuild a session's tracker from what is durable (after dropping data).
-    fn reset(&mut self, id: &BundleId) -> Result<(), LinkError> {
-        if let Some(s) = self.sessions.remove(id) {
-            let session = self.rebuild(*id, s.rec)?;
-            self.sessions.insert(*id, session);
+    fn reset(&mut self, key: &SessionKey) -> Result<(), LinkError> {
+        if let Some(s) = self.sessions.remove(key) {
+            let session = self.rebuild(*key, s.rec)?;
+            self.sessions.insert(*key, session);
         }
         Ok(())
     }
 
     /// Stage whatever the decoded prefix of bundle `id` now covers.
-    fn advance(&mut self, id: &BundleId) -> Result<(), LinkError> {
+    fn advance(&mut self, key: &SessionKey) -> Result<(), LinkError> {
         let file = self.state.db.file().to_owned();
-        let bundle = crate::ground::pack::hex(id);
-        let Some(s) = self.sessions.get_mut(id) else {
+        let Some(s) = self.sessions.get_mut(key) else {
             return Ok(());
         };
+        let id = s.rec.bundle;
+        let bundle = crate::ground::pack::hex(&id);
         let groups = s.layout.group_count();
         let first_missing = (0..groups)
             .find(|&g| !s.tracker.is_decoded(g))
@@ -571,7 +658,7 @@ impl LinkReceiver<'_> {
             let tx = self.state.db.db.begin_read().ctx(&file)?;
             let t = tx.open_table(GROUPS).ctx(&file)?;
             let mut head = [0u8; HEADER_LEN];
-            GroupReader::new(&t, id, &s.layout, 0, prefix_end)
+            GroupReader::new(&t, key, &s.layout, 0, prefix_end)
                 .read_exact(&mut head)
                 .map_err(|e| LinkError::Bundle {
                     bundle: bundle.clone(),
@@ -580,31 +667,29 @@ impl LinkReceiver<'_> {
             // A header that does not describe this bundle came from forged or damaged
             // shards: drop what it was decoded from and ask again.
             let header = match BundleHeader::decode(&head) {
-                Ok(h) if h.total_len() == s.layout.bundle_len() && h.id() == *id => h,
-                _ => return self.drop_head(id, HEADER_LEN as u64),
+                Ok(h) if h.total_len() == s.layout.bundle_len() && h.id() == id => h,
+                _ => return self.drop_head(key, HEADER_LEN as u64),
             };
             if header.payload_offset() > prefix_end {
                 return Ok(());
             }
-            let mut r = GroupReader::new(&t, id, &s.layout, 0, prefix_end);
+            let mut r = GroupReader::new(&t, key, &s.layout, 0, prefix_end);
             let head = read_trusted_head(self.state, &mut r)
-                .and_then(|h| check_sequence(self.state, &h.manifest).map(|()| h));
+                .and_then(|h| check_sequence(self.state, &id, &h.manifest).map(|()| h));
             drop(t);
             drop(tx);
             let head = match head {
                 Ok(h) => h,
-                Err(e) if e.binds_id() => return self.reject(id, e),
+                Err(e) if e.binds_id() => return self.reject(key, e),
                 Err(ReceiveError::State(e)) => return Err(e.into()),
-                Err(_) => return self.drop_head(id, header.payload_offset()),
+                Err(_) => return self.drop_head(key, header.payload_offset()),
             };
             let manifest = head.manifest;
-            if let Some(s) = self.sessions.get_mut(id) {
-                s.rec.verified = true;
-            }
-            begin_bundle(self.state, id, &manifest)?;
+            begin_bundle(self.state, &id, &manifest)?;
+            self.verified(key, &manifest);
             let s = self
                 .sessions
-                .get_mut(id)
+                .get_mut(key)
                 .ok_or_else(|| StateError::Corrupt("session".into()))?;
             s.rec.manifest_done = true;
             s.rec.next_offset = header.payload_offset();
@@ -613,7 +698,7 @@ impl LinkReceiver<'_> {
 
         let s = self
             .sessions
-            .get_mut(id)
+            .get_mut(key)
             .ok_or_else(|| StateError::Corrupt("session".into()))?;
         let Some(m) = s.manifest.as_ref() else {
             return Ok(());
@@ -634,7 +719,7 @@ impl LinkReceiver<'_> {
                 }
                 if staged.get(&p.chunk)?.is_none() {
                     buf.resize(p.encoded_len as usize, 0);
-                    GroupReader::new(&groups_t, id, &s.layout, s.rec.next_offset, end)
+                    GroupReader::new(&groups_t, key, &s.layout, s.rec.next_offset, end)
                         .read_exact(&mut buf)
                         .map_err(|e| LinkError::Bundle {
                             bundle: bundle.clone(),
@@ -671,51 +756,106 @@ impl LinkReceiver<'_> {
                 self.stats.groups_dropped += 1;
             }
             for g in drop_groups {
-                groups_t.remove((id, g)).ctx(&file)?;
+                groups_t.remove((key, g)).ctx(&file)?;
             }
         }
         if complete {
-            s.rec.done = true;
-            finish_bundle(self.state, &tx, id, true)?;
-            purge(&tx, &file, id)?;
+            finish_bundle(self.state, &tx, &id, true)?;
+            purge(&tx, &file, key)?;
+            tx.open_table(LINK).ctx(&file)?.remove(key).ctx(&file)?;
+        } else {
+            put_record(&tx, &file, key, &s.rec)?;
         }
-        put_record(&tx, &file, id, &s.rec)?;
         self.state.db.commit(tx)?;
         if complete {
-            self.sessions.remove(id);
-            self.done.insert(*id);
+            self.sessions.remove(key);
+            self.done.insert(id);
             self.stats.bundles_completed.push(bundle);
         } else if bad_range.is_some() {
-            self.reset(id)?;
+            self.reset(key)?;
         }
         Ok(())
     }
 
-    /// A bundle this device does not take (unsigned, untrusted, replayed): stop receiving it
-    /// for good, drop its data, and say why in its bundle record.
-    fn reject(&mut self, id: &BundleId, why: ReceiveError) -> Result<(), LinkError> {
+    /// Session `key`'s head verified with `manifest`: it is never evicted now; every other
+    /// session of its bundle, and of bundles it supersedes (whose records
+    /// [`check_sequence`] marked), goes.
+    fn verified(&mut self, key: &SessionKey, manifest: &Manifest) {
+        let Some(s) = self.sessions.get_mut(key) else {
+            return;
+        };
+        s.rec.verified = true;
+        s.rec.sequence = manifest.sequence;
+        let id = s.rec.bundle;
+        let gone: Vec<SessionKey> = self
+            .sessions
+            .iter()
+            .filter(|(k, s)| {
+                *k != key
+                    && (s.rec.bundle == id
+                        || (s.rec.verified && s.rec.sequence < manifest.sequence))
+            })
+            .map(|(k, _)| *k)
+            .collect();
+        for k in gone {
+            if let Some(s) = self.sessions.get(&k) {
+                if s.rec.bundle != id {
+                    self.done.insert(s.rec.bundle);
+                }
+            }
+            self.drop_session(k);
+            self.stats.dropped += 1;
+        }
+    }
+
+    /// A bundle this device does not take (unsigned, untrusted, replayed, superseded): its head
+    /// matched its id, so stop receiving that id for good, drop the session's data, and
+    /// remember why in the bounded refusal table.
+    fn reject(&mut self, key: &SessionKey, why: ReceiveError) -> Result<(), LinkError> {
         let file = self.state.db.file().to_owned();
-        let Some(mut s) = self.sessions.remove(id) else {
+        let Some(s) = self.sessions.get(key) else {
             return Ok(());
         };
-        s.rec.done = true;
+        let (id, seq) = (s.rec.bundle, s.rec.seq);
+        self.drop_session(*key);
+        let reason = why.to_string();
         let tx = self.state.db.begin_write()?;
-        purge(&tx, &file, id)?;
-        put_record(&tx, &file, id, &s.rec)?;
+        {
+            let mut t = tx.open_table(REFUSED).ctx(&file)?;
+            let rec = postcard::to_allocvec(&Refusal {
+                seq,
+                reason: reason.clone(),
+            })
+            .unwrap_or_default();
+            t.insert(&id, rec.as_slice()).ctx(&file)?;
+            // Forget the oldest refusals beyond the bound: a refused id that comes back costs
+            // its head once more, nothing else.
+            let mut all: Vec<(u64, BundleId)> = Vec::new();
+            for e in t.iter().ctx(&file)? {
+                let (k, v) = e.ctx(&file)?;
+                let seq = postcard::from_bytes::<Refusal>(v.value()).map_or(0, |r| r.seq);
+                all.push((seq, *k.value()));
+            }
+            all.sort();
+            for (_, old) in all.iter().take(all.len().saturating_sub(MAX_REFUSALS)) {
+                t.remove(old).ctx(&file)?;
+                self.done.remove(old);
+            }
+        }
         self.state.db.commit(tx)?;
-        self.done.insert(*id);
+        self.done.insert(id);
         self.stats
             .refused_bundles
-            .push(format!("{}: {why}", crate::ground::pack::hex(id)));
+            .push(format!("{}: {reason}", crate::ground::pack::hex(&id)));
         Ok(())
     }
 
     /// A head that does not match its bundle id (forged or damaged shards decoded into it):
     /// drop the decoded groups of its first `end` bytes and ask for them again. Nothing
     /// else of the bundle is lost.
-    fn drop_head(&mut self, id: &BundleId, end: u64) -> Result<(), LinkError> {
+    fn drop_head(&mut self, key: &SessionKey, end: u64) -> Result<(), LinkError> {
         let file = self.state.db.file().to_owned();
-        let Some(s) = self.sessions.get(id) else {
+        let Some(s) = self.sessions.get(key) else {
             return Ok(());
         };
         let tx = self.state.db.begin_write()?;
@@ -724,7 +864,7 @@ impl LinkReceiver<'_> {
             for g in 0..s.layout.group_count() {
                 match s.layout.byte_range(g) {
                     Some(r) if r.start < end => {
-                        groups_t.remove((id, g)).ctx(&file)?;
+                        groups_t.remove((key, g)).ctx(&file)?;
                     }
                     _ => break,
                 }
@@ -732,12 +872,23 @@ impl LinkReceiver<'_> {
         }
         self.state.db.commit(tx)?;
         self.stats.groups_dropped += 1;
-        self.reset(id)
+        self.reset(key)
     }
 
-    /// The status report for the most recent unfinished bundle, if any.
+    /// The session the status report speaks for: the newest verified bundle; else the
+    /// unverified session that holds the most (junk of many ids holds little each).
+    fn current(&self) -> Option<&Session> {
+        let verified = self.sessions.values().filter(|s| s.rec.verified);
+        verified.max_by_key(|s| s.rec.sequence).or_else(|| {
+            self.sessions
+                .values()
+                .max_by_key(|s| (s.stored + s.pending, s.rec.seq))
+        })
+    }
+
+    /// The status report for the bundle being received, if any (see `current`).
     pub fn status(&self, state_digest: [u8; 16]) -> Option<StatusReport> {
-        let s = self.sessions.values().max_by_key(|s| s.rec.seq)?;
+        let s = self.current()?;
         Some(s.tracker.status_report(state_digest, WirePhase::Receiving))
     }
 
@@ -796,7 +947,7 @@ pub fn status_report(state: &DeviceState) -> Result<Option<StatusReport>, LinkEr
     let r = LinkReceiver::open(state)?;
     let digest = short(&state.db.digest()?);
     let newest_bundle = state.bundles()?.last().map(|(_, b)| b.seq);
-    match r.sessions.values().max_by_key(|s| s.rec.seq) {
+    match r.current() {
         Some(s) if newest_bundle.is_none_or(|b| s.rec.seq >= b) => Ok(r.status(digest)),
         _ => Ok(None),
     }

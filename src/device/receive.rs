@@ -28,6 +28,12 @@ pub enum ReceiveError {
     State(#[from] StateError),
     #[error("refusing the bundle: it is sequence {sequence}, not newer than the last imported bundle ({last}): an old bundle replayed")]
     Replay { sequence: u64, last: u64 },
+    #[error("refusing the bundle: it is sequence {sequence}, superseded by bundle {newer} (sequence {newer_sequence}), which this device already has")]
+    Superseded {
+        sequence: u64,
+        newer: String,
+        newer_sequence: u64,
+    },
 }
 
 impl ReceiveError {
@@ -36,7 +42,7 @@ impl ReceiveError {
     pub fn binds_id(&self) -> bool {
         match self {
             ReceiveError::Head(e) => e.binds_id(),
-            ReceiveError::Replay { .. } => true,
+            ReceiveError::Replay { .. } | ReceiveError::Superseded { .. } => true,
             _ => false,
         }
     }
@@ -75,14 +81,46 @@ pub fn read_trusted_head(
     Ok(head)
 }
 
-/// Whether a bundle is newer than the last one this device imported.
-pub fn check_sequence(state: &DeviceState, manifest: &Manifest) -> Result<(), ReceiveError> {
+/// Whether bundle `id` (verified) is newer than the last one this device imported and than
+/// every bundle it holds that is not imported yet. If so, those older bundles are marked
+/// superseded: they will never be imported.
+pub fn check_sequence(
+    state: &DeviceState,
+    id: &BundleId,
+    manifest: &Manifest,
+) -> Result<(), ReceiveError> {
     let last = state.last_sequence()?;
-    if manifest.sequence <= last {
-        return Err(ReceiveError::Replay {
-            sequence: manifest.sequence,
-            last,
-        });
+    let sequence = manifest.sequence;
+    if sequence <= last {
+        return Err(ReceiveError::Replay { sequence, last });
+    }
+    let mut older = Vec::new();
+    for (other, rec) in state.bundles()? {
+        if other == *id || !matches!(rec.phase, Phase::Receiving | Phase::Complete) {
+            continue;
+        }
+        let theirs = rec.manifest()?.sequence;
+        if theirs > sequence {
+            return Err(ReceiveError::Superseded {
+                sequence,
+                newer: hex(&other),
+                newer_sequence: theirs,
+            });
+        }
+        older.push((other, rec));
+    }
+    if !older.is_empty() {
+        let tx = state.db.begin_write()?;
+        for (other, rec) in older {
+            let note = format!("superseded by bundle {} (sequence {sequence})", hex(id));
+            let rec = BundleRecord {
+                phase: Phase::Superseded,
+                note,
+                ..rec
+            };
+            state.put_bundle(&tx, &other, &rec)?;
+        }
+        state.db.commit(tx)?;
     }
     Ok(())
 }
@@ -110,7 +148,7 @@ pub fn receive(state: &DeviceState, mut r: impl Read) -> Result<ReceiveReport, R
             ..ReceiveReport::default()
         });
     }
-    check_sequence(state, manifest)?;
+    check_sequence(state, &id, manifest)?;
     let mut report = ReceiveReport {
         bundle: hex(&id),
         paths: manifest.paths.len(),

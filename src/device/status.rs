@@ -75,7 +75,7 @@ pub fn report(state: &DeviceState) -> Result<(StatusView, Vec<u8>), super::link:
                     Phase::Receiving => WirePhase::Receiving,
                     Phase::Complete => WirePhase::Decoded,
                     Phase::Imported => WirePhase::Imported,
-                    Phase::Failed => WirePhase::ImportFailed,
+                    Phase::Failed | Phase::Superseded => WirePhase::ImportFailed,
                 };
                 StatusReport::empty(id, digest, phase)
             }

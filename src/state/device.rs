@@ -33,6 +33,10 @@ pub enum Phase {
     Imported,
     /// Import was refused or failed; see the record's note.
     Failed,
+    /// A newer bundle from a trusted key arrived before this one was imported: it will never
+    /// be imported (every bundle is planned against the state the ground last heard of, so
+    /// the newer one carries what this one did).
+    Superseded,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

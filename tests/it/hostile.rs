@@ -82,7 +82,7 @@ fn frames_over(frames: &[Frame], range: std::ops::Range<u64>) -> Vec<&Frame> {
 #[test]
 fn forged_signature_frames_under_the_genuine_id_cost_at_most_one_round() {
     let (v1, v2) = (demo(1), demo(2));
-    for variant in ["flipped", "flipped-one"] {
+    for variant in ["flipped", "flipped-one", "stripped"] {
         let rig = Rig::new(&v1);
         let mut args = vec!["--out", rig.p("b"), "--frames", rig.p("pass1")];
         args.extend_from_slice(&SMALL_FRAMES);

@@ -430,13 +430,15 @@ pub fn simulate_update(
     crate::ground::init::init(&work.join("mirror"), ground_store, &roots[..1], progress)?;
     let mirror = crate::state::mirror::Mirror::open(&work.join("mirror"))?;
     let bundle = work.join("update.bundle");
+    let key = std::sync::Arc::new(key);
     let pack_opts = crate::ground::pack::PackOptions {
         progress,
-        sign_key: Some(std::sync::Arc::new(key)),
+        sign_key: Some(key.clone()),
         ..Default::default()
     };
     let pack = crate::ground::pack::pack(&mirror, ground_store, &roots[1..], &bundle, &pack_opts)?;
     let mut ground = FrameSource::open(&bundle, link, None)?;
+    ground.announce(&key, pack.sequence);
     let state = DeviceState::open(&work.join("device-state"))?;
     let mut device = StateDevice {
         state: &state,

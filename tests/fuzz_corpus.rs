@@ -122,6 +122,7 @@ replay_tests!(
     receiver,
     patch,
     payload,
+    announce,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -169,6 +170,26 @@ fn generated_seeds() -> Vec<(&'static str, String, Vec<u8>)> {
     for (name, bytes) in payload_seeds() {
         add("payload", &name, bytes);
     }
+    for (name, bytes) in announce_seeds() {
+        add("announce", &name, bytes);
+    }
+    seeds
+}
+
+/// Signed announcements with the smallest shard that carries one and a usual one, and one
+/// whose padding is not zero.
+fn announce_seeds() -> Vec<(String, Vec<u8>)> {
+    use narlink_protocol::announce::{Announcement, ANNOUNCE_LEN};
+    let mut seeds = Vec::new();
+    for len in [ANNOUNCE_LEN, 1024] {
+        let h = checks::announce_header(len);
+        let a = Announcement::sign(&checks::announce_key(), h.bundle_id, h.params, 42);
+        let (_, payload) = a.to_frame().expect("long enough");
+        seeds.push((format!("signed-{len}"), payload));
+    }
+    let mut bad = seeds[1].1.clone();
+    bad[500] = 1;
+    seeds.push(("nonzero-padding".into(), bad));
     seeds
 }
 

@@ -13,7 +13,8 @@
 //!  4      2    S  shard size    payload length; every payload of a bundle is exactly S bytes
 //!  6      2    K  group size    target (maximum) data shards per group
 //!  8      2    P  parity cap    parity shards 0..P exist for every group
-//!  10     4    group index      0..G
+//!  10     4    group index      0..G; 0xFFFFFFFF with shard 0: an announcement (see
+//!                               crate::announce), whose payload is not a shard
 //!  14     2    shard index      0..k data, k..k+P parity (k = this group's data shards)
 //!  16     16   bundle id
 //!  32     8    L  bundle length bytes
@@ -157,9 +158,13 @@ pub struct FrameHeader {
 }
 
 impl FrameHeader {
-    /// Checks the parameters and indices; returns the group's `k`.
+    /// Checks the parameters and indices; returns the group's `k` (0 for an announcement,
+    /// group [`crate::announce::ANNOUNCE_GROUP`] shard 0).
     pub fn validate(&self) -> Result<u16, FrameError> {
         let layout = self.params.validate()?;
+        if self.is_announcement() {
+            return Ok(0);
+        }
         let k = layout.group_k(self.group).ok_or(FrameError::NoSuchGroup {
             group: self.group,
             groups: layout.group_count(),
@@ -173,6 +178,11 @@ impl FrameHeader {
             });
         }
         Ok(k)
+    }
+
+    /// Whether this frame is an announcement (see [`crate::announce`]), not a shard.
+    pub fn is_announcement(&self) -> bool {
+        self.group == crate::announce::ANNOUNCE_GROUP && self.shard == 0
     }
 
     fn write(&self, out: &mut Vec<u8>) {

@@ -1,6 +1,7 @@
 //! narlink wire formats, sans-IO: no sockets, no files, no clocks.
 //!
 //! See `SPEC.md` beside this crate for byte layouts.
+pub mod announce;
 pub mod bundle;
 pub mod digest;
 pub mod fec;

@@ -145,6 +145,15 @@ impl SecretKey {
         }
     }
 
+    /// Sign `message` (which starts with its own domain string, like [`DOMAIN`]): the key id
+    /// and the signature.
+    pub fn sign_message(&self, message: &[u8]) -> (KeyId, [u8; 64]) {
+        (
+            key_id(&self.key.verifying_key()),
+            self.key.sign(message).to_bytes(),
+        )
+    }
+
     /// Sign the manifest whose encoded bytes hash (BLAKE3) to `manifest_hash`.
     pub fn sign(&self, manifest_hash: &[u8; 32]) -> Signature {
         Signature {
@@ -223,6 +232,33 @@ pub fn verify(
                 .map(|k| format!("{} = {}", k.name, show_key_id(&k.id()))),
         ),
     })
+}
+
+/// Check one signature of `message` by the trusted key with id `key`; returns its name.
+pub fn verify_message(
+    message: &[u8],
+    key: KeyId,
+    signature: &[u8; 64],
+    trusted: &[PublicKey],
+) -> Result<String, SignatureError> {
+    let names = || {
+        trusted
+            .iter()
+            .map(|k| format!("{} = {}", k.name, show_key_id(&k.id())))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let k = trusted
+        .iter()
+        .find(|k| k.id() == key)
+        .ok_or_else(|| SignatureError::Untrusted {
+            found: show_key_id(&key),
+            trusted: names(),
+        })?;
+    k.key
+        .verify(message, &ed25519_dalek::Signature::from_bytes(signature))
+        .map_err(|_| SignatureError::Invalid(k.name.clone()))?;
+    Ok(k.name.clone())
 }
 
 /// Encode a signature block.

@@ -188,6 +188,18 @@ pub fn run(c: Command, progress: bool) -> anyhow::Result<ExitCode> {
             let options = a.link.options();
             let out_abs = std::path::absolute(&a.out)?;
             let mut source = link::FrameSource::open(&out_abs, options, None)?;
+            if let Some(key) = &opts.sign_key {
+                match source.announce(key, r.sequence) {
+                    Some(frame) => mirror.put_announcement(&source.id(), &frame)?,
+                    None => eprintln!(
+                        "narlink: warning: frames of {} bytes cannot carry the bundle's \
+                         announcement (at least {} needed): the device cannot name this bundle \
+                         in its status reports until its head arrives",
+                        options.frame_size,
+                        narlink_protocol::announce::ANNOUNCE_LEN
+                    ),
+                }
+            }
             let mut emitted = link::EmitReport::default();
             if let Some(dest) = &a.frames {
                 let mut sink = link::FrameSink::open(dest)
@@ -254,6 +266,9 @@ pub fn run(c: Command, progress: bool) -> anyhow::Result<ExitCode> {
             })?;
             let mut source =
                 link::FrameSource::open(&rec.bundle_path, rec.options, Some(rec.sent))?;
+            if let Some(frame) = mirror.announcement(&id)? {
+                source.set_announcement(frame);
+            }
             let pass = source.sender.resend(&report)?;
             let mut sink = link::FrameSink::open(&a.frames)
                 .with_context(|| format!("opening {}", a.frames.display()))?;

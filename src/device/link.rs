@@ -37,6 +37,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::io::{self, Read};
 
+use narlink_protocol::announce::Announcement;
 use narlink_protocol::bundle::{BundleHeader, BundleId, HEADER_LEN};
 use narlink_protocol::digest::short;
 use narlink_protocol::fec::{self, ErasureCode};
@@ -45,6 +46,7 @@ use narlink_protocol::layout::GroupLayout;
 use narlink_protocol::manifest::Manifest;
 use narlink_protocol::params::{CodecId, Limits, LinkParams};
 use narlink_protocol::receiver::{GroupTracker, Outcome};
+use narlink_protocol::signature::PublicKey;
 use narlink_protocol::status::{Phase as WirePhase, StatusReport};
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
@@ -125,11 +127,19 @@ pub struct LinkRecord {
     pub next_offset: u64,
     /// The manifest's signature and sequence were accepted.
     pub verified: bool,
-    /// The manifest's sequence, once verified.
+    /// The manifest's sequence, once verified or announced.
     pub sequence: u64,
+    /// A trusted key announced this session (its id, parameters and sequence) before its
+    /// head was verified.
+    pub announced: bool,
 }
 
 impl LinkRecord {
+    /// Verified or announced by a trusted key: out of reach of unverified sessions.
+    fn trusted(&self) -> bool {
+        self.verified || self.announced
+    }
+
     fn params(&self) -> Option<LinkParams> {
         Some(LinkParams {
             codec: CodecId::from_u8(self.codec)?,
@@ -155,6 +165,8 @@ pub struct IntakeStats {
     pub refused: u64,
     /// Frames refused because a storage quota was reached (nothing stored was lost).
     pub over_quota: u64,
+    /// Announcements verified under a trusted key.
+    pub announcements: u64,
     /// Unverified sessions evicted to make room for a new one.
     pub evicted: u64,
     /// Sessions dropped because a newer bundle superseded theirs, or a link record that did
@@ -184,6 +196,12 @@ struct Session {
 }
 
 impl Session {
+    /// What an unverified session must hold before the status report names it: more than
+    /// one shard (junk of random ids holds one each).
+    fn substantial(&self) -> u64 {
+        2 * u64::from(self.layout.shard_size())
+    }
+
     /// Disk this bundle's link data takes: shards held of undecoded groups, and decoded
     /// groups not yet staged.
     fn measure(&mut self) {
@@ -220,6 +238,8 @@ pub struct LinkReceiver<'a> {
     pending_bytes: usize,
     /// Sessions whose data the next flush deletes.
     evicted: Vec<SessionKey>,
+    /// The keys announcements are checked against.
+    trusted: Vec<PublicKey>,
     pub stats: IntakeStats,
 }
 
@@ -242,6 +262,7 @@ impl<'a> LinkReceiver<'a> {
             pending_keys: HashSet::new(),
             pending_bytes: 0,
             evicted: Vec::new(),
+            trusted: state.trust()?.0,
             stats: IntakeStats::default(),
         };
         let file = state.db.file().to_owned();
@@ -275,7 +296,7 @@ impl<'a> LinkReceiver<'a> {
         }
         let last = state.last_sequence()?;
         for (key, rec) in records {
-            let stale = |rec: &LinkRecord| rec.verified && rec.sequence <= last;
+            let stale = |rec: &LinkRecord| rec.trusted() && rec.sequence <= last;
             let wanted = rec.filter(|rec| !r.done.contains(&rec.bundle) && !stale(rec));
             match wanted.map(|rec| r.rebuild(key, rec)).transpose() {
                 Ok(Some(session)) => {
@@ -396,6 +417,9 @@ impl LinkReceiver<'_> {
             self.stats.late += 1;
             return Ok(());
         }
+        if h.is_announcement() {
+            return self.announced(&h, f.payload());
+        }
         let key = session_key(&id, &h.params);
         if !self.sessions.contains_key(&key) && !self.admit(key, &h)? {
             self.stats.refused += 1;
@@ -418,7 +442,7 @@ impl LinkReceiver<'_> {
         // together get the link quota. Refusing a frame loses nothing already stored.
         let len = f.payload().len() as u64;
         let total: u64 = self.sessions.values().map(|s| s.stored + s.pending).sum();
-        let cap = if s.rec.verified {
+        let cap = if s.rec.trusted() {
             u64::MAX
         } else {
             self.quota.unverified_bytes
@@ -442,25 +466,33 @@ impl LinkReceiver<'_> {
     /// Open a session for the first frame of (bundle id, parameters) `key`, if the receiver
     /// takes it (see the module doc). Whether it did.
     fn admit(&mut self, key: SessionKey, h: &FrameHeader) -> Result<bool, LinkError> {
-        let Ok(layout) = h.params.validate_within(&self.limits) else {
-            return Ok(false);
-        };
-        // The head of this bundle verified under other parameters: these are not its frames.
+        // This bundle is verified or announced under other parameters: not its frames.
         if self
             .sessions
             .values()
-            .any(|s| s.rec.verified && s.rec.bundle == h.bundle_id)
+            .any(|s| s.rec.trusted() && s.rec.bundle == h.bundle_id)
         {
             return Ok(false);
         }
-        let Ok(tracker) = GroupTracker::new(h.bundle_id, h.params, &self.limits) else {
+        let Some(session) = self.new_session(h)? else {
             return Ok(false);
         };
-        let unverified = self.sessions.values().filter(|s| !s.rec.verified).count();
+        let unverified = self.sessions.values().filter(|s| !s.rec.trusted()).count();
         if unverified >= UNVERIFIED_SLOTS {
             self.evict_unverified();
         }
-        let seq = self.next_seq()?;
+        self.sessions.insert(key, session);
+        Ok(true)
+    }
+
+    /// A fresh session for frames like `h`, if its parameters are within the limits.
+    fn new_session(&self, h: &FrameHeader) -> Result<Option<Session>, LinkError> {
+        let Ok(layout) = h.params.validate_within(&self.limits) else {
+            return Ok(None);
+        };
+        let Ok(tracker) = GroupTracker::new(h.bundle_id, h.params, &self.limits) else {
+            return Ok(None);
+        };
         let rec = LinkRecord {
             bundle: h.bundle_id,
             codec: h.params.codec.to_u8(),
@@ -468,14 +500,15 @@ impl LinkReceiver<'_> {
             group_k: h.params.group_k,
             parity: h.params.parity,
             bundle_len: h.params.bundle_len,
-            seq,
+            seq: self.next_seq()?,
             manifest_done: false,
             next_payload: 0,
             next_offset: 0,
             verified: false,
             sequence: 0,
+            announced: false,
         };
-        let session = Session {
+        Ok(Some(Session {
             rec,
             layout,
             tracker,
@@ -484,9 +517,48 @@ impl LinkReceiver<'_> {
             persisted: false,
             stored: 0,
             pending: 0,
+        }))
+    }
+
+    /// An announcement frame: if a trusted key signed it and it is newer than the last
+    /// import and every trusted session, its session is opened (or marked) as announced and
+    /// settled (see [`Self::settle`]). Anything else is counted and ignored.
+    fn announced(&mut self, h: &FrameHeader, payload: &[u8]) -> Result<(), LinkError> {
+        let a = match Announcement::from_frame(h, payload) {
+            Ok(a) if a.verify(&self.trusted).is_ok() => a,
+            _ => {
+                self.stats.refused += 1;
+                return Ok(());
+            }
         };
-        self.sessions.insert(key, session);
-        Ok(true)
+        self.stats.announcements += 1;
+        let newer = self
+            .sessions
+            .values()
+            .any(|s| s.rec.trusted() && s.rec.bundle != a.bundle_id && s.rec.sequence > a.sequence);
+        if a.sequence <= self.state.last_sequence()? || newer {
+            // A replay, or superseded: a trusted key said so.
+            self.done.insert(a.bundle_id);
+            self.stats.late += 1;
+            return Ok(());
+        }
+        let key = session_key(&a.bundle_id, &a.params);
+        if !self.sessions.contains_key(&key) {
+            let Some(session) = self.new_session(h)? else {
+                self.stats.refused += 1;
+                return Ok(());
+            };
+            self.sessions.insert(key, session);
+        }
+        if let Some(s) = self.sessions.get_mut(&key) {
+            if !s.rec.announced {
+                s.rec.announced = true;
+                s.rec.sequence = a.sequence;
+                s.persisted = false;
+            }
+        }
+        self.settle(&key);
+        Ok(())
     }
 
     fn next_seq(&self) -> Result<u64, LinkError> {
@@ -502,7 +574,10 @@ impl LinkReceiver<'_> {
     /// Persist pending frames (one durable commit), count them, decode every group that
     /// became decodable, and stage what the decoded prefix of each bundle holds.
     pub fn flush(&mut self) -> Result<(), LinkError> {
-        if self.pending.is_empty() && self.evicted.is_empty() {
+        if self.pending.is_empty()
+            && self.evicted.is_empty()
+            && self.sessions.values().all(|s| s.persisted)
+        {
             return Ok(());
         }
         let file = self.state.db.file().to_owned();
@@ -561,7 +636,7 @@ impl LinkReceiver<'_> {
         let victim = self
             .sessions
             .iter()
-            .filter(|(_, s)| !s.rec.verified)
+            .filter(|(_, s)| !s.rec.trusted())
             .min_by_key(|(_, s)| (s.stored + s.pending, s.rec.seq))
             .map(|(k, _)| *k);
         if let Some(key) = victim {
@@ -685,6 +760,17 @@ impl LinkReceiver<'_> {
                 Err(_) => return self.drop_head(key, header.payload_offset()),
             };
             let manifest = head.manifest;
+            let announced = self.sessions.get(key).filter(|s| s.rec.announced);
+            if let Some(announced) = announced.map(|s| s.rec.sequence) {
+                if announced != manifest.sequence {
+                    let sequence = manifest.sequence;
+                    let why = ReceiveError::Announced {
+                        announced,
+                        sequence,
+                    };
+                    return self.reject(key, why);
+                }
+            }
             begin_bundle(self.state, &id, &manifest)?;
             self.verified(key, &manifest);
             let s = self
@@ -777,31 +863,34 @@ impl LinkReceiver<'_> {
         Ok(())
     }
 
-    /// Session `key`'s head verified with `manifest`: it is never evicted now; every other
-    /// session of its bundle, and of bundles it supersedes (whose records
-    /// [`check_sequence`] marked), goes.
+    /// Session `key`'s head verified with `manifest`: it is never evicted now.
     fn verified(&mut self, key: &SessionKey, manifest: &Manifest) {
-        let Some(s) = self.sessions.get_mut(key) else {
+        if let Some(s) = self.sessions.get_mut(key) {
+            s.rec.verified = true;
+            s.rec.sequence = manifest.sequence;
+        }
+        self.settle(key);
+    }
+
+    /// Trusted session `key` is the one its bundle travels in, and newer than older trusted
+    /// sessions: every other session of its bundle goes, and every trusted session of an older
+    /// bundle (superseded; their records [`check_sequence`] marks when a head verifies).
+    fn settle(&mut self, key: &SessionKey) {
+        let Some(s) = self.sessions.get(key) else {
             return;
         };
-        s.rec.verified = true;
-        s.rec.sequence = manifest.sequence;
-        let id = s.rec.bundle;
-        let gone: Vec<SessionKey> = self
+        let (id, sequence) = (s.rec.bundle, s.rec.sequence);
+        let gone: Vec<(SessionKey, BundleId)> = self
             .sessions
             .iter()
             .filter(|(k, s)| {
-                *k != key
-                    && (s.rec.bundle == id
-                        || (s.rec.verified && s.rec.sequence < manifest.sequence))
+                *k != key && (s.rec.bundle == id || (s.rec.trusted() && s.rec.sequence < sequence))
             })
-            .map(|(k, _)| *k)
+            .map(|(k, s)| (*k, s.rec.bundle))
             .collect();
-        for k in gone {
-            if let Some(s) = self.sessions.get(&k) {
-                if s.rec.bundle != id {
-                    self.done.insert(s.rec.bundle);
-                }
+        for (k, bundle) in gone {
+            if bundle != id {
+                self.done.insert(bundle);
             }
             self.drop_session(k);
             self.stats.dropped += 1;
@@ -875,13 +964,17 @@ impl LinkReceiver<'_> {
         self.reset(key)
     }
 
-    /// The session the status report speaks for: the newest verified bundle; else the
-    /// unverified session that holds the most (junk of many ids holds little each).
+    /// The session the status report speaks for: the newest bundle verified or announced by
+    /// a trusted key. Only a device that trusts no key (set up with `--allow-unsigned`, where
+    /// nothing can be announced) falls back to the unverified session holding the most, if it
+    /// holds more than one shard (junk of random ids holds one each). So on a device with
+    /// trusted keys the report never names junk.
     fn current(&self) -> Option<&Session> {
-        let verified = self.sessions.values().filter(|s| s.rec.verified);
-        verified.max_by_key(|s| s.rec.sequence).or_else(|| {
+        let trusted = self.sessions.values().filter(|s| s.rec.trusted());
+        trusted.max_by_key(|s| s.rec.sequence).or_else(|| {
             self.sessions
                 .values()
+                .filter(|s| self.trusted.is_empty() && s.stored + s.pending >= s.substantial())
                 .max_by_key(|s| (s.stored + s.pending, s.rec.seq))
         })
     }
@@ -948,7 +1041,9 @@ pub fn status_report(state: &DeviceState) -> Result<Option<StatusReport>, LinkEr
     let digest = short(&state.db.digest()?);
     let newest_bundle = state.bundles()?.last().map(|(_, b)| b.seq);
     match r.current() {
-        Some(s) if newest_bundle.is_none_or(|b| s.rec.seq >= b) => Ok(r.status(digest)),
+        Some(s) if s.rec.trusted() || newest_bundle.is_none_or(|b| s.rec.seq >= b) => {
+            Ok(r.status(digest))
+        }
         _ => Ok(None),
     }
 }

@@ -28,6 +28,8 @@ pub enum ReceiveError {
     State(#[from] StateError),
     #[error("refusing the bundle: it is sequence {sequence}, not newer than the last imported bundle ({last}): an old bundle replayed")]
     Replay { sequence: u64, last: u64 },
+    #[error("refusing the bundle: its manifest is sequence {sequence}, but it was announced as sequence {announced}")]
+    Announced { announced: u64, sequence: u64 },
     #[error("refusing the bundle: it is sequence {sequence}, superseded by bundle {newer} (sequence {newer_sequence}), which this device already has")]
     Superseded {
         sequence: u64,
@@ -42,7 +44,9 @@ impl ReceiveError {
     pub fn binds_id(&self) -> bool {
         match self {
             ReceiveError::Head(e) => e.binds_id(),
-            ReceiveError::Replay { .. } | ReceiveError::Superseded { .. } => true,
+            ReceiveError::Replay { .. }
+            | ReceiveError::Superseded { .. }
+            | ReceiveError::Announced { .. } => true,
             _ => false,
         }
     }

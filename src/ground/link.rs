@@ -10,11 +10,13 @@ use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
+use narlink_protocol::announce::Announcement;
 use narlink_protocol::bundle::{BundleHeader, BundleId, HEADER_LEN};
 use narlink_protocol::fec::{self, ErasureCode, FecError};
 use narlink_protocol::frame::{FrameHeader, FrameRef};
 use narlink_protocol::params::{CodecId, LinkParams, ParamsError};
 use narlink_protocol::schedule::{Pass, Sender};
+use narlink_protocol::signature::SecretKey;
 use serde::{Deserialize, Serialize};
 
 /// A shard index and its payload.
@@ -22,6 +24,9 @@ type EncodedShard = (u16, Vec<u8>);
 
 /// Groups interleaved together.
 pub const WINDOW_GROUPS: usize = 64;
+/// An announced bundle's announcement goes first and last in every pass, and again after
+/// every this many frames (0.2 % of the frames).
+pub const ANNOUNCE_EVERY: u64 = 512;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LinkError {
@@ -96,6 +101,8 @@ pub struct FrameSource {
     params: LinkParams,
     code: Box<dyn ErasureCode>,
     pub sender: Sender,
+    /// The encoded announcement frame, if the bundle is announced.
+    announcement: Option<Vec<u8>>,
 }
 
 /// What one pass put on air.
@@ -104,6 +111,8 @@ pub struct EmitReport {
     pub frames: u64,
     pub bytes: u64,
     pub parity_frames: u64,
+    /// Announcement frames among them.
+    pub announcements: u64,
     /// Shards planned but left for the next pass (budget reached).
     pub deferred: u64,
 }
@@ -154,7 +163,25 @@ impl FrameSource {
             params,
             code: fec::codec(params.codec),
             sender,
+            announcement: None,
         })
+    }
+
+    /// Announce the bundle (see [`narlink_protocol::announce`]) in every pass; returns the
+    /// encoded frame, or `None` when the frame size is too small to carry it (the bundle then
+    /// goes unannounced).
+    pub fn announce(&mut self, key: &SecretKey, sequence: u64) -> Option<Vec<u8>> {
+        let a = Announcement::sign(key, self.id, self.params, sequence);
+        let (header, payload) = a.to_frame()?;
+        let mut frame = Vec::new();
+        FrameRef::new(header, &payload).ok()?.encode(&mut frame);
+        self.announcement = Some(frame.clone());
+        Some(frame)
+    }
+
+    /// Announce the bundle with an announcement frame made earlier by [`Self::announce`].
+    pub fn set_announcement(&mut self, frame: Vec<u8>) {
+        self.announcement = Some(frame);
     }
 
     pub fn id(&self) -> BundleId {
@@ -192,6 +219,19 @@ impl FrameSource {
         let mut buf = Vec::new();
         let mut frame = Vec::new();
         let mut out_of_budget = false;
+        let announcement = self.announcement.clone();
+        let announce = |report: &mut EmitReport,
+                        sink: &mut dyn FnMut(&[u8]) -> io::Result<()>|
+         -> Result<(), LinkError> {
+            if let Some(a) = &announcement {
+                sink(a).map_err(LinkError::Sink)?;
+                report.frames += 1;
+                report.bytes += a.len() as u64;
+                report.announcements += 1;
+            }
+            Ok(())
+        };
+        announce(&mut report, sink)?;
         for window in (0..groups).collect::<Vec<_>>().chunks(WINDOW_GROUPS) {
             let mut encoded: Vec<(u32, Vec<EncodedShard>)> = Vec::new();
             for &g in window {
@@ -249,6 +289,9 @@ impl FrameSource {
                     sink(&frame).map_err(LinkError::Sink)?;
                     report.frames += 1;
                     report.bytes += frame.len() as u64;
+                    if report.frames % ANNOUNCE_EVERY == 0 {
+                        announce(&mut report, sink)?;
+                    }
                     if *shard >= layout.group_k(*g).unwrap_or(0) {
                         report.parity_frames += 1;
                     }
@@ -265,6 +308,7 @@ impl FrameSource {
                 }
             }
         }
+        announce(&mut report, sink)?;
         Ok(report)
     }
 }

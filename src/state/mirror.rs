@@ -6,6 +6,8 @@
 //!   reports it imported.
 //! - `sends`: bundle id → [`SendRecord`] (postcard): the bundle file, link options and
 //!   shards sent per group, so a resend continues with parity never sent.
+//! - `announcements`: bundle id → its signed announcement frame
+//!   ([`narlink_protocol::announce`]), sent again with every resend.
 
 use std::path::Path;
 
@@ -20,6 +22,7 @@ const PENDING: TableDefinition<&[u8; 16], &[u8]> = TableDefinition::new("pending
 /// Key of the pending manifest of a bundle being packed (its id is not known yet).
 const PROVISIONAL: [u8; 16] = [0xff; 16];
 const SENDS: TableDefinition<&[u8; 16], &[u8]> = TableDefinition::new("sends");
+const ANNOUNCEMENTS: TableDefinition<&[u8; 16], &[u8]> = TableDefinition::new("announcements");
 
 const FILE: &str = "mirror.redb";
 const ROLE: &str = "mirror";
@@ -114,6 +117,27 @@ impl Mirror {
             .insert(id, bytes.as_slice())
             .ctx(&self.db.file)?;
         self.db.commit(tx)
+    }
+
+    pub fn put_announcement(&self, id: &BundleId, frame: &[u8]) -> Result<(), StateError> {
+        let tx = self.db.begin_write()?;
+        tx.open_table(ANNOUNCEMENTS)
+            .ctx(&self.db.file)?
+            .insert(id, frame)
+            .ctx(&self.db.file)?;
+        self.db.commit(tx)
+    }
+
+    /// The announcement frame of bundle `id`, if it was announced.
+    pub fn announcement(&self, id: &BundleId) -> Result<Option<Vec<u8>>, StateError> {
+        let tx = self.db.db.begin_read().ctx(&self.db.file)?;
+        let t = match tx.open_table(ANNOUNCEMENTS) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(e) => return Err(e).ctx(&self.db.file),
+        };
+        let v = t.get(id).ctx(&self.db.file)?;
+        Ok(v.map(|v| v.value().to_vec()))
     }
 
     pub fn send_record(&self, id: &BundleId) -> Result<Option<SendRecord>, StateError> {

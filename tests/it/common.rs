@@ -244,3 +244,16 @@ pub fn rehead(file: &Path) {
     b[..HEADER_LEN].copy_from_slice(&fixed.encode());
     std::fs::write(file, b).unwrap();
 }
+
+/// A store path holding `mib` MiB of random bytes (built once per size and test process).
+pub fn blob(mib: u64) -> String {
+    sh(&format!(
+        "nix-build --no-out-link --option sandbox false --option substituters '' -E '
+        derivation {{
+          name = \"blob-{mib}m\"; system = builtins.currentSystem; builder = \"/bin/sh\";
+          args = [ \"-c\" \"/bin/mkdir $out && /usr/bin/head -c {mib}M /dev/urandom > $out/blob\" ];
+        }}' 2>/dev/null"
+    ))
+    .trim()
+    .to_owned()
+}

@@ -5,12 +5,22 @@
 use std::path::Path;
 
 use narlink_protocol::bundle::{BundleHeader, HEADER_LEN};
-use narlink_protocol::frame::{Frame, FrameSplitter};
+use narlink_protocol::frame::{Frame, FrameHeader, FrameSplitter};
+use narlink_protocol::params::LinkParams;
+use narlink_protocol::sim::Rng;
 
 use crate::common::*;
 
-/// Small frames, so a demo bundle's head spans many groups.
-pub const SMALL_FRAMES: [&str; 6] = ["--frame-size", "64", "--group-k", "4", "--redundancy", "25"];
+/// Small frames, so a demo bundle spans several groups (and large enough to carry an
+/// announcement).
+pub const SMALL_FRAMES: [&str; 6] = [
+    "--frame-size",
+    "128",
+    "--group-k",
+    "2",
+    "--redundancy",
+    "50",
+];
 
 /// The frames of a frames file.
 pub fn frames_of(file: &str) -> Vec<Frame> {
@@ -40,9 +50,9 @@ pub fn forge(f: &Frame, edit: impl FnOnce(&mut Vec<u8>)) -> Frame {
 fn cut(bundle: &Path, id: [u8; 16]) -> Vec<Frame> {
     use narlink::ground::link::{FrameSource, LinkOptions};
     let opts = LinkOptions {
-        frame_size: 64,
-        group_k: 4,
-        redundancy_percent: 25,
+        frame_size: 128,
+        group_k: 2,
+        redundancy_percent: 50,
         ..LinkOptions::default()
     };
     let mut src = FrameSource::open_raw(bundle, id, opts, None).unwrap();
@@ -68,6 +78,9 @@ fn frames_over(frames: &[Frame], range: std::ops::Range<u64>) -> Vec<&Frame> {
         .iter()
         .filter(|f| {
             let h = f.header();
+            if h.is_announcement() {
+                return false;
+            }
             let layout = h.params.validate().unwrap();
             let r = layout.byte_range(h.group).unwrap();
             r.start < range.end && range.start < r.end
@@ -195,4 +208,345 @@ fn unsigned_bundle_with_huge_manifest_is_refused_in_bounded_memory() {
         kib < 64 * 1024,
         "refused bundle as frames peaked at {kib} KiB"
     );
+}
+
+/// `n` frames of random bundle ids, each valid as a frame (parameters like `like`'s, a random
+/// bundle length within them, a random shard of a random group, random bytes).
+pub fn junk(rng: &mut Rng, n: usize, like: &LinkParams) -> Vec<Frame> {
+    (0..n)
+        .map(|_| {
+            let mut id = [0u8; 16];
+            id.iter_mut().for_each(|b| *b = rng.next_u32() as u8);
+            let params = LinkParams {
+                bundle_len: 1 + rng.below(like.bundle_len),
+                ..*like
+            };
+            let layout = params.validate().unwrap();
+            let group = rng.below(u64::from(layout.group_count())) as u32;
+            let k = layout.group_k(group).unwrap();
+            let shard = rng.below(u64::from(k + params.parity)) as u16;
+            let payload = (0..params.shard_size)
+                .map(|_| rng.next_u32() as u8)
+                .collect();
+            let header = FrameHeader {
+                bundle_id: id,
+                params,
+                group,
+                shard,
+            };
+            Frame::new(header, payload).unwrap()
+        })
+        .collect()
+}
+
+/// A genuine 7 MiB bundle is 80 % received, none of its group 0 (so its head is not
+/// verified), then junk frames of random ids arrive: 4, then 400 more. Nothing it holds is
+/// evicted, the status report names it every time, and one resend round completes it.
+#[test]
+fn junk_ids_cannot_evict_a_genuine_bundle_in_progress() {
+    let big = blob(7);
+    let rig = Rig::new(&demo(1));
+    let r = rig.pack(&[
+        "--level",
+        "1",
+        "--out",
+        rig.p("b"),
+        "--frames",
+        rig.p("all"),
+        &big,
+    ]);
+    let id = r["bundle"].as_str().unwrap().to_owned();
+    let genuine = frames_of(rig.p("all"));
+    let params = genuine[0].header().params;
+    let mut rng = Rng::new(7);
+    let first: Vec<Frame> = genuine
+        .iter()
+        .filter(|f| f.header().group != 0 && rng.below(10) < 8)
+        .cloned()
+        .collect();
+    write_frames(rig.p("first"), &first);
+    let got = rig.json(&[
+        "device",
+        "receive",
+        "--state",
+        rig.p("state"),
+        rig.p("first"),
+    ]);
+    let shards = first
+        .iter()
+        .filter(|f| !f.header().is_announcement())
+        .count();
+    assert_eq!(got["link"]["stored"], shards, "{got}");
+    assert!(got["link"]["announcements"].as_u64().unwrap() > 0, "{got}");
+    let held = rig.status(&[]);
+    assert_eq!(held["bundle"], id, "{held}");
+    for n in [4, 400] {
+        write_frames(rig.p("junk"), &junk(&mut rng, n, &params));
+        let r = rig.json(&[
+            "device",
+            "receive",
+            "--state",
+            rig.p("state"),
+            rig.p("junk"),
+        ]);
+        assert_eq!(r["link"]["dropped"], 0, "{r}");
+        let st = rig.status(&[]);
+        assert_eq!(st["bundle"], id, "after {n} junk frames: {st}");
+        assert_eq!(st["needs"], held["needs"], "after {n} junk frames");
+    }
+    // The junk file again as the "first pass", then status -> resend -> receive.
+    let passes = rig.receive_with_resend(rig.p("junk"));
+    assert!(passes <= 2, "{passes} passes");
+    rig.ok(&["device", "import", "--state", rig.p("state")]);
+    rig.assert_holds(&big);
+}
+
+/// Four signed bundles are left in flight (heads verified, payloads missing), each later
+/// superseded by a newer pack; a fifth is imported from a file. The frames of a sixth still
+/// complete at once, and every older bundle's frames are late or refused afterwards.
+#[test]
+fn superseded_bundles_free_their_slots() {
+    let (v1, v2, v3) = (demo(1), demo(2), demo(3));
+    let rig = Rig::new(&v1);
+    let pack = |name: &str, target: &str| {
+        let mut a = vec!["--out", rig.p(name), "--frames", rig.p(name)];
+        a[3] = Box::leak(format!("{}.frames", rig.p(name)).into_boxed_str());
+        a.extend_from_slice(&SMALL_FRAMES);
+        a.push(target);
+        rig.pack(&a);
+        frames_of(a[3])
+    };
+    let mut old = Vec::new();
+    for i in 0..4 {
+        let frames = pack(&format!("old{i}"), if i % 2 == 0 { &v2 } else { &v3 });
+        // Everything but the last group: the head verifies, the bundle stays incomplete.
+        let last = frames.iter().map(|f| f.header().group).max().unwrap();
+        let part: Vec<Frame> = frames
+            .iter()
+            .filter(|f| f.header().group != last)
+            .cloned()
+            .collect();
+        write_frames(rig.p("part"), &part);
+        rig.receive(rig.p("part"));
+        old.extend(frames);
+    }
+    // A newer bundle arrives as a file and is imported while those are in flight.
+    let mut a = vec!["--out", rig.p("file.bundle")];
+    a.push(&v2);
+    rig.pack(&a);
+    rig.receive_import(rig.p("file.bundle"));
+    rig.assert_holds(&v2);
+    rig.ok(&[
+        "device",
+        "status",
+        "--state",
+        rig.p("state"),
+        "--out",
+        rig.p("st"),
+    ]);
+    rig.ok(&["ground", "ack", "--mirror", rig.p("mirror"), rig.p("st")]);
+    // The next one, over the link, after every old frame once more.
+    let newest = pack("new", &v3);
+    write_frames(rig.p("old"), &old);
+    let r = rig.json(&["device", "receive", "--state", rig.p("state"), rig.p("old")]);
+    assert_eq!(r["link"]["stored"], 0, "old frames stored: {r}");
+    write_frames(rig.p("newest"), &newest);
+    let passes = rig.receive_with_resend(rig.p("newest"));
+    assert_eq!(passes, 1);
+    rig.ok(&["device", "import", "--state", rig.p("state")]);
+    rig.assert_holds(&v3);
+}
+
+/// `device listen --tcp --import --exit-when-done` fed `frames` over one connection; waits
+/// for it to exit (at most 120 s) and returns its stderr.
+pub fn listen_tcp(rig: &Rig, frames: &[Frame]) -> String {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::process::{Command, Stdio};
+    use std::time::{Duration, Instant};
+    let mut child = nix_env(Command::new(NARLINK).args([
+        "--quiet",
+        "device",
+        "listen",
+        "--state",
+        rig.p("state"),
+        "--tcp",
+        "127.0.0.1:0",
+        "--import",
+        "--exit-when-done",
+        "--status-out",
+        rig.p("status"),
+    ]))
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line.trim().rsplit(' ').next().unwrap().to_owned();
+    let mut bytes = Vec::new();
+    for f in frames {
+        f.as_ref().encode(&mut bytes);
+    }
+    let mut s = std::net::TcpStream::connect(&addr).unwrap();
+    s.write_all(&bytes).unwrap();
+    drop(s);
+    let start = Instant::now();
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        if start.elapsed() > Duration::from_secs(120) {
+            let _ = child.kill();
+            panic!("device listen did not finish");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert!(status.success(), "listen failed: {err}");
+    err
+}
+
+/// `device listen`: five junk frames of random ids, then a genuine 8 MiB pass over TCP: the
+/// pass is taken whole and imported.
+#[test]
+fn listen_takes_a_genuine_pass_after_junk() {
+    let big = blob(8);
+    let rig = Rig::new(&demo(1));
+    rig.pack(&[
+        "--level",
+        "1",
+        "--out",
+        rig.p("b"),
+        "--frames",
+        rig.p("all"),
+        &big,
+    ]);
+    let genuine = frames_of(rig.p("all"));
+    let mut frames = junk(&mut Rng::new(5), 5, &genuine[0].header().params);
+    frames.extend(genuine);
+    listen_tcp(&rig, &frames);
+    rig.assert_holds(&big);
+}
+
+/// The genuine stream of an update with every kind of adversarial frame mixed in at random
+/// positions, for several seeds, through `device receive` and `device listen`: junk of many
+/// ids, junk under the genuine id, its signature block flipped, its head stripped, frames of
+/// a bundle already imported (a replay) and of an older bundle it supersedes. The update
+/// completes and verifies within one extra status -> resend round.
+#[test]
+fn genuine_update_survives_a_hostile_mix() {
+    let (v1, v2, v3) = (demo(1), demo(2), demo(3));
+    for seed in 1..=4u64 {
+        let rig = Rig::new(&v1);
+        let pack = |name: &str, target: &str| -> (Vec<u8>, Vec<Frame>) {
+            let frames = format!("{}.frames", rig.p(name));
+            let mut a = vec!["--out", rig.p(name), "--frames", &frames];
+            a.extend_from_slice(&SMALL_FRAMES);
+            a.push(target);
+            rig.pack(&a);
+            (std::fs::read(rig.p(name)).unwrap(), frames_of(&frames))
+        };
+        // A bundle imported and acknowledged: its frames later are a replay.
+        let (_, replay) = pack("imported", &v2);
+        write_frames(rig.p("imported.all"), &replay);
+        rig.receive_import(rig.p("imported.all"));
+        rig.ok(&[
+            "device",
+            "status",
+            "--state",
+            rig.p("state"),
+            "--out",
+            rig.p("st"),
+        ]);
+        rig.ok(&["ground", "ack", "--mirror", rig.p("mirror"), rig.p("st")]);
+        // An older bundle the genuine one supersedes, then the genuine one.
+        let (_, superseded) = pack("older", &v3);
+        let (bundle, genuine) = pack("genuine", &v3);
+        let id: [u8; 16] = bundle[22..HEADER_LEN].try_into().unwrap();
+        let params = genuine[0].header().params;
+        let mut rng = Rng::new(seed);
+        let mut bad: Vec<Frame> = junk(&mut rng, 300, &params);
+        bad.extend(junk(&mut rng, 40, &params).into_iter().map(|f| {
+            let h = FrameHeader {
+                bundle_id: id,
+                ..*f.header()
+            };
+            Frame::new(h, f.payload().to_vec()).unwrap()
+        }));
+        let sig = signature_block(&bundle);
+        bad.extend(
+            frames_over(&genuine, sig.clone())
+                .into_iter()
+                .map(|f| forge(f, |p| p.iter_mut().for_each(|b| *b ^= 0x5a))),
+        );
+        let mut stripped = bundle.clone();
+        stripped.drain(sig.start as usize..sig.end as usize);
+        stripped[6..8].copy_from_slice(&0u16.to_le_bytes());
+        std::fs::write(rig.p("stripped"), &stripped).unwrap();
+        bad.extend(cut(Path::new(rig.p("stripped")), id));
+        bad.extend(replay.iter().cloned());
+        bad.extend(superseded.iter().cloned());
+        // One junk id holding more frames than the genuine bundle has.
+        let heavy = junk(&mut rng, 1, &params)[0].header().bundle_id;
+        bad.extend((0..3 * genuine.len()).map(|i| {
+            let h = FrameHeader {
+                bundle_id: heavy,
+                params: LinkParams {
+                    bundle_len: 1 << 20,
+                    ..params
+                },
+                group: (i / 8) as u32,
+                shard: (i % 8) as u16,
+            };
+            Frame::new(h, vec![i as u8; usize::from(params.shard_size)]).unwrap()
+        }));
+        // Shuffle the adversarial frames into the genuine stream, keeping its order.
+        let mut mixed: Vec<Frame> = Vec::new();
+        let (mut g, mut b) = (genuine.iter().peekable(), bad.iter().peekable());
+        while g.peek().is_some() || b.peek().is_some() {
+            let take_bad = b.peek().is_some()
+                && (g.peek().is_none()
+                    || rng.below((genuine.len() + bad.len()) as u64) < bad.len() as u64);
+            mixed.push(if take_bad { b.next() } else { g.next() }.unwrap().clone());
+        }
+        // Shuffle the adversarial frames among themselves too.
+        for i in (1..mixed.len()).rev() {
+            let j = rng.below(i as u64 + 1) as usize;
+            let (gi, gj) = (
+                is_genuine(&mixed[i], &genuine),
+                is_genuine(&mixed[j], &genuine),
+            );
+            if !gi && !gj {
+                mixed.swap(i, j);
+            }
+        }
+        if seed % 2 == 0 {
+            write_frames(rig.p("mixed"), &mixed);
+            rig.receive(rig.p("mixed"));
+            let st = rig.status(&[]);
+            assert_eq!(st["bundle"], hex(&id), "seed {seed}: {st}");
+            let passes = rig.receive_with_resend(rig.p("mixed"));
+            assert!(passes <= 2, "seed {seed}: {passes} passes");
+            rig.ok(&["device", "import", "--state", rig.p("state")]);
+        } else {
+            listen_tcp(&rig, &mixed);
+        }
+        rig.assert_holds(&v3);
+    }
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn is_genuine(f: &Frame, genuine: &[Frame]) -> bool {
+    genuine.iter().any(|g| g == f)
 }

@@ -111,15 +111,7 @@ fn device_import_memory_does_not_grow_with_the_nar() {
         "needs GNU time (/usr/bin/time): run scripts/setup.sh"
     );
     const MIB: u64 = 64;
-    let big = sh(&format!(
-        "nix-build --no-out-link --option sandbox false --option substituters '' -E '
-        derivation {{
-          name = \"blob-{MIB}m\"; system = builtins.currentSystem; builder = \"/bin/sh\";
-          args = [ \"-c\" \"/bin/mkdir $out && /usr/bin/head -c {MIB}M /dev/urandom > $out/blob\" ];
-        }}' 2>/dev/null"
-    ))
-    .trim()
-    .to_owned();
+    let big = blob(MIB);
     let rig = Rig::new(&demo(1));
     rig.pack(&["--level", "1", "--out", rig.p("b"), &big]);
     rig.receive(rig.p("b"));

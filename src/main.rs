@@ -13,11 +13,8 @@ fn main() -> ExitCode {
     match cli::run(args) {
         Ok(code) => code,
         Err(err) => {
-            // A closed pipe (`narlink inspect x | head`) is not a failure.
-            if err.chain().any(|c| {
-                c.downcast_ref::<std::io::Error>()
-                    .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
-            }) {
+            // A closed standard output (`narlink inspect x | head`) is not a failure.
+            if err.downcast_ref::<cli::StdoutClosed>().is_some() {
                 return ExitCode::SUCCESS;
             }
             let mut msg = format!("narlink: error: {err}");

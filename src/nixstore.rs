@@ -208,7 +208,9 @@ impl NixStore {
         drop(stdout);
         let status = child.wait()?;
         let stderr = errors.join().unwrap_or_default();
-        if !status.success() {
+        // Nix may report a failure (a full disk, say) on stderr and end with status 0 while
+        // we get a broken pipe: its own words are the error either way.
+        if !status.success() || (talked.is_err() && !stderr.is_empty()) {
             return Err(NixError::Failed {
                 cmd,
                 status: status.to_string(),

@@ -63,11 +63,22 @@ pub(crate) fn output<T: Serialize>(
 ) -> anyhow::Result<()> {
     use std::io::Write;
     let mut out = std::io::stdout().lock();
-    if json {
-        serde_json::to_writer(&mut out, value)?;
-        writeln!(out)?;
+    let written = if json {
+        serde_json::to_writer(&mut out, value)
+            .map_err(std::io::Error::from)
+            .and_then(|()| writeln!(out))
     } else {
-        writeln!(out, "{}", human())?;
+        writeln!(out, "{}", human())
+    };
+    match written {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Err(StdoutClosed.into()),
+        r => Ok(r?),
     }
-    Ok(())
 }
+
+/// Whoever read our standard output went away (`narlink inspect x | head`): not a failure.
+/// Only this marks a broken pipe as harmless; a broken pipe to Nix or to a frame sink is an
+/// error like any other.
+#[derive(Debug, thiserror::Error)]
+#[error("standard output was closed")]
+pub struct StdoutClosed;

@@ -241,13 +241,19 @@ fn import_bundle(
             // The paths Nix added, and what it had restored of the one it was reading.
             let added: Vec<String> = todo.iter().map(|p| p.store_path.clone()).collect();
             let _ = store.delete(&added);
-            if let Some(source) = failure {
-                return Err(ImportError::Verify { bundle, source });
+            // Our side failed to rebuild a NAR, unless all it saw was Nix going away (a full
+            // disk, say): then Nix's own error says what happened.
+            match failure {
+                Some(source) if !matches!(source, ReassembleError::Sink { .. }) => {
+                    return Err(ImportError::Verify { bundle, source });
+                }
+                _ => {
+                    return Err(ImportError::Nix {
+                        bundle,
+                        source: err,
+                    })
+                }
             }
-            return Err(ImportError::Nix {
-                bundle,
-                source: err,
-            });
         }
     }
 

@@ -1,6 +1,7 @@
 //! narlink's integration tests: one binary, one module per area.
 
 mod common;
+mod failures;
 mod hostile;
 mod import;
 mod link;

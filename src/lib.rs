@@ -13,6 +13,7 @@ pub mod nar;
 pub mod nixstore;
 pub mod normalize;
 pub mod onboard;
+pub mod panic;
 pub mod payload;
 pub mod progress;
 pub mod sim;

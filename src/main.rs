@@ -10,7 +10,16 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let args = cli::Cli::parse();
-    match cli::run(args) {
+    narlink::panic::install();
+    let Ok(result) = std::panic::catch_unwind(|| cli::run(args)) else {
+        let _ = writeln!(
+            std::io::stderr(),
+            "narlink: error: {}",
+            narlink::panic::describe()
+        );
+        return ExitCode::FAILURE;
+    };
+    match result {
         Ok(code) => code,
         Err(err) => {
             // A closed standard output (`narlink inspect x | head`) is not a failure.

@@ -283,6 +283,9 @@ fn import_bundle(
         )?;
     }
     state.db.commit(tx)?;
+    if complete {
+        state.save_mark(manifest.sequence)?;
+    }
 
     Ok(BundleImport {
         complete,

@@ -72,6 +72,8 @@ pub enum ListenError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("{0}")]
+    Panicked(String),
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -103,11 +105,9 @@ pub fn listen(
     };
     // The socket side runs until the worker stops (it drops the receiver: sends then fail).
     let net = std::thread::spawn(move || rt.block_on(serve(bound, tx)));
-    let report = worker.join().unwrap_or_else(|_| {
-        Err(ListenError::Socket(std::io::Error::other(
-            "worker panicked",
-        )))
-    });
+    let report = worker
+        .join()
+        .unwrap_or_else(|_| Err(ListenError::Panicked(crate::panic::describe())));
     drop(net); // detached: the process exits with the worker's result
     report
 }

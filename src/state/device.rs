@@ -20,6 +20,9 @@ const STAGED: TableDefinition<&ChunkId, &[u8]> = TableDefinition::new("staged");
 const BUNDLES: TableDefinition<&[u8; 16], &[u8]> = TableDefinition::new("bundles");
 
 const FILE: &str = "device.redb";
+/// The replay mark's second home, beside the database: restoring `device.redb` from a backup
+/// (or re-creating it after damage) does not roll it back (protocol/SPEC.md, "Replay mark").
+pub const MARK_FILE: &str = "replay-mark";
 const ROLE: &str = "device";
 
 /// Where a bundle stands on the device.
@@ -359,13 +362,55 @@ impl DeviceState {
             .set_meta("allow_unsigned", if allow_unsigned { b"1" } else { b"0" })
     }
 
-    /// The sequence number of the newest bundle imported.
+    /// The replay mark: the sequence number of the newest bundle imported (0 before the
+    /// first), the larger of the database's record and the mark file beside it (see
+    /// [`MARK_FILE`]). A damaged record is an error, never 0: that would let old bundles be
+    /// replayed.
     pub fn last_sequence(&self) -> Result<u64, StateError> {
-        Ok(self
-            .db
-            .meta("sequence")?
-            .and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok())
-            .map_or(0, u64::from_le_bytes))
+        let in_db = match self.db.meta("sequence")? {
+            None => 0,
+            Some(b) => <[u8; 8]>::try_from(b.as_slice())
+                .map(u64::from_le_bytes)
+                .map_err(|_| StateError::Corrupt("replay mark (sequence)".into()))?,
+        };
+        Ok(in_db.max(self.file_mark()?))
+    }
+
+    fn mark_path(&self) -> std::path::PathBuf {
+        self.db.dir().join(MARK_FILE)
+    }
+
+    /// The mark file's sequence (0 if there is none).
+    fn file_mark(&self) -> Result<u64, StateError> {
+        let path = self.mark_path();
+        match std::fs::read_to_string(&path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
+            Err(e) => Err(super::io_err(&path)(e)),
+            Ok(text) => text
+                .trim()
+                .parse()
+                .map_err(|_| StateError::Corrupt(path.display().to_string())),
+        }
+    }
+
+    /// Raise the mark file to `sequence` (never lower it): written aside, synced, renamed
+    /// into place, directory synced. Called once an import's commit is durable, so a crash in
+    /// between leaves the database's record ahead, and [`Self::last_sequence`] takes the larger.
+    pub fn save_mark(&self, sequence: u64) -> Result<(), StateError> {
+        if sequence <= self.file_mark()? {
+            return Ok(());
+        }
+        let path = self.mark_path();
+        let tmp = path.with_extension("partial");
+        let write = || -> std::io::Result<()> {
+            use std::io::Write;
+            let mut f = std::fs::File::create(&tmp)?;
+            writeln!(f, "{sequence}")?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, &path)?;
+            std::fs::File::open(self.db.dir())?.sync_all()
+        };
+        write().map_err(super::io_err(&path))
     }
 
     /// Record an imported bundle's sequence number, within `tx`.
@@ -411,12 +456,15 @@ impl Default for DeviceLimits {
 }
 
 impl DeviceState {
+    /// The limits set at init (the defaults for a state from before limits existed). Limits
+    /// that do not decode are an error, never silently the defaults.
     pub fn limits(&self) -> Result<DeviceLimits, StateError> {
-        Ok(self
-            .db
-            .meta("limits")?
-            .and_then(|b| postcard::from_bytes(&b).ok())
-            .unwrap_or_default())
+        match self.db.meta("limits")? {
+            None => Ok(DeviceLimits::default()),
+            Some(b) => {
+                postcard::from_bytes(&b).map_err(|_| StateError::Corrupt("device limits".into()))
+            }
+        }
     }
 
     pub fn set_limits(&self, l: &DeviceLimits) -> Result<(), StateError> {

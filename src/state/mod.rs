@@ -61,8 +61,10 @@ pub enum StateError {
         "{path} was indexed with chunking {found:?}, this narlink uses {PARAMS:?}: re-run init"
     )]
     Chunking { path: PathBuf, found: ChunkParams },
-    #[error("state record for {0} does not decode: the state database is damaged")]
+    #[error("state record for {0} does not decode: the state database is damaged; see docs/operations.md, \"A damaged state database\"")]
     Corrupt(String),
+    #[error("{path} is damaged ({detail}): see docs/operations.md, \"A damaged state database\", to recover it keeping the replay mark")]
+    Damaged { path: PathBuf, detail: String },
     #[error("I/O error on {path}: {source}")]
     Io {
         path: PathBuf,
@@ -135,9 +137,19 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StateError {
 }
 
 fn db_err(file: &Path) -> impl Fn(redb::Error) -> StateError + '_ {
-    move |source| StateError::Db {
-        path: file.to_owned(),
-        source,
+    move |source| match source {
+        redb::Error::Corrupted(detail) => StateError::Damaged {
+            path: file.to_owned(),
+            detail,
+        },
+        redb::Error::Io(e) if e.kind() == std::io::ErrorKind::InvalidData => StateError::Damaged {
+            path: file.to_owned(),
+            detail: e.to_string(),
+        },
+        source => StateError::Db {
+            path: file.to_owned(),
+            source,
+        },
     }
 }
 
@@ -220,6 +232,7 @@ impl StateDb {
         if !file.exists() {
             return Err(StateError::Missing(dir.into(), init_command(role)));
         }
+        crate::panic::note_database(&file);
         // Another narlink process (a daemon, an import) may hold the database for a moment:
         // wait for it rather than fail at once.
         let deadline = std::time::Instant::now() + LOCK_WAIT;

@@ -65,3 +65,122 @@ fn full_disk_under_nix_is_a_failure_with_nix_error() {
     }
     assert_eq!(rig.device_db(), before, "device store changed");
 }
+
+/// 512 random bytes at a sweep of offsets of a device's state database (one with link
+/// sessions, staged data and bundle records): every command ends with one clear line or
+/// succeeds, never a panic, never a hang.
+#[test]
+fn damaged_state_database_is_one_clear_line_never_a_panic() {
+    let (v1, v2) = (demo(1), demo(2));
+    let rig = Rig::new(&v1);
+    let mut a = vec!["--out", rig.p("b"), "--frames", rig.p("frames")];
+    a.extend_from_slice(&crate::hostile::SMALL_FRAMES);
+    a.push(&v2);
+    rig.pack(&a);
+    // Most of the frames: sessions, shards, staged payloads and a bundle record exist.
+    let frames = crate::hostile::frames_of(rig.p("frames"));
+    crate::hostile::write_frames(rig.p("most"), &frames[..frames.len() * 3 / 4]);
+    rig.receive(rig.p("most"));
+    let db = rig.dir.join("state/device.redb");
+    let clean = std::fs::read(&db).unwrap();
+    let step = (clean.len() / 96).next_multiple_of(512).max(512);
+    let mut rng = narlink_protocol::sim::Rng::new(11);
+    let (mut runs, mut failed) = (0, 0);
+    for off in (0..clean.len()).step_by(step) {
+        let mut b = clean.clone();
+        let end = (off + 512).min(b.len());
+        b[off..end]
+            .iter_mut()
+            .for_each(|x| *x = rng.next_u32() as u8);
+        for cmd in [
+            vec![
+                "device",
+                "status",
+                "--state",
+                rig.p("state"),
+                "--out",
+                rig.p("st"),
+            ],
+            vec![
+                "device",
+                "receive",
+                "--state",
+                rig.p("state"),
+                rig.p("frames"),
+            ],
+            vec!["device", "import", "--state", rig.p("state")],
+        ] {
+            std::fs::write(&db, &b).unwrap();
+            let mut c = vec!["30", NARLINK, "--quiet"];
+            c.extend(&cmd);
+            let out = nix_env(std::process::Command::new("timeout").args(&c))
+                .output()
+                .unwrap();
+            let err = String::from_utf8_lossy(&out.stderr);
+            let code = out.status.code();
+            assert_ne!(code, Some(124), "offset {off}: {cmd:?} hung");
+            assert_ne!(code, Some(101), "offset {off}: {cmd:?} panicked: {err}");
+            assert!(!err.contains("panicked"), "offset {off}: {cmd:?}: {err}");
+            if !out.status.success() {
+                assert_eq!(
+                    err.trim().lines().count(),
+                    1,
+                    "offset {off}: {cmd:?}: {err}"
+                );
+                assert!(err.starts_with("narlink: error: "), "offset {off}: {err}");
+                failed += 1;
+            }
+            runs += 1;
+        }
+    }
+    eprintln!("{runs} runs over a damaged state, {failed} refused with one line");
+    assert!(failed > 0, "no damage was noticed: the sweep tests nothing");
+}
+
+/// The replay mark survives a restored database: a bundle planned earlier (sequence 1) but
+/// never delivered is refused after the device imported sequence 2 and its database was
+/// restored from a backup taken before that import, and after the database was made anew
+/// (the runbook's recovery from damage).
+#[test]
+fn restored_state_database_cannot_replay_an_older_bundle() {
+    let (v1, v2, v3) = (demo(1), demo(2), demo(3));
+    let rig = Rig::new(&v1);
+    rig.pack(&["--out", rig.p("old"), &v2]);
+    rig.pack(&["--out", rig.p("new"), &v3]);
+    let db = rig.dir.join("state/device.redb");
+    let backup = std::fs::read(&db).unwrap();
+    rig.receive_import(rig.p("new"));
+    rig.assert_holds(&v3);
+    let refused = |what: &str| {
+        let before = rig.device_db();
+        let out = rig.run(&[
+            "device",
+            "receive",
+            "--state",
+            rig.p("state"),
+            "--import",
+            rig.p("old"),
+        ]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{what}: the old bundle was taken");
+        assert!(
+            err.contains("not newer than the last imported bundle (2)"),
+            "{what}: {err}"
+        );
+        assert_eq!(rig.device_db(), before, "{what}: the store changed");
+    };
+    std::fs::write(&db, &backup).unwrap();
+    refused("database restored from a backup");
+    std::fs::rename(&db, rig.dir.join("state/device.redb.damaged")).unwrap();
+    rig.ok(&[
+        "device",
+        "init",
+        "--state",
+        rig.p("state"),
+        "--store",
+        &rig.store(),
+        "--trust",
+        rig.p("pk"),
+    ]);
+    refused("database made anew");
+}

@@ -2,7 +2,7 @@
 
 mod common;
 mod failures;
-mod hostile;
+pub mod hostile;
 mod import;
 mod link;
 mod listen;

@@ -180,6 +180,9 @@ pub struct IntakeStats {
     pub bundles_completed: Vec<String>,
     /// Bundles refused for good, with the reason (unsigned, untrusted, replayed, superseded).
     pub refused_bundles: Vec<String>,
+    /// Bundles a trusted key announced (id and sequence), and bundles whose head verified.
+    pub bundles_announced: Vec<String>,
+    pub bundles_verified: Vec<String>,
 }
 
 struct Session {
@@ -555,6 +558,11 @@ impl LinkReceiver<'_> {
                 s.rec.announced = true;
                 s.rec.sequence = a.sequence;
                 s.persisted = false;
+                self.stats.bundles_announced.push(format!(
+                    "{} (sequence {})",
+                    crate::ground::pack::hex(&a.bundle_id),
+                    a.sequence
+                ));
             }
         }
         self.settle(&key);
@@ -773,6 +781,11 @@ impl LinkReceiver<'_> {
             }
             begin_bundle(self.state, &id, &manifest)?;
             self.verified(key, &manifest);
+            self.stats.bundles_verified.push(format!(
+                "{bundle} (sequence {}, {} paths)",
+                manifest.sequence,
+                manifest.paths.len()
+            ));
             let s = self
                 .sessions
                 .get_mut(key)

@@ -268,62 +268,26 @@ fn work(
             rx_link.flush()?;
             report.frames += batch;
         }
-        let completed = std::mem::take(&mut rx_link.stats.bundles_completed);
+        let stats = &mut rx_link.stats;
+        for b in std::mem::take(&mut stats.bundles_announced) {
+            log(&format!("bundle {b} announced"));
+        }
+        for b in std::mem::take(&mut stats.bundles_verified) {
+            log(&format!("bundle {b} verified"));
+        }
+        for b in std::mem::take(&mut stats.refused_bundles) {
+            log(&format!("bundle {b}"));
+        }
+        let completed = std::mem::take(&mut stats.bundles_completed);
+        for b in &completed {
+            log(&format!("bundle {b} ready to import"));
+        }
         report.bundles_completed.extend(completed.iter().cloned());
         let staged = std::mem::take(&mut rx_link.stats.payloads_staged);
         if (staged > 0 || !completed.is_empty()) && opts.import {
             // Paths whose data is all here go into the store now, the rest later.
             drop(rx_link);
-            let imp = import_all(&state, &store, opts.progress, true)?;
-            report.bundles_imported.extend(
-                imp.bundles
-                    .iter()
-                    .filter(|b| b.complete)
-                    .map(|b| b.bundle.clone()),
-            );
-            let root = imp
-                .bundles
-                .iter()
-                .rev()
-                .find(|b| b.complete)
-                .and_then(|b| b.roots.first().cloned());
-            let profile = opts
-                .profile
-                .clone()
-                .or_else(|| opts.activate.as_ref().map(|_| store.default_profile()));
-            if let (Some(root), Some(profile)) = (root, profile) {
-                let act = super::activate::activate(
-                    &store,
-                    &profile,
-                    &root,
-                    opts.activate.as_deref(),
-                    opts.activate_timeout,
-                )?;
-                if opts.progress || !act.activated {
-                    let _ = writeln!(
-                        std::io::stderr(),
-                        "listen: profile {} generation {} {}",
-                        profile.display(),
-                        act.generation,
-                        act.failure
-                            .as_deref()
-                            .map_or("activated".to_owned(), |f| format!(
-                                "FAILED, rolled back: {f}"
-                            ))
-                    );
-                }
-                report.activations.push(act);
-            }
-            if opts.progress {
-                for b in &imp.bundles {
-                    let _ = writeln!(
-                        std::io::stderr(),
-                        "listen: imported bundle {} ({} paths)",
-                        b.bundle,
-                        b.paths_imported
-                    );
-                }
-            }
+            import_and_activate(&state, &store, opts, &mut report)?;
             rx_link = LinkReceiver::open(&state)?;
         }
         if let Some(path) = &opts.status_out {
@@ -349,6 +313,90 @@ fn work(
         }
     }
     Ok(report)
+}
+
+/// One line on stderr per event, for the journal.
+fn log(line: &str) {
+    let _ = writeln!(std::io::stderr(), "listen: {line}");
+}
+
+/// Import what is ready and, when a bundle completed, switch the profile and activate. A
+/// bundle whose import is refused or fails is logged and left (its record says why); the
+/// daemon goes on. Only a failure of the device's own state stops it.
+fn import_and_activate(
+    state: &DeviceState,
+    store: &NixStore,
+    opts: &ListenOptions,
+    report: &mut ListenReport,
+) -> Result<(), ListenError> {
+    let imp = match import_all(state, store, opts.progress, true) {
+        Ok(imp) => imp,
+        Err(ImportError::State(e)) => return Err(e.into()),
+        Err(e) => {
+            log(&format!("import refused: {e}"));
+            return Ok(());
+        }
+    };
+    for r in &imp.refused {
+        log(&format!("import refused: {r}"));
+    }
+    for b in &imp.bundles {
+        log(&format!(
+            "bundle {} {} ({} paths)",
+            b.bundle,
+            if b.complete {
+                "imported"
+            } else {
+                "partly imported"
+            },
+            b.paths_imported
+        ));
+    }
+    report.bundles_imported.extend(
+        imp.bundles
+            .iter()
+            .filter(|b| b.complete)
+            .map(|b| b.bundle.clone()),
+    );
+    let root = imp
+        .bundles
+        .iter()
+        .rev()
+        .find(|b| b.complete)
+        .and_then(|b| b.roots.first().cloned());
+    let profile = opts
+        .profile
+        .clone()
+        .or_else(|| opts.activate.as_ref().map(|_| store.default_profile()));
+    let (Some(root), Some(profile)) = (root, profile) else {
+        return Ok(());
+    };
+    match super::activate::activate(
+        store,
+        &profile,
+        &root,
+        opts.activate.as_deref(),
+        opts.activate_timeout,
+    ) {
+        Ok(act) => {
+            log(&format!(
+                "profile {} generation {} {}",
+                profile.display(),
+                act.generation,
+                act.failure
+                    .as_deref()
+                    .map_or("activated".to_owned(), |f| format!(
+                        "FAILED, rolled back: {f}"
+                    ))
+            ));
+            report.activations.push(act);
+        }
+        Err(e) => log(&format!(
+            "activation of {root} in {} failed: {e}",
+            profile.display()
+        )),
+    }
+    Ok(())
 }
 
 fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {

@@ -184,3 +184,51 @@ fn restored_state_database_cannot_replay_an_older_bundle() {
     ]);
     refused("database made anew");
 }
+
+/// `device listen --import`: a signed bundle whose import is refused (planned against another
+/// state) is logged and left; the daemon goes on and imports the next one, logging one line
+/// per event.
+#[test]
+fn listen_goes_on_after_a_refused_import() {
+    let (v1, v3) = (demo(1), demo(3));
+    let rig = Rig::new(&v1);
+    // A mirror that wrongly believes the device holds only v1's first dependency: its bundle
+    // decodes on the device (every path it names is on board) but was planned against
+    // another state, so its import is refused.
+    let dep = sh(&format!("nix-store -qR {v1} | head -1")).trim().to_owned();
+    rig.ok(&["ground", "init", "--mirror", rig.p("wrong"), &dep]);
+    let cut = |mirror: &str, name: &str, target: &str| {
+        let frames = format!("{}.frames", rig.p(name));
+        rig.json(&[
+            "ground",
+            "pack",
+            "--mirror",
+            mirror,
+            "--sign-key",
+            rig.p("sk"),
+            "--out",
+            rig.p(name),
+            "--frames",
+            &frames,
+            target,
+        ]);
+        crate::hostile::frames_of(&frames)
+    };
+    let stale = cut(rig.p("wrong"), "stale", &v3);
+    let genuine = cut(rig.p("mirror"), "genuine", &v3);
+    let log = crate::hostile::listen_tcp_bursts(&rig, &[stale, genuine]);
+    rig.assert_holds(&v3);
+    for event in [
+        "announced",
+        "verified",
+        "ready to import",
+        "import refused",
+        "imported (",
+    ] {
+        assert!(log.contains(event), "no '{event}' line in the log:\n{log}");
+    }
+    assert!(
+        log.contains("planned against another device state"),
+        "{log}"
+    );
+}

@@ -360,6 +360,11 @@ fn superseded_bundles_free_their_slots() {
 /// `device listen --tcp --import --exit-when-done` fed `frames` over one connection; waits
 /// for it to exit (at most 120 s) and returns its stderr.
 pub fn listen_tcp(rig: &Rig, frames: &[Frame]) -> String {
+    listen_tcp_bursts(rig, &[frames.to_vec()])
+}
+
+/// [`listen_tcp`] with the frames in bursts, one connection each, a second apart.
+pub fn listen_tcp_bursts(rig: &Rig, bursts: &[Vec<Frame>]) -> String {
     use std::io::{BufRead, BufReader, Read, Write};
     use std::process::{Command, Stdio};
     use std::time::{Duration, Instant};
@@ -385,13 +390,17 @@ pub fn listen_tcp(rig: &Rig, frames: &[Frame]) -> String {
         .read_line(&mut line)
         .unwrap();
     let addr = line.trim().rsplit(' ').next().unwrap().to_owned();
-    let mut bytes = Vec::new();
-    for f in frames {
-        f.as_ref().encode(&mut bytes);
+    for (i, frames) in bursts.iter().enumerate() {
+        if i > 0 {
+            std::thread::sleep(Duration::from_secs(1));
+        }
+        let mut bytes = Vec::new();
+        for f in frames {
+            f.as_ref().encode(&mut bytes);
+        }
+        let mut s = std::net::TcpStream::connect(&addr).unwrap();
+        s.write_all(&bytes).unwrap();
     }
-    let mut s = std::net::TcpStream::connect(&addr).unwrap();
-    s.write_all(&bytes).unwrap();
-    drop(s);
     let start = Instant::now();
     let status = loop {
         if let Some(st) = child.try_wait().unwrap() {

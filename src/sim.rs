@@ -449,7 +449,7 @@ pub fn simulate_update(
     let mut imported_paths = 0;
     let mut verified = false;
     if report.completed {
-        let imp = crate::device::import::import_all(&state, &device_store, progress, false)?;
+        let imp = crate::device::import::import_all(&state, &device_store, progress, false, None)?;
         imported_paths = imp.bundles.iter().map(|b| b.paths_imported).sum();
         let target = ground_store.closure(&roots[1..])?;
         verified = device_store.verify_paths(&target).is_ok()

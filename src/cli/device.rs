@@ -112,6 +112,19 @@ pub struct ListenArgs {
     json: bool,
 }
 
+impl ActivationArgs {
+    /// The landing plan these flags ask for: `--activate` alone uses the store's default
+    /// profile.
+    fn plan(&self, store: &NixStore) -> Option<activate::Plan> {
+        activate::Plan::new(
+            store,
+            self.profile.as_deref(),
+            self.activate.as_deref(),
+            std::time::Duration::from_secs(self.activate_timeout),
+        )
+    }
+}
+
 /// What to do with an imported root: switch a profile, run an activation command.
 #[derive(Args)]
 pub struct ActivationArgs {
@@ -248,8 +261,8 @@ pub fn run(c: Command, progress: bool) -> anyhow::Result<ExitCode> {
             output(a.json, &r, || r.render())?;
             if a.import {
                 let store = NixStore::new(state.store_uri()?.as_deref());
-                let imp =
-                    import::import_all(&state, &store, progress, true).context("device import")?;
+                let imp = import::import_all(&state, &store, progress, true, None)
+                    .context("device import")?;
                 if !a.json {
                     println!("{}", render_import(&imp));
                 }
@@ -271,34 +284,15 @@ pub fn run(c: Command, progress: bool) -> anyhow::Result<ExitCode> {
                 None => state.store_uri()?,
             };
             let store = NixStore::new(uri.as_deref());
-            let r =
-                import::import_all(&state, &store, progress, a.partial).context("device import")?;
-            let root = r
-                .bundles
-                .iter()
-                .rev()
-                .find(|b| b.complete)
-                .and_then(|b| b.roots.first().cloned());
-            let activation = match (
-                root,
-                a.activation.profile.clone().or_else(|| {
-                    a.activation
-                        .activate
-                        .as_ref()
-                        .map(|_| store.default_profile())
-                }),
-            ) {
-                (Some(root), Some(profile)) => Some(
-                    activate::activate(
-                        &store,
-                        &profile,
-                        &root,
-                        a.activation.activate.as_deref(),
-                        std::time::Duration::from_secs(a.activation.activate_timeout),
-                    )
-                    .context("activation")?,
-                ),
-                _ => None,
+            // An update a kill interrupted between its import and its activation is finished
+            // (or rolled back) first.
+            let resumed = activate::land(&state, &store).context("finishing the last update")?;
+            let plan = a.activation.plan(&store);
+            let r = import::import_all(&state, &store, progress, a.partial, plan.as_ref())
+                .context("device import")?;
+            let activation = match activate::land(&state, &store).context("activation")? {
+                Some(act) => Some(act),
+                None => resumed,
             };
             #[derive(serde::Serialize)]
             struct Out<'a> {
@@ -339,9 +333,10 @@ pub fn run(c: Command, progress: bool) -> anyhow::Result<ExitCode> {
             )?;
             if let Some(act) = activation.filter(|a| !a.activated) {
                 anyhow::bail!(
-                    "activation of generation {} failed; generation {} is live",
+                    "activation of generation {} failed; generation {} is live: {}",
                     act.generation,
-                    act.live_generation.map_or("none".into(), |g| g.to_string())
+                    act.live_generation.map_or("none".into(), |g| g.to_string()),
+                    act.failure.as_deref().unwrap_or("")
                 );
             }
         }

@@ -1,20 +1,69 @@
-//! Activation: make an imported root the profile's new generation, run the activation
-//! command, and switch back to the previous generation if it fails.
+//! Landing an imported update: make its root the profile's new generation, run the activation
+//! command, and return to the previous generation if it fails, as one journaled sequence
+//! (design invariant 8; [`Landing`] in the device state).
+//!
+//! [`begin`] writes the journal in the import's own commit; [`land`] then does one step per
+//! stage and records the next stage durably before going on. So after a kill at any instant
+//! the next `device import` (or the daemon when it starts) calls [`land`] and finishes the step
+//! it was in: a switch already made is recognised (the generation's link already names the
+//! root), an activation cut short runs again from the start (activation commands must be
+//! idempotent), a rollback cut short is completed. The activation command runs in a process
+//! group of its own, killed whole when it overruns its timeout.
 
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use narlink_protocol::bundle::BundleId;
 use serde::Serialize;
 
 use crate::nixstore::{NixError, NixStore};
+use crate::state::device::{DeviceState, Landing, Stage};
+use crate::state::StateError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ActivateError {
     #[error(transparent)]
     Nix(#[from] NixError),
+    #[error(transparent)]
+    State(#[from] StateError),
     #[error("could not run the activation command: {0}")]
     Spawn(std::io::Error),
+    #[error("profile {path}: {source}")]
+    Profile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// What to do with an imported root.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    pub profile: PathBuf,
+    /// Run through `sh -c`, with `NARLINK_ROOT`, `NARLINK_PROFILE`, `NARLINK_GENERATION`.
+    pub command: Option<String>,
+    pub timeout: Duration,
+}
+
+impl Plan {
+    /// The plan a `--profile`/`--activate` pair asks for, if any: `--activate` alone uses the
+    /// store's default profile.
+    pub fn new(
+        store: &NixStore,
+        profile: Option<&Path>,
+        command: Option<&str>,
+        timeout: Duration,
+    ) -> Option<Plan> {
+        let profile = profile
+            .map(Path::to_owned)
+            .or_else(|| command.map(|_| store.default_profile()))?;
+        Some(Plan {
+            profile,
+            command: command.map(str::to_owned),
+            timeout,
+        })
+    }
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
@@ -23,7 +72,8 @@ pub struct ActivationReport {
     pub root: String,
     /// The generation made for `root`.
     pub generation: u32,
-    /// The generation live now (the previous one after a rollback).
+    /// The generation live now (the previous one after a rollback; none if the profile had
+    /// no generation before and the activation failed).
     pub live_generation: Option<u32>,
     pub activated: bool,
     pub rolled_back: bool,
@@ -31,43 +81,147 @@ pub struct ActivationReport {
     pub failure: Option<String>,
 }
 
-/// Make `root` the new generation of `profile`; run `command` (through `sh -c`, with
-/// `NARLINK_ROOT`, `NARLINK_PROFILE` and `NARLINK_GENERATION` set); on failure or after
-/// `timeout`, switch back to the generation that was live before.
-pub fn activate(
+/// Journal the landing of bundle `id` (root `root`) by `plan`, within the import's commit
+/// `tx`: once that commit is durable, [`land`] will switch the profile.
+pub fn begin(
+    state: &DeviceState,
     store: &NixStore,
-    profile: &Path,
+    tx: &redb::WriteTransaction,
+    id: &BundleId,
     root: &str,
-    command: Option<&str>,
-    timeout: Duration,
-) -> Result<ActivationReport, ActivateError> {
-    let previous = store.current_generation(profile)?;
-    let generation = store.set_profile(profile, root)?;
-    let mut report = ActivationReport {
-        profile: profile.to_owned(),
+    plan: &Plan,
+) -> Result<(), ActivateError> {
+    let landing = Landing {
+        bundle: *id,
         root: root.to_owned(),
-        generation,
-        live_generation: Some(generation),
-        activated: true,
-        ..ActivationReport::default()
+        profile: plan.profile.clone(),
+        command: plan.command.clone(),
+        timeout_secs: plan.timeout.as_secs(),
+        previous: store.current_generation(&plan.profile)?,
+        stage: Stage::Switch,
     };
-    let Some(command) = command else {
-        return Ok(report);
-    };
-    let failure = run(command, root, profile, generation, timeout)?;
-    if let Some(why) = failure {
-        report.activated = false;
-        report.failure = Some(why);
-        if let Some(prev) = previous.filter(|p| *p != generation) {
-            store.switch_generation(profile, prev)?;
-            report.rolled_back = true;
-        }
-        report.live_generation = store.current_generation(profile)?;
-    }
-    Ok(report)
+    state.put_landing(tx, &landing)?;
+    Ok(())
 }
 
-/// Run the activation command; `Some(reason)` if it failed.
+/// Carry an unfinished journaled landing to its end (switch, activate, roll back), recording
+/// each stage before the next step; its report, or `None` if there was nothing to finish.
+pub fn land(
+    state: &DeviceState,
+    store: &NixStore,
+) -> Result<Option<ActivationReport>, ActivateError> {
+    let Some(mut l) = state.landing()? else {
+        return Ok(None);
+    };
+    if matches!(l.stage, Stage::Done { .. }) {
+        return Ok(None);
+    }
+    loop {
+        l.stage = match l.stage.clone() {
+            Stage::Done { .. } => return Ok(Some(report(&l))),
+            Stage::Switch => {
+                let current = store.current_generation(&l.profile)?;
+                let generation = match current {
+                    Some(g) if generation_root(&l.profile, g).as_deref() == Some(&l.root) => g,
+                    _ => store.set_profile(&l.profile, &l.root)?,
+                };
+                if l.command.is_some() {
+                    Stage::Activate { generation }
+                } else {
+                    done(generation, Some(generation), None)
+                }
+            }
+            Stage::Activate { generation } => {
+                if store.current_generation(&l.profile)? != Some(generation) {
+                    store.switch_generation(&l.profile, generation)?;
+                }
+                let command = l.command.as_deref().unwrap_or("true");
+                let timeout = Duration::from_secs(l.timeout_secs);
+                match run(command, &l.root, &l.profile, generation, timeout)? {
+                    None => done(generation, Some(generation), None),
+                    Some(failure) => Stage::RollBack {
+                        generation,
+                        failure,
+                    },
+                }
+            }
+            Stage::RollBack {
+                generation,
+                failure,
+            } => {
+                match l.previous {
+                    Some(p) if p != generation => store.switch_generation(&l.profile, p)?,
+                    Some(_) => {}
+                    None => remove_profile(&l.profile, generation)?,
+                }
+                let live = store.current_generation(&l.profile)?;
+                done(generation, live, Some(failure))
+            }
+        };
+        state.save_landing(&l)?;
+    }
+}
+
+fn done(generation: u32, live: Option<u32>, failure: Option<String>) -> Stage {
+    Stage::Done {
+        generation,
+        activated: failure.is_none(),
+        live,
+        failure,
+    }
+}
+
+fn report(l: &Landing) -> ActivationReport {
+    let Stage::Done {
+        generation,
+        activated,
+        live,
+        failure,
+    } = &l.stage
+    else {
+        return ActivationReport::default();
+    };
+    ActivationReport {
+        profile: l.profile.clone(),
+        root: l.root.clone(),
+        generation: *generation,
+        live_generation: *live,
+        activated: *activated,
+        rolled_back: !activated,
+        failure: failure.clone(),
+    }
+}
+
+/// The link of generation `g` of `profile` (`PROFILE-G-link`, as Nix names it).
+fn generation_link(profile: &Path, g: u32) -> PathBuf {
+    let name = profile
+        .file_name()
+        .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+    profile.with_file_name(format!("{name}-{g}-link"))
+}
+
+/// The store path generation `g` of `profile` holds.
+fn generation_root(profile: &Path, g: u32) -> Option<String> {
+    std::fs::read_link(generation_link(profile, g))
+        .ok()
+        .map(|p| p.to_string_lossy().into_owned())
+}
+
+/// Leave the profile as it was before its first generation: no profile at all.
+fn remove_profile(profile: &Path, generation: u32) -> Result<(), ActivateError> {
+    for p in [profile.to_owned(), generation_link(profile, generation)] {
+        match std::fs::remove_file(&p) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(ActivateError::Profile { path: p, source: e })
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Run the activation command in a process group of its own; `Some(reason)` if it failed.
+/// On timeout the whole group is killed.
 fn run(
     command: &str,
     root: &str,
@@ -84,15 +238,17 @@ fn run(
         .env("NARLINK_GENERATION", generation.to_string())
         .stdout(out.try_clone().map_err(ActivateError::Spawn)?)
         .stderr(out.try_clone().map_err(ActivateError::Spawn)?)
+        .process_group(0)
         .spawn()
         .map_err(ActivateError::Spawn)?;
+    let group = rustix::process::Pid::from_child(&child);
     let start = Instant::now();
     let status = loop {
         if let Some(s) = child.try_wait().map_err(ActivateError::Spawn)? {
             break Some(s);
         }
         if start.elapsed() > timeout {
-            let _ = child.kill();
+            let _ = rustix::process::kill_process_group(group, rustix::process::Signal::KILL);
             let _ = child.wait();
             break None;
         }
@@ -111,7 +267,7 @@ fn run(
         Some(s) if s.success() => None,
         Some(s) => Some(format!("activation command failed ({s}): {tail}")),
         None => Some(format!(
-            "activation command timed out after {} s: {tail}",
+            "activation command timed out after {} s (its process group was killed): {tail}",
             timeout.as_secs()
         )),
     })

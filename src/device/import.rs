@@ -14,6 +14,7 @@ use narlink_protocol::bundle::BundleId;
 use narlink_protocol::manifest::Manifest;
 use serde::Serialize;
 
+use super::activate::Plan;
 use super::reassemble::{ChunkSource, ReassembleError};
 use crate::ground::pack::hex;
 use crate::nar::NarHash;
@@ -54,6 +55,8 @@ pub enum ImportError {
     #[error(transparent)]
     NixQuery(#[from] NixError),
     #[error(transparent)]
+    Landing(#[from] super::activate::ActivateError),
+    #[error(transparent)]
     State(#[from] StateError),
 }
 
@@ -80,11 +83,15 @@ pub struct ImportReport {
 /// With `partial`, a bundle still being received has every path imported whose chunks are all
 /// here (a prefix of the bundle's dependency order), as soon as they are; without it, an
 /// incomplete bundle is refused and the store is left untouched.
+///
+/// With a `plan`, the import of a complete bundle journals the landing of its first root in
+/// the same commit (see [`super::activate`]); call [`super::activate::land`] after.
 pub fn import_all(
     state: &DeviceState,
     store: &NixStore,
     progress: bool,
     partial: bool,
+    plan: Option<&Plan>,
 ) -> Result<ImportReport, ImportError> {
     let mut report = ImportReport::default();
     let mut first_error = None;
@@ -96,7 +103,7 @@ pub fn import_all(
         if rec.phase == Phase::Failed && rec.manifest()?.sequence <= state.last_sequence()? {
             continue;
         }
-        match import_bundle(state, store, &id, &rec, progress, partial) {
+        match import_bundle(state, store, &id, &rec, progress, partial, plan) {
             Ok(r) if r.paths_imported == 0 && !r.complete => {}
             Ok(r) => report.bundles.push(r),
             Err(e) => {
@@ -134,6 +141,7 @@ fn import_bundle(
     rec: &BundleRecord,
     progress: bool,
     partial: bool,
+    plan: Option<&Plan>,
 ) -> Result<BundleImport, ImportError> {
     let bundle = hex(id);
     let mut manifest = rec.manifest()?;
@@ -268,6 +276,9 @@ fn import_bundle(
         }
     }
     if complete {
+        if let (Some(plan), Some(root)) = (plan, manifest.roots.first()) {
+            super::activate::begin(state, store, &tx, id, root, plan)?;
+        }
         state.note_sequence(&tx, manifest.sequence)?;
         for p in &manifest.payloads {
             state.unstage(&tx, &p.chunk)?;

@@ -18,6 +18,7 @@ use narlink_protocol::frame::{FrameSplitter, MAX_FRAME_LEN};
 use serde::Serialize;
 use tokio::io::AsyncReadExt;
 
+use super::activate::{ActivateError, Plan};
 use super::import::{import_all, ImportError};
 use super::link::{LinkError, LinkReceiver};
 use crate::nixstore::NixStore;
@@ -235,6 +236,8 @@ fn work(
     let state = DeviceState::open(dir)?;
     let store = NixStore::new(state.store_uri()?.as_deref());
     let mut report = ListenReport::default();
+    // An update a kill interrupted between its import and its activation comes first.
+    land(&state, &store, &mut report)?;
     let mut rx_link = LinkReceiver::open(&state)?;
     let mut last_status = Instant::now() - opts.status_every;
     loop {
@@ -329,72 +332,67 @@ fn import_and_activate(
     opts: &ListenOptions,
     report: &mut ListenReport,
 ) -> Result<(), ListenError> {
-    let imp = match import_all(state, store, opts.progress, true) {
-        Ok(imp) => imp,
-        Err(ImportError::State(e)) => return Err(e.into()),
-        Err(e) => {
-            log(&format!("import refused: {e}"));
-            return Ok(());
-        }
-    };
-    for r in &imp.refused {
-        log(&format!("import refused: {r}"));
-    }
-    for b in &imp.bundles {
-        log(&format!(
-            "bundle {} {} ({} paths)",
-            b.bundle,
-            if b.complete {
-                "imported"
-            } else {
-                "partly imported"
-            },
-            b.paths_imported
-        ));
-    }
-    report.bundles_imported.extend(
-        imp.bundles
-            .iter()
-            .filter(|b| b.complete)
-            .map(|b| b.bundle.clone()),
-    );
-    let root = imp
-        .bundles
-        .iter()
-        .rev()
-        .find(|b| b.complete)
-        .and_then(|b| b.roots.first().cloned());
-    let profile = opts
-        .profile
-        .clone()
-        .or_else(|| opts.activate.as_ref().map(|_| store.default_profile()));
-    let (Some(root), Some(profile)) = (root, profile) else {
-        return Ok(());
-    };
-    match super::activate::activate(
+    let plan = Plan::new(
         store,
-        &profile,
-        &root,
+        opts.profile.as_deref(),
         opts.activate.as_deref(),
         opts.activate_timeout,
-    ) {
-        Ok(act) => {
+    );
+    match import_all(state, store, opts.progress, true, plan.as_ref()) {
+        Ok(imp) => {
+            for r in &imp.refused {
+                log(&format!("import refused: {r}"));
+            }
+            for b in &imp.bundles {
+                log(&format!(
+                    "bundle {} {} ({} paths)",
+                    b.bundle,
+                    if b.complete {
+                        "imported"
+                    } else {
+                        "partly imported"
+                    },
+                    b.paths_imported
+                ));
+            }
+            report.bundles_imported.extend(
+                imp.bundles
+                    .iter()
+                    .filter(|b| b.complete)
+                    .map(|b| b.bundle.clone()),
+            );
+        }
+        Err(ImportError::State(e)) => return Err(e.into()),
+        Err(e) => log(&format!("import refused: {e}")),
+    }
+    land(state, store, report)
+}
+
+/// Finish the journaled landing, if one is unfinished (after an import, or one a kill
+/// interrupted before the daemon started), and log its result.
+fn land(
+    state: &DeviceState,
+    store: &NixStore,
+    report: &mut ListenReport,
+) -> Result<(), ListenError> {
+    match super::activate::land(state, store) {
+        Ok(None) => {}
+        Ok(Some(act)) => {
             log(&format!(
                 "profile {} generation {} {}",
-                profile.display(),
+                act.profile.display(),
                 act.generation,
                 act.failure
                     .as_deref()
                     .map_or("activated".to_owned(), |f| format!(
-                        "FAILED, rolled back: {f}"
+                        "FAILED, generation {} live: {f}",
+                        act.live_generation.map_or("none".into(), |g| g.to_string())
                     ))
             ));
             report.activations.push(act);
         }
-        Err(e) => log(&format!(
-            "activation of {root} in {} failed: {e}",
-            profile.display()
-        )),
+        Err(ActivateError::State(e)) => return Err(e.into()),
+        Err(e) => log(&format!("landing the update failed, will retry: {e}")),
     }
     Ok(())
 }

@@ -6,7 +6,7 @@ use narlink_protocol::status::{Phase as WirePhase, StatusReport, MAGIC};
 use serde::Serialize;
 
 use crate::ground::pack::hex;
-use crate::state::device::{DeviceState, Phase};
+use crate::state::device::{DeviceState, Phase, Stage};
 
 /// A status report as people and scripts read it.
 #[derive(Clone, Debug, Serialize)]
@@ -71,11 +71,23 @@ pub fn report(state: &DeviceState) -> Result<(StatusView, Vec<u8>), super::link:
         None => match state.bundles()?.pop() {
             None => StatusReport::empty([0; 16], digest, WirePhase::Idle),
             Some((id, rec)) => {
-                let phase = match rec.phase {
-                    Phase::Receiving => WirePhase::Receiving,
-                    Phase::Complete => WirePhase::Decoded,
-                    Phase::Imported => WirePhase::Imported,
-                    Phase::Failed | Phase::Superseded => WirePhase::ImportFailed,
+                let landing = state.landing()?.filter(|l| l.bundle == id);
+                let phase = match (rec.phase, landing.map(|l| l.stage)) {
+                    (Phase::Receiving, _) => WirePhase::Receiving,
+                    (Phase::Complete, _) => WirePhase::Decoded,
+                    // Imported, and its landing finished: activated, or rolled back.
+                    (Phase::Imported, None) => WirePhase::Imported,
+                    (
+                        Phase::Imported,
+                        Some(Stage::Done {
+                            activated: true, ..
+                        }),
+                    ) => WirePhase::Imported,
+                    (Phase::Imported, Some(Stage::Done { .. })) => WirePhase::ImportFailed,
+                    // In the store, but the profile is not switched and activated yet: the
+                    // report never says "imported" before that is durable.
+                    (Phase::Imported, Some(_)) => WirePhase::Decoded,
+                    (Phase::Failed | Phase::Superseded, _) => WirePhase::ImportFailed,
                 };
                 StatusReport::empty(id, digest, phase)
             }

@@ -472,3 +472,67 @@ impl DeviceState {
             .set_meta("limits", &postcard::to_allocvec(l).unwrap_or_default())
     }
 }
+
+/// The journal of one update's last steps (design invariant 8): written in the import's own
+/// commit, then advanced one stage per commit, so after a kill at any instant the next run
+/// knows which step it was in and finishes or undoes it (see `device::activate::land`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Landing {
+    pub bundle: BundleId,
+    /// The bundle's first root: what the profile switches to.
+    pub root: String,
+    pub profile: std::path::PathBuf,
+    pub command: Option<String>,
+    pub timeout_secs: u64,
+    /// The generation live before the switch; `None` if the profile had none.
+    pub previous: Option<u32>,
+    pub stage: Stage,
+}
+
+/// Where a landing stands. Each stage names the step to do next.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Stage {
+    /// Imported: make `root` the profile's generation next.
+    Switch,
+    /// Generation `generation` holds `root`: run the activation next (again, after a kill in
+    /// the middle of it).
+    Activate { generation: u32 },
+    /// The activation failed: return to the previous generation (or to no profile) next.
+    RollBack { generation: u32, failure: String },
+    /// Finished: `activated`, or rolled back with `failure`; `live` is the generation live now.
+    Done {
+        generation: u32,
+        activated: bool,
+        live: Option<u32>,
+        failure: Option<String>,
+    },
+}
+
+impl DeviceState {
+    /// The journal of the last update's landing, if one was ever recorded.
+    pub fn landing(&self) -> Result<Option<Landing>, StateError> {
+        self.db
+            .meta("landing")?
+            .map(|b| {
+                postcard::from_bytes(&b).map_err(|_| StateError::Corrupt("landing journal".into()))
+            })
+            .transpose()
+    }
+
+    /// Record `l`, within `tx`.
+    pub fn put_landing(&self, tx: &redb::WriteTransaction, l: &Landing) -> Result<(), StateError> {
+        let bytes = postcard::to_allocvec(l).unwrap_or_default();
+        tx.open_table(super::META)
+            .ctx(&self.db.file)?
+            .insert("landing", bytes.as_slice())
+            .ctx(&self.db.file)?;
+        Ok(())
+    }
+
+    /// Record `l` in a commit of its own (durable before the next step starts).
+    pub fn save_landing(&self, l: &Landing) -> Result<(), StateError> {
+        let tx = self.db.begin_write()?;
+        self.put_landing(&tx, l)?;
+        self.db.commit(tx)
+    }
+}

@@ -195,7 +195,9 @@ fn listen_goes_on_after_a_refused_import() {
     // A mirror that wrongly believes the device holds only v1's first dependency: its bundle
     // decodes on the device (every path it names is on board) but was planned against
     // another state, so its import is refused.
-    let dep = sh(&format!("nix-store -qR {v1} | head -1")).trim().to_owned();
+    let dep = sh(&format!("nix-store -qR {v1} | head -1"))
+        .trim()
+        .to_owned();
     rig.ok(&["ground", "init", "--mirror", rig.p("wrong"), &dep]);
     let cut = |mirror: &str, name: &str, target: &str| {
         let frames = format!("{}.frames", rig.p(name));

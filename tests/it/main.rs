@@ -4,6 +4,7 @@ mod common;
 mod failures;
 pub mod hostile;
 mod import;
+mod landing;
 mod link;
 mod listen;
 mod orbit;

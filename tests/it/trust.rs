@@ -349,6 +349,7 @@ fn flipped_frame_bytes_never_yield_different_content() {
             &narlink::nixstore::NixStore::new(Some(&uri)),
             false,
             false,
+            None,
         )
         .unwrap();
         let closure = sh(&format!("nix-store -qR {v2}"));

@@ -1,0 +1,183 @@
+//! Landing an update: import, profile switch and activation as one journaled sequence. Killed
+//! at any instant, the next `device import` finishes the step it was in: the new generation is
+//! live and its activation ran, or the previous one is live and the report says the activation
+//! failed; the report never says "imported" while the profile points elsewhere.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::common::*;
+
+fn profile(rig: &Rig) -> String {
+    rig.dir
+        .join("device/nix/var/nix/profiles/narlink")
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// The store path the profile's live generation points to, if the profile exists.
+fn live(rig: &Rig) -> Option<String> {
+    let p = profile(rig);
+    let generation = std::fs::read_link(&p).ok()?;
+    let dir = Path::new(&p).parent().unwrap().join(generation);
+    Some(std::fs::read_link(dir).ok()?.to_string_lossy().into_owned())
+}
+
+fn import_args<'a>(rig: &'a Rig, activate: &'a str, timeout: &'a str) -> Vec<&'a str> {
+    let p: &'a str = Box::leak(profile(rig).into_boxed_str());
+    vec![
+        "device",
+        "import",
+        "--state",
+        rig.p("state"),
+        "--profile",
+        p,
+        "--activate",
+        activate,
+        "--activate-timeout",
+        timeout,
+    ]
+}
+
+fn phase(rig: &Rig) -> String {
+    rig.status(&[])["phase"].as_str().unwrap().to_owned()
+}
+
+/// `--activate-timeout`: the activation command and everything it started are killed.
+#[test]
+fn activation_timeout_kills_the_whole_process_group() {
+    let (v1, v2) = (demo(1), demo(2));
+    let rig = Rig::new(&v1);
+    sh(&format!(
+        "nix-env --store '{}' -p {} --set {v1}",
+        rig.store(),
+        profile(&rig)
+    ));
+    rig.pack(&["--out", rig.p("b"), &v2]);
+    rig.receive(rig.p("b"));
+    let cmd = format!("sleep 300 & echo $! > {}; sleep 300", rig.p("pid"));
+    let start = Instant::now();
+    let out = rig.run(&import_args(&rig, &cmd, "1"));
+    assert!(start.elapsed() < Duration::from_secs(60));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a timed-out activation is a failure");
+    assert!(err.contains("timed out"), "{err}");
+    let pid = std::fs::read_to_string(rig.p("pid")).unwrap();
+    // Gone, or a zombie nobody reaps (killed all the same).
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", pid.trim())).unwrap_or_default();
+    assert!(
+        stat.is_empty() || stat.contains(") Z "),
+        "the activation's child lives on: {stat}"
+    );
+    assert_eq!(live(&rig).as_deref(), Some(v1.as_str()), "not rolled back");
+    assert_eq!(phase(&rig), "import failed");
+}
+
+/// A first update into a profile that has no generation yet, whose activation fails: the
+/// profile is left as it was, that is absent, and the report says the activation failed.
+#[test]
+fn failed_first_activation_leaves_no_profile() {
+    let (v1, v2) = (demo(1), demo(2));
+    let rig = Rig::new(&v1);
+    rig.pack(&["--out", rig.p("b"), &v2]);
+    rig.receive(rig.p("b"));
+    let out = rig.run(&import_args(&rig, "exit 3", "30"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("generation none is live"), "{err}");
+    assert!(live(&rig).is_none(), "the failed generation stayed live");
+    assert!(
+        std::fs::symlink_metadata(profile(&rig)).is_err(),
+        "profile left behind"
+    );
+    assert_eq!(phase(&rig), "import failed");
+    rig.assert_holds(&v2);
+}
+
+/// SIGKILL of `device import --profile P --activate CMD` (the whole process group: narlink,
+/// Nix, the activation) at random instants, then the same command again until it finishes.
+/// After every round: with an activation that succeeds, v2 is live and its activation ran for
+/// the live generation, and the report says "imported"; with one that fails, v1 is live and
+/// the report says "import failed". `NARLINK_LANDING_KILLS` sets the number of kills
+/// (default 40; `scripts/sigkill_soak.sh landing` runs thousands).
+#[test]
+fn sigkill_during_import_switch_and_activation() {
+    let kills_wanted: u32 = std::env::var("NARLINK_LANDING_KILLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(40);
+    let (v1, v2) = (demo(1), demo(2));
+    let mut rng = narlink_protocol::sim::Rng::new(7);
+    let (mut kills, mut rounds) = (0u32, 0u32);
+    while kills < kills_wanted {
+        rounds += 1;
+        let fails = rounds % 3 == 0;
+        let rig = Rig::new(&v1);
+        sh(&format!(
+            "nix-env --store '{}' -p {} --set {v1}",
+            rig.store(),
+            profile(&rig)
+        ));
+        rig.pack(&["--out", rig.p("b"), &v2]);
+        rig.receive(rig.p("b"));
+        let ran = rig.p("ran");
+        let cmd = format!(
+            "echo \"$NARLINK_GENERATION $NARLINK_ROOT\" >> {ran}; sleep 0.05{}",
+            if fails { "; exit 3" } else { "" }
+        );
+        let args = import_args(&rig, &cmd, "30");
+        let mut cap_ms = 5u64;
+        for attempt in 0.. {
+            let mut cmd = Command::new(NARLINK);
+            nix_env(cmd.arg("--quiet").args(&args))
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped());
+            let mut child = {
+                use std::os::unix::process::CommandExt;
+                cmd.process_group(0).spawn().unwrap()
+            };
+            std::thread::sleep(Duration::from_millis(rng.below(cap_ms)));
+            if child.try_wait().unwrap().is_none() && attempt < 12 {
+                sh(&format!(
+                    "kill -KILL -- -{} 2>/dev/null || true",
+                    child.id()
+                ));
+                child.wait().unwrap();
+                kills += 1;
+                cap_ms += cap_ms / 2 + 1;
+                continue;
+            }
+            let out = child.wait_with_output().unwrap();
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.success(), !fails, "round {rounds}: {err}");
+            break;
+        }
+        rig.assert_holds(&v2);
+        let gen = std::fs::read_link(profile(&rig)).unwrap();
+        let gen = gen.to_string_lossy();
+        let gen: u32 = gen.rsplit('-').nth(1).unwrap().parse().unwrap();
+        if fails {
+            assert_eq!(
+                live(&rig).as_deref(),
+                Some(v1.as_str()),
+                "round {rounds}: v1 is not live"
+            );
+            assert_eq!(phase(&rig), "import failed", "round {rounds}");
+        } else {
+            assert_eq!(
+                live(&rig).as_deref(),
+                Some(v2.as_str()),
+                "round {rounds}: v2 is not live"
+            );
+            let ran = std::fs::read_to_string(ran).unwrap_or_default();
+            assert_eq!(
+                ran.lines().last(),
+                Some(format!("{gen} {v2}").as_str()),
+                "round {rounds}: the live generation's activation did not run last: {ran}"
+            );
+            assert_eq!(phase(&rig), "imported", "round {rounds}");
+        }
+    }
+    eprintln!("{kills} SIGKILLs over {rounds} rounds; every round landed or rolled back");
+}

@@ -123,6 +123,7 @@ replay_tests!(
     patch,
     payload,
     announce,
+    link,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -173,7 +174,38 @@ fn generated_seeds() -> Vec<(&'static str, String, Vec<u8>)> {
     for (name, bytes) in announce_seeds() {
         add("announce", &name, bytes);
     }
+    for (name, bytes) in link_seeds() {
+        add("link", &name, bytes);
+    }
     seeds
+}
+
+/// Operation sequences for the whole receiver: the genuine frames in order; junk and forged
+/// frames first, then the genuine ones with a crash in the middle; forged announcements and
+/// stripped-head frames interleaved.
+fn link_seeds() -> Vec<(String, Vec<u8>)> {
+    let n = checks::link_bundle().frames.len() as u8;
+    let genuine: Vec<u8> = [4].into_iter().chain((0..n).flat_map(|i| [0, i])).collect();
+    let mut junk_first = Vec::new();
+    for i in 0..40u8 {
+        junk_first.extend([2, i, i % 8, i % 5]);
+        junk_first.extend([1, i % n, i, 0x55]);
+    }
+    for (j, i) in (0..n).enumerate() {
+        junk_first.extend([0, i]);
+        if j == usize::from(n / 2) {
+            junk_first.push(6);
+        }
+    }
+    let mut mixed = vec![3, 10, 3, 40];
+    for i in 0..n {
+        mixed.extend([7, i, 0, i, 3, i]);
+    }
+    vec![
+        ("genuine".into(), genuine),
+        ("junk-forged-crash".into(), junk_first),
+        ("forged-announcements-stripped".into(), mixed),
+    ]
 }
 
 /// Signed announcements with the smallest shard that carries one and a usual one, and one

@@ -41,6 +41,7 @@ pub const TARGETS: &[(&str, Check)] = &[
     ("patch", patch),
     ("payload", payload),
     ("announce", announce),
+    ("link", link),
 ];
 
 /// Reads fuzzer-chosen values off the front of the input; past the end, every value is 0.
@@ -1177,4 +1178,231 @@ pub fn announce(data: &[u8]) {
     assert_eq!(h2, h);
     assert_eq!(p, data, "announcement does not re-encode to its input");
     let _ = a.verify(&[announce_key().public()]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// link: the whole device receiver
+
+/// A genuine signed bundle (three paths of one raw chunk each), its announcement and every
+/// shard of it (data and all parity), made once.
+pub struct LinkBundle {
+    pub id: [u8; 16],
+    pub frames: Vec<Frame>,
+    pub announcement: Frame,
+}
+
+/// The genuine bundle [`link`] delivers among its adversarial frames.
+pub fn link_bundle() -> &'static LinkBundle {
+    use narlink_protocol::manifest::{ChunkRef, Encoding, PathEntry, Payload, MANIFEST_VERSION};
+    static B: std::sync::OnceLock<LinkBundle> = std::sync::OnceLock::new();
+    B.get_or_init(|| {
+        let mut paths = Vec::new();
+        let mut payloads = Vec::new();
+        let mut bytes = Vec::new();
+        let names = [
+            "/nix/store/0c8f5dd1zxb7mrnr8hb0hpwxzfz1b4qa-libfoo-1.0",
+            "/nix/store/9vv4bd0l5i8k8gd9hkqhhq1rhs0h2f60-app-2.0",
+            "/nix/store/1ffrnk4sp5dpm3xxl0y02a3i5xm8zdzq-data-3.0",
+        ];
+        for (i, name) in names.iter().enumerate() {
+            let chunk: Vec<u8> = (0..700u32)
+                .map(|j| (j * 31 + i as u32 * 17) as u8)
+                .collect();
+            let mut id = [0u8; 16];
+            id.copy_from_slice(&blake3::hash(&chunk).as_bytes()[..16]);
+            paths.push(PathEntry {
+                store_path: (*name).to_owned(),
+                nar_hash: [i as u8; 32],
+                nar_size: chunk.len() as u64,
+                references: vec![],
+                deriver: None,
+                chunks: vec![ChunkRef { id, len: 700 }],
+                copies: vec![],
+                rewrites: Default::default(),
+            });
+            payloads.push(Payload {
+                chunk: id,
+                raw_len: 700,
+                encoded_len: 700,
+                encoding: Encoding::Raw,
+                reference: None,
+            });
+            bytes.extend_from_slice(&chunk);
+        }
+        let m = Manifest {
+            version: MANIFEST_VERSION,
+            chunking: narlink::chunking::PARAMS,
+            base_digest: [0; 16],
+            sequence: 5,
+            roots: vec![names[1].to_owned()],
+            paths,
+            payloads,
+            sources: vec![],
+        };
+        let key = announce_key();
+        let (header, mut bundle) =
+            narlink::ground::pack::encode_head(&m, &names_of(&m), Some(&key)).expect("head");
+        bundle.extend_from_slice(&bytes);
+        let file = tempfile::NamedTempFile::new().expect("temp file");
+        std::fs::write(file.path(), &bundle).expect("write bundle");
+        let opts = narlink::ground::link::LinkOptions {
+            frame_size: 128,
+            group_k: 4,
+            parity: 4,
+            redundancy_percent: 100,
+            ..Default::default()
+        };
+        let mut src =
+            narlink::ground::link::FrameSource::open(file.path(), opts, None).expect("frames");
+        let announcement = src.announce(&key, m.sequence).expect("announcement");
+        let mut frames = Vec::new();
+        let pass = src.sender.first_pass();
+        src.emit(pass, None, &mut |b| {
+            frames.push(Frame::decode(b).expect("frame").to_frame());
+            Ok(())
+        })
+        .expect("emit");
+        frames.retain(|f| !f.header().is_announcement());
+        LinkBundle {
+            id: header.id(),
+            frames,
+            announcement: Frame::decode(&announcement).expect("frame").to_frame(),
+        }
+    })
+}
+
+/// The whole device receiver (`narlink::device::link::LinkReceiver` over a real state
+/// database in a temporary directory) fed a sequence of operations read from the input, each
+/// one byte of opcode and its operands:
+///
+/// ```text
+/// 0 i        genuine frame i (mod the frame count)
+/// 1 i p x    genuine frame i with payload byte p xor x (x = 0 taken as 1): forged, checksum made anew
+/// 2 id g s   junk frame: id byte, group, shard (random bundle of the genuine's parameters)
+/// 3 p        the genuine announcement with byte p flipped (forged)
+/// 4          the genuine announcement
+/// 5          flush
+/// 6          crash: drop the receiver without flushing (pending frames are lost), reopen
+/// 7 i        genuine frame i under the genuine id with another bundle length (a stripped head)
+/// ```
+///
+/// Checked against the model "nothing unverified can block, evict or be mistaken for the
+/// genuine bundle": the status report never names any bundle but the genuine one; after the
+/// sequence, at most three rounds of every genuine frame complete the bundle (each round is
+/// what a status -> resend round would bring).
+pub fn link(data: &[u8]) {
+    use narlink::device::link::LinkReceiver;
+    use narlink::state::device::{DeviceState, Phase};
+    let b = link_bundle();
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let s = DeviceState::create(dir.path(), None).expect("create state");
+        s.set_trust(&[announce_key().public()], false)
+            .expect("trust");
+        s.publish().expect("publish");
+    }
+    let state = DeviceState::open(dir.path()).expect("open state");
+    let n = b.frames.len();
+    let params = b.frames[0].header().params;
+    let mut input = Input::new(data);
+    let mut rx = LinkReceiver::open(&state).expect("open receiver");
+    let mut ops = 0;
+    while !input.is_empty() && ops < 400 {
+        ops += 1;
+        let r = match input.u8() % 8 {
+            0 => rx.handle_frame(b.frames[usize::from(input.u8()) % n].as_ref()),
+            1 => {
+                let f = &b.frames[usize::from(input.u8()) % n];
+                let (at, x) = (usize::from(input.u8()), input.u8().max(1));
+                let mut p = f.payload().to_vec();
+                let len = p.len();
+                p[at % len] ^= x;
+                rx.handle_frame(Frame::new(*f.header(), p).expect("frame").as_ref())
+            }
+            2 => {
+                let mut id = [input.u8(); 16];
+                id[0] ^= 0x80;
+                let params = LinkParams {
+                    bundle_len: 1 + u64::from(input.u8()) * 64,
+                    ..params
+                };
+                let layout = params.validate().expect("params");
+                let group = u32::from(input.u8()) % layout.group_count();
+                let k = layout.group_k(group).expect("group");
+                let shard = input.u8() as u16 % (k + params.parity);
+                let h = FrameHeader {
+                    bundle_id: id,
+                    params,
+                    group,
+                    shard,
+                };
+                let p = vec![id[1]; usize::from(params.shard_size)];
+                rx.handle_frame(Frame::new(h, p).expect("frame").as_ref())
+            }
+            3 => {
+                let mut p = b.announcement.payload().to_vec();
+                let len = p.len();
+                p[usize::from(input.u8()) % len] ^= 1;
+                let f = Frame::new(*b.announcement.header(), p).expect("frame");
+                rx.handle_frame(f.as_ref())
+            }
+            4 => rx.handle_frame(b.announcement.as_ref()),
+            5 => rx.flush(),
+            6 => {
+                drop(rx);
+                rx = LinkReceiver::open(&state).expect("reopen receiver");
+                Ok(())
+            }
+            _ => {
+                let f = &b.frames[usize::from(input.u8()) % n];
+                let h = FrameHeader {
+                    params: LinkParams {
+                        bundle_len: params.bundle_len - 64,
+                        ..params
+                    },
+                    ..*f.header()
+                };
+                match Frame::new(h, f.payload().to_vec()) {
+                    Ok(f) => rx.handle_frame(f.as_ref()),
+                    Err(_) => Ok(()),
+                }
+            }
+        };
+        r.expect("the receiver fails only on its own storage");
+    }
+    rx.flush().expect("flush");
+    drop(rx);
+    let named = |state: &DeviceState| {
+        narlink::device::link::status_report(state)
+            .expect("status report")
+            .map(|r| r.bundle_id)
+    };
+    if let Some(id) = named(&state) {
+        assert_eq!(
+            id, b.id,
+            "the status report names a bundle that is not the genuine one"
+        );
+    }
+    let complete = |state: &DeviceState| {
+        state
+            .bundle(&b.id)
+            .expect("bundle record")
+            .is_some_and(|r| r.phase == Phase::Complete)
+    };
+    for _round in 0..3 {
+        if complete(&state) {
+            break;
+        }
+        let mut rx = LinkReceiver::open(&state).expect("open receiver");
+        rx.handle_frame(b.announcement.as_ref())
+            .expect("announcement");
+        for f in &b.frames {
+            rx.handle_frame(f.as_ref()).expect("frame");
+        }
+        rx.flush().expect("flush");
+    }
+    assert!(
+        complete(&state),
+        "the genuine bundle did not complete in three rounds"
+    );
 }

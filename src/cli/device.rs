@@ -290,10 +290,14 @@ pub fn run(c: Command, progress: bool) -> anyhow::Result<ExitCode> {
             let plan = a.activation.plan(&store);
             let r = import::import_all(&state, &store, progress, a.partial, plan.as_ref())
                 .context("device import")?;
-            let activation = match activate::land(&state, &store).context("activation")? {
-                Some(act) => Some(act),
-                None => resumed,
-            };
+            let mut activation = activate::land(&state, &store)
+                .context("activation")?
+                .or(resumed);
+            if activation.is_none() && r.bundles.is_empty() {
+                // Nothing new: the last update's outcome stands (a failed activation stays a
+                // failure until a newer update lands).
+                activation = activate::last(&state)?.filter(|a| !a.activated);
+            }
             #[derive(serde::Serialize)]
             struct Out<'a> {
                 #[serde(flatten)]

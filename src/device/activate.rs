@@ -162,6 +162,15 @@ pub fn land(
     }
 }
 
+/// The report of the last landing, if it is finished (what a run that had nothing to do
+/// says, so a failed update stays a failure until a newer one lands).
+pub fn last(state: &DeviceState) -> Result<Option<ActivationReport>, ActivateError> {
+    Ok(state
+        .landing()?
+        .filter(|l| matches!(l.stage, Stage::Done { .. }))
+        .map(|l| report(&l)))
+}
+
 fn done(generation: u32, live: Option<u32>, failure: Option<String>) -> Stage {
     Stage::Done {
         generation,

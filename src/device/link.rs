@@ -804,21 +804,25 @@ impl LinkReceiver<'_> {
         };
         let tx = self.state.db.begin_write()?;
         let mut report = ReceiveReport::default();
-        let mut bad_range = None;
+        // Every payload of the decoded prefix is checked, also past one that failed, so
+        // that all groups forged shards decoded into are dropped in one go (one resend round,
+        // not one per group); the cursor stops at the first failure.
+        let mut bad: Vec<std::ops::Range<u64>> = Vec::new();
         let mut onboard = None;
         {
             let groups_t = tx.open_table(GROUPS).ctx(&file)?;
             let staged = self.state.staged_reader()?;
             let mut buf = Vec::new();
-            while let Some(p) = m.payloads.get(s.rec.next_payload as usize) {
-                let span = m.span_at(s.rec.next_payload as usize);
-                let end = s.rec.next_offset + u64::from(p.encoded_len);
+            let (mut at, mut offset) = (s.rec.next_payload as usize, s.rec.next_offset);
+            while let Some(p) = m.payloads.get(at) {
+                let span = m.span_at(at);
+                let end = offset + u64::from(p.encoded_len);
                 if end > prefix_end {
                     break;
                 }
                 if staged.get(&p.chunk)?.is_none() {
                     buf.resize(p.encoded_len as usize, 0);
-                    GroupReader::new(&groups_t, key, &s.layout, s.rec.next_offset, end)
+                    GroupReader::new(&groups_t, key, &s.layout, offset, end)
                         .read_exact(&mut buf)
                         .map_err(|e| LinkError::Bundle {
                             bundle: bundle.clone(),
@@ -826,19 +830,21 @@ impl LinkReceiver<'_> {
                         })?;
                     let ps = &m.payloads[span.clone()];
                     if !stage_payload(self.state, &tx, m, ps, &buf, &mut onboard, &mut report)? {
-                        bad_range = Some(s.rec.next_offset..end);
-                        break;
+                        bad.push(offset..end);
                     }
                 }
-                s.rec.next_payload = span.end as _;
-                s.rec.next_offset = end;
+                if bad.is_empty() {
+                    s.rec.next_payload = span.end as _;
+                    s.rec.next_offset = end;
+                }
+                (at, offset) = (span.end, end);
             }
         }
         self.stats.payloads_staged += report.staged as u64;
         let complete = s.rec.next_payload as usize == m.payloads.len();
         {
             let mut groups_t = tx.open_table(GROUPS).ctx(&file)?;
-            // Drop decoded groups wholly staged, and the groups of a payload that failed.
+            // Drop decoded groups wholly staged, and the groups of the payloads that failed.
             let mut drop_groups: Vec<u32> = (0..groups)
                 .take_while(|&g| {
                     s.layout
@@ -846,14 +852,14 @@ impl LinkReceiver<'_> {
                         .is_some_and(|r| r.end <= s.rec.next_offset || complete)
                 })
                 .collect();
-            if let Some(bad) = &bad_range {
+            for b in &bad {
                 drop_groups.extend((0..groups).filter(|&g| {
                     s.layout
                         .byte_range(g)
-                        .is_some_and(|r| r.start < bad.end && bad.start < r.end)
+                        .is_some_and(|r| r.start < b.end && b.start < r.end)
                 }));
-                self.stats.groups_dropped += 1;
             }
+            self.stats.groups_dropped += bad.len() as u64;
             for g in drop_groups {
                 groups_t.remove((key, g)).ctx(&file)?;
             }
@@ -870,7 +876,7 @@ impl LinkReceiver<'_> {
             self.sessions.remove(key);
             self.done.insert(id);
             self.stats.bundles_completed.push(bundle);
-        } else if bad_range.is_some() {
+        } else if !bad.is_empty() {
             self.reset(key)?;
         }
         Ok(())

@@ -86,8 +86,8 @@ pub fn read_trusted_head(
 }
 
 /// Whether bundle `id` (verified) is newer than the last one this device imported and than
-/// every bundle it holds that is not imported yet. If so, those older bundles are marked
-/// superseded: they will never be imported.
+/// every bundle it holds that is not imported yet (failed ones included). If so, those older
+/// bundles are marked superseded: they will never be imported.
 pub fn check_sequence(
     state: &DeviceState,
     id: &BundleId,
@@ -100,7 +100,14 @@ pub fn check_sequence(
     }
     let mut older = Vec::new();
     for (other, rec) in state.bundles()? {
-        if other == *id || !matches!(rec.phase, Phase::Receiving | Phase::Complete) {
+        // Imported and superseded bundles are settled; a failed one (planned against another
+        // state, say) is superseded like one not imported yet.
+        if other == *id
+            || !matches!(
+                rec.phase,
+                Phase::Receiving | Phase::Complete | Phase::Failed
+            )
+        {
             continue;
         }
         let theirs = rec.manifest()?.sequence;

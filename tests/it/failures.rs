@@ -219,6 +219,7 @@ fn listen_goes_on_after_a_refused_import() {
     let stale = cut(rig.p("wrong"), "stale", &v3);
     let genuine = cut(rig.p("mirror"), "genuine", &v3);
     let log = crate::hostile::listen_tcp_bursts(&rig, &[stale, genuine]);
+    eprintln!("{log}");
     rig.assert_holds(&v3);
     for event in [
         "announced",

@@ -71,18 +71,35 @@ impl Rig {
             rig.p("sk"),
             rig.p("pk")
         ));
-        rig.ok(&[
+        rig.init_device();
+        rig.ok(&["ground", "init", "--mirror", rig.p("mirror"), holds]);
+        rig
+    }
+
+    /// `device init` of the rig's state, trusting the rig's key.
+    pub fn init_device(&self) {
+        self.ok(&[
             "device",
             "init",
             "--state",
-            rig.p("state"),
+            self.p("state"),
             "--store",
-            &rig.store(),
+            &self.store(),
             "--trust",
-            rig.p("pk"),
+            self.p("pk"),
         ]);
-        rig.ok(&["ground", "init", "--mirror", rig.p("mirror"), holds]);
-        rig
+    }
+
+    /// `device status` -> `ground ack`: the mirror learns what the device holds now.
+    pub fn ack(&self) {
+        self.status(&[]);
+        self.ok(&[
+            "ground",
+            "ack",
+            "--mirror",
+            self.p("mirror"),
+            self.p("status"),
+        ]);
     }
 
     pub fn store(&self) -> String {

@@ -172,16 +172,7 @@ fn restored_state_database_cannot_replay_an_older_bundle() {
     std::fs::write(&db, &backup).unwrap();
     refused("database restored from a backup");
     std::fs::rename(&db, rig.dir.join("state/device.redb.damaged")).unwrap();
-    rig.ok(&[
-        "device",
-        "init",
-        "--state",
-        rig.p("state"),
-        "--store",
-        &rig.store(),
-        "--trust",
-        rig.p("pk"),
-    ]);
+    rig.init_device();
     refused("database made anew");
 }
 

@@ -336,15 +336,7 @@ fn superseded_bundles_free_their_slots() {
     rig.pack(&a);
     rig.receive_import(rig.p("file.bundle"));
     rig.assert_holds(&v2);
-    rig.ok(&[
-        "device",
-        "status",
-        "--state",
-        rig.p("state"),
-        "--out",
-        rig.p("st"),
-    ]);
-    rig.ok(&["ground", "ack", "--mirror", rig.p("mirror"), rig.p("st")]);
+    rig.ack();
     // The next one, over the link, after every old frame once more.
     let newest = pack("new", &v3);
     write_frames(rig.p("old"), &old);
@@ -467,15 +459,7 @@ fn genuine_update_survives_a_hostile_mix() {
         let (_, replay) = pack("imported", &v2);
         write_frames(rig.p("imported.all"), &replay);
         rig.receive_import(rig.p("imported.all"));
-        rig.ok(&[
-            "device",
-            "status",
-            "--state",
-            rig.p("state"),
-            "--out",
-            rig.p("st"),
-        ]);
-        rig.ok(&["ground", "ack", "--mirror", rig.p("mirror"), rig.p("st")]);
+        rig.ack();
         // An older bundle the genuine one supersedes, then the genuine one.
         let (_, superseded) = pack("older", &v3);
         let (bundle, genuine) = pack("genuine", &v3);

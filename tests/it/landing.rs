@@ -40,6 +40,19 @@ fn import_args<'a>(rig: &'a Rig, activate: &'a str, timeout: &'a str) -> Vec<&'a
     ]
 }
 
+/// A device running `v1` from its profile (generation 1) that has received the bundle to `v2`.
+fn running_with_received(v1: &str, v2: &str) -> Rig {
+    let rig = Rig::new(v1);
+    sh(&format!(
+        "nix-env --store '{}' -p {} --set {v1}",
+        rig.store(),
+        profile(&rig)
+    ));
+    rig.pack(&["--out", rig.p("b"), v2]);
+    rig.receive(rig.p("b"));
+    rig
+}
+
 fn phase(rig: &Rig) -> String {
     rig.status(&[])["phase"].as_str().unwrap().to_owned()
 }
@@ -48,14 +61,7 @@ fn phase(rig: &Rig) -> String {
 #[test]
 fn activation_timeout_kills_the_whole_process_group() {
     let (v1, v2) = (demo(1), demo(2));
-    let rig = Rig::new(&v1);
-    sh(&format!(
-        "nix-env --store '{}' -p {} --set {v1}",
-        rig.store(),
-        profile(&rig)
-    ));
-    rig.pack(&["--out", rig.p("b"), &v2]);
-    rig.receive(rig.p("b"));
+    let rig = running_with_received(&v1, &v2);
     let cmd = format!("sleep 300 & echo $! > {}; sleep 300", rig.p("pid"));
     let start = Instant::now();
     let out = rig.run(&import_args(&rig, &cmd, "1"));
@@ -113,14 +119,7 @@ fn sigkill_during_import_switch_and_activation() {
     while kills < kills_wanted {
         rounds += 1;
         let fails = rounds % 3 == 0;
-        let rig = Rig::new(&v1);
-        sh(&format!(
-            "nix-env --store '{}' -p {} --set {v1}",
-            rig.store(),
-            profile(&rig)
-        ));
-        rig.pack(&["--out", rig.p("b"), &v2]);
-        rig.receive(rig.p("b"));
+        let rig = running_with_received(&v1, &v2);
         let ran = rig.p("ran");
         let cmd = format!(
             "echo \"$NARLINK_GENERATION $NARLINK_ROOT\" >> {ran}; sleep 0.05{}",

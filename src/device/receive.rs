@@ -71,7 +71,7 @@ pub fn device_names(state: &DeviceState) -> Result<PathSet, StateError> {
 
 /// Read a bundle's head as this device takes it: checked against its id, then its
 /// signatures against the device's trust (before the manifest is decompressed), then the
-/// manifest decoded and its sequence checked against the last import.
+/// manifest decoded against the device's paths. The sequence is [`check_sequence`]'s.
 pub fn read_trusted_head(
     state: &DeviceState,
     r: &mut impl Read,
@@ -81,8 +81,7 @@ pub fn read_trusted_head(
     if raw.check_signatures(&trusted, allow_unsigned)? {
         eprintln!("narlink: WARNING: accepting UNSIGNED bundle {} (this device was set up with --allow-unsigned)", hex(&raw.header.id()));
     }
-    let head = raw.manifest(resolve_in(&device_names(state)?))?;
-    Ok(head)
+    Ok(raw.manifest(resolve_in(&device_names(state)?))?)
 }
 
 /// Whether bundle `id` (verified) is newer than the last one this device imported and than

@@ -219,7 +219,11 @@ impl FrameSource {
         let mut buf = Vec::new();
         let mut frame = Vec::new();
         let mut out_of_budget = false;
-        let announcement = self.announcement.clone();
+        // An empty pass (the device needs nothing) sends nothing, announcements included.
+        let announcement = self
+            .announcement
+            .clone()
+            .filter(|_| want.iter().any(|w| !w.is_empty()));
         let announce = |report: &mut EmitReport,
                         sink: &mut dyn FnMut(&[u8]) -> io::Result<()>|
          -> Result<(), LinkError> {

@@ -8,10 +8,10 @@ use narlink_protocol::signature::show_key_id;
 use serde::Serialize;
 
 use crate::device::status::{decode_report, StatusView};
-use crate::ground::pack::hex;
 use crate::head::{read_manifest, HeadError};
 use crate::nar::NarHash;
 use crate::progress::bytes;
+use narlink_protocol::digest::hex;
 
 #[derive(Debug, thiserror::Error)]
 pub enum InspectError {

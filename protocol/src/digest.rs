@@ -26,6 +26,11 @@ pub fn short(digest: &[u8; 32]) -> [u8; 16] {
     s
 }
 
+/// Lower-case hex of `b`: how bundle ids, state digests and keys are written for people.
+pub fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -41,9 +46,5 @@ mod tests {
             hex(&short(&state_digest([]))),
             hex(&short(blake3::hash(b"narlink-state-v1\n").as_bytes()))
         );
-    }
-
-    fn hex(b: &[u8]) -> String {
-        b.iter().map(|x| format!("{x:02x}")).collect()
     }
 }

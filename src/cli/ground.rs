@@ -261,7 +261,7 @@ pub fn run(c: Command, progress: bool) -> anyhow::Result<ExitCode> {
             let rec = mirror.send_record(&id)?.with_context(|| {
                 format!(
                     "the mirror has no bundle {} to resend: it was not packed here",
-                    pack::hex(&id)
+                    narlink_protocol::digest::hex(&id)
                 )
             })?;
             let mut source =
@@ -279,7 +279,7 @@ pub fn run(c: Command, progress: bool) -> anyhow::Result<ExitCode> {
             output(a.json, &emitted, || {
                 format!(
                     "bundle {}: {} frames ({}), {} new parity; {} shards wait for the next pass",
-                    pack::hex(&id),
+                    narlink_protocol::digest::hex(&id),
                     emitted.frames,
                     bytes(emitted.bytes),
                     emitted.parity_frames,

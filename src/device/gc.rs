@@ -35,7 +35,7 @@ pub struct GcReport {
 
 pub fn gc(state: &DeviceState, store: &NixStore, opts: &GcOptions) -> Result<GcReport, GcError> {
     let mut report = GcReport {
-        digest_before: crate::ground::pack::hex(&state.db.digest()?[..16]),
+        digest_before: narlink_protocol::digest::hex(&state.db.digest()?[..16]),
         ..GcReport::default()
     };
     if opts.collect {
@@ -55,6 +55,6 @@ pub fn gc(state: &DeviceState, store: &NixStore, opts: &GcOptions) -> Result<GcR
     state.db.commit(tx)?;
     let indexed = index_into(&state.db, store, &infos, true, opts.progress)?;
     report.added_to_index = indexed.paths;
-    report.digest_after = crate::ground::pack::hex(&state.db.digest()?[..16]);
+    report.digest_after = narlink_protocol::digest::hex(&state.db.digest()?[..16]);
     Ok(report)
 }

@@ -16,12 +16,12 @@ use serde::Serialize;
 
 use super::activate::Plan;
 use super::reassemble::{ChunkSource, ReassembleError};
-use crate::ground::pack::hex;
 use crate::nar::NarHash;
 use crate::nixstore::{NarMeta, NixError, NixStore};
 use crate::progress::Progress;
 use crate::state::device::{BundleRecord, DeviceState, Phase};
 use crate::state::{PathRecord, StateError};
+use narlink_protocol::digest::hex;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ImportError {

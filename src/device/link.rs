@@ -560,7 +560,7 @@ impl LinkReceiver<'_> {
                 s.persisted = false;
                 self.stats.bundles_announced.push(format!(
                     "{} (sequence {})",
-                    crate::ground::pack::hex(&a.bundle_id),
+                    narlink_protocol::digest::hex(&a.bundle_id),
                     a.sequence
                 ));
             }
@@ -723,7 +723,7 @@ impl LinkReceiver<'_> {
             return Ok(());
         };
         let id = s.rec.bundle;
-        let bundle = crate::ground::pack::hex(&id);
+        let bundle = narlink_protocol::digest::hex(&id);
         let groups = s.layout.group_count();
         let first_missing = (0..groups)
             .find(|&g| !s.tracker.is_decoded(g))
@@ -954,7 +954,7 @@ impl LinkReceiver<'_> {
         self.done.insert(id);
         self.stats
             .refused_bundles
-            .push(format!("{}: {reason}", crate::ground::pack::hex(&id)));
+            .push(format!("{}: {reason}", narlink_protocol::digest::hex(&id)));
         Ok(())
     }
 

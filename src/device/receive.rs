@@ -10,13 +10,13 @@ use narlink_protocol::manifest::{resolve_in, Manifest, Payload};
 use narlink_protocol::storepath::PathSet;
 use serde::Serialize;
 
-use crate::ground::pack::hex;
 use crate::head::{read_head, BundleHead, HeadError};
 use crate::nixstore::NixStore;
 use crate::onboard::OnBoard;
 use crate::payload::{self, PayloadError};
 use crate::state::device::{BundleRecord, DeviceState, Phase, Source};
 use crate::state::StateError;
+use narlink_protocol::digest::hex;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReceiveError {

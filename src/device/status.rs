@@ -5,8 +5,8 @@ use narlink_protocol::digest::short;
 use narlink_protocol::status::{Phase as WirePhase, StatusReport, MAGIC};
 use serde::Serialize;
 
-use crate::ground::pack::hex;
 use crate::state::device::{DeviceState, Phase, Stage};
+use narlink_protocol::digest::hex;
 
 /// A status report as people and scripts read it.
 #[derive(Clone, Debug, Serialize)]

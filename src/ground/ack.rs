@@ -9,9 +9,9 @@ use narlink_protocol::status::{Phase, StatusError, StatusReport};
 use serde::Serialize;
 
 use crate::device::status::StatusView;
-use crate::ground::pack::hex;
 use crate::state::mirror::Mirror;
 use crate::state::StateError;
+use narlink_protocol::digest::hex;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AckError {

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use narlink_protocol::bundle::{BundleHeader, MANIFEST_PLAIN, MANIFEST_ZSTD};
-use narlink_protocol::digest::{short, state_digest};
+use narlink_protocol::digest::{hex, short, state_digest};
 use narlink_protocol::manifest::{
     ChunkId, Encoding, Manifest, ManifestError, PathEntry, Payload, Reference, MANIFEST_VERSION,
     MAX_SPAN,
@@ -682,10 +682,6 @@ fn dependency_order(infos: Vec<PathInfo>) -> Result<Vec<PathInfo>, PackError> {
         return Err(PackError::Cycle(p));
     }
     Ok(out)
-}
-
-pub fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 impl PackReport {

@@ -63,7 +63,7 @@ pub fn resync(
     }
     mirror.db.commit(tx)?;
     report.unknown_to_ground = unknown;
-    report.digest = crate::ground::pack::hex(&mirror.db.digest()?[..16]);
+    report.digest = narlink_protocol::digest::hex(&mirror.db.digest()?[..16]);
     mirror.set_stale(None)?;
     Ok(report)
 }

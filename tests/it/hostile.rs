@@ -5,6 +5,7 @@
 use std::path::Path;
 
 use narlink_protocol::bundle::{BundleHeader, HEADER_LEN};
+use narlink_protocol::digest::hex;
 use narlink_protocol::frame::{Frame, FrameHeader, FrameSplitter};
 use narlink_protocol::params::LinkParams;
 use narlink_protocol::sim::Rng;
@@ -534,10 +535,6 @@ fn genuine_update_survives_a_hostile_mix() {
         }
         rig.assert_holds(&v3);
     }
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 fn is_genuine(f: &Frame, genuine: &[Frame]) -> bool {

@@ -7,10 +7,10 @@ use narlink_protocol::manifest::{display_names, Encoding};
 use narlink_protocol::signature::show_key_id;
 use serde::Serialize;
 
-use crate::device::status::{decode_report, StatusView};
 use crate::head::{read_manifest, HeadError};
 use crate::nar::NarHash;
 use crate::progress::bytes;
+use crate::status_view::{decode_report, StatusView};
 use narlink_protocol::digest::hex;
 
 #[derive(Debug, thiserror::Error)]
@@ -155,7 +155,7 @@ pub fn inspect(r: impl Read) -> Result<Inspection, InspectError> {
     r.take(1 << 20).read_to_end(&mut all)?;
     match decode_report(&all) {
         Ok(v) => Ok(Inspection::Status(v)),
-        Err(e) if crate::device::status::is_report_magic(&all) => Err(InspectError::Status(e)),
+        Err(e) if crate::status_view::is_report_magic(&all) => Err(InspectError::Status(e)),
         Err(_) => Err(InspectError::Unknown(hex(&all[..all.len().min(8)]))),
     }
 }

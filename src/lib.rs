@@ -18,6 +18,7 @@ pub mod payload;
 pub mod progress;
 pub mod sim;
 pub mod state;
+pub mod status_view;
 
 /// Helpers for unit tests.
 #[cfg(test)]

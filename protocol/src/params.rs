@@ -9,6 +9,7 @@
 //! checked: [`LinkParams::validate`] checks them against the codec's limits and against
 //! [`Limits`] before anything is sized from them.
 
+use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::layout::{GroupLayout, LayoutError};
@@ -272,5 +273,43 @@ mod tests {
         assert!(LinkParams::with_defaults(4 << 30)
             .validate_within(&l)
             .is_ok());
+    }
+}
+
+/// How bundles are cut into frames. Defaults: see `protocol/SPEC.md` ("FEC groups").
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinkOptions {
+    /// Frame payload (shard) size in bytes.
+    pub frame_size: u16,
+    /// Data shards per group.
+    pub group_k: u16,
+    /// Parity shards that exist per group (fresh parity for resends).
+    pub parity: u16,
+    /// Parity sent in the first pass, in percent of each group's data shards.
+    pub redundancy_percent: u16,
+    pub codec: u8,
+}
+
+impl Default for LinkOptions {
+    fn default() -> Self {
+        LinkOptions {
+            frame_size: DEFAULT_SHARD_SIZE,
+            group_k: DEFAULT_GROUP_K,
+            parity: DEFAULT_PARITY,
+            redundancy_percent: DEFAULT_REDUNDANCY_PERCENT,
+            codec: DEFAULT_CODEC.to_u8(),
+        }
+    }
+}
+
+impl LinkOptions {
+    pub fn params(&self, bundle_len: u64) -> LinkParams {
+        LinkParams {
+            codec: CodecId::from_u8(self.codec).unwrap_or(DEFAULT_CODEC),
+            shard_size: self.frame_size,
+            group_k: self.group_k,
+            parity: self.parity,
+            bundle_len,
+        }
     }
 }

@@ -8,9 +8,9 @@ use narlink_protocol::digest::{short, state_digest};
 use narlink_protocol::status::{Phase, StatusError, StatusReport};
 use serde::Serialize;
 
-use crate::device::status::StatusView;
 use crate::state::mirror::Mirror;
 use crate::state::StateError;
+use crate::status_view::StatusView;
 use narlink_protocol::digest::hex;
 
 #[derive(Debug, thiserror::Error)]

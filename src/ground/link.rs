@@ -14,10 +14,13 @@ use narlink_protocol::announce::Announcement;
 use narlink_protocol::bundle::{BundleHeader, BundleId, HEADER_LEN};
 use narlink_protocol::fec::{self, ErasureCode, FecError};
 use narlink_protocol::frame::{FrameHeader, FrameRef};
-use narlink_protocol::params::{CodecId, LinkParams, ParamsError};
+pub use narlink_protocol::params::LinkOptions;
+use narlink_protocol::params::{LinkParams, ParamsError};
 use narlink_protocol::schedule::{Pass, Sender};
 use narlink_protocol::signature::SecretKey;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
+
+use crate::state::mirror::SendRecord;
 
 /// A shard index and its payload.
 type EncodedShard = (u16, Vec<u8>);
@@ -44,53 +47,6 @@ pub enum LinkError {
     NotBundle(PathBuf, narlink_protocol::bundle::BundleError),
     #[error("writing frames: {0}")]
     Sink(io::Error),
-}
-
-/// How bundles are cut into frames. Defaults: see `protocol/SPEC.md` ("FEC groups").
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LinkOptions {
-    /// Frame payload (shard) size in bytes.
-    pub frame_size: u16,
-    /// Data shards per group.
-    pub group_k: u16,
-    /// Parity shards that exist per group (fresh parity for resends).
-    pub parity: u16,
-    /// Parity sent in the first pass, in percent of each group's data shards.
-    pub redundancy_percent: u16,
-    pub codec: u8,
-}
-
-impl Default for LinkOptions {
-    fn default() -> Self {
-        LinkOptions {
-            frame_size: narlink_protocol::params::DEFAULT_SHARD_SIZE,
-            group_k: narlink_protocol::params::DEFAULT_GROUP_K,
-            parity: narlink_protocol::params::DEFAULT_PARITY,
-            redundancy_percent: narlink_protocol::params::DEFAULT_REDUNDANCY_PERCENT,
-            codec: narlink_protocol::params::DEFAULT_CODEC.to_u8(),
-        }
-    }
-}
-
-impl LinkOptions {
-    pub fn params(&self, bundle_len: u64) -> LinkParams {
-        LinkParams {
-            codec: CodecId::from_u8(self.codec).unwrap_or(narlink_protocol::params::DEFAULT_CODEC),
-            shard_size: self.frame_size,
-            group_k: self.group_k,
-            parity: self.parity,
-            bundle_len,
-        }
-    }
-}
-
-/// The send state of one bundle, persisted in the mirror between passes.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct SendRecord {
-    pub bundle_path: PathBuf,
-    pub options: LinkOptions,
-    pub bundle_len: u64,
-    pub sent: Vec<u64>,
 }
 
 /// Frames of one bundle, from its file.

@@ -9,14 +9,15 @@
 //! - `announcements`: bundle id → its signed announcement frame
 //!   ([`narlink_protocol::announce`]), sent again with every resend.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use narlink_protocol::bundle::BundleId;
 use narlink_protocol::manifest::Manifest;
+use narlink_protocol::params::LinkOptions;
 use redb::{ReadableDatabase, TableDefinition};
+use serde::{Deserialize, Serialize};
 
 use super::{Ctx, PathRecord, StateDb, StateError};
-use crate::ground::link::SendRecord;
 
 const PENDING: TableDefinition<&[u8; 16], &[u8]> = TableDefinition::new("pending");
 /// Key of the pending manifest of a bundle being packed (its id is not known yet).
@@ -106,6 +107,15 @@ impl Mirror {
             .ctx(&self.db.file)?;
         self.db.commit(tx)
     }
+}
+
+/// The send state of one bundle, persisted in the mirror between passes.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SendRecord {
+    pub bundle_path: PathBuf,
+    pub options: LinkOptions,
+    pub bundle_len: u64,
+    pub sent: Vec<u64>,
 }
 
 impl Mirror {

@@ -21,9 +21,13 @@
 //!   `unverified_bytes` each. A new one that finds them full evicts the unverified session
 //!   holding the fewest bytes (the oldest of those): junk of many ids churns junk, and a
 //!   bundle that has made progress outlasts any number of one-frame ids.
-//! - A session whose head verifies is never evicted. It supersedes every older bundle not yet
-//!   imported (their sessions are dropped, their records marked superseded) and drops the other
-//!   sessions of its id; an older or replayed one is refused.
+//! - A session is *trusted* once a trusted key announced it (a signed announcement frame:
+//!   [`narlink_protocol::announce`]) or its head verified. A trusted session is never evicted.
+//!   It drops the other sessions of its id and the trusted sessions of older bundles; a
+//!   verified head also marks older bundles not yet imported superseded. An older or replayed
+//!   bundle is refused.
+//! - The status report speaks for the newest trusted session, never for an unverified one
+//!   (except on a device that trusts no key).
 //! - Ids refused for good (a head that matches its id but fails: unsigned, untrusted, replayed,
 //!   superseded) are remembered in a table of at most [`MAX_REFUSALS`] entries.
 //!
@@ -637,8 +641,8 @@ impl LinkReceiver<'_> {
         Ok(())
     }
 
-    /// Make room for a new session by dropping the unverified session that holds the fewest
-    /// bytes (the oldest of those). A verified session is never evicted. Its data goes at the
+    /// Make room for a new session by dropping the untrusted session that holds the fewest
+    /// bytes (the oldest of those). A trusted session is never evicted. Its data goes at the
     /// next flush.
     fn evict_unverified(&mut self) {
         let victim = self

@@ -149,7 +149,7 @@ impl ChunkSource {
     }
 
     /// Stream `entry`'s NAR into `sink`, every chunk verified; returns the NAR's SHA-256
-    /// and size. The caller compares them with the manifest (see [`verify_entry`]).
+    /// and size. The caller compares them with the manifest (see [`Self::verify_entry`]).
     pub fn stream(
         &mut self,
         entry: &PathEntry,

@@ -12,6 +12,13 @@
 # finished (a receive of these frames takes ~50 ms; most kills land in the open, its repair,
 # and the first commits). A run that was not killed, and the round's last run, must succeed.
 # On a failure the state before the failing run is kept as WORKDIR/state.prev.
+#
+# The rest of an update under kills has its own soaks, as tests with a kill count:
+#   NARLINK_KILLS=1000 cargo test --release --test it -- link::sigkill --nocapture
+#     (receive and import, each killed at random instants, every round verified byte-exact)
+#   NARLINK_LANDING_KILLS=1000 cargo test --release --test it -- landing::sigkill --nocapture
+#     (the whole process group of `device import --profile --activate`: import, profile
+#     switch, activation and rollback; every round lands or rolls back, the report agrees)
 set -euo pipefail
 export NIX_REMOTE=local
 B=$(realpath "$1"); D=$2; want=${3:-2000}; max_ms=${4:-50}

@@ -103,7 +103,8 @@ fn lzma_header() -> [u8; 13] {
     h
 }
 
-fn lzma_compress(data: &[u8]) -> std::io::Result<Vec<u8>> {
+/// LZMA of a patch's diff stream, without the header the decoder assumes.
+pub(crate) fn lzma_compress(data: &[u8]) -> std::io::Result<Vec<u8>> {
     let mut s =
         xz2::stream::Stream::new_lzma_encoder(&lzma_options()?).map_err(std::io::Error::other)?;
     let mut out = Vec::with_capacity(data.len() + data.len() / 2 + 1024);
@@ -154,21 +155,6 @@ pub fn encode_delta(
     plain: usize,
 ) -> Option<Vec<u8>> {
     let z = compress(chunk, 0, Some(reference)).ok()?;
-    (z.len() + REFERENCE_COST < plain).then_some(z)
-}
-
-/// Encode one chunk as a bsdiff-style patch against a prepared reference, if that beats
-/// `plain` by more than the reference costs.
-pub fn encode_patch(
-    chunk: &[u8],
-    reference: &crate::ground::bsdiff::Reference,
-    plain: usize,
-) -> Option<Vec<u8>> {
-    let patch = reference.diff(chunk)?.to_bytes();
-    if patch.len() > max_patch_len(chunk.len() as u32) {
-        return None;
-    }
-    let z = lzma_compress(&patch).ok()?;
     (z.len() + REFERENCE_COST < plain).then_some(z)
 }
 
@@ -331,7 +317,7 @@ mod tests {
             w[2] = w[2].wrapping_add(3);
         }
         let prepared = crate::ground::bsdiff::Reference::new(&code);
-        let patch = encode_patch(&shifted, &prepared, usize::MAX).unwrap();
+        let patch = crate::ground::bsdiff::encode_patch(&shifted, &prepared, usize::MAX).unwrap();
         let pp = Payload {
             chunk: chunk_id(&shifted),
             raw_len: shifted.len() as u32,

@@ -795,7 +795,8 @@ fn payload_seeds() -> Vec<(String, Vec<u8>)> {
     let dictionary = zstd::dict::EncoderDictionary::copy(&code, 19);
     let delta = payload::encode_delta(&shifted, &dictionary, usize::MAX).expect("delta");
     let prepared = narlink::ground::bsdiff::Reference::new(&code);
-    let patch = payload::encode_patch(&shifted, &prepared, usize::MAX).expect("patch");
+    let patch =
+        narlink::ground::bsdiff::encode_patch(&shifted, &prepared, usize::MAX).expect("patch");
     vec![
         ("raw".into(), framed(0, b"", &shifted)),
         ("zstd".into(), framed(1, b"", &plain)),

@@ -140,6 +140,18 @@ impl<'a> Reference<'a> {
     }
 }
 
+/// Encode one chunk as a bsdiff-style patch payload (its format: [`crate::payload`]) against
+/// a prepared reference, if that beats `plain` by more than the reference costs.
+pub fn encode_patch(chunk: &[u8], reference: &Reference, plain: usize) -> Option<Vec<u8>> {
+    use crate::payload::{lzma_compress, max_patch_len, REFERENCE_COST};
+    let patch = reference.diff(chunk)?.to_bytes();
+    if patch.len() > max_patch_len(chunk.len() as u32) {
+        return None;
+    }
+    let z = lzma_compress(&patch).ok()?;
+    (z.len() + REFERENCE_COST < plain).then_some(z)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -518,7 +518,7 @@ impl Batch {
                 best = (Encoding::ZstdRef, d, Some(r.reference));
             }
             if let Some(b) = p.patch.as_ref() {
-                if let Some(d) = payload::encode_patch(data, b, best.1.len()) {
+                if let Some(d) = bsdiff::encode_patch(data, b, best.1.len()) {
                     best = (Encoding::Bsdiff, d, Some(r.reference));
                 }
             }

@@ -242,64 +242,87 @@ pub fn junk(rng: &mut Rng, n: usize, like: &LinkParams) -> Vec<Frame> {
 
 /// A genuine 7 MiB bundle is 80 % received, none of its group 0 (so its head is not
 /// verified), then junk frames of random ids arrive: 4, then 400 more. Nothing it holds is
-/// evicted, the status report names it every time, and one resend round completes it.
+/// evicted, the status report names it every time, and one resend round completes it. Run
+/// twice: with its announcements, and without any (an unannounced bundle is as untrusted as
+/// the junk, and only the eviction rule, fewest bytes first, keeps it: its announcement after
+/// the junk must find every shard it had).
 #[test]
 fn junk_ids_cannot_evict_a_genuine_bundle_in_progress() {
     let big = blob(7);
-    let rig = Rig::new(&demo(1));
-    let r = rig.pack(&[
-        "--level",
-        "1",
-        "--out",
-        rig.p("b"),
-        "--frames",
-        rig.p("all"),
-        &big,
-    ]);
-    let id = r["bundle"].as_str().unwrap().to_owned();
-    let genuine = frames_of(rig.p("all"));
-    let params = genuine[0].header().params;
-    let mut rng = Rng::new(7);
-    let first: Vec<Frame> = genuine
-        .iter()
-        .filter(|f| f.header().group != 0 && rng.below(10) < 8)
-        .cloned()
-        .collect();
-    write_frames(rig.p("first"), &first);
-    let got = rig.json(&[
-        "device",
-        "receive",
-        "--state",
-        rig.p("state"),
-        rig.p("first"),
-    ]);
-    let shards = first
-        .iter()
-        .filter(|f| !f.header().is_announcement())
-        .count();
-    assert_eq!(got["link"]["stored"], shards, "{got}");
-    assert!(got["link"]["announcements"].as_u64().unwrap() > 0, "{got}");
-    let held = rig.status(&[]);
-    assert_eq!(held["bundle"], id, "{held}");
-    for n in [4, 400] {
-        write_frames(rig.p("junk"), &junk(&mut rng, n, &params));
-        let r = rig.json(&[
+    let mut needs_announced = None;
+    for announced in [true, false] {
+        let rig = Rig::new(&demo(1));
+        let r = rig.pack(&[
+            "--level",
+            "1",
+            "--out",
+            rig.p("b"),
+            "--frames",
+            rig.p("all"),
+            &big,
+        ]);
+        let id = r["bundle"].as_str().unwrap().to_owned();
+        let genuine = frames_of(rig.p("all"));
+        let params = genuine[0].header().params;
+        let announcement = genuine
+            .iter()
+            .find(|f| f.header().is_announcement())
+            .unwrap();
+        let mut rng = Rng::new(7);
+        let first: Vec<Frame> = genuine
+            .iter()
+            .filter(|f| f.header().group != 0 && rng.below(10) < 8)
+            .filter(|f| announced || !f.header().is_announcement())
+            .cloned()
+            .collect();
+        write_frames(rig.p("first"), &first);
+        let got = rig.json(&[
             "device",
             "receive",
             "--state",
             rig.p("state"),
-            rig.p("junk"),
+            rig.p("first"),
         ]);
-        assert_eq!(r["link"]["dropped"], 0, "{r}");
+        let shards = first
+            .iter()
+            .filter(|f| !f.header().is_announcement())
+            .count();
+        assert_eq!(got["link"]["stored"], shards, "{got}");
+        let mut evicted = 0;
+        for n in [4, 400] {
+            write_frames(rig.p("junk"), &junk(&mut rng, n, &params));
+            let r = rig.json(&[
+                "device",
+                "receive",
+                "--state",
+                rig.p("state"),
+                rig.p("junk"),
+            ]);
+            assert_eq!(r["link"]["dropped"], 0, "{r}");
+            evicted += r["link"]["evicted"].as_u64().unwrap();
+            if announced {
+                let st = rig.status(&[]);
+                assert_eq!(st["bundle"], id, "after {n} junk frames: {st}");
+            }
+        }
+        if !announced {
+            assert!(evicted > 0, "the junk never filled the untrusted slots");
+            write_frames(rig.p("announcement"), std::slice::from_ref(announcement));
+            rig.receive(rig.p("announcement"));
+        }
+        // Every shard the first pass brought is still held.
         let st = rig.status(&[]);
-        assert_eq!(st["bundle"], id, "after {n} junk frames: {st}");
-        assert_eq!(st["needs"], held["needs"], "after {n} junk frames");
+        assert_eq!(st["bundle"], id, "{st}");
+        match &needs_announced {
+            None => needs_announced = Some(st["needs"].clone()),
+            Some(n) => assert_eq!(&st["needs"], n, "the unannounced bundle lost shards"),
+        }
+        // The junk file again as the "first pass", then status -> resend -> receive.
+        let passes = rig.receive_with_resend(rig.p("junk"));
+        assert!(passes <= 2, "{passes} passes");
+        rig.ok(&["device", "import", "--state", rig.p("state")]);
+        rig.assert_holds(&big);
     }
-    // The junk file again as the "first pass", then status -> resend -> receive.
-    let passes = rig.receive_with_resend(rig.p("junk"));
-    assert!(passes <= 2, "{passes} passes");
-    rig.ok(&["device", "import", "--state", rig.p("state")]);
-    rig.assert_holds(&big);
 }
 
 /// Four signed bundles are left in flight (heads verified, payloads missing), each later

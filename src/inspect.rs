@@ -94,7 +94,7 @@ pub struct PathView {
 }
 
 pub fn inspect(r: impl Read) -> Result<Inspection, InspectError> {
-    let (magic, mut r) = crate::device::intake::peek_magic(r)?;
+    let (magic, mut r) = crate::peek::peek_magic(r)?;
     if magic.starts_with(&BUNDLE_MAGIC) || magic == *b"NLBUNDLE" {
         let head = read_manifest(&mut r, display_names)?;
         let (header, m) = (&head.header, &head.manifest);

@@ -15,6 +15,7 @@ pub mod normalize;
 pub mod onboard;
 pub mod panic;
 pub mod payload;
+pub mod peek;
 pub mod progress;
 pub mod sim;
 pub mod state;

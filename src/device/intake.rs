@@ -9,6 +9,7 @@ use serde::Serialize;
 
 use super::link::{IntakeStats, LinkError, LinkReceiver};
 use super::receive::{receive, ReceiveError, ReceiveReport};
+use crate::peek::peek_magic;
 use crate::state::device::DeviceState;
 
 #[derive(Debug, thiserror::Error)]
@@ -100,24 +101,6 @@ impl<R: Read> Read for Counting<R> {
         self.bar.update(read, || "bytes".into());
         Ok(n)
     }
-}
-
-/// A reader that gives back the bytes [`peek_magic`] looked at, then the rest.
-pub type Peeked<R> = io::Chain<io::Cursor<Vec<u8>>, R>;
-
-/// The first 8 bytes of `r` (zero-filled if it is shorter), and a reader of all of it.
-pub fn peek_magic<R: Read>(mut r: R) -> io::Result<([u8; 8], Peeked<R>)> {
-    let mut magic = [0u8; 8];
-    let mut n = 0;
-    while n < magic.len() {
-        match r.read(&mut magic[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok((magic, io::Cursor::new(magic[..n].to_vec()).chain(r)))
 }
 
 /// Receive everything in `paths` (`-` is standard input).

@@ -90,6 +90,23 @@ impl Rig {
         ]);
     }
 
+    /// `narlink args` under GNU time: its output, and its peak RSS in KiB (`%M`: the largest
+    /// of narlink and every process it waited for, Nix included).
+    pub fn peak_rss(&self, args: &[&str]) -> (Output, u64) {
+        assert!(
+            Path::new("/usr/bin/time").exists(),
+            "needs GNU time (/usr/bin/time): run scripts/setup.sh"
+        );
+        let mut a = vec!["-f", "%M", "-o", self.p("rss"), NARLINK, "--quiet"];
+        a.extend_from_slice(args);
+        let out = nix_env(Command::new("/usr/bin/time").args(&a))
+            .output()
+            .unwrap();
+        let rss = std::fs::read_to_string(self.p("rss")).unwrap();
+        let kib = rss.lines().last().unwrap().trim().parse().unwrap();
+        (out, kib)
+    }
+
     /// `device status` -> `ground ack`: the mirror learns what the device holds now.
     pub fn ack(&self) {
         self.status(&[]);

@@ -131,32 +131,6 @@ fn forged_signature_frames_under_the_genuine_id_cost_at_most_one_round() {
     }
 }
 
-/// Peak RSS (GNU time's %M, KiB) of `narlink args`, and its output.
-pub fn peak_rss(rig: &Rig, args: &[&str]) -> (std::process::Output, u64) {
-    assert!(
-        Path::new("/usr/bin/time").exists(),
-        "needs GNU time (/usr/bin/time): run scripts/setup.sh"
-    );
-    let out = nix_env(
-        std::process::Command::new("/usr/bin/time").args(
-            ["-f", "%M", "-o", rig.p("rss"), NARLINK, "--quiet"]
-                .iter()
-                .chain(args),
-        ),
-    )
-    .output()
-    .unwrap();
-    let kib = std::fs::read_to_string(rig.p("rss"))
-        .unwrap()
-        .lines()
-        .last()
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
-    (out, kib)
-}
-
 /// An unsigned 8 kB bundle whose manifest claims the 256 MiB cap (zstd of zeros), on a device
 /// that trusts only signed bundles, as a file and as frames: refused for its signature before
 /// anything is decompressed, in under 64 MiB of peak RSS.
@@ -174,33 +148,27 @@ fn unsigned_bundle_with_huge_manifest_is_refused_in_bounded_memory() {
     write_frames(rig.p("zeros.frames"), &frames);
     eprintln!("bundle {} B, {} frames", b.len(), frames.len());
 
-    let (out, kib) = peak_rss(
-        &rig,
-        &[
-            "device",
-            "receive",
-            "--state",
-            rig.p("state"),
-            rig.p("zeros"),
-        ],
-    );
+    let (out, kib) = rig.peak_rss(&[
+        "device",
+        "receive",
+        "--state",
+        rig.p("state"),
+        rig.p("zeros"),
+    ]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(err.contains("the bundle is not signed"), "{err}");
     eprintln!("refused bundle file: peak RSS {kib} KiB");
     assert!(kib < 64 * 1024, "refused bundle file peaked at {kib} KiB");
 
-    let (out, kib) = peak_rss(
-        &rig,
-        &[
-            "device",
-            "receive",
-            "--state",
-            rig.p("state"),
-            "--json",
-            rig.p("zeros.frames"),
-        ],
-    );
+    let (out, kib) = rig.peak_rss(&[
+        "device",
+        "receive",
+        "--state",
+        rig.p("state"),
+        "--json",
+        rig.p("zeros.frames"),
+    ]);
     let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let refused = r["link"]["refused_bundles"].to_string();
     assert!(refused.contains("the bundle is not signed"), "{r}");

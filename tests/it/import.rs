@@ -106,40 +106,18 @@ fn add_nars_is_checked_by_nix() {
 /// with GNU time's %M (largest RSS of narlink and of every process it waited for).
 #[test]
 fn device_import_memory_does_not_grow_with_the_nar() {
-    assert!(
-        std::path::Path::new("/usr/bin/time").exists(),
-        "needs GNU time (/usr/bin/time): run scripts/setup.sh"
-    );
     const MIB: u64 = 64;
     let big = blob(MIB);
     let rig = Rig::new(&demo(1));
     rig.pack(&["--level", "1", "--out", rig.p("b"), &big]);
     rig.receive(rig.p("b"));
-    let out = nix_env(Command::new("/usr/bin/time").args([
-        "-f",
-        "%M",
-        "-o",
-        rig.p("rss"),
-        NARLINK,
-        "--quiet",
-        "device",
-        "import",
-        "--state",
-        rig.p("state"),
-    ]))
-    .output()
-    .unwrap();
+    let (out, kib) = rig.peak_rss(&["device", "import", "--state", rig.p("state")]);
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
     rig.assert_holds(&big);
-    let kib: u64 = std::fs::read_to_string(rig.p("rss"))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
     eprintln!("device import of a {MIB} MiB NAR: peak RSS {kib} KiB");
     assert!(
         kib < 48 * 1024,

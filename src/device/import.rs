@@ -251,17 +251,13 @@ fn import_bundle(
             let _ = store.delete(&added);
             // Our side failed to rebuild a NAR, unless all it saw was Nix going away (a full
             // disk, say): then Nix's own error says what happened.
-            match failure {
-                Some(source) if !matches!(source, ReassembleError::Sink { .. }) => {
-                    return Err(ImportError::Verify { bundle, source });
-                }
-                _ => {
-                    return Err(ImportError::Nix {
-                        bundle,
-                        source: err,
-                    })
-                }
+            if let Some(source) = failure.filter(|f| !matches!(f, ReassembleError::Sink { .. })) {
+                return Err(ImportError::Verify { bundle, source });
             }
+            return Err(ImportError::Nix {
+                bundle,
+                source: err,
+            });
         }
     }
 

@@ -21,13 +21,13 @@ pub fn report(state: &DeviceState) -> Result<(StatusView, Vec<u8>), super::link:
                     (Phase::Complete, _) => WirePhase::Decoded,
                     // Imported, and its landing finished: activated, or rolled back.
                     (Phase::Imported, None) => WirePhase::Imported,
-                    (
-                        Phase::Imported,
-                        Some(Stage::Done {
-                            activated: true, ..
-                        }),
-                    ) => WirePhase::Imported,
-                    (Phase::Imported, Some(Stage::Done { .. })) => WirePhase::ImportFailed,
+                    (Phase::Imported, Some(Stage::Done { activated, .. })) => {
+                        if activated {
+                            WirePhase::Imported
+                        } else {
+                            WirePhase::ImportFailed
+                        }
+                    }
                     // In the store, but the profile is not switched and activated yet: the
                     // report never says "imported" before that is durable.
                     (Phase::Imported, Some(_)) => WirePhase::Decoded,

@@ -20,7 +20,7 @@ use serde::Serialize;
 
 use crate::nixstore::{NixError, NixStore};
 use crate::state::device::{DeviceState, Landing, Stage};
-use crate::state::StateError;
+use crate::state::{StateError, Tx};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ActivateError {
@@ -86,7 +86,7 @@ pub struct ActivationReport {
 pub fn begin(
     state: &DeviceState,
     store: &NixStore,
-    tx: &redb::WriteTransaction,
+    tx: &Tx,
     id: &BundleId,
     root: &str,
     plan: &Plan,

@@ -31,14 +31,9 @@
 //! - Ids refused for good (a head that matches its id but fails: unsigned, untrusted, replayed,
 //!   superseded) are remembered in a table of at most [`MAX_REFUSALS`] entries.
 //!
-//! Device tables (beside those of [`crate::state::device`]):
-//! - `link`: session key → [`LinkRecord`] (postcard): bundle id, link parameters and staging
-//!   cursor.
-//! - `shards`: (session key, group, shard) → frame payload.
-//! - `groups`: (session key, group) → decoded group bytes, until staged.
-//! - `refused`: bundle id → [`Refusal`] (postcard), at most [`MAX_REFUSALS`].
+//! What is durable lives in the journal ([`crate::state::link`]); this module decides.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::io::{self, Read};
 
 use narlink_protocol::announce::Announcement;
@@ -48,28 +43,19 @@ use narlink_protocol::fec::{self, ErasureCode};
 use narlink_protocol::frame::{Frame, FrameHeader, FrameRef};
 use narlink_protocol::layout::GroupLayout;
 use narlink_protocol::manifest::Manifest;
-use narlink_protocol::params::{CodecId, Limits, LinkParams};
+use narlink_protocol::params::{Limits, LinkParams};
 use narlink_protocol::receiver::{GroupTracker, Outcome};
 use narlink_protocol::signature::PublicKey;
 use narlink_protocol::status::{Phase as WirePhase, StatusReport};
-use redb::{ReadableDatabase, ReadableTable, TableDefinition};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use super::receive::{
     begin_bundle, check_sequence, finish_bundle, read_trusted_head, stage_payload, ReceiveError,
     ReceiveReport,
 };
 use crate::state::device::{DeviceState, Phase};
-use crate::state::{Ctx, StateError};
-
-const LINK: TableDefinition<&SessionKey, &[u8]> = TableDefinition::new("link_sessions");
-const SHARDS: TableDefinition<(&SessionKey, u32, u16), &[u8]> =
-    TableDefinition::new("session_shards");
-const GROUPS: TableDefinition<(&SessionKey, u32), &[u8]> = TableDefinition::new("session_groups");
-/// Tables of narlink versions that keyed link data by bundle id alone: dropped at open (the
-/// status report asks for what they held again).
-const OLD_TABLES: [&str; 3] = ["link", "shards", "groups"];
-const REFUSED: TableDefinition<&[u8; 16], &[u8]> = TableDefinition::new("refused");
+use crate::state::link::{LinkRecord, Refusal, SessionKey};
+use crate::state::StateError;
 
 /// Frames are committed in batches of at most this many payload bytes.
 const FLUSH_BYTES: usize = 1 << 20;
@@ -77,9 +63,6 @@ const FLUSH_BYTES: usize = 1 << 20;
 pub const UNVERIFIED_SLOTS: usize = 8;
 /// Bundle ids refused for good that the device remembers (the oldest is forgotten first).
 pub const MAX_REFUSALS: usize = 64;
-
-/// Which session a frame belongs to: its bundle id and link parameters, hashed.
-type SessionKey = [u8; 16];
 
 fn session_key(id: &BundleId, p: &LinkParams) -> SessionKey {
     let mut h = blake3::Hasher::new();
@@ -95,13 +78,6 @@ fn session_key(id: &BundleId, p: &LinkParams) -> SessionKey {
     k
 }
 
-/// Why a bundle id was refused for good, and when (arrival order).
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct Refusal {
-    pub seq: u64,
-    pub reason: String,
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum LinkError {
     #[error(transparent)]
@@ -111,48 +87,6 @@ pub enum LinkError {
         bundle: String,
         source: ReceiveError,
     },
-}
-
-/// What the link layer persists per session.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct LinkRecord {
-    pub bundle: BundleId,
-    pub codec: u8,
-    pub shard_size: u16,
-    pub group_k: u16,
-    pub parity: u16,
-    pub bundle_len: u64,
-    /// Arrival order.
-    pub seq: u64,
-    /// The manifest has been read and the bundle recorded.
-    pub manifest_done: bool,
-    /// Index and bundle offset of the next payload to stage.
-    pub next_payload: u64,
-    pub next_offset: u64,
-    /// The manifest's signature and sequence were accepted.
-    pub verified: bool,
-    /// The manifest's sequence, once verified or announced.
-    pub sequence: u64,
-    /// A trusted key announced this session (its id, parameters and sequence) before its
-    /// head was verified.
-    pub announced: bool,
-}
-
-impl LinkRecord {
-    /// Verified or announced by a trusted key: out of reach of unverified sessions.
-    fn trusted(&self) -> bool {
-        self.verified || self.announced
-    }
-
-    fn params(&self) -> Option<LinkParams> {
-        Some(LinkParams {
-            codec: CodecId::from_u8(self.codec)?,
-            shard_size: self.shard_size,
-            group_k: self.group_k,
-            parity: self.parity,
-            bundle_len: self.bundle_len,
-        })
-    }
 }
 
 /// Counters of what arrived.
@@ -209,8 +143,8 @@ impl Session {
         2 * u64::from(self.layout.shard_size())
     }
 
-    /// Disk this bundle's link data takes: shards held of undecoded groups, and decoded
-    /// groups not yet staged.
+    /// Disk this bundle's link data takes: shards held of undecoded groups, and the data
+    /// shards of decoded groups not yet staged.
     fn measure(&mut self) {
         let s = u64::from(self.layout.shard_size());
         self.stored = (0..self.layout.group_count())
@@ -242,6 +176,9 @@ pub struct LinkReceiver<'a> {
     done: HashSet<BundleId>,
     pending: Vec<(SessionKey, Frame)>,
     pending_keys: HashSet<(SessionKey, u32, u16)>,
+    /// Pending frames per (session, group): a group that will have `k` shards after the
+    /// next flush takes no more (parity behind a lossless run of data shards is not stored).
+    pending_groups: HashMap<(SessionKey, u32), u16>,
     pending_bytes: usize,
     /// Sessions whose data the next flush deletes.
     evicted: Vec<SessionKey>,
@@ -267,42 +204,21 @@ impl<'a> LinkReceiver<'a> {
             done: HashSet::new(),
             pending: Vec::new(),
             pending_keys: HashSet::new(),
+            pending_groups: HashMap::new(),
             pending_bytes: 0,
             evicted: Vec::new(),
             trusted: state.trust()?.0,
             stats: IntakeStats::default(),
         };
-        let file = state.db.file().to_owned();
-        let tx = state.db.begin_write()?;
-        let mut records = Vec::new();
-        for old in OLD_TABLES {
-            let old: TableDefinition<&[u8], &[u8]> = TableDefinition::new(old);
-            tx.delete_table(old).ctx(&file)?;
-        }
-        {
-            let t = tx.open_table(LINK).ctx(&file)?;
-            tx.open_table(SHARDS).ctx(&file)?;
-            tx.open_table(GROUPS).ctx(&file)?;
-            let refused = tx.open_table(REFUSED).ctx(&file)?;
-            for e in refused.iter().ctx(&file)? {
-                r.done.insert(*e.ctx(&file)?.0.value());
-            }
-            for e in t.iter().ctx(&file)? {
-                let (k, v) = e.ctx(&file)?;
-                records.push((
-                    *k.value(),
-                    postcard::from_bytes::<LinkRecord>(v.value()).ok(),
-                ));
-            }
-        }
-        state.db.commit(tx)?;
+        let journal = state.journal()?;
+        r.done.extend(journal.refused);
         for (id, rec) in state.bundles()? {
             if rec.phase != Phase::Receiving {
                 r.done.insert(id);
             }
         }
         let last = state.last_sequence()?;
-        for (key, rec) in records {
+        for (key, rec) in journal.sessions {
             let stale = |rec: &LinkRecord| rec.trusted() && rec.sequence <= last;
             let wanted = rec.filter(|rec| !r.done.contains(&rec.bundle) && !stale(rec));
             match wanted.map(|rec| r.rebuild(key, rec)).transpose() {
@@ -340,27 +256,17 @@ impl<'a> LinkReceiver<'a> {
         Ok(())
     }
 
-    /// Session `key` from its record and what is durable.
+    /// Session `key` from its record and what is durable. A group is decoded if it lies
+    /// below the staging cursor (its shards were dropped once staged) or holds every data
+    /// shard.
     fn rebuild(&self, key: SessionKey, rec: LinkRecord) -> Result<Session, LinkError> {
-        let file = self.state.db.file().to_owned();
         let params = rec
             .params()
             .ok_or_else(|| StateError::Corrupt("link record codec".into()))?;
         let layout = params
             .validate()
             .map_err(|_| StateError::Corrupt("link record parameters".into()))?;
-        let tx = self.state.db.db.begin_read().ctx(&file)?;
-        let shards = tx.open_table(SHARDS).ctx(&file)?;
-        let groups = tx.open_table(GROUPS).ctx(&file)?;
-        let mut persisted = Vec::new();
-        for e in shards
-            .range((&key, 0u32, 0u16)..=(&key, u32::MAX, u16::MAX))
-            .ctx(&file)?
-        {
-            let (k, _) = e.ctx(&file)?;
-            let (_, g, s) = k.value();
-            persisted.push((g, s));
-        }
+        let held = self.state.session_shards(&key)?;
         let mut decoded: BTreeSet<u32> = (0..layout.group_count())
             .take_while(|&g| {
                 layout
@@ -368,9 +274,21 @@ impl<'a> LinkReceiver<'a> {
                     .is_some_and(|r| r.end <= rec.next_offset)
             })
             .collect();
-        for e in groups.range((&key, 0u32)..=(&key, u32::MAX)).ctx(&file)? {
-            decoded.insert(e.ctx(&file)?.0.value().1);
+        let mut data: BTreeMap<u32, u16> = BTreeMap::new();
+        for &(g, s) in &held {
+            if layout.group_k(g).is_some_and(|k| s < k) {
+                *data.entry(g).or_default() += 1;
+            }
         }
+        decoded.extend(
+            data.into_iter()
+                .filter(|&(g, n)| layout.group_k(g) == Some(n))
+                .map(|(g, _)| g),
+        );
+        let persisted: Vec<(u32, u16)> = held
+            .into_iter()
+            .filter(|(g, _)| !decoded.contains(g))
+            .collect();
         let tracker = GroupTracker::rebuild(rec.bundle, params, &self.limits, persisted, decoded)
             .map_err(|_| StateError::Corrupt("link record parameters".into()))?;
         let manifest = if rec.manifest_done {
@@ -436,7 +354,9 @@ impl LinkReceiver<'_> {
             return Ok(());
         };
         let outcome = s.tracker.peek_frame(&h);
-        if !outcome.is_wanted() || self.pending_keys.contains(&(key, h.group, h.shard)) {
+        let batched = self.pending_groups.get(&(key, h.group)).copied();
+        let enough = batched.is_some_and(|n| n >= s.tracker.needed(h.group));
+        if !outcome.is_wanted() || enough || self.pending_keys.contains(&(key, h.group, h.shard)) {
             match outcome {
                 Outcome::ParamsMismatch | Outcome::OutOfRange | Outcome::OtherBundle => {
                     self.stats.refused += 1
@@ -462,6 +382,7 @@ impl LinkReceiver<'_> {
             s.pending += len;
         }
         self.pending_keys.insert((key, h.group, h.shard));
+        *self.pending_groups.entry((key, h.group)).or_default() += 1;
         self.pending_bytes += f.payload().len();
         self.pending.push((key, f.to_frame()));
         if self.pending_bytes >= FLUSH_BYTES {
@@ -592,26 +513,21 @@ impl LinkReceiver<'_> {
         {
             return Ok(());
         }
-        let file = self.state.db.file().to_owned();
         let frames = std::mem::take(&mut self.pending);
         self.pending_keys.clear();
+        self.pending_groups.clear();
         self.pending_bytes = 0;
         let tx = self.state.db.begin_write()?;
         for key in std::mem::take(&mut self.evicted) {
-            purge(&tx, &file, &key)?;
-            tx.open_table(LINK).ctx(&file)?.remove(&key).ctx(&file)?;
+            self.state.forget_session(&tx, &key)?;
         }
-        {
-            for (key, s) in self.sessions.iter_mut().filter(|(_, s)| !s.persisted) {
-                put_record(&tx, &file, key, &s.rec)?;
-            }
-            let mut shards = tx.open_table(SHARDS).ctx(&file)?;
-            for (key, f) in &frames {
-                let h = f.header();
-                shards
-                    .insert((key, h.group, h.shard), f.payload())
-                    .ctx(&file)?;
-            }
+        for (key, s) in self.sessions.iter().filter(|(_, s)| !s.persisted) {
+            self.state.put_session(&tx, key, &s.rec)?;
+        }
+        for (key, f) in &frames {
+            let h = f.header();
+            self.state
+                .put_shard(&tx, key, h.group, h.shard, f.payload())?;
         }
         self.state.db.commit(tx)?;
         let mut decodable: BTreeSet<(SessionKey, u32)> = BTreeSet::new();
@@ -661,48 +577,45 @@ impl LinkReceiver<'_> {
     fn drop_session(&mut self, key: SessionKey) {
         self.pending.retain(|(k, _)| *k != key);
         self.pending_keys.retain(|k| k.0 != key);
+        self.pending_groups.retain(|k, _| k.0 != key);
         self.pending_bytes = self.pending.iter().map(|(_, f)| f.payload().len()).sum();
         self.sessions.remove(&key);
         self.evicted.push(key);
     }
 
-    /// Decode `group` from its stored shards and store its bytes in place of them.
+    /// Decode `group` from its stored shards: store the data shards that did not arrive and
+    /// drop the parity shards, so the group's data shards are its bytes.
     fn decode(&mut self, key: &SessionKey, group: u32) -> Result<(), LinkError> {
-        let file = self.state.db.file().to_owned();
         let Some(s) = self.sessions.get_mut(key) else {
             return Ok(());
         };
         let params = *s.tracker.params();
+        let k = s.layout.group_k(group).unwrap_or(0);
+        let size = usize::from(s.layout.shard_size());
         let tx = self.state.db.begin_write()?;
-        let decoded = {
-            let mut shards = tx.open_table(SHARDS).ctx(&file)?;
-            let mut held: Vec<(u16, Vec<u8>)> = Vec::new();
-            for e in shards
-                .range((key, group, 0u16)..=(key, group, u16::MAX))
-                .ctx(&file)?
-            {
-                let (k, v) = e.ctx(&file)?;
-                held.push((k.value().2, v.value().to_vec()));
-            }
-            let refs: Vec<(u16, &[u8])> = held.iter().map(|(i, b)| (*i, b.as_slice())).collect();
-            let decoded = fec::decode_group(s.code.as_ref(), &params, &s.layout, group, &refs);
-            for (i, _) in &held {
-                shards.remove((key, group, *i)).ctx(&file)?;
-            }
-            decoded
-        };
-        match decoded {
+        let held = self.state.group_shards(&tx, key, group)?;
+        let refs: Vec<(u16, &[u8])> = held.iter().map(|(i, b)| (*i, b.as_slice())).collect();
+        match fec::decode_group(s.code.as_ref(), &params, &s.layout, group, &refs) {
             Ok(bytes) => {
-                tx.open_table(GROUPS)
-                    .ctx(&file)?
-                    .insert((key, group), bytes.as_slice())
-                    .ctx(&file)?;
+                let has: HashSet<u16> = held.iter().map(|(i, _)| *i).collect();
+                let mut shard = vec![0u8; size];
+                for i in (0..k).filter(|i| !has.contains(i)) {
+                    let at = usize::from(i) * size;
+                    let part = bytes.get(at..).unwrap_or_default();
+                    let n = part.len().min(size);
+                    shard[..n].copy_from_slice(&part[..n]);
+                    shard[n..].fill(0);
+                    self.state.put_shard(&tx, key, group, i, &shard)?;
+                }
+                let parity = held.iter().map(|(i, _)| *i).filter(|&i| i >= k);
+                self.state.remove_shards(&tx, key, group, parity)?;
                 self.state.db.commit(tx)?;
                 s.tracker.mark_decoded(group);
                 self.stats.groups_decoded += 1;
             }
             Err(_) => {
                 // Forged or inconsistent shards: drop them all and ask for the group again.
+                self.state.drop_groups(&tx, key, group..=group)?;
                 self.state.db.commit(tx)?;
                 self.stats.groups_dropped += 1;
                 self.reset(key)?;
@@ -722,7 +635,6 @@ impl LinkReceiver<'_> {
 
     /// Stage whatever the decoded prefix of bundle `id` now covers.
     fn advance(&mut self, key: &SessionKey) -> Result<(), LinkError> {
-        let file = self.state.db.file().to_owned();
         let Some(s) = self.sessions.get_mut(key) else {
             return Ok(());
         };
@@ -742,15 +654,12 @@ impl LinkReceiver<'_> {
             if prefix_end < HEADER_LEN as u64 {
                 return Ok(());
             }
-            let tx = self.state.db.db.begin_read().ctx(&file)?;
-            let t = tx.open_table(GROUPS).ctx(&file)?;
+            let mut r = self.state.bundle_reader(key, &s.layout, 0, prefix_end)?;
             let mut head = [0u8; HEADER_LEN];
-            GroupReader::new(&t, key, &s.layout, 0, prefix_end)
-                .read_exact(&mut head)
-                .map_err(|e| LinkError::Bundle {
-                    bundle: bundle.clone(),
-                    source: ReceiveError::Truncated(e),
-                })?;
+            r.read_exact(&mut head).map_err(|e| LinkError::Bundle {
+                bundle: bundle.clone(),
+                source: ReceiveError::Truncated(e),
+            })?;
             // A header that does not describe this bundle came from forged or damaged
             // shards: drop what it was decoded from and ask again.
             let header = match BundleHeader::decode(&head) {
@@ -760,11 +669,10 @@ impl LinkReceiver<'_> {
             if header.payload_offset() > prefix_end {
                 return Ok(());
             }
-            let mut r = GroupReader::new(&t, key, &s.layout, 0, prefix_end);
+            r.seek(0);
             let head = read_trusted_head(self.state, &mut r)
                 .and_then(|h| check_sequence(self.state, &id, &h.manifest).map(|()| h));
-            drop(t);
-            drop(tx);
+            drop(r);
             let head = match head {
                 Ok(h) => h,
                 Err(e) if e.binds_id() => return self.reject(key, e),
@@ -814,7 +722,7 @@ impl LinkReceiver<'_> {
         let mut bad: Vec<std::ops::Range<u64>> = Vec::new();
         let mut onboard = None;
         {
-            let groups_t = tx.open_table(GROUPS).ctx(&file)?;
+            let mut r = self.state.bundle_reader(key, &s.layout, 0, prefix_end)?;
             let staged = self.state.staged_reader()?;
             let mut buf = Vec::new();
             let (mut at, mut offset) = (s.rec.next_payload as usize, s.rec.next_offset);
@@ -826,12 +734,11 @@ impl LinkReceiver<'_> {
                 }
                 if staged.get(&p.chunk)?.is_none() {
                     buf.resize(p.encoded_len as usize, 0);
-                    GroupReader::new(&groups_t, key, &s.layout, offset, end)
-                        .read_exact(&mut buf)
-                        .map_err(|e| LinkError::Bundle {
-                            bundle: bundle.clone(),
-                            source: ReceiveError::Truncated(e),
-                        })?;
+                    r.seek(offset);
+                    r.read_exact(&mut buf).map_err(|e| LinkError::Bundle {
+                        bundle: bundle.clone(),
+                        source: ReceiveError::Truncated(e),
+                    })?;
                     let ps = &m.payloads[span.clone()];
                     if !stage_payload(self.state, &tx, m, ps, &buf, &mut onboard, &mut report)? {
                         bad.push(offset..end);
@@ -847,7 +754,6 @@ impl LinkReceiver<'_> {
         self.stats.payloads_staged += report.staged as u64;
         let complete = s.rec.next_payload as usize == m.payloads.len();
         {
-            let mut groups_t = tx.open_table(GROUPS).ctx(&file)?;
             // Drop decoded groups wholly staged, and the groups of the payloads that failed.
             let mut drop_groups: Vec<u32> = (0..groups)
                 .take_while(|&g| {
@@ -865,15 +771,14 @@ impl LinkReceiver<'_> {
             }
             self.stats.groups_dropped += bad.len() as u64;
             for g in drop_groups {
-                groups_t.remove((key, g)).ctx(&file)?;
+                self.state.drop_groups(&tx, key, g..=g)?;
             }
         }
         if complete {
             finish_bundle(self.state, &tx, &id, true)?;
-            purge(&tx, &file, key)?;
-            tx.open_table(LINK).ctx(&file)?.remove(key).ctx(&file)?;
+            self.state.forget_session(&tx, key)?;
         } else {
-            put_record(&tx, &file, key, &s.rec)?;
+            self.state.put_session(&tx, key, &s.rec)?;
         }
         self.state.db.commit(tx)?;
         if complete {
@@ -924,7 +829,6 @@ impl LinkReceiver<'_> {
     /// matched its id, so stop receiving that id for good, drop the session's data, and
     /// remember why in the bounded refusal table.
     fn reject(&mut self, key: &SessionKey, why: ReceiveError) -> Result<(), LinkError> {
-        let file = self.state.db.file().to_owned();
         let Some(s) = self.sessions.get(key) else {
             return Ok(());
         };
@@ -932,27 +836,13 @@ impl LinkReceiver<'_> {
         self.drop_session(*key);
         let reason = why.to_string();
         let tx = self.state.db.begin_write()?;
-        {
-            let mut t = tx.open_table(REFUSED).ctx(&file)?;
-            let rec = postcard::to_allocvec(&Refusal {
-                seq,
-                reason: reason.clone(),
-            })
-            .unwrap_or_default();
-            t.insert(&id, rec.as_slice()).ctx(&file)?;
-            // Forget the oldest refusals beyond the bound: a refused id that comes back costs
-            // its head once more, nothing else.
-            let mut all: Vec<(u64, BundleId)> = Vec::new();
-            for e in t.iter().ctx(&file)? {
-                let (k, v) = e.ctx(&file)?;
-                let seq = postcard::from_bytes::<Refusal>(v.value()).map_or(0, |r| r.seq);
-                all.push((seq, *k.value()));
-            }
-            all.sort();
-            for (_, old) in all.iter().take(all.len().saturating_sub(MAX_REFUSALS)) {
-                t.remove(old).ctx(&file)?;
-                self.done.remove(old);
-            }
+        let refusal = Refusal {
+            seq,
+            reason: reason.clone(),
+        };
+        // A refused id forgotten that comes back costs its head once more, nothing else.
+        for old in self.state.refuse(&tx, &id, &refusal, MAX_REFUSALS)? {
+            self.done.remove(&old);
         }
         self.state.db.commit(tx)?;
         self.done.insert(id);
@@ -966,21 +856,15 @@ impl LinkReceiver<'_> {
     /// drop the decoded groups of its first `end` bytes and ask for them again. Nothing
     /// else of the bundle is lost.
     fn drop_head(&mut self, key: &SessionKey, end: u64) -> Result<(), LinkError> {
-        let file = self.state.db.file().to_owned();
         let Some(s) = self.sessions.get(key) else {
             return Ok(());
         };
+        let groups = (0..s.layout.group_count())
+            .take_while(|&g| s.layout.byte_range(g).is_some_and(|r| r.start < end))
+            .last();
         let tx = self.state.db.begin_write()?;
-        {
-            let mut groups_t = tx.open_table(GROUPS).ctx(&file)?;
-            for g in 0..s.layout.group_count() {
-                match s.layout.byte_range(g) {
-                    Some(r) if r.start < end => {
-                        groups_t.remove((key, g)).ctx(&file)?;
-                    }
-                    _ => break,
-                }
-            }
+        if let Some(last) = groups {
+            self.state.drop_groups(&tx, key, 0..=last)?;
         }
         self.state.db.commit(tx)?;
         self.stats.groups_dropped += 1;
@@ -1014,50 +898,6 @@ impl LinkReceiver<'_> {
     }
 }
 
-/// Write bundle `id`'s link record, within `tx`.
-fn put_record(
-    tx: &redb::WriteTransaction,
-    file: &std::path::Path,
-    id: &BundleId,
-    rec: &LinkRecord,
-) -> Result<(), StateError> {
-    tx.open_table(LINK)
-        .ctx(file)?
-        .insert(
-            id,
-            postcard::to_allocvec(rec).unwrap_or_default().as_slice(),
-        )
-        .ctx(file)?;
-    Ok(())
-}
-
-/// Delete every shard and decoded group of bundle `id`, within `tx`.
-fn purge(
-    tx: &redb::WriteTransaction,
-    file: &std::path::Path,
-    id: &BundleId,
-) -> Result<(), StateError> {
-    let mut groups_t = tx.open_table(GROUPS).ctx(file)?;
-    let keys: Vec<u32> = groups_t
-        .range((id, 0u32)..=(id, u32::MAX))
-        .ctx(file)?
-        .filter_map(|e| e.ok().map(|(k, _)| k.value().1))
-        .collect();
-    for g in keys {
-        groups_t.remove((id, g)).ctx(file)?;
-    }
-    let mut shards = tx.open_table(SHARDS).ctx(file)?;
-    let keys: Vec<(u32, u16)> = shards
-        .range((id, 0u32, 0u16)..=(id, u32::MAX, u16::MAX))
-        .ctx(file)?
-        .filter_map(|e| e.ok().map(|(k, _)| (k.value().1, k.value().2)))
-        .collect();
-    for (g, sh) in keys {
-        shards.remove((id, g, sh)).ctx(file)?;
-    }
-    Ok(())
-}
-
 /// The current status report of the device, including link progress.
 pub fn status_report(state: &DeviceState) -> Result<Option<StatusReport>, LinkError> {
     let r = LinkReceiver::open(state)?;
@@ -1068,67 +908,6 @@ pub fn status_report(state: &DeviceState) -> Result<Option<StatusReport>, LinkEr
             Ok(r.status(digest))
         }
         _ => Ok(None),
-    }
-}
-
-/// Reads bundle bytes `[pos, end)` out of decoded groups.
-struct GroupReader<'t, T: ReadableTable<(&'static [u8; 16], u32), &'static [u8]>> {
-    table: &'t T,
-    id: &'t BundleId,
-    layout: &'t GroupLayout,
-    pos: u64,
-    end: u64,
-}
-
-impl<'t, T: ReadableTable<(&'static [u8; 16], u32), &'static [u8]>> GroupReader<'t, T> {
-    fn new(table: &'t T, id: &'t BundleId, layout: &'t GroupLayout, pos: u64, end: u64) -> Self {
-        GroupReader {
-            table,
-            id,
-            layout,
-            pos,
-            end,
-        }
-    }
-}
-
-impl<T: ReadableTable<(&'static [u8; 16], u32), &'static [u8]>> Read for GroupReader<'_, T> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if self.pos >= self.end || buf.is_empty() {
-            return Ok(0);
-        }
-        let shard = self.pos / u64::from(self.layout.shard_size());
-        let (group, _) = self
-            .layout
-            .locate_shard(shard)
-            .ok_or_else(|| io::Error::other("offset past the bundle"))?;
-        let range = self
-            .layout
-            .byte_range(group)
-            .ok_or_else(|| io::Error::other("no such group"))?;
-        let v = self
-            .table
-            .get((self.id, group))
-            .map_err(io::Error::other)?
-            .ok_or_else(|| {
-                io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    format!("group {group} not decoded"),
-                )
-            })?;
-        let bytes = v.value();
-        let at = (self.pos - range.start) as usize;
-        let avail = (range.end.min(self.end) - self.pos) as usize;
-        let n = buf.len().min(avail).min(bytes.len().saturating_sub(at));
-        if n == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "group shorter than its layout",
-            ));
-        }
-        buf[..n].copy_from_slice(&bytes[at..at + n]);
-        self.pos += n as u64;
-        Ok(n)
     }
 }
 

@@ -15,7 +15,7 @@ use crate::nixstore::NixStore;
 use crate::onboard::OnBoard;
 use crate::payload::{self, PayloadError};
 use crate::state::device::{BundleRecord, DeviceState, Phase, Source};
-use crate::state::StateError;
+use crate::state::{StateError, Tx};
 use narlink_protocol::digest::hex;
 
 #[derive(Debug, thiserror::Error)]
@@ -257,7 +257,7 @@ pub fn begin_bundle(
 /// `onboard` is opened on first use.
 pub fn stage_payload(
     state: &DeviceState,
-    tx: &redb::WriteTransaction,
+    tx: &Tx,
     manifest: &Manifest,
     span: &[Payload],
     bytes: &[u8],
@@ -311,7 +311,7 @@ pub fn stage_payload(
 /// Mark a bundle complete (every payload staged) or still receiving.
 pub fn finish_bundle(
     state: &DeviceState,
-    tx: &redb::WriteTransaction,
+    tx: &Tx,
     id: &BundleId,
     complete: bool,
 ) -> Result<(), StateError> {

@@ -2,9 +2,11 @@
 //! chunks staged from bundles, and each bundle's progress.
 //!
 //! Device-only tables:
-//! - `staged`: chunk id → `[encoding u8][raw_len u32 LE]` then, for a delta, `[source path
-//!   length u16 LE][source path][offset u64 LE][length u32 LE]`, then the payload bytes;
-//!   verified on arrival and again when read.
+//! - `staged`: chunk id → the staged span's record (see [`DeviceState::stage`]); verified on
+//!   arrival and again when read.
+//! - `staged_pieces`: (chunk id, piece) → up to [`PIECE`] bytes of a large staged payload.
+//!   redb writes a leaf page rounded up to a power of two: a 40 KiB payload in one value costs
+//!   64 KiB of flash, in pieces 32 + 8 KiB (`benches/scripts/flash_wear.sh`).
 //! - `bundles`: bundle id → [`BundleRecord`] (postcard).
 
 use std::path::Path;
@@ -14,9 +16,19 @@ use narlink_protocol::manifest::{ChunkId, Encoding, Manifest, Payload};
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
-use super::{Ctx, StateDb, StateError};
+use super::medium::Medium;
+use super::{Ctx, StateDb, StateError, Tx};
 
 const STAGED: TableDefinition<&ChunkId, &[u8]> = TableDefinition::new("staged");
+const PIECES: TableDefinition<(&ChunkId, u32), &[u8]> = TableDefinition::new("staged_pieces");
+/// The largest piece of a staged payload: a 32 KiB page, less room for its key and the
+/// leaf's header.
+pub const PIECE: usize = 32_000;
+/// Payloads up to this size stay in their record.
+const INLINE: usize = 2048;
+/// Flag on a head record's encoding byte: the bytes are in `staged_pieces`, and the record
+/// ends with their length (u32 LE) instead of the bytes.
+const IN_PIECES: u8 = 0x80;
 const BUNDLES: TableDefinition<&[u8; 16], &[u8]> = TableDefinition::new("bundles");
 
 const FILE: &str = "device.redb";
@@ -59,11 +71,32 @@ pub struct DeviceState {
 
 impl DeviceState {
     pub fn create(dir: &Path, store_uri: Option<&str>) -> Result<DeviceState, StateError> {
-        let db = StateDb::create(dir, FILE, ROLE)?;
+        DeviceState::init(StateDb::create(dir, FILE, ROLE)?, store_uri)
+    }
+
+    /// A fresh device state on an in-memory [`Medium`] (crash tests; no publish needed).
+    /// `dir` holds what lives beside the database: the replay mark, spilled heads.
+    pub fn create_on(
+        medium: Medium,
+        dir: &Path,
+        store_uri: Option<&str>,
+    ) -> Result<DeviceState, StateError> {
+        DeviceState::init(StateDb::create_on(medium, dir, FILE, ROLE)?, store_uri)
+    }
+
+    /// The device state on `medium` (see [`DeviceState::create_on`]).
+    pub fn open_on(medium: Medium, dir: &Path) -> Result<DeviceState, StateError> {
+        Ok(DeviceState {
+            db: StateDb::open_on(medium, dir, FILE, ROLE)?,
+        })
+    }
+
+    fn init(db: StateDb, store_uri: Option<&str>) -> Result<DeviceState, StateError> {
         db.set_meta("store", store_uri.unwrap_or("").as_bytes())?;
         let tx = db.begin_write()?;
-        tx.open_table(STAGED).ctx(&db.file)?;
-        tx.open_table(BUNDLES).ctx(&db.file)?;
+        tx.0.open_table(STAGED).ctx(&db.file)?;
+        tx.0.open_table(PIECES).ctx(&db.file)?;
+        tx.0.open_table(BUNDLES).ctx(&db.file)?;
         db.commit(tx)?;
         Ok(DeviceState { db })
     }
@@ -109,14 +142,9 @@ impl DeviceState {
         Ok(v)
     }
 
-    pub fn put_bundle(
-        &self,
-        tx: &redb::WriteTransaction,
-        id: &BundleId,
-        rec: &BundleRecord,
-    ) -> Result<(), StateError> {
+    pub fn put_bundle(&self, tx: &Tx, id: &BundleId, rec: &BundleRecord) -> Result<(), StateError> {
         let bytes = postcard::to_allocvec(rec).unwrap_or_default();
-        tx.open_table(BUNDLES)
+        tx.0.open_table(BUNDLES)
             .ctx(&self.db.file)?
             .insert(id, bytes.as_slice())
             .ctx(&self.db.file)?;
@@ -133,14 +161,15 @@ impl DeviceState {
     /// the span's chunk list; each joined chunk's record names the head.
     ///
     /// ```text
-    /// head:   u8 encoding (0 raw, 1 zstd, 2 zstd delta, 3 patch), u16 n,
+    /// head:   u8 encoding (0 raw, 1 zstd, 2 zstd delta, 3 patch; | 0x80: in pieces), u16 n,
     ///         n × (16-byte chunk id, u32 length), [u16 path length, path, u64 offset,
-    ///         u32 length: a delta's reference], payload bytes
+    ///         u32 length: a delta's reference], then the payload bytes, or (in pieces)
+    ///         their length as u32, the bytes in `staged_pieces` under (head id, 0, 1, ...)
     /// joined: u8 4, 16-byte chunk id of the head
     /// ```
     pub fn stage(
         &self,
-        tx: &redb::WriteTransaction,
+        tx: &Tx,
         span: &[Payload],
         source: Option<&Source>,
         bytes: &[u8],
@@ -149,15 +178,18 @@ impl DeviceState {
             return Ok(());
         };
         let mut v = Vec::with_capacity(3 + 20 * span.len() + bytes.len());
-        v.push(match head.encoding {
-            Encoding::Raw => 0,
-            Encoding::Zstd => 1,
-            Encoding::ZstdRef => 2,
-            Encoding::Bsdiff => 3,
-            Encoding::Joined => {
-                return Err(StateError::Corrupt("a joined payload as a head".into()))
-            }
-        });
+        let pieces = bytes.len() > INLINE;
+        v.push(
+            match head.encoding {
+                Encoding::Raw => 0,
+                Encoding::Zstd => 1,
+                Encoding::ZstdRef => 2,
+                Encoding::Bsdiff => 3,
+                Encoding::Joined => {
+                    return Err(StateError::Corrupt("a joined payload as a head".into()))
+                }
+            } | if pieces { IN_PIECES } else { 0 },
+        );
         v.extend_from_slice(&(span.len() as u16).to_le_bytes());
         for p in span {
             v.extend_from_slice(&p.chunk);
@@ -169,8 +201,17 @@ impl DeviceState {
             v.extend_from_slice(&s.offset.to_le_bytes());
             v.extend_from_slice(&s.len.to_le_bytes());
         }
-        v.extend_from_slice(bytes);
-        let mut t = tx.open_table(STAGED).ctx(&self.db.file)?;
+        if pieces {
+            v.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+            let mut t = tx.0.open_table(PIECES).ctx(&self.db.file)?;
+            for (i, piece) in bytes.chunks(PIECE).enumerate() {
+                t.insert((&head.chunk, i as u32), piece)
+                    .ctx(&self.db.file)?;
+            }
+        } else {
+            v.extend_from_slice(bytes);
+        }
+        let mut t = tx.0.open_table(STAGED).ctx(&self.db.file)?;
         t.insert(&head.chunk, v.as_slice()).ctx(&self.db.file)?;
         let mut joined = [JOINED; 17];
         joined[1..].copy_from_slice(&head.chunk);
@@ -180,11 +221,19 @@ impl DeviceState {
         Ok(())
     }
 
-    pub fn unstage(&self, tx: &redb::WriteTransaction, id: &ChunkId) -> Result<(), StateError> {
-        tx.open_table(STAGED)
+    pub fn unstage(&self, tx: &Tx, id: &ChunkId) -> Result<(), StateError> {
+        tx.0.open_table(STAGED)
             .ctx(&self.db.file)?
             .remove(id)
             .ctx(&self.db.file)?;
+        let mut t = tx.0.open_table(PIECES).ctx(&self.db.file)?;
+        let n = t
+            .range((id, 0)..=(id, u32::MAX))
+            .ctx(&self.db.file)?
+            .count() as u32;
+        for i in 0..n {
+            t.remove((id, i)).ctx(&self.db.file)?;
+        }
         Ok(())
     }
 
@@ -198,8 +247,14 @@ impl DeviceState {
     pub fn staged_reader(&self) -> Result<StagedReader, StateError> {
         let tx = self.db.db.begin_read().ctx(&self.db.file)?;
         let t = tx.open_table(STAGED).ctx(&self.db.file)?;
+        // A state from before pieces has no such table until something is staged.
+        let pieces = match tx.open_table(PIECES) {
+            Err(redb::TableError::TableDoesNotExist(_)) => None,
+            r => Some(r.ctx(&self.db.file)?),
+        };
         Ok(StagedReader {
             t,
+            pieces,
             file: self.db.file.clone(),
         })
     }
@@ -207,6 +262,7 @@ impl DeviceState {
 
 pub struct StagedReader {
     t: redb::ReadOnlyTable<&'static ChunkId, &'static [u8]>,
+    pieces: Option<redb::ReadOnlyTable<(&'static ChunkId, u32), &'static [u8]>>,
     file: std::path::PathBuf,
 }
 
@@ -258,7 +314,8 @@ impl StagedReader {
             };
         }
         let mut r = narlink_protocol::wire::Reader::new(&v);
-        let encoding = match r.u8().map_err(|_| corrupt())? {
+        let kind = r.u8().map_err(|_| corrupt())?;
+        let encoding = match kind & !IN_PIECES {
             0 => Encoding::Raw,
             1 => Encoding::Zstd,
             2 => Encoding::ZstdRef,
@@ -288,7 +345,12 @@ impl StagedReader {
         } else {
             None
         };
-        let bytes = r.take_rest().to_vec();
+        let bytes = if kind & IN_PIECES == 0 {
+            r.take_rest().to_vec()
+        } else {
+            let len = r.u32_le().map_err(|_| corrupt())? as usize;
+            self.pieces_of(&head, len).ok_or_else(corrupt)??
+        };
         match span.first_mut() {
             Some(p) if p.chunk == head => p.encoded_len = bytes.len() as u32,
             _ => return Err(corrupt()),
@@ -301,6 +363,21 @@ impl StagedReader {
                 bytes,
             },
         )))
+    }
+
+    /// The `len` bytes staged in pieces under `head`; `None` if they are not all there.
+    fn pieces_of(&self, head: &ChunkId, len: usize) -> Option<Result<Vec<u8>, StateError>> {
+        let t = self.pieces.as_ref()?;
+        // The length is from the database, which may be damaged: grow as pieces come.
+        let mut bytes = Vec::with_capacity(len.min(16 << 20));
+        for i in 0..len.div_ceil(PIECE) {
+            match t.get((head, i as u32)).ctx(&self.file) {
+                Ok(Some(v)) => bytes.extend_from_slice(v.value()),
+                Ok(None) => return None,
+                Err(e) => return Some(Err(e)),
+            }
+        }
+        (bytes.len() == len).then_some(Ok(bytes))
     }
 
     /// Whether chunk `id` is staged: its record, and for a joined chunk its head's.
@@ -414,13 +491,9 @@ impl DeviceState {
     }
 
     /// Record an imported bundle's sequence number, within `tx`.
-    pub fn note_sequence(
-        &self,
-        tx: &redb::WriteTransaction,
-        sequence: u64,
-    ) -> Result<(), StateError> {
+    pub fn note_sequence(&self, tx: &Tx, sequence: u64) -> Result<(), StateError> {
         if sequence > self.last_sequence()? {
-            tx.open_table(super::META)
+            tx.0.open_table(super::META)
                 .ctx(&self.db.file)?
                 .insert("sequence", sequence.to_le_bytes().as_slice())
                 .ctx(&self.db.file)?;
@@ -520,9 +593,9 @@ impl DeviceState {
     }
 
     /// Record `l`, within `tx`.
-    pub fn put_landing(&self, tx: &redb::WriteTransaction, l: &Landing) -> Result<(), StateError> {
+    pub fn put_landing(&self, tx: &Tx, l: &Landing) -> Result<(), StateError> {
         let bytes = postcard::to_allocvec(l).unwrap_or_default();
-        tx.open_table(super::META)
+        tx.0.open_table(super::META)
             .ctx(&self.db.file)?
             .insert("landing", bytes.as_slice())
             .ctx(&self.db.file)?;

@@ -36,8 +36,8 @@ impl Mirror {
     pub fn create(dir: &Path) -> Result<Mirror, StateError> {
         let db = StateDb::create(dir, FILE, ROLE)?;
         let tx = db.begin_write()?;
-        tx.open_table(PENDING).ctx(&db.file)?;
-        tx.open_table(SENDS).ctx(&db.file)?;
+        tx.0.open_table(PENDING).ctx(&db.file)?;
+        tx.0.open_table(SENDS).ctx(&db.file)?;
         db.commit(tx)?;
         Ok(Mirror { db })
     }
@@ -58,7 +58,7 @@ impl Mirror {
     /// bundle's id is known ([`commit_pending`](Self::commit_pending)).
     pub fn add_pending_full(&self, manifest: &Manifest) -> Result<(), StateError> {
         let tx = self.db.begin_write()?;
-        tx.open_table(PENDING)
+        tx.0.open_table(PENDING)
             .ctx(&self.db.file)?
             .insert(&PROVISIONAL, manifest.to_bytes().as_slice())
             .ctx(&self.db.file)?;
@@ -69,7 +69,7 @@ impl Mirror {
     pub fn commit_pending(&self, id: &BundleId) -> Result<(), StateError> {
         let tx = self.db.begin_write()?;
         {
-            let mut t = tx.open_table(PENDING).ctx(&self.db.file)?;
+            let mut t = tx.0.open_table(PENDING).ctx(&self.db.file)?;
             let v = t
                 .remove(&PROVISIONAL)
                 .ctx(&self.db.file)?
@@ -101,7 +101,7 @@ impl Mirror {
             }
             self.db.add_path(&tx, &p.store_path, &PathRecord::from(p))?;
         }
-        tx.open_table(PENDING)
+        tx.0.open_table(PENDING)
             .ctx(&self.db.file)?
             .remove(id)
             .ctx(&self.db.file)?;
@@ -122,7 +122,7 @@ impl Mirror {
     pub fn put_send(&self, id: &BundleId, rec: &SendRecord) -> Result<(), StateError> {
         let tx = self.db.begin_write()?;
         let bytes = postcard::to_allocvec(rec).unwrap_or_default();
-        tx.open_table(SENDS)
+        tx.0.open_table(SENDS)
             .ctx(&self.db.file)?
             .insert(id, bytes.as_slice())
             .ctx(&self.db.file)?;
@@ -131,7 +131,7 @@ impl Mirror {
 
     pub fn put_announcement(&self, id: &BundleId, frame: &[u8]) -> Result<(), StateError> {
         let tx = self.db.begin_write()?;
-        tx.open_table(ANNOUNCEMENTS)
+        tx.0.open_table(ANNOUNCEMENTS)
             .ctx(&self.db.file)?
             .insert(id, frame)
             .ctx(&self.db.file)?;
@@ -177,8 +177,8 @@ impl Mirror {
 
 impl Mirror {
     /// Forget every pending bundle (they were planned against a state that is gone), within `tx`.
-    pub fn clear_pending(&self, tx: &redb::WriteTransaction) -> Result<(), StateError> {
-        let mut t = tx.open_table(PENDING).ctx(&self.db.file)?;
+    pub fn clear_pending(&self, tx: &super::Tx) -> Result<(), StateError> {
+        let mut t = tx.0.open_table(PENDING).ctx(&self.db.file)?;
         let keys: Vec<[u8; 16]> = {
             use redb::ReadableTable;
             t.iter()

@@ -9,6 +9,8 @@
 //! - `meta`: role, chunking parameters, store URI.
 
 pub mod device;
+pub mod link;
+pub mod medium;
 pub mod mirror;
 
 use std::path::{Path, PathBuf};
@@ -125,6 +127,10 @@ pub struct ChunkLocation {
     pub len: u32,
 }
 
+/// A write transaction on a state: what it writes becomes durable together at
+/// [`StateDb::commit`], or not at all.
+pub struct Tx(redb::WriteTransaction);
+
 /// A redb database holding the path set and chunk index of one role.
 pub struct StateDb {
     pub(crate) db: Database,
@@ -195,6 +201,28 @@ impl StateDb {
             .set_cache_size(CACHE_BYTES)
             .create(&file)
             .ctx(&file)?;
+        StateDb::init(db, file, role)
+    }
+
+    /// A fresh state of `role` on an in-memory [`medium::Medium`] (crash tests), labelled
+    /// `dir/file_name` in messages; it needs no [`StateDb::publish`]. `dir` holds what lives
+    /// beside the database (the replay mark, spilled heads).
+    pub(crate) fn create_on(
+        medium: medium::Medium,
+        dir: &Path,
+        file_name: &str,
+        role: &'static str,
+    ) -> Result<StateDb, StateError> {
+        let file = dir.join(file_name);
+        let db = Database::builder()
+            .set_cache_size(CACHE_BYTES)
+            .create_with_backend(medium)
+            .ctx(&file)?;
+        StateDb::init(db, file, role)
+    }
+
+    /// Write the tables every state of `role` starts with.
+    fn init(db: Database, file: PathBuf, role: &'static str) -> Result<StateDb, StateError> {
         let s = StateDb { db, file };
         let tx = s.db.begin_write().ctx(&s.file)?;
         {
@@ -252,6 +280,36 @@ impl StateDb {
                 r => break r.ctx(&file)?,
             }
         };
+        StateDb::check(db, file, dir, role)
+    }
+
+    /// Open the state on `medium` made by [`StateDb::create_on`] (after a power cut, say).
+    pub(crate) fn open_on(
+        medium: medium::Medium,
+        dir: &Path,
+        file_name: &str,
+        role: &'static str,
+    ) -> Result<StateDb, StateError> {
+        let file = dir.join(file_name);
+        let db = match Database::builder()
+            .set_cache_size(CACHE_BYTES)
+            .create_with_backend(medium)
+        {
+            Err(redb::DatabaseError::UpgradeRequired(found)) => {
+                return Err(StateError::OldFormat(file, found, init_command(role)))
+            }
+            r => r.ctx(&file)?,
+        };
+        StateDb::check(db, file, dir, role)
+    }
+
+    /// Check an opened state's role and chunking parameters.
+    fn check(
+        db: Database,
+        file: PathBuf,
+        dir: &Path,
+        role: &'static str,
+    ) -> Result<StateDb, StateError> {
         let s = StateDb { db, file };
         let found = s.meta("role")?.unwrap_or_default();
         if found != role.as_bytes() {
@@ -290,18 +348,13 @@ impl StateDb {
     }
 
     /// Record `path` and index its chunks, within `tx`.
-    pub(crate) fn add_path(
-        &self,
-        tx: &redb::WriteTransaction,
-        path: &str,
-        rec: &PathRecord,
-    ) -> Result<(), StateError> {
+    pub(crate) fn add_path(&self, tx: &Tx, path: &str, rec: &PathRecord) -> Result<(), StateError> {
         let bytes = postcard::to_allocvec(rec).unwrap_or_default();
-        tx.open_table(PATHS)
+        tx.0.open_table(PATHS)
             .ctx(&self.file)?
             .insert(path, bytes.as_slice())
             .ctx(&self.file)?;
-        let mut locs = tx.open_multimap_table(CHUNK_LOCS).ctx(&self.file)?;
+        let mut locs = tx.0.open_multimap_table(CHUNK_LOCS).ctx(&self.file)?;
         let mut offset = 0u64;
         for c in &rec.chunks {
             locs.insert(&c.id, (path, offset, c.len)).ctx(&self.file)?;
@@ -311,26 +364,22 @@ impl StateDb {
     }
 
     /// Forget `path` and its chunk locations, within `tx`. Returns whether it was there.
-    pub(crate) fn remove_path(
-        &self,
-        tx: &redb::WriteTransaction,
-        path: &str,
-    ) -> Result<bool, StateError> {
+    pub(crate) fn remove_path(&self, tx: &Tx, path: &str) -> Result<bool, StateError> {
         let rec = {
-            let t = tx.open_table(PATHS).ctx(&self.file)?;
+            let t = tx.0.open_table(PATHS).ctx(&self.file)?;
             let v = t.get(path).ctx(&self.file)?;
             match v {
                 Some(v) => decode_record(path, v.value())?,
                 None => return Ok(false),
             }
         };
-        let mut locs = tx.open_multimap_table(CHUNK_LOCS).ctx(&self.file)?;
+        let mut locs = tx.0.open_multimap_table(CHUNK_LOCS).ctx(&self.file)?;
         let mut offset = 0u64;
         for c in &rec.chunks {
             locs.remove(&c.id, (path, offset, c.len)).ctx(&self.file)?;
             offset += u64::from(c.len);
         }
-        tx.open_table(PATHS)
+        tx.0.open_table(PATHS)
             .ctx(&self.file)?
             .remove(path)
             .ctx(&self.file)?;
@@ -385,12 +434,13 @@ impl StateDb {
         })
     }
 
-    pub fn begin_write(&self) -> Result<redb::WriteTransaction, StateError> {
-        self.db.begin_write().ctx(&self.file)
+    pub fn begin_write(&self) -> Result<Tx, StateError> {
+        Ok(Tx(self.db.begin_write().ctx(&self.file)?))
     }
 
-    pub fn commit(&self, tx: redb::WriteTransaction) -> Result<(), StateError> {
-        tx.commit().ctx(&self.file)
+    /// Commit `tx`: durable when this returns.
+    pub fn commit(&self, tx: Tx) -> Result<(), StateError> {
+        tx.0.commit().ctx(&self.file)
     }
 
     pub fn file(&self) -> &Path {

@@ -1187,6 +1187,8 @@ pub fn announce(data: &[u8]) {
 /// shard of it (data and all parity), made once.
 pub struct LinkBundle {
     pub id: [u8; 16],
+    /// Each payload's chunk id and bytes.
+    pub chunks: Vec<([u8; 16], Vec<u8>)>,
     pub frames: Vec<Frame>,
     pub announcement: Frame,
 }
@@ -1199,6 +1201,7 @@ pub fn link_bundle() -> &'static LinkBundle {
         let mut paths = Vec::new();
         let mut payloads = Vec::new();
         let mut bytes = Vec::new();
+        let mut chunks = Vec::new();
         let names = [
             "/nix/store/0c8f5dd1zxb7mrnr8hb0hpwxzfz1b4qa-libfoo-1.0",
             "/nix/store/9vv4bd0l5i8k8gd9hkqhhq1rhs0h2f60-app-2.0",
@@ -1228,6 +1231,7 @@ pub fn link_bundle() -> &'static LinkBundle {
                 reference: None,
             });
             bytes.extend_from_slice(&chunk);
+            chunks.push((id, chunk));
         }
         let m = Manifest {
             version: MANIFEST_VERSION,
@@ -1265,15 +1269,101 @@ pub fn link_bundle() -> &'static LinkBundle {
         frames.retain(|f| !f.header().is_announcement());
         LinkBundle {
             id: header.id(),
+            chunks,
             frames,
             announcement: Frame::decode(&announcement).expect("frame").to_frame(),
         }
     })
 }
 
+/// A device state on an in-memory medium that can lose power, trusting [`announce_key`].
+pub struct MediumDevice {
+    pub medium: narlink::state::medium::Medium,
+    pub dir: tempfile::TempDir,
+    pub state: narlink::state::device::DeviceState,
+}
+
+impl MediumDevice {
+    pub fn new() -> MediumDevice {
+        use narlink::state::device::DeviceState;
+        let medium = narlink::state::medium::Medium::new();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let state = DeviceState::create_on(medium.clone(), dir.path(), None).expect("create");
+        state
+            .set_trust(&[announce_key().public()], false)
+            .expect("trust");
+        MediumDevice { medium, dir, state }
+    }
+
+    /// Power comes back after a cut: the state reopened from what survived (the durable image
+    /// and the first `torn` writes after it). It must open.
+    pub fn restart(self, torn: usize) -> MediumDevice {
+        let MediumDevice { medium, dir, state } = self;
+        drop(state);
+        let medium = medium.after_power_cut(torn % (medium.unsynced() + 1));
+        let state = narlink::state::device::DeviceState::open_on(medium.clone(), dir.path())
+            .expect("a state that lost power reopens");
+        MediumDevice { medium, dir, state }
+    }
+
+    /// The bundle the status report names, if any.
+    pub fn named(&self) -> Option<[u8; 16]> {
+        narlink::device::link::status_report(&self.state)
+            .expect("status report")
+            .map(|r| r.bundle_id)
+    }
+
+    /// Whether the genuine bundle is staged whole, each staged payload holding its chunk's
+    /// bytes.
+    pub fn complete(&self) -> bool {
+        use narlink::state::device::Phase;
+        let b = link_bundle();
+        let Some(rec) = self.state.bundle(&b.id).expect("bundle record") else {
+            return false;
+        };
+        if rec.phase != Phase::Complete {
+            return false;
+        }
+        let staged = self.state.staged_reader().expect("staged");
+        for (chunk, bytes) in &b.chunks {
+            let (_, s) = staged
+                .get(chunk)
+                .expect("staged payload reads")
+                .expect("a complete bundle has every payload staged");
+            assert_eq!(&s.bytes, bytes, "a staged payload holds other bytes");
+        }
+        true
+    }
+
+    /// Up to `rounds` rounds of every genuine frame (what a status -> resend round brings):
+    /// whether the bundle completed.
+    pub fn deliver(&self, rounds: usize) -> bool {
+        let b = link_bundle();
+        for _ in 0..rounds {
+            if self.complete() {
+                return true;
+            }
+            let mut rx = narlink::device::link::LinkReceiver::open(&self.state).expect("open");
+            rx.handle_frame(b.announcement.as_ref())
+                .expect("announcement");
+            for f in &b.frames {
+                rx.handle_frame(f.as_ref()).expect("frame");
+            }
+            rx.flush().expect("flush");
+        }
+        self.complete()
+    }
+}
+
+impl Default for MediumDevice {
+    fn default() -> Self {
+        MediumDevice::new()
+    }
+}
+
 /// The whole device receiver (`narlink::device::link::LinkReceiver` over a real state
-/// database in a temporary directory) fed a sequence of operations read from the input, each
-/// one byte of opcode and its operands:
+/// database on an in-memory medium that can lose power) fed a sequence of operations read
+/// from the input, each one byte of opcode and its operands:
 ///
 /// ```text
 /// 0 i        genuine frame i (mod the frame count)
@@ -1282,50 +1372,50 @@ pub fn link_bundle() -> &'static LinkBundle {
 /// 3 p        the genuine announcement with byte p flipped (forged)
 /// 4          the genuine announcement
 /// 5          flush
-/// 6          crash: drop the receiver without flushing (pending frames are lost), reopen
+/// 6 t        power cut now; t: how many writes since the last sync survive (torn); restart
 /// 7 i        genuine frame i under the genuine id with another bundle length (a stripped head)
+/// 8 n        power cut during the n-th sync from now (n mod 4, plus 1)
 /// ```
 ///
-/// Checked against the model "nothing unverified can block, evict or be mistaken for the
-/// genuine bundle": the status report never names any bundle but the genuine one; after the
-/// sequence, at most three rounds of every genuine frame complete the bundle (each round is
-/// what a status -> resend round would bring).
+/// The receiver may fail only when the power is off (then the device restarts from what
+/// survived). Checked against the model "nothing unverified can block, evict or be mistaken
+/// for the genuine bundle, and no power cut loses what was durable or leaves what does not
+/// reopen": the status report never names any bundle but the genuine one; after the sequence,
+/// at most three rounds of every genuine frame complete the bundle, every staged payload
+/// holding its chunk's bytes.
 pub fn link(data: &[u8]) {
     use narlink::device::link::LinkReceiver;
-    use narlink::state::device::{DeviceState, Phase};
     let b = link_bundle();
-    // On tmpfs when there is one: every flush is a durable commit, and fsync on a disk would
-    // make each input cost tens of milliseconds.
-    let shm = std::path::Path::new("/dev/shm");
-    let dir = if shm.is_dir() {
-        tempfile::tempdir_in(shm)
-    } else {
-        tempfile::tempdir()
-    }
-    .expect("tempdir");
-    {
-        let s = DeviceState::create(dir.path(), None).expect("create state");
-        s.set_trust(&[announce_key().public()], false)
-            .expect("trust");
-        s.publish().expect("publish");
-    }
-    let state = DeviceState::open(dir.path()).expect("open state");
+    let mut dev = MediumDevice::new();
     let n = b.frames.len();
     let params = b.frames[0].header().params;
     let mut input = Input::new(data);
-    let mut rx = LinkReceiver::open(&state).expect("open receiver");
+    let mut rx = Some(LinkReceiver::open(&dev.state).expect("open receiver"));
     let mut ops = 0;
     while !input.is_empty() && ops < 400 {
         ops += 1;
-        let r = match input.u8() % 8 {
-            0 => rx.handle_frame(b.frames[usize::from(input.u8()) % n].as_ref()),
+        let op = input.u8() % 9;
+        if op == 6 || op == 8 || rx.is_none() {
+            let torn = usize::from(input.u8());
+            if op == 8 && rx.is_some() {
+                dev.medium.cut_power_at_sync((torn % 4) as u64 + 1);
+                continue;
+            }
+            drop(rx.take());
+            dev = dev.restart(torn);
+            rx = Some(LinkReceiver::open(&dev.state).expect("reopen receiver"));
+            continue;
+        }
+        let Some(r) = rx.as_mut() else { continue };
+        let result = match op {
+            0 => r.handle_frame(b.frames[usize::from(input.u8()) % n].as_ref()),
             1 => {
                 let f = &b.frames[usize::from(input.u8()) % n];
                 let (at, x) = (usize::from(input.u8()), input.u8().max(1));
                 let mut p = f.payload().to_vec();
                 let len = p.len();
                 p[at % len] ^= x;
-                rx.handle_frame(Frame::new(*f.header(), p).expect("frame").as_ref())
+                r.handle_frame(Frame::new(*f.header(), p).expect("frame").as_ref())
             }
             2 => {
                 let mut id = [input.u8(); 16];
@@ -1345,22 +1435,17 @@ pub fn link(data: &[u8]) {
                     shard,
                 };
                 let p = vec![id[1]; usize::from(params.shard_size)];
-                rx.handle_frame(Frame::new(h, p).expect("frame").as_ref())
+                r.handle_frame(Frame::new(h, p).expect("frame").as_ref())
             }
             3 => {
                 let mut p = b.announcement.payload().to_vec();
                 let len = p.len();
                 p[usize::from(input.u8()) % len] ^= 1;
                 let f = Frame::new(*b.announcement.header(), p).expect("frame");
-                rx.handle_frame(f.as_ref())
+                r.handle_frame(f.as_ref())
             }
-            4 => rx.handle_frame(b.announcement.as_ref()),
-            5 => rx.flush(),
-            6 => {
-                drop(rx);
-                rx = LinkReceiver::open(&state).expect("reopen receiver");
-                Ok(())
-            }
+            4 => r.handle_frame(b.announcement.as_ref()),
+            5 => r.flush(),
             _ => {
                 let f = &b.frames[usize::from(input.u8()) % n];
                 let h = FrameHeader {
@@ -1371,46 +1456,104 @@ pub fn link(data: &[u8]) {
                     ..*f.header()
                 };
                 match Frame::new(h, f.payload().to_vec()) {
-                    Ok(f) => rx.handle_frame(f.as_ref()),
+                    Ok(f) => r.handle_frame(f.as_ref()),
                     Err(_) => Ok(()),
                 }
             }
         };
-        r.expect("the receiver fails only on its own storage");
+        if let Err(e) = result {
+            assert!(
+                dev.medium.is_off(),
+                "the receiver failed with the power on: {e}"
+            );
+            // The device dies; the next operation restarts it.
+            rx = None;
+        }
     }
-    rx.flush().expect("flush");
-    drop(rx);
-    let named = |state: &DeviceState| {
-        narlink::device::link::status_report(state)
-            .expect("status report")
-            .map(|r| r.bundle_id)
-    };
-    if let Some(id) = named(&state) {
+    if let Some(mut r) = rx.take() {
+        if r.flush().is_err() {
+            assert!(dev.medium.is_off(), "flush failed with the power on");
+        }
+    }
+    // The power goes at the end too (a cut scheduled with op 8 that no sync met is void).
+    dev = dev.restart(input.0.len());
+    if let Some(id) = dev.named() {
         assert_eq!(
             id, b.id,
             "the status report names a bundle that is not the genuine one"
         );
     }
-    let complete = |state: &DeviceState| {
-        state
-            .bundle(&b.id)
-            .expect("bundle record")
-            .is_some_and(|r| r.phase == Phase::Complete)
-    };
-    for _round in 0..3 {
-        if complete(&state) {
-            break;
-        }
-        let mut rx = LinkReceiver::open(&state).expect("open receiver");
-        rx.handle_frame(b.announcement.as_ref())
-            .expect("announcement");
-        for f in &b.frames {
-            rx.handle_frame(f.as_ref()).expect("frame");
-        }
-        rx.flush().expect("flush");
-    }
     assert!(
-        complete(&state),
+        dev.deliver(3),
         "the genuine bundle did not complete in three rounds"
     );
+}
+
+/// The power cut during the `cut`-th sync of a genuine delivery (the announcement, frames in
+/// a shuffled order with junk frames among them, and with `forged` frames under the genuine
+/// id too, a flush every three frames), with the first `torn` writes after the last sync
+/// surviving: the state reopens, the status report names the genuine bundle or nothing, and
+/// one more round completes it with every payload's bytes intact. Forged frames cost their
+/// groups rounds of their own: one for a forged head (its payloads cannot be checked before
+/// it verifies), one for every forged payload group found once it has, so three rounds with
+/// them. Returns whether the cut happened (false: the delivery needs fewer syncs).
+pub fn link_power_cut(cut: u64, torn: usize, forged: bool) -> bool {
+    use narlink::device::link::LinkReceiver;
+    let b = link_bundle();
+    let dev = MediumDevice::new();
+    dev.medium.cut_power_at_sync(cut);
+    let mut rng = narlink_protocol::sim::Rng::new(cut);
+    let mut order: Vec<usize> = (0..b.frames.len()).collect();
+    for i in (1..order.len()).rev() {
+        order.swap(i, rng.below(i as u64 + 1) as usize);
+    }
+    let run = || -> Result<(), narlink::device::link::LinkError> {
+        let mut rx = LinkReceiver::open(&dev.state)?;
+        rx.handle_frame(b.announcement.as_ref())?;
+        for (n, &i) in order.iter().enumerate() {
+            let f = &b.frames[i];
+            if forged && rng_pick(n, 5) {
+                let mut p = f.payload().to_vec();
+                let at = n % p.len();
+                p[at] ^= 0x5a;
+                rx.handle_frame(Frame::new(*f.header(), p).expect("frame").as_ref())?;
+            }
+            if rng_pick(n, 3) {
+                let h = FrameHeader {
+                    bundle_id: [n as u8 | 0x80; 16],
+                    ..*f.header()
+                };
+                rx.handle_frame(Frame::new(h, f.payload().to_vec()).expect("frame").as_ref())?;
+            }
+            rx.handle_frame(f.as_ref())?;
+            if n % 3 == 2 {
+                rx.flush()?;
+            }
+        }
+        rx.flush()
+    };
+    if let Err(e) = run() {
+        assert!(dev.medium.is_off(), "failed with the power on: {e}");
+    }
+    if !dev.medium.is_off() {
+        return false;
+    }
+    let dev = dev.restart(torn);
+    if let Some(id) = dev.named() {
+        assert_eq!(
+            id, b.id,
+            "after a power cut the report names another bundle"
+        );
+    }
+    let rounds = 1 + 2 * usize::from(forged);
+    assert!(
+        dev.deliver(rounds),
+        "{rounds} rounds after a power cut at sync {cut} ({torn} writes torn) did not complete the bundle"
+    );
+    true
+}
+
+/// Every `every`-th step, offset so that not all kinds land on the same frames.
+fn rng_pick(n: usize, every: usize) -> bool {
+    (n * 7 + every) % every == 0
 }

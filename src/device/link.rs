@@ -266,7 +266,7 @@ impl<'a> LinkReceiver<'a> {
         let layout = params
             .validate()
             .map_err(|_| StateError::Corrupt("link record parameters".into()))?;
-        let held = self.state.session_shards(&key)?;
+        let held = self.state.session_shards(&key, layout.shard_size())?;
         let mut decoded: BTreeSet<u32> = (0..layout.group_count())
             .take_while(|&g| {
                 layout
@@ -524,10 +524,17 @@ impl LinkReceiver<'_> {
         for (key, s) in self.sessions.iter().filter(|(_, s)| !s.persisted) {
             self.state.put_session(&tx, key, &s.rec)?;
         }
+        let mut runs = BTreeMap::<(SessionKey, u32), Vec<_>>::new();
         for (key, f) in &frames {
             let h = f.header();
-            self.state
-                .put_shard(&tx, key, h.group, h.shard, f.payload())?;
+            runs.entry((*key, h.group))
+                .or_default()
+                .push((h.shard, f.payload()));
+        }
+        for ((key, group), mut shards) in runs {
+            shards.sort_by_key(|(i, _)| *i);
+            let size = shards.first().map_or(0, |(_, p)| p.len() as u16);
+            self.state.put_shards(&tx, &key, size, group, &shards)?;
         }
         self.state.db.commit(tx)?;
         let mut decodable: BTreeSet<(SessionKey, u32)> = BTreeSet::new();
@@ -593,22 +600,30 @@ impl LinkReceiver<'_> {
         let k = s.layout.group_k(group).unwrap_or(0);
         let size = usize::from(s.layout.shard_size());
         let tx = self.state.db.begin_write()?;
-        let held = self.state.group_shards(&tx, key, group)?;
+        let held = self
+            .state
+            .group_shards(&tx, key, s.layout.shard_size(), group)?;
         let refs: Vec<(u16, &[u8])> = held.iter().map(|(i, b)| (*i, b.as_slice())).collect();
         match fec::decode_group(s.code.as_ref(), &params, &s.layout, group, &refs) {
             Ok(bytes) => {
                 let has: HashSet<u16> = held.iter().map(|(i, _)| *i).collect();
-                let mut shard = vec![0u8; size];
-                for i in (0..k).filter(|i| !has.contains(i)) {
-                    let at = usize::from(i) * size;
-                    let part = bytes.get(at..).unwrap_or_default();
-                    let n = part.len().min(size);
-                    shard[..n].copy_from_slice(&part[..n]);
-                    shard[n..].fill(0);
-                    self.state.put_shard(&tx, key, group, i, &shard)?;
-                }
-                let parity = held.iter().map(|(i, _)| *i).filter(|&i| i >= k);
-                self.state.remove_shards(&tx, key, group, parity)?;
+                let missing: Vec<(u16, Vec<u8>)> = (0..k)
+                    .filter(|i| !has.contains(i))
+                    .map(|i| {
+                        let at = usize::from(i) * size;
+                        let mut shard = bytes.get(at..).unwrap_or_default().to_vec();
+                        shard.resize(size, 0);
+                        (i, shard)
+                    })
+                    .collect();
+                let parity: Vec<u16> = held.iter().map(|(i, _)| *i).filter(|&i| i >= k).collect();
+                let shard_size = s.layout.shard_size();
+                self.state
+                    .remove_shards(&tx, key, shard_size, group, &parity)?;
+                let missing: Vec<(u16, &[u8])> =
+                    missing.iter().map(|(i, b)| (*i, b.as_slice())).collect();
+                self.state
+                    .put_shards(&tx, key, shard_size, group, &missing)?;
                 self.state.db.commit(tx)?;
                 s.tracker.mark_decoded(group);
                 self.stats.groups_decoded += 1;

@@ -4,15 +4,17 @@
 //! Tables:
 //! - `link_sessions`: session key → [`LinkRecord`] (postcard): bundle id, link parameters,
 //!   staging cursor.
-//! - `session_shards`: (session key, group, shard) → frame payload. The code is systematic,
-//!   so a group's data shards (indices below its `k`) are its bytes: a decoded group is one
-//!   that holds every data shard. Decoding writes only the data shards that did not arrive
-//!   and drops the parity shards, so a lossless pass writes each byte once.
+//! - `session_shards`: (session key, group, first shard) → the payloads of a run of
+//!   consecutive shards `first, first + 1, ...` of that group, concatenated (every payload of
+//!   a session is one shard size long), at most [`RUN_BYTES`]. The code is systematic, so a
+//!   group's data shards (indices below its `k`) are its bytes: a decoded group is one that
+//!   holds every data shard. Decoding writes only the data shards that did not arrive and
+//!   drops the parity shards, so a lossless pass writes each byte once.
 //! - `refused`: bundle id → [`Refusal`] (postcard).
 //!
-//! Frame payloads are 1 KiB at the default parameters; redb writes values of a leaf page
-//! rounded up to a power of two, so no table here holds values of arbitrary size (see
-//! `crate::state::device` for staged payloads).
+//! redb writes a leaf page rounded up to a power of two, and a leaf holds three 1 KiB frame
+//! payloads with their keys in 4 KiB: shards one per value cost 1.39x their bytes on flash,
+//! runs of 31 fill a 32 KiB page (`benches/scripts/flash_wear.sh`).
 
 use std::io::{self, Read};
 
@@ -30,11 +32,21 @@ pub type SessionKey = [u8; 16];
 
 const SESSIONS: TableDefinition<&SessionKey, &[u8]> = TableDefinition::new("link_sessions");
 const SHARDS: TableDefinition<(&SessionKey, u32, u16), &[u8]> =
-    TableDefinition::new("session_shards");
+    TableDefinition::new("session_runs");
 const REFUSED: TableDefinition<&[u8; 16], &[u8]> = TableDefinition::new("refused");
+/// The most payload bytes one run of shards holds: a 32 KiB page, less room for its key and
+/// the leaf's header.
+pub const RUN_BYTES: usize = 32_000;
 /// Tables of earlier journal formats, dropped at open (the status report asks for what they
-/// held again): link data keyed by bundle id alone, and decoded groups stored as one value.
-const OLD_TABLES: [&str; 4] = ["link", "shards", "groups", "session_groups"];
+/// held again): link data keyed by bundle id alone, decoded groups stored as one value, one
+/// shard per value.
+const OLD_TABLES: [&str; 5] = [
+    "link",
+    "shards",
+    "groups",
+    "session_groups",
+    "session_shards",
+];
 
 /// What the journal persists per session.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -125,15 +137,20 @@ impl DeviceState {
         Ok(j)
     }
 
-    /// The (group, shard) pairs session `key` holds, ascending.
-    pub fn session_shards(&self, key: &SessionKey) -> Result<Vec<(u32, u16)>, StateError> {
+    /// The (group, shard) pairs session `key` (of shard size `size`) holds, ascending.
+    pub fn session_shards(
+        &self,
+        key: &SessionKey,
+        size: u16,
+    ) -> Result<Vec<(u32, u16)>, StateError> {
         let file = &self.db.file;
         let tx = self.db.db.begin_read().ctx(file)?;
         let t = tx.open_table(SHARDS).ctx(file)?;
         let mut v = Vec::new();
         for e in t.range(shard_range(key, 0..=u32::MAX)).ctx(file)? {
-            let (_, g, s) = e.ctx(file)?.0.value();
-            v.push((g, s));
+            let (k, run) = e.ctx(file)?;
+            let (_, g, first) = k.value();
+            v.extend(run_indices(first, run.value().len(), size).map(|s| (g, s)));
         }
         Ok(v)
     }
@@ -160,52 +177,98 @@ impl DeviceState {
         self.drop_groups(tx, key, 0..=u32::MAX)
     }
 
-    /// Store one frame payload of session `key`, within `tx`.
-    pub fn put_shard(
+    /// Store shards of `group` of session `key` (shard size `size`), within `tx`: (index,
+    /// payload) pairs, ascending, none held already.
+    pub fn put_shards(
         &self,
         tx: &Tx,
         key: &SessionKey,
+        size: u16,
         group: u32,
-        shard: u16,
-        payload: &[u8],
+        shards: &[(u16, &[u8])],
     ) -> Result<(), StateError> {
-        tx.0.open_table(SHARDS)
-            .ctx(&self.db.file)?
-            .insert((key, group, shard), payload)
-            .ctx(&self.db.file)?;
+        let mut t = tx.0.open_table(SHARDS).ctx(&self.db.file)?;
+        let per_run = (RUN_BYTES / usize::from(size.max(1))).max(1);
+        let mut run: Vec<u8> = Vec::new();
+        let mut first = 0u16;
+        let mut next = None;
+        for &(i, payload) in shards {
+            if next != Some(i) || run.len() / usize::from(size.max(1)) >= per_run {
+                if !run.is_empty() {
+                    t.insert((key, group, first), run.as_slice())
+                        .ctx(&self.db.file)?;
+                }
+                run.clear();
+                first = i;
+            }
+            run.extend_from_slice(payload);
+            next = i.checked_add(1);
+        }
+        if !run.is_empty() {
+            t.insert((key, group, first), run.as_slice())
+                .ctx(&self.db.file)?;
+        }
         Ok(())
     }
 
-    /// The shards of `group` session `key` holds, as of `tx`: (index, payload), ascending.
+    /// The shards of `group` session `key` (shard size `size`) holds, as of `tx`: (index,
+    /// payload), ascending.
     pub fn group_shards(
         &self,
         tx: &Tx,
         key: &SessionKey,
+        size: u16,
         group: u32,
     ) -> Result<Vec<(u16, Vec<u8>)>, StateError> {
         let file = &self.db.file;
         let t = tx.0.open_table(SHARDS).ctx(file)?;
         let mut v = Vec::new();
         for e in t.range(shard_range(key, group..=group)).ctx(file)? {
-            let (k, val) = e.ctx(file)?;
-            v.push((k.value().2, val.value().to_vec()));
+            let (k, run) = e.ctx(file)?;
+            let run = run.value();
+            let shards = run_indices(k.value().2, run.len(), size);
+            v.extend(
+                shards
+                    .zip(run.chunks(usize::from(size.max(1))))
+                    .map(|(i, b)| (i, b.to_vec())),
+            );
         }
         Ok(v)
     }
 
-    /// Remove shards `which` of `group` of session `key`, within `tx`.
+    /// Remove shards `which` of `group` of session `key` (shard size `size`), within `tx`;
+    /// the runs they were in keep their other shards.
     pub fn remove_shards(
         &self,
         tx: &Tx,
         key: &SessionKey,
+        size: u16,
         group: u32,
-        which: impl IntoIterator<Item = u16>,
+        which: &[u16],
     ) -> Result<(), StateError> {
-        let mut t = tx.0.open_table(SHARDS).ctx(&self.db.file)?;
-        for s in which {
-            t.remove((key, group, s)).ctx(&self.db.file)?;
+        if which.is_empty() {
+            return Ok(());
         }
-        Ok(())
+        let file = &self.db.file;
+        let step = usize::from(size.max(1));
+        let mut t = tx.0.open_table(SHARDS).ctx(file)?;
+        let mut touched: Vec<(u16, Vec<u8>)> = Vec::new();
+        for e in t.range(shard_range(key, group..=group)).ctx(file)? {
+            let (k, run) = e.ctx(file)?;
+            let first = k.value().2;
+            let mut indices = run_indices(first, run.value().len(), size);
+            if indices.any(|i| which.contains(&i)) {
+                touched.push((first, run.value().to_vec()));
+            }
+        }
+        let mut keep: Vec<(u16, &[u8])> = Vec::new();
+        for (first, run) in &touched {
+            t.remove((key, group, *first)).ctx(file)?;
+            let shards = run_indices(*first, run.len(), size).zip(run.chunks(step));
+            keep.extend(shards.filter(|(i, _)| !which.contains(i)));
+        }
+        drop(t);
+        self.put_shards(tx, key, size, group, &keep)
     }
 
     /// Remove every shard of the groups in `groups` of session `key`, within `tx`.
@@ -281,6 +344,12 @@ impl DeviceState {
     }
 }
 
+/// The shard indices of a run starting at `first` of `len` bytes.
+fn run_indices(first: u16, len: usize, size: u16) -> impl Iterator<Item = u16> {
+    let n = len / usize::from(size.max(1));
+    (0..n).map_while(move |j| first.checked_add(u16::try_from(j).ok()?))
+}
+
 fn shard_range(
     key: &SessionKey,
     groups: std::ops::RangeInclusive<u32>,
@@ -314,17 +383,27 @@ impl Read for BundleReader {
             .layout
             .locate_shard(self.pos / size)
             .ok_or_else(|| io::Error::other("offset past the bundle"))?;
-        let v = self
+        let missing = || {
+            io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("group {group} not decoded (shard {shard} missing)"),
+            )
+        };
+        let run = self
             .table
-            .get((&self.key, group, shard))
+            .range((&self.key, group, 0)..=(&self.key, group, shard))
             .map_err(io::Error::other)?
-            .ok_or_else(|| {
-                io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    format!("group {group} not decoded (shard {shard} missing)"),
-                )
-            })?;
-        let bytes = v.value();
+            .next_back()
+            .ok_or_else(missing)?
+            .map_err(io::Error::other)?;
+        let first = run.0.value().2;
+        let start = usize::from(shard - first) * size as usize;
+        let bytes = run
+            .1
+            .value()
+            .get(start..)
+            .filter(|b| !b.is_empty())
+            .ok_or_else(missing)?;
         let at = (self.pos % size) as usize;
         let avail = (self.end - self.pos).min(size - at as u64) as usize;
         let n = buf.len().min(avail).min(bytes.len().saturating_sub(at));

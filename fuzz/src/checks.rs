@@ -1507,7 +1507,7 @@ pub fn link_power_cut(cut: u64, torn: usize, forged: bool) -> bool {
     for i in (1..order.len()).rev() {
         order.swap(i, rng.below(i as u64 + 1) as usize);
     }
-    let run = || -> Result<(), narlink::device::link::LinkError> {
+    let run = || -> Result<(), Box<narlink::device::link::LinkError>> {
         let mut rx = LinkReceiver::open(&dev.state)?;
         rx.handle_frame(b.announcement.as_ref())?;
         for (n, &i) in order.iter().enumerate() {
@@ -1530,7 +1530,7 @@ pub fn link_power_cut(cut: u64, torn: usize, forged: bool) -> bool {
                 rx.flush()?;
             }
         }
-        rx.flush()
+        Ok(rx.flush()?)
     };
     if let Err(e) = run() {
         assert!(dev.medium.is_off(), "failed with the power on: {e}");
@@ -1553,7 +1553,7 @@ pub fn link_power_cut(cut: u64, torn: usize, forged: bool) -> bool {
     true
 }
 
-/// Every `every`-th step, offset so that not all kinds land on the same frames.
+/// Every `every`-th step.
 fn rng_pick(n: usize, every: usize) -> bool {
-    (n * 7 + every) % every == 0
+    n % every == every - 1
 }

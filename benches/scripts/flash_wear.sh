@@ -8,7 +8,9 @@
 # A store path of SIZE_MIB (default 64) MiB of random bytes is packed (--level 1) and cut
 # into frames at the default link parameters; a device holding one small path receives them
 # (`device receive`, one pass, no loss), then imports (`device import`). Reported:
-# written / frame bytes for the receive, written / NAR bytes for the import. WORKDIR must be
+# written / frame bytes for the receive, written / NAR bytes for the import. With
+# DROP_EVERY=N every N-th frame is lost on the way (the groups then decode with parity, and
+# the data shards that did not arrive are written when they are rebuilt). WORKDIR must be
 # on a real file system (tmpfs writes are not counted). NARLINK: the binary to measure
 # (default: this tree's release build).
 set -euo pipefail
@@ -37,6 +39,15 @@ nix-store --generate-binary-cache-key wear-1 "$W/sk" "$W/pk" 2>/dev/null
 "$NARLINK" --quiet ground init --mirror "$W/mirror" "$small" >/dev/null
 "$NARLINK" --quiet ground pack --mirror "$W/mirror" --sign-key "$W/sk" --level 1 \
   --out "$W/b" --frames "$W/frames" "$big" >/dev/null
+if [ -n "${DROP_EVERY:-}" ]; then
+  python3 - "$W/frames" "$DROP_EVERY" 1068 <<'PY'
+import sys
+path, every, size = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+data = open(path, "rb").read()
+kept = [data[i:i + size] for i in range(0, len(data), size) if (i // size) % every != every - 1]
+open(path, "wb").write(b"".join(kept))
+PY
+fi
 sync
 frames=$(stat -c %s "$W/frames")
 nar=$(nix-store -q --size "$big")

@@ -1,12 +1,15 @@
 //! The device end of the link: frames in, bundle bytes out.
 //!
 //! Frames arrive in any order, duplicated, corrupted, or of other bundles. Each wanted frame
-//! is written to redb and committed (durable) before the group tracker counts it, so a crash
-//! loses at most frames not yet committed. A group with `k` shards is decoded at once; its
-//! bytes replace its shards in one transaction. As soon as a prefix of the bundle is decoded,
-//! the manifest is read and every payload inside that prefix is verified and staged, in the
-//! same transaction that advances the bundle's cursor. Decoded groups below the cursor are
-//! dropped, so storage holds roughly one copy of the undelivered part of the bundle.
+//! is written to the journal and committed (durable) before the group tracker counts it, so a
+//! crash loses at most frames not yet committed. A group that will hold `k` shards after the
+//! next commit takes no more in that batch (parity behind a lossless run is not stored). A
+//! group with `k` shards is decoded at once: the code is systematic, so decoding stores only
+//! the data shards that did not arrive and drops the parity, in one transaction. As soon as a
+//! prefix of the bundle is decoded, the manifest is read and every payload inside that prefix
+//! is verified and staged, in the same transaction that advances the bundle's cursor. Decoded
+//! groups below the cursor are dropped, so storage holds roughly one copy of the undelivered
+//! part of the bundle, and a lossless pass writes each byte twice: as a frame, then staged.
 //!
 //! A payload that fails verification although its group decoded (a forged frame that passed
 //! its checksum) costs its groups: their data is dropped and they are asked for again.
@@ -55,10 +58,13 @@ use super::receive::{
 };
 use crate::state::device::{DeviceState, Phase};
 use crate::state::link::{LinkRecord, Refusal, SessionKey};
-use crate::state::StateError;
+use crate::state::{StateError, Tx};
 
 /// Frames are committed in batches of at most this many payload bytes.
 const FLUSH_BYTES: usize = 1 << 20;
+/// Staging commits a checkpoint after this many payload bytes: a transaction much larger
+/// than redb's cache writes pages more than once.
+const STAGE_BATCH: usize = 4 << 20;
 /// Sessions whose head is not verified yet, at once.
 pub const UNVERIFIED_SLOTS: usize = 8;
 /// Bundle ids refused for good that the device remembers (the oldest is forgotten first).
@@ -610,8 +616,9 @@ impl LinkReceiver<'_> {
                 let missing: Vec<(u16, Vec<u8>)> = (0..k)
                     .filter(|i| !has.contains(i))
                     .map(|i| {
-                        let at = usize::from(i) * size;
-                        let mut shard = bytes.get(at..).unwrap_or_default().to_vec();
+                        // The last data shard is padded with zeros (decode_group checked them).
+                        let at = (usize::from(i) * size).min(bytes.len());
+                        let mut shard = bytes[at..(at + size).min(bytes.len())].to_vec();
                         shard.resize(size, 0);
                         (i, shard)
                     })
@@ -729,7 +736,8 @@ impl LinkReceiver<'_> {
         let Some(m) = s.manifest.as_ref() else {
             return Ok(());
         };
-        let tx = self.state.db.begin_write()?;
+        let mut tx = self.state.db.begin_write()?;
+        let mut batch = 0usize;
         let mut report = ReceiveReport::default();
         // Every payload of the decoded prefix is checked, also past one that failed, so
         // that all groups forged shards decoded into are dropped in one go (one resend round,
@@ -758,37 +766,38 @@ impl LinkReceiver<'_> {
                     if !stage_payload(self.state, &tx, m, ps, &buf, &mut onboard, &mut report)? {
                         bad.push(offset..end);
                     }
+                    batch += buf.len();
                 }
                 if bad.is_empty() {
                     s.rec.next_payload = span.end as _;
                     s.rec.next_offset = end;
+                    if batch >= STAGE_BATCH {
+                        // A checkpoint: what is staged, the cursor, the groups it passed.
+                        drop_staged(self.state, &tx, key, &s.layout, s.rec.next_offset)?;
+                        self.state.put_session(&tx, key, &s.rec)?;
+                        self.state.db.commit(tx)?;
+                        tx = self.state.db.begin_write()?;
+                        batch = 0;
+                    }
                 }
                 (at, offset) = (span.end, end);
             }
         }
         self.stats.payloads_staged += report.staged as u64;
         let complete = s.rec.next_payload as usize == m.payloads.len();
-        {
-            // Drop decoded groups wholly staged, and the groups of the payloads that failed.
-            let mut drop_groups: Vec<u32> = (0..groups)
-                .take_while(|&g| {
-                    s.layout
-                        .byte_range(g)
-                        .is_some_and(|r| r.end <= s.rec.next_offset || complete)
-                })
-                .collect();
-            for b in &bad {
-                drop_groups.extend((0..groups).filter(|&g| {
-                    s.layout
-                        .byte_range(g)
-                        .is_some_and(|r| r.start < b.end && b.start < r.end)
-                }));
-            }
-            self.stats.groups_dropped += bad.len() as u64;
-            for g in drop_groups {
+        // Drop decoded groups wholly staged, and the groups of the payloads that failed.
+        drop_staged(self.state, &tx, key, &s.layout, s.rec.next_offset)?;
+        for b in &bad {
+            let hit = (0..groups).filter(|&g| {
+                s.layout
+                    .byte_range(g)
+                    .is_some_and(|r| r.start < b.end && b.start < r.end)
+            });
+            for g in hit {
                 self.state.drop_groups(&tx, key, g..=g)?;
             }
         }
+        self.stats.groups_dropped += bad.len() as u64;
         if complete {
             finish_bundle(self.state, &tx, &id, true)?;
             self.state.forget_session(&tx, key)?;
@@ -910,6 +919,24 @@ impl LinkReceiver<'_> {
     /// Bundles still being received.
     pub fn active(&self) -> usize {
         self.sessions.len()
+    }
+}
+
+/// Drop the groups of session `key` that lie wholly below bundle offset `staged` (their
+/// payloads are staged), within `tx`.
+fn drop_staged(
+    state: &DeviceState,
+    tx: &Tx,
+    key: &SessionKey,
+    layout: &GroupLayout,
+    staged: u64,
+) -> Result<(), StateError> {
+    let below = (0..layout.group_count())
+        .take_while(|&g| layout.byte_range(g).is_some_and(|r| r.end <= staged))
+        .last();
+    match below {
+        Some(last) => state.drop_groups(tx, key, 0..=last),
+        None => Ok(()),
     }
 }
 

@@ -4,9 +4,12 @@
 //! Device-only tables:
 //! - `staged`: chunk id → the staged span's record (see [`DeviceState::stage`]); verified on
 //!   arrival and again when read.
-//! - `staged_pieces`: (chunk id, piece) → up to [`PIECE`] bytes of a large staged payload.
-//!   redb writes a leaf page rounded up to a power of two: a 40 KiB payload in one value costs
-//!   64 KiB of flash, in pieces 32 + 8 KiB (`benches/scripts/flash_wear.sh`).
+//! - `staged_pieces`: (number, piece) → the bytes of a large staged payload, cut into pieces
+//!   that fill leaf pages ([`crate::state::page_sized`]). redb writes a leaf page rounded up
+//!   to a power of two: a 40 KiB payload in one value costs 64 KiB of flash, in pieces 32 + 8
+//!   KiB. Payloads are numbered in staging order, so new pieces land at the end of the tree:
+//!   keyed by chunk id, small pieces would share leaves with older ones at random and rewrite
+//!   them (`benches/scripts/flash_wear.sh`).
 //! - `bundles`: bundle id → [`BundleRecord`] (postcard).
 
 use std::path::Path;
@@ -20,14 +23,11 @@ use super::medium::Medium;
 use super::{Ctx, StateDb, StateError, Tx};
 
 const STAGED: TableDefinition<&ChunkId, &[u8]> = TableDefinition::new("staged");
-const PIECES: TableDefinition<(&ChunkId, u32), &[u8]> = TableDefinition::new("staged_pieces");
-/// The largest piece of a staged payload: a 32 KiB page, less room for its key and the
-/// leaf's header.
-pub const PIECE: usize = 32_000;
+const PIECES: TableDefinition<(u64, u32), &[u8]> = TableDefinition::new("staged_pieces");
 /// Payloads up to this size stay in their record.
 const INLINE: usize = 2048;
 /// Flag on a head record's encoding byte: the bytes are in `staged_pieces`, and the record
-/// ends with their length (u32 LE) instead of the bytes.
+/// ends with their length (u32 LE) and their number there (u64 LE) instead of the bytes.
 const IN_PIECES: u8 = 0x80;
 const BUNDLES: TableDefinition<&[u8; 16], &[u8]> = TableDefinition::new("bundles");
 
@@ -164,7 +164,7 @@ impl DeviceState {
     /// head:   u8 encoding (0 raw, 1 zstd, 2 zstd delta, 3 patch; | 0x80: in pieces), u16 n,
     ///         n × (16-byte chunk id, u32 length), [u16 path length, path, u64 offset,
     ///         u32 length: a delta's reference], then the payload bytes, or (in pieces)
-    ///         their length as u32, the bytes in `staged_pieces` under (head id, 0, 1, ...)
+    ///         u32 length, u64 number: the bytes in `staged_pieces` under (number, 0, 1, ...)
     /// joined: u8 4, 16-byte chunk id of the head
     /// ```
     pub fn stage(
@@ -202,11 +202,18 @@ impl DeviceState {
             v.extend_from_slice(&s.len.to_le_bytes());
         }
         if pieces {
-            v.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
             let mut t = tx.0.open_table(PIECES).ctx(&self.db.file)?;
-            for (i, piece) in bytes.chunks(PIECE).enumerate() {
-                t.insert((&head.chunk, i as u32), piece)
-                    .ctx(&self.db.file)?;
+            let number = match t.last().ctx(&self.db.file)? {
+                Some((k, _)) => k.value().0 + 1,
+                None => 0,
+            };
+            v.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+            v.extend_from_slice(&number.to_le_bytes());
+            let mut rest = bytes;
+            for (i, n) in super::page_sized(bytes.len(), 1, 0).into_iter().enumerate() {
+                let (piece, tail) = rest.split_at(n.min(rest.len()));
+                rest = tail;
+                t.insert((number, i as u32), piece).ctx(&self.db.file)?;
             }
         } else {
             v.extend_from_slice(bytes);
@@ -222,17 +229,18 @@ impl DeviceState {
     }
 
     pub fn unstage(&self, tx: &Tx, id: &ChunkId) -> Result<(), StateError> {
-        tx.0.open_table(STAGED)
-            .ctx(&self.db.file)?
-            .remove(id)
-            .ctx(&self.db.file)?;
-        let mut t = tx.0.open_table(PIECES).ctx(&self.db.file)?;
-        let n = t
-            .range((id, 0)..=(id, u32::MAX))
-            .ctx(&self.db.file)?
-            .count() as u32;
-        for i in 0..n {
-            t.remove((id, i)).ctx(&self.db.file)?;
+        let file = &self.db.file;
+        let number = {
+            let mut t = tx.0.open_table(STAGED).ctx(file)?;
+            let old = t.remove(id).ctx(file)?;
+            old.and_then(|v| pieces_number(v.value()))
+        };
+        if let Some(number) = number {
+            let mut t = tx.0.open_table(PIECES).ctx(file)?;
+            let n = t.range((number, 0)..=(number, u32::MAX)).ctx(file)?.count() as u32;
+            for i in 0..n {
+                t.remove((number, i)).ctx(file)?;
+            }
         }
         Ok(())
     }
@@ -262,7 +270,7 @@ impl DeviceState {
 
 pub struct StagedReader {
     t: redb::ReadOnlyTable<&'static ChunkId, &'static [u8]>,
-    pieces: Option<redb::ReadOnlyTable<(&'static ChunkId, u32), &'static [u8]>>,
+    pieces: Option<redb::ReadOnlyTable<(u64, u32), &'static [u8]>>,
     file: std::path::PathBuf,
 }
 
@@ -281,6 +289,16 @@ pub struct Staged {
     pub span: Vec<Payload>,
     pub source: Option<Source>,
     pub bytes: Vec<u8>,
+}
+
+/// The number a head record's pieces are stored under, if they are in pieces (the record's
+/// last eight bytes, see [`DeviceState::stage`]).
+fn pieces_number(record: &[u8]) -> Option<u64> {
+    let kind = *record.first()?;
+    if kind == JOINED || kind & IN_PIECES == 0 {
+        return None;
+    }
+    record.last_chunk::<8>().map(|n| u64::from_le_bytes(*n))
 }
 
 /// Record kind of a joined chunk (see [`DeviceState::stage`]).
@@ -349,7 +367,8 @@ impl StagedReader {
             r.take_rest().to_vec()
         } else {
             let len = r.u32_le().map_err(|_| corrupt())? as usize;
-            self.pieces_of(&head, len).ok_or_else(corrupt)??
+            let number = r.u64_le().map_err(|_| corrupt())?;
+            self.pieces_of(number, len).ok_or_else(corrupt)??
         };
         match span.first_mut() {
             Some(p) if p.chunk == head => p.encoded_len = bytes.len() as u32,
@@ -365,15 +384,21 @@ impl StagedReader {
         )))
     }
 
-    /// The `len` bytes staged in pieces under `head`; `None` if they are not all there.
-    fn pieces_of(&self, head: &ChunkId, len: usize) -> Option<Result<Vec<u8>, StateError>> {
+    /// The `len` bytes staged in pieces under `number`; `None` if they are not all there.
+    fn pieces_of(&self, number: u64, len: usize) -> Option<Result<Vec<u8>, StateError>> {
         let t = self.pieces.as_ref()?;
         // The length is from the database, which may be damaged: grow as pieces come.
         let mut bytes = Vec::with_capacity(len.min(16 << 20));
-        for i in 0..len.div_ceil(PIECE) {
-            match t.get((head, i as u32)).ctx(&self.file) {
-                Ok(Some(v)) => bytes.extend_from_slice(v.value()),
-                Ok(None) => return None,
+        let pieces = match t.range((number, 0)..=(number, u32::MAX)).ctx(&self.file) {
+            Ok(p) => p,
+            Err(e) => return Some(Err(e)),
+        };
+        for (i, e) in pieces.enumerate() {
+            match e.ctx(&self.file) {
+                Ok((k, v)) if k.value().1 == i as u32 && bytes.len() < len => {
+                    bytes.extend_from_slice(v.value())
+                }
+                Ok(_) => return None,
                 Err(e) => return Some(Err(e)),
             }
         }

@@ -4,9 +4,13 @@
 //! Tables:
 //! - `link_sessions`: session key → [`LinkRecord`] (postcard): bundle id, link parameters,
 //!   staging cursor.
-//! - `session_shards`: (session key, group, first shard) → the payloads of a run of
-//!   consecutive shards `first, first + 1, ...` of that group, concatenated (every payload of
-//!   a session is one shard size long), at most [`RUN_BYTES`]. The code is systematic, so a
+//! - `session_runs`: (session key, group, first shard) → a run of shards of that group
+//!   committed together, cut to fill leaf pages ([`crate::state::page_sized`]):
+//!   ```text
+//!   u16 n, n × u16 shard index (ascending, the first is the key's), n × payload
+//!   ```
+//!   (every payload of a session is one shard size long). Each shard held is in exactly one
+//!   run, so keys are unique. The code is systematic, so a
 //!   group's data shards (indices below its `k`) are its bytes: a decoded group is one that
 //!   holds every data shard. Decoding writes only the data shards that did not arrive and
 //!   drops the parity shards, so a lossless pass writes each byte once.
@@ -14,8 +18,11 @@
 //!
 //! redb writes a leaf page rounded up to a power of two, and a leaf holds three 1 KiB frame
 //! payloads with their keys in 4 KiB: shards one per value cost 1.39x their bytes on flash,
-//! runs of 31 fill a 32 KiB page (`benches/scripts/flash_wear.sh`).
+//! runs of 31 fill a 32 KiB page (`benches/scripts/flash_wear.sh`). Runs are not limited to
+//! consecutive shards: under loss, runs of consecutive shards would be short and of any
+//! length, each rounded up to its own power of two.
 
+use std::collections::HashMap;
 use std::io::{self, Read};
 
 use narlink_protocol::bundle::BundleId;
@@ -34,9 +41,6 @@ const SESSIONS: TableDefinition<&SessionKey, &[u8]> = TableDefinition::new("link
 const SHARDS: TableDefinition<(&SessionKey, u32, u16), &[u8]> =
     TableDefinition::new("session_runs");
 const REFUSED: TableDefinition<&[u8; 16], &[u8]> = TableDefinition::new("refused");
-/// The most payload bytes one run of shards holds: a 32 KiB page, less room for its key and
-/// the leaf's header.
-pub const RUN_BYTES: usize = 32_000;
 /// Tables of earlier journal formats, dropped at open (the status report asks for what they
 /// held again): link data keyed by bundle id alone, decoded groups stored as one value, one
 /// shard per value.
@@ -149,9 +153,10 @@ impl DeviceState {
         let mut v = Vec::new();
         for e in t.range(shard_range(key, 0..=u32::MAX)).ctx(file)? {
             let (k, run) = e.ctx(file)?;
-            let (_, g, first) = k.value();
-            v.extend(run_indices(first, run.value().len(), size).map(|s| (g, s)));
+            let g = k.value().1;
+            v.extend(Run::parse(run.value(), size)?.indices().map(|s| (g, s)));
         }
+        v.sort_unstable();
         Ok(v)
     }
 
@@ -188,25 +193,14 @@ impl DeviceState {
         shards: &[(u16, &[u8])],
     ) -> Result<(), StateError> {
         let mut t = tx.0.open_table(SHARDS).ctx(&self.db.file)?;
-        let per_run = (RUN_BYTES / usize::from(size.max(1))).max(1);
-        let mut run: Vec<u8> = Vec::new();
-        let mut first = 0u16;
-        let mut next = None;
-        for &(i, payload) in shards {
-            if next != Some(i) || run.len() / usize::from(size.max(1)) >= per_run {
-                if !run.is_empty() {
-                    t.insert((key, group, first), run.as_slice())
-                        .ctx(&self.db.file)?;
-                }
-                run.clear();
-                first = i;
+        let mut rest = shards;
+        for n in super::page_sized(shards.len(), usize::from(size) + 2, 2) {
+            let (run, tail) = rest.split_at(n.min(rest.len()));
+            rest = tail;
+            if let Some(&(first, _)) = run.first() {
+                t.insert((key, group, first), Run::encode(run).as_slice())
+                    .ctx(&self.db.file)?;
             }
-            run.extend_from_slice(payload);
-            next = i.checked_add(1);
-        }
-        if !run.is_empty() {
-            t.insert((key, group, first), run.as_slice())
-                .ctx(&self.db.file)?;
         }
         Ok(())
     }
@@ -224,15 +218,11 @@ impl DeviceState {
         let t = tx.0.open_table(SHARDS).ctx(file)?;
         let mut v = Vec::new();
         for e in t.range(shard_range(key, group..=group)).ctx(file)? {
-            let (k, run) = e.ctx(file)?;
-            let run = run.value();
-            let shards = run_indices(k.value().2, run.len(), size);
-            v.extend(
-                shards
-                    .zip(run.chunks(usize::from(size.max(1))))
-                    .map(|(i, b)| (i, b.to_vec())),
-            );
+            let run = e.ctx(file)?.1;
+            let run = Run::parse(run.value(), size)?;
+            v.extend(run.shards().map(|(i, b)| (i, b.to_vec())));
         }
+        v.sort_unstable_by_key(|(i, _)| *i);
         Ok(v)
     }
 
@@ -250,24 +240,25 @@ impl DeviceState {
             return Ok(());
         }
         let file = &self.db.file;
-        let step = usize::from(size.max(1));
         let mut t = tx.0.open_table(SHARDS).ctx(file)?;
         let mut touched: Vec<(u16, Vec<u8>)> = Vec::new();
         for e in t.range(shard_range(key, group..=group)).ctx(file)? {
             let (k, run) = e.ctx(file)?;
-            let first = k.value().2;
-            let mut indices = run_indices(first, run.value().len(), size);
-            if indices.any(|i| which.contains(&i)) {
-                touched.push((first, run.value().to_vec()));
+            if Run::parse(run.value(), size)?
+                .indices()
+                .any(|i| which.contains(&i))
+            {
+                touched.push((k.value().2, run.value().to_vec()));
             }
         }
         let mut keep: Vec<(u16, &[u8])> = Vec::new();
         for (first, run) in &touched {
             t.remove((key, group, *first)).ctx(file)?;
-            let shards = run_indices(*first, run.len(), size).zip(run.chunks(step));
+            let shards = Run::parse(run, size)?.shards();
             keep.extend(shards.filter(|(i, _)| !which.contains(i)));
         }
         drop(t);
+        keep.sort_unstable_by_key(|(i, _)| *i);
         self.put_shards(tx, key, size, group, &keep)
     }
 
@@ -340,14 +331,63 @@ impl DeviceState {
             layout: *layout,
             pos,
             end,
+            runs: None,
         })
     }
 }
 
-/// The shard indices of a run starting at `first` of `len` bytes.
-fn run_indices(first: u16, len: usize, size: u16) -> impl Iterator<Item = u16> {
-    let n = len / usize::from(size.max(1));
-    (0..n).map_while(move |j| first.checked_add(u16::try_from(j).ok()?))
+/// One run of shards as stored (see the module doc).
+struct Run<'v> {
+    indices: &'v [u8],
+    payloads: &'v [u8],
+    size: usize,
+}
+
+impl<'v> Run<'v> {
+    fn encode(shards: &[(u16, &[u8])]) -> Vec<u8> {
+        let len = shards.iter().map(|(_, p)| 2 + p.len()).sum::<usize>();
+        let mut v = Vec::with_capacity(2 + len);
+        v.extend_from_slice(&(shards.len() as u16).to_le_bytes());
+        for (i, _) in shards {
+            v.extend_from_slice(&i.to_le_bytes());
+        }
+        for (_, p) in shards {
+            v.extend_from_slice(p);
+        }
+        v
+    }
+
+    fn parse(v: &'v [u8], size: u16) -> Result<Run<'v>, StateError> {
+        let corrupt = || StateError::Corrupt("a run of link shards".into());
+        let (n, rest) = v.split_first_chunk::<2>().ok_or_else(corrupt)?;
+        let n = usize::from(u16::from_le_bytes(*n));
+        let size = usize::from(size);
+        if rest.len() != n * (2 + size) {
+            return Err(corrupt());
+        }
+        let (indices, payloads) = rest.split_at(2 * n);
+        Ok(Run {
+            indices,
+            payloads,
+            size,
+        })
+    }
+
+    fn indices(&self) -> impl Iterator<Item = u16> + 'v {
+        self.indices
+            .chunks_exact(2)
+            .map(|b| u16::from_le_bytes([b[0], b[1]]))
+    }
+
+    fn shards(&self) -> impl Iterator<Item = (u16, &'v [u8])> + 'v {
+        let payloads = self.payloads.chunks_exact(self.size.max(1));
+        self.indices().zip(payloads)
+    }
+
+    /// The payload of shard `i`, if this run holds it.
+    fn get(&self, i: u16) -> Option<&'v [u8]> {
+        self.shards().find(|&(j, _)| j == i).map(|(_, p)| p)
+    }
 }
 
 fn shard_range(
@@ -364,12 +404,45 @@ pub struct BundleReader {
     layout: GroupLayout,
     pos: u64,
     end: u64,
+    /// For the group read last: which run (its first shard) holds each shard.
+    runs: Option<(u32, HashMap<u16, u16>)>,
 }
 
 impl BundleReader {
     /// Read from `pos` on (up to the end given at creation).
     pub fn seek(&mut self, pos: u64) {
         self.pos = pos;
+    }
+
+    /// The payload of `shard` of `group`, if held.
+    fn shard(&mut self, group: u32, shard: u16) -> io::Result<Option<Vec<u8>>> {
+        let size = self.layout.shard_size();
+        if self.runs.as_ref().is_none_or(|(g, _)| *g != group) {
+            let mut map = HashMap::new();
+            let runs = self
+                .table
+                .range(shard_range(&self.key, group..=group))
+                .map_err(io::Error::other)?;
+            for e in runs {
+                let (k, run) = e.map_err(io::Error::other)?;
+                let first = k.value().2;
+                let run = Run::parse(run.value(), size).map_err(io::Error::other)?;
+                map.extend(run.indices().map(|i| (i, first)));
+            }
+            self.runs = Some((group, map));
+        }
+        let Some(&first) = self.runs.as_ref().and_then(|(_, m)| m.get(&shard)) else {
+            return Ok(None);
+        };
+        let Some(v) = self
+            .table
+            .get((&self.key, group, first))
+            .map_err(io::Error::other)?
+        else {
+            return Ok(None);
+        };
+        let run = Run::parse(v.value(), size).map_err(io::Error::other)?;
+        Ok(run.get(shard).map(<[u8]>::to_vec))
     }
 }
 
@@ -389,21 +462,7 @@ impl Read for BundleReader {
                 format!("group {group} not decoded (shard {shard} missing)"),
             )
         };
-        let run = self
-            .table
-            .range((&self.key, group, 0)..=(&self.key, group, shard))
-            .map_err(io::Error::other)?
-            .next_back()
-            .ok_or_else(missing)?
-            .map_err(io::Error::other)?;
-        let first = run.0.value().2;
-        let start = usize::from(shard - first) * size as usize;
-        let bytes = run
-            .1
-            .value()
-            .get(start..)
-            .filter(|b| !b.is_empty())
-            .ok_or_else(missing)?;
+        let bytes = self.shard(group, shard)?.ok_or_else(missing)?;
         let at = (self.pos % size) as usize;
         let avail = (self.end - self.pos).min(size - at as u64) as usize;
         let n = buf.len().min(avail).min(bytes.len().saturating_sub(at));

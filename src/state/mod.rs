@@ -127,6 +127,34 @@ pub struct ChunkLocation {
     pub len: u32,
 }
 
+/// How to cut `units` items of `unit` bytes each (plus `fixed` bytes per value) into values
+/// that each fill a redb leaf page well: the counts per value, in order.
+///
+/// redb stores a value in its leaf page and rounds a page up to a power of two, so a value of
+/// 16,418 B (16 frame payloads with their indices) costs 32 KiB of flash and one of 15,392 B
+/// costs 16 KiB: frame intake wrote 2.2x the shard bytes before runs were cut to fit, 1.5x
+/// after (`benches/scripts/flash_wear.sh`, docs/measurements.md).
+/// Values fill 32 KiB pages first, then what is left goes into pages of 16 KiB down to 1 KiB,
+/// the last value taking the remainder.
+pub(crate) fn page_sized(units: usize, unit: usize, fixed: usize) -> Vec<usize> {
+    /// Room a leaf page keeps for its header and the entry's key and offsets.
+    const LEAF_OVERHEAD: usize = 96;
+    let fits = |page: usize| page.saturating_sub(LEAF_OVERHEAD + fixed) / unit.max(1);
+    let mut out = Vec::new();
+    let mut left = units;
+    for page in [32 << 10, 16 << 10, 8 << 10, 4 << 10, 2 << 10, 1 << 10] {
+        let n = fits(page);
+        while n > 0 && left >= n {
+            out.push(n);
+            left -= n;
+        }
+    }
+    if left > 0 {
+        out.push(left);
+    }
+    out
+}
+
 /// A write transaction on a state: what it writes becomes durable together at
 /// [`StateDb::commit`], or not at all.
 pub struct Tx(redb::WriteTransaction);
@@ -503,6 +531,30 @@ impl ChunkLookup {
 mod tests {
     use super::*;
     use crate::normalize::Rewrite;
+
+    #[test]
+    fn page_sized_values_fit_their_pages() {
+        for (units, unit, fixed) in [
+            (16, 1026, 2),
+            (1000, 1026, 2),
+            (40_000, 1, 0),
+            (5000, 258, 2),
+        ] {
+            let cut = page_sized(units, unit, fixed);
+            assert_eq!(cut.iter().sum::<usize>(), units);
+            let bytes = |n: &usize| fixed + n * unit;
+            let flash: usize = cut
+                .iter()
+                .map(|n| (bytes(n) + 96).next_power_of_two())
+                .sum();
+            let stored: usize = cut.iter().map(bytes).sum();
+            // Within an eighth of the bytes, or one smallest page, whichever is more.
+            assert!(
+                flash <= stored + (stored / 8).max(2048),
+                "{units} x {unit}: {cut:?} takes {flash} B of pages for {stored} B"
+            );
+        }
+    }
 
     #[test]
     fn to_entry_is_the_inverse_of_from_entry() {

@@ -9,8 +9,9 @@
 # into frames at the default link parameters; a device holding one small path receives them
 # (`device receive`, one pass, no loss), then imports (`device import`). Reported:
 # written / frame bytes for the receive, written / NAR bytes for the import. With
-# DROP_EVERY=N every N-th frame is lost on the way (the groups then decode with parity, and
-# the data shards that did not arrive are written when they are rebuilt). WORKDIR must be
+# DROP_PERCENT=P each frame is lost on the way with probability P% (fixed seed; the groups
+# then decode with parity, and the data shards that did not arrive are written when they are
+# rebuilt; the first pass carries 15% parity). WORKDIR must be
 # on a real file system (tmpfs writes are not counted). NARLINK: the binary to measure
 # (default: this tree's release build).
 set -euo pipefail
@@ -39,12 +40,14 @@ nix-store --generate-binary-cache-key wear-1 "$W/sk" "$W/pk" 2>/dev/null
 "$NARLINK" --quiet ground init --mirror "$W/mirror" "$small" >/dev/null
 "$NARLINK" --quiet ground pack --mirror "$W/mirror" --sign-key "$W/sk" --level 1 \
   --out "$W/b" --frames "$W/frames" "$big" >/dev/null
-if [ -n "${DROP_EVERY:-}" ]; then
-  python3 - "$W/frames" "$DROP_EVERY" 1068 <<'PY'
-import sys
-path, every, size = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+if [ -n "${DROP_PERCENT:-}" ]; then
+  # Frames are 1068 bytes at the default link parameters.
+  python3 - "$W/frames" "$DROP_PERCENT" 1068 <<'PY'
+import random, sys
+path, percent, size = sys.argv[1], float(sys.argv[2]), int(sys.argv[3])
 data = open(path, "rb").read()
-kept = [data[i:i + size] for i in range(0, len(data), size) if (i // size) % every != every - 1]
+rng = random.Random(1)
+kept = [data[i:i + size] for i in range(0, len(data), size) if rng.random() * 100 >= percent]
 open(path, "wb").write(b"".join(kept))
 PY
 fi

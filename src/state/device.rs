@@ -81,13 +81,16 @@ impl DeviceState {
         dir: &Path,
         store_uri: Option<&str>,
     ) -> Result<DeviceState, StateError> {
-        DeviceState::init(StateDb::create_on(medium, dir, FILE, ROLE)?, store_uri)
+        DeviceState::init(
+            StateDb::on_medium(medium, dir, FILE, ROLE, true)?,
+            store_uri,
+        )
     }
 
     /// The device state on `medium` (see [`DeviceState::create_on`]).
     pub fn open_on(medium: Medium, dir: &Path) -> Result<DeviceState, StateError> {
         Ok(DeviceState {
-            db: StateDb::open_on(medium, dir, FILE, ROLE)?,
+            db: StateDb::on_medium(medium, dir, FILE, ROLE, false)?,
         })
     }
 

@@ -192,7 +192,7 @@ mod tests {
     use crate::state::StateDb;
 
     fn open(m: &Medium, dir: &std::path::Path) -> StateDb {
-        StateDb::open_on(m.clone(), dir, "t.redb", "device").expect("open")
+        StateDb::on_medium(m.clone(), dir, "t.redb", "device", false).expect("open")
     }
 
     /// A commit is all or nothing across a power cut at any sync and any torn write.
@@ -200,7 +200,7 @@ mod tests {
     fn a_power_cut_keeps_the_last_commit_or_the_one_before() {
         let dir = tempfile::tempdir().unwrap();
         let base = Medium::new();
-        StateDb::create_on(base.clone(), dir.path(), "t.redb", "device")
+        StateDb::on_medium(base.clone(), dir.path(), "t.redb", "device", true)
             .and_then(|s| s.set_meta("k", b"old"))
             .expect("create");
         let syncs_of_commit = {

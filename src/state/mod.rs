@@ -232,21 +232,39 @@ impl StateDb {
         StateDb::init(db, file, role)
     }
 
-    /// A fresh state of `role` on an in-memory [`medium::Medium`] (crash tests), labelled
-    /// `dir/file_name` in messages; it needs no [`StateDb::publish`]. `dir` holds what lives
-    /// beside the database (the replay mark, spilled heads).
-    pub(crate) fn create_on(
+    /// The state of `role` on an in-memory [`medium::Medium`] (crash tests), labelled
+    /// `dir/file_name` in messages: created on a blank medium (`create`; no
+    /// [`StateDb::publish`] needed), or opened and checked like [`StateDb::open`] (after a
+    /// power cut, say). `dir` holds what lives beside the database (the replay mark, spilled
+    /// heads).
+    pub(crate) fn on_medium(
         medium: medium::Medium,
         dir: &Path,
         file_name: &str,
         role: &'static str,
+        create: bool,
     ) -> Result<StateDb, StateError> {
         let file = dir.join(file_name);
-        let db = Database::builder()
+        let blank = medium.len_bytes() == 0;
+        match (create, blank) {
+            (true, false) => return Err(StateError::Exists(file)),
+            (false, true) => return Err(StateError::Missing(dir.into(), init_command(role))),
+            _ => {}
+        }
+        let db = match Database::builder()
             .set_cache_size(CACHE_BYTES)
             .create_with_backend(medium)
-            .ctx(&file)?;
-        StateDb::init(db, file, role)
+        {
+            Err(redb::DatabaseError::UpgradeRequired(found)) => {
+                return Err(StateError::OldFormat(file, found, init_command(role)))
+            }
+            r => r.ctx(&file)?,
+        };
+        if blank {
+            StateDb::init(db, file, role)
+        } else {
+            StateDb::check(db, file, dir, role)
+        }
     }
 
     /// Write the tables every state of `role` starts with.
@@ -307,26 +325,6 @@ impl StateDb {
                 }
                 r => break r.ctx(&file)?,
             }
-        };
-        StateDb::check(db, file, dir, role)
-    }
-
-    /// Open the state on `medium` made by [`StateDb::create_on`] (after a power cut, say).
-    pub(crate) fn open_on(
-        medium: medium::Medium,
-        dir: &Path,
-        file_name: &str,
-        role: &'static str,
-    ) -> Result<StateDb, StateError> {
-        let file = dir.join(file_name);
-        let db = match Database::builder()
-            .set_cache_size(CACHE_BYTES)
-            .create_with_backend(medium)
-        {
-            Err(redb::DatabaseError::UpgradeRequired(found)) => {
-                return Err(StateError::OldFormat(file, found, init_command(role)))
-            }
-            r => r.ctx(&file)?,
         };
         StateDb::check(db, file, dir, role)
     }

@@ -124,6 +124,7 @@ replay_tests!(
     payload,
     announce,
     link,
+    seal,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -177,6 +178,9 @@ fn generated_seeds() -> Vec<(&'static str, String, Vec<u8>)> {
     for (name, bytes) in link_seeds() {
         add("link", &name, bytes);
     }
+    for (name, bytes) in seal_seeds() {
+        add("seal", &name, bytes);
+    }
     seeds
 }
 
@@ -205,6 +209,19 @@ fn link_seeds() -> Vec<(String, Vec<u8>)> {
         ("genuine".into(), genuine),
         ("junk-forged-crash".into(), junk_first),
         ("forged-announcements-stripped".into(), mixed),
+    ]
+}
+
+/// A real status report sealed under the seeds' key, and the same sealed by another device.
+fn seal_seeds() -> Vec<(String, Vec<u8>)> {
+    use narlink_protocol::seal::seal;
+    let mut report = Vec::new();
+    StatusReport::new([3; 16], [4; 16], Phase::Receiving, vec![(0, 5), (7, 2)])
+        .expect("report")
+        .encode(&mut report);
+    vec![
+        ("status-report".into(), seal(&checks::SEAL_KEY, 9, &report)),
+        ("foreign-device".into(), seal(&[1; 32], 9, &report)),
     ]
 }
 

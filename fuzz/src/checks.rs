@@ -42,6 +42,7 @@ pub const TARGETS: &[(&str, Check)] = &[
     ("payload", payload),
     ("announce", announce),
     ("link", link),
+    ("seal", seal),
 ];
 
 /// Reads fuzzer-chosen values off the front of the input; past the end, every value is 0.
@@ -1556,4 +1557,27 @@ pub fn link_power_cut(cut: u64, torn: usize, forged: bool) -> bool {
 /// Every `every`-th step.
 fn rng_pick(n: usize, every: usize) -> bool {
     n % every == every - 1
+}
+
+// ---------------------------------------------------------------------------------------------
+// seal
+
+/// The device secret the `seal` seeds are sealed with.
+pub const SEAL_KEY: narlink_protocol::seal::DeviceSecret = [0x5e; 32];
+
+/// `protocol::seal::Sealed::parse` and `verify` over the input as a downlink message: never a
+/// panic; a message that parses and verifies under [`SEAL_KEY`] seals again to the input; and
+/// the input's bytes sealed as a payload open to exactly them.
+pub fn seal(data: &[u8]) {
+    use narlink_protocol::seal::{seal, Sealed};
+    if let Ok(s) = Sealed::parse(data) {
+        if s.verify(&SEAL_KEY).is_ok() {
+            assert_eq!(seal(&SEAL_KEY, s.counter, s.payload), data);
+        }
+    }
+    let counter = data.len() as u32;
+    let m = seal(&SEAL_KEY, counter, data);
+    let s = Sealed::parse(&m).expect("a sealed message parses");
+    assert_eq!((s.payload, s.counter), (data, counter));
+    s.verify(&SEAL_KEY).expect("a sealed message verifies");
 }

@@ -12,6 +12,7 @@ pub mod params;
 pub mod patch;
 pub mod receiver;
 pub mod schedule;
+pub mod seal;
 pub mod signature;
 pub mod sim;
 pub mod status;

@@ -143,8 +143,14 @@ fn main() {
 
     let t = Instant::now();
     let mirror_dir = tmp.path().join("mirror");
-    narlink::ground::init::init(&mirror_dir, &store, std::slice::from_ref(&path), false)
-        .expect("ground init");
+    narlink::ground::init::init(
+        &mirror_dir,
+        &store,
+        std::slice::from_ref(&path),
+        false,
+        None,
+    )
+    .expect("ground init");
     let mirror = Mirror::open(&mirror_dir).expect("mirror");
     let device_dir = tmp.path().join("device");
     let device = DeviceState::create(&device_dir, None).expect("device state");

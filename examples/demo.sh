@@ -26,7 +26,9 @@ DEVICE="local?root=$WORK/device"
 nix-store --export $(nix-store -qR "$V1") | nix-store --store "$DEVICE" --import >/dev/null
 nix-store --generate-binary-cache-key ground-1 "$WORK/ground.sk" "$WORK/ground.pk"
 "$NARLINK" device init --state "$WORK/device-state" --store "$DEVICE" --trust "$WORK/ground.pk"
-"$NARLINK" ground init --mirror "$WORK/mirror" "$V1"
+# The device's key goes to the ground before launch: the mirror takes only reports it sealed.
+"$NARLINK" device identity --state "$WORK/device-state" --export "$WORK/device.key"
+"$NARLINK" ground init --mirror "$WORK/mirror" --device-key "$WORK/device.key" "$V1"
 
 step "ground: pack the update to v2"
 "$NARLINK" ground pack --mirror "$WORK/mirror" --sign-key "$WORK/ground.sk" --out "$WORK/update.bundle" "$V2"

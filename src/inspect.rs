@@ -140,8 +140,9 @@ pub fn inspect(r: impl Read) -> Result<Inspection, InspectError> {
         let mut all = Vec::new();
         r.take(u64::from(crate::inventory::MAX_DECODED))
             .read_to_end(&mut all)?;
+        let (payload, _) = crate::status_view::unseal(&all);
         let paths =
-            crate::inventory::decode(&all).map_err(|e| InspectError::Status(e.to_string()))?;
+            crate::inventory::decode(payload).map_err(|e| InspectError::Status(e.to_string()))?;
         let digest = narlink_protocol::digest::state_digest(paths.iter().map(String::as_str));
         return Ok(Inspection::Inventory(InventoryView {
             state_digest: hex(&digest[..16]),

@@ -153,8 +153,10 @@ pub fn run(
         let reboot_at = (opts.reboot > 0.0 && n > 0 && rng.chance(Prob::new(opts.reboot)))
             .then(|| rng.below(n as u64) as usize);
         device.receive(delivered, reboot_at)?;
+        // Sealed like a real device's (24 bytes of the downlink); the simulated ground plans
+        // from the payload.
         let bytes = device.report()?;
-        let r = StatusReport::decode(&bytes)?;
+        let r = StatusReport::decode(crate::status_view::unseal(&bytes).0)?;
         let needed: u64 = r.needs().map(|(_, n)| u64::from(n)).sum();
         let done = matches!(r.phase, Phase::Decoded | Phase::Imported);
         let unfinished = if done { 0 } else { r.listed_groups() as u32 };
@@ -218,6 +220,8 @@ pub struct MemoryDevice {
     shards: HashMap<u32, Vec<(u16, Vec<u8>)>>,
     /// The bytes the ground sent, to check every decoded group against.
     original: Vec<u8>,
+    /// Reports sealed so far (the downlink counter).
+    reports: u32,
 }
 
 impl MemoryDevice {
@@ -233,6 +237,7 @@ impl MemoryDevice {
             tracker,
             shards: HashMap::new(),
             original,
+            reports: 0,
         })
     }
 }
@@ -282,7 +287,8 @@ impl Device for MemoryDevice {
         let r = self.tracker.status_report(short(&[0; 32]), phase);
         let mut b = Vec::new();
         r.encode(&mut b);
-        Ok(b)
+        self.reports += 1;
+        Ok(narlink_protocol::seal::seal(&[0; 32], self.reports, &b))
     }
 }
 
@@ -427,7 +433,14 @@ pub fn simulate_update(
         progress,
         |state| state.set_trust(&[key.public()], false),
     )?;
-    crate::ground::init::init(&work.join("mirror"), ground_store, &roots[..1], progress)?;
+    let (device_key, _) = crate::state::identity::ensure_secret(&work.join("device-state"))?;
+    crate::ground::init::init(
+        &work.join("mirror"),
+        ground_store,
+        &roots[..1],
+        progress,
+        Some(&device_key),
+    )?;
     let mirror = crate::state::mirror::Mirror::open(&work.join("mirror"))?;
     let bundle = work.join("update.bundle");
     let key = std::sync::Arc::new(key);

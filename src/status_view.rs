@@ -2,6 +2,7 @@
 //! shared by both sides, so it lives with neither.
 
 use narlink_protocol::digest::hex;
+use narlink_protocol::seal::Sealed;
 use narlink_protocol::status::{Phase as WirePhase, StatusReport, MAGIC};
 use serde::Serialize;
 
@@ -14,6 +15,12 @@ pub struct StatusView {
     /// (group, shards still needed) for the listed unfinished groups.
     pub needs: Vec<(u32, u16)>,
     pub truncated: bool,
+    /// The device id and counter of its seal, if sealed (as read: `inspect` has no key to
+    /// check them with; `ground ack` does).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub counter: Option<u32>,
 }
 
 impl StatusView {
@@ -24,12 +31,18 @@ impl StatusView {
             state_digest: hex(&r.state_digest),
             needs: r.needs().collect(),
             truncated: r.is_truncated(),
+            device: None,
+            counter: None,
         }
     }
 
     pub fn summary(&self) -> String {
+        let from = match (&self.device, self.counter) {
+            (Some(d), Some(c)) => format!(" (device {d}, message {c})"),
+            _ => String::new(),
+        };
         format!(
-            "status: bundle {} {}, state {}, {} unfinished groups listed",
+            "status{from}: bundle {} {}, state {}, {} unfinished groups listed",
             self.bundle,
             self.phase,
             self.state_digest,
@@ -64,8 +77,21 @@ pub fn is_report_magic(b: &[u8]) -> bool {
     b.starts_with(&MAGIC)
 }
 
+/// A downlink message's payload, and its seal (unchecked) if it is sealed; the bytes as they
+/// are otherwise.
+pub fn unseal(bytes: &[u8]) -> (&[u8], Option<Sealed<'_>>) {
+    match Sealed::parse(bytes) {
+        Ok(s) => (s.payload, Some(s)),
+        Err(_) => (bytes, None),
+    }
+}
+
 pub fn decode_report(bytes: &[u8]) -> Result<StatusView, String> {
-    StatusReport::decode(bytes)
+    let (payload, seal) = unseal(bytes);
+    let mut v = StatusReport::decode(payload)
         .map(|r| StatusView::of(&r))
-        .map_err(|e| e.to_string())
+        .map_err(|e| e.to_string())?;
+    v.device = seal.map(|s| hex(&s.device));
+    v.counter = seal.map(|s| s.counter);
+    Ok(v)
 }

@@ -11,7 +11,7 @@
 //!  n+4      4    counter        u32 LE, strictly increasing per device
 //!  n+8      12   tag            keyed BLAKE3(key, "narlink-downlink-v1\0" ‖ payload ‖ id ‖
 //!                               counter), first 12 bytes
-//!  n+20     4    CRC-32C        over every byte before it
+//!  n+20     4    check          CRC-32C over every byte before it, XOR 0x5ea1_5ea1
 //! ```
 //!
 //! 24 bytes per message. Why a shared secret and not a signature: an ed25519 signature alone is
@@ -22,7 +22,9 @@
 //! leaves an attacker one guess in 2^96 per message the ground looks at.
 //!
 //! The CRC comes last so that damage in transit (a flipped bit) reads as *damaged*, and only a
-//! message that arrived intact but carries a wrong tag reads as *forged*. A message whose CRC
+//! message that arrived intact but carries a wrong tag reads as *forged*. It is XORed with a
+//! constant because a status report already ends in the CRC-32C of what precedes it: bare,
+//! it would pass a plain CRC and read as sealed by a device that does not exist. A message whose CRC
 //! fails may also be one that was never sealed (a report of an older narlink): the caller
 //! tells those apart by trying to decode it bare.
 
@@ -39,6 +41,12 @@ pub type DeviceId = [u8; 4];
 
 const ID_DOMAIN: &[u8] = b"narlink-device-id-v1\0";
 const TAG_DOMAIN: &[u8] = b"narlink-downlink-v1\0";
+/// What the check value is XORed with (see the module doc).
+const CHECK_XOR: u32 = 0x5ea1_5ea1;
+
+fn check_value(body: &[u8]) -> [u8; 4] {
+    (crc32c(body) ^ CHECK_XOR).to_le_bytes()
+}
 
 /// The identity a secret gives.
 pub fn device_id(secret: &DeviceSecret) -> DeviceId {
@@ -69,9 +77,35 @@ pub fn seal(secret: &DeviceSecret, counter: u32, payload: &[u8]) -> Vec<u8> {
     out.extend_from_slice(&id);
     out.extend_from_slice(&counter.to_le_bytes());
     out.extend_from_slice(&tag(secret, payload, &id, counter));
-    let crc = crc32c(&out);
-    out.extend_from_slice(&crc.to_le_bytes());
+    let check = check_value(&out);
+    out.extend_from_slice(&check);
     out
+}
+
+/// The first word of a provisioning file, which carries a device's secret from its `device
+/// init` to its mirror on the ground: `narlink-device-key-v1 <64 hex digits>`.
+pub const SECRET_FILE_TAG: &str = "narlink-device-key-v1";
+
+/// A secret as a provisioning file's text.
+pub fn encode_secret(secret: &DeviceSecret) -> String {
+    format!("{SECRET_FILE_TAG} {}\n", crate::digest::hex(secret))
+}
+
+/// A secret from a provisioning file's text.
+pub fn parse_secret(text: &str) -> Option<DeviceSecret> {
+    let mut words = text.split_whitespace();
+    if words.next() != Some(SECRET_FILE_TAG) {
+        return None;
+    }
+    let hex = words.next()?;
+    if hex.len() != 64 || words.next().is_some() {
+        return None;
+    }
+    let mut secret = [0u8; 32];
+    for (i, b) in secret.iter_mut().enumerate() {
+        *b = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(secret)
 }
 
 /// A sealed message as it arrived, its seal not checked yet.
@@ -100,7 +134,7 @@ impl<'a> Sealed<'a> {
             return Err(SealError::Damaged);
         };
         let (body, crc) = bytes.split_at(body_len);
-        if body.len() < SEAL_LEN - 4 || crc32c(body).to_le_bytes() != crc {
+        if body.len() < SEAL_LEN - 4 || check_value(body) != crc {
             return Err(SealError::Damaged);
         }
         let (payload, seal) = body.split_at(body.len() - (SEAL_LEN - 4));
@@ -159,7 +193,7 @@ mod tests {
             assert_eq!(Sealed::parse(&bad), Err(SealError::Damaged), "bit {bit}");
             // The same change by someone who recomputes the CRC.
             let n = bad.len() - 4;
-            let crc = crc32c(&bad[..n]).to_le_bytes();
+            let crc = check_value(&bad[..n]);
             bad[n..].copy_from_slice(&crc);
             if bit / 8 >= n {
                 continue;
@@ -176,6 +210,25 @@ mod tests {
     }
 
     #[test]
+    fn secrets_round_trip_through_their_file_text() {
+        let text = encode_secret(&KEY);
+        assert_eq!(parse_secret(&text), Some(KEY));
+        assert_eq!(parse_secret(&text.replace("v1", "v2")), None);
+        assert_eq!(parse_secret(&text[..text.len() - 3]), None);
+        assert_eq!(parse_secret(&format!("{text} extra")), None);
+    }
+
+    /// A bare message that ends in its own CRC-32C (a status report does) is not a seal.
+    #[test]
+    fn a_bare_message_ending_in_its_crc_is_not_sealed() {
+        let mut m = vec![0x6e, 0x53, 1, 0, 0];
+        m.extend_from_slice(&[9; 40]);
+        let crc = crc32c(&m).to_le_bytes();
+        m.extend_from_slice(&crc);
+        assert_eq!(Sealed::parse(&m), Err(SealError::Damaged));
+    }
+
+    #[test]
     fn another_devices_seal_is_foreign() {
         let m = seal(&[8; 32], 1, b"x");
         let s = Sealed::parse(&m).unwrap();
@@ -187,13 +240,13 @@ mod tests {
     #[test]
     fn vector() {
         let m = seal(&KEY, 0x0102_0304, b"nS");
-        // "nS", device id, counter 0x01020304 LE, tag, CRC-32C.
+        // "nS", device id, counter 0x01020304 LE, tag, check.
         let want = [
             "6e53",
             "41251a8c",
             "04030201",
             "23d31f15e562f5335e451415",
-            "8d319c29",
+            "2c6f3d77",
         ];
         assert_eq!(crate::digest::hex(&m), want.concat());
     }

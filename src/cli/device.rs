@@ -26,6 +26,9 @@ pub enum Command {
     Listen(ListenArgs),
     /// Trust more signing keys (public keys in Nix's format).
     Trust(TrustArgs),
+    /// The device's identity on the downlink; `--export` writes its provisioning file for
+    /// the ground (`ground init --device-key`).
+    Identity(IdentityArgs),
     /// Collect garbage in step: Nix's GC (keeping the profile's newest generations), then
     /// bring the index in line with the store.
     Gc(GcArgs),
@@ -195,6 +198,18 @@ pub struct ImportArgs {
     /// Override the store recorded at init.
     #[arg(long)]
     store: Option<String>,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+pub struct IdentityArgs {
+    #[arg(long)]
+    state: PathBuf,
+    /// Write the provisioning file (the device's secret key: keep it as secret as a signing
+    /// key) here, for `ground init --device-key`.
+    #[arg(long)]
+    export: Option<PathBuf>,
     #[arg(long)]
     json: bool,
 }
@@ -420,13 +435,50 @@ pub fn run(c: Command, progress: bool) -> anyhow::Result<ExitCode> {
                 )
             })?;
         }
+        Command::Identity(a) => {
+            let state = DeviceState::open(&a.state)?;
+            let secret = state.device_secret()?;
+            let id = narlink_protocol::digest::hex(&narlink_protocol::seal::device_id(&secret));
+            if let Some(path) = &a.export {
+                use std::os::unix::fs::OpenOptionsExt;
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(path)
+                    .and_then(|mut f| {
+                        use std::io::Write;
+                        f.write_all(narlink_protocol::seal::encode_secret(&secret).as_bytes())
+                    })
+                    .with_context(|| {
+                        format!("writing {} (it must not exist yet)", path.display())
+                    })?;
+            }
+            #[derive(serde::Serialize)]
+            struct Identity {
+                device: String,
+                exported: Option<PathBuf>,
+            }
+            let r = Identity {
+                device: id,
+                exported: a.export.clone(),
+            };
+            output(a.json, &r, || match &r.exported {
+                Some(p) => format!(
+                    "device {}; its key is in {} (give it to the ground: ground init --device-key)",
+                    r.device,
+                    p.display()
+                ),
+                None => format!("device {}", r.device),
+            })?;
+        }
         Command::Status(a) => {
             let state = DeviceState::open(&a.state)?;
             let (report, encoded) = status::report(&state)?;
             std::fs::write(&a.out, &encoded)
                 .with_context(|| format!("writing {}", a.out.display()))?;
             if let Some(inv) = &a.inventory {
-                let bytes = narlink::inventory::encode(&state.db.paths()?);
+                let bytes = state.seal(&narlink::inventory::encode(&state.db.paths()?))?;
                 std::fs::write(inv, &bytes)
                     .with_context(|| format!("writing {}", inv.display()))?;
                 if !a.json {

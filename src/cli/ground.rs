@@ -22,6 +22,30 @@ pub enum Command {
     Ack(AckArgs),
     /// Emit exactly the frames a status report says each unfinished group still needs.
     Resend(ResendArgs),
+    /// Give the mirror the device's key (its provisioning file, from `device identity
+    /// --export`), or a new one after the device was set up again.
+    DeviceKey(DeviceKeyArgs),
+}
+
+#[derive(Args)]
+pub struct DeviceKeyArgs {
+    #[arg(long)]
+    mirror: PathBuf,
+    /// The device's provisioning file.
+    file: PathBuf,
+    #[arg(long)]
+    json: bool,
+}
+
+fn read_device_key(path: &std::path::Path) -> anyhow::Result<narlink_protocol::seal::DeviceSecret> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading device key {}", path.display()))?;
+    narlink_protocol::seal::parse_secret(&text).with_context(|| {
+        format!(
+            "{} is not a device provisioning file (narlink-device-key-v1 ...; `device identity --export` writes one)",
+            path.display()
+        )
+    })
 }
 
 #[derive(Args)]
@@ -34,6 +58,10 @@ pub struct InitArgs {
     store: Option<String>,
     #[arg(long)]
     json: bool,
+    /// The device's provisioning file (`device identity --export`): the mirror takes only
+    /// reports and inventories sealed with its key.
+    #[arg(long)]
+    device_key: Option<PathBuf>,
     /// Store paths (or symlinks to them, like ./result) whose closure the device holds.
     #[arg(required = true)]
     roots: Vec<String>,
@@ -150,7 +178,8 @@ pub fn run(c: Command, progress: bool) -> anyhow::Result<ExitCode> {
     match c {
         Command::Init(a) => {
             let store = NixStore::new(a.store.as_deref());
-            let r = init::init(&a.mirror, &store, &a.roots, progress)
+            let device = a.device_key.as_deref().map(read_device_key).transpose()?;
+            let r = init::init(&a.mirror, &store, &a.roots, progress, device.as_ref())
                 .with_context(|| format!("ground init of mirror {}", a.mirror.display()))?;
             output(a.json, &r, || {
                 format!(
@@ -229,18 +258,24 @@ pub fn run(c: Command, progress: bool) -> anyhow::Result<ExitCode> {
             })?;
         }
         Command::Ack(a) => {
-            let mirror = Mirror::open(&a.mirror)?;
+            // Seals first, the mirror opened for writing only once they hold.
+            let keys = Mirror::downlink_keys(&a.mirror)?;
             let bytes = std::fs::read(&a.report)
                 .with_context(|| format!("reading {}", a.report.display()))?;
-            let mut r = ack::ack(&mirror, &bytes)
+            let inventory = match &a.inventory {
+                Some(inv) => {
+                    Some(std::fs::read(inv).with_context(|| format!("reading {}", inv.display()))?)
+                }
+                None => None,
+            };
+            let checked = ack::check(&keys, &bytes, inventory.as_deref())
                 .with_context(|| format!("ground ack of {}", a.report.display()))?;
-            if let (false, Some(inv)) = (r.in_step, &a.inventory) {
-                let raw =
-                    std::fs::read(inv).with_context(|| format!("reading {}", inv.display()))?;
-                let paths = narlink::inventory::decode(&raw)
-                    .with_context(|| format!("inventory {}", inv.display()))?;
+            let mirror = Mirror::open(&a.mirror)?;
+            let mut r = ack::ack(&mirror, &checked)
+                .with_context(|| format!("ground ack of {}", a.report.display()))?;
+            if let (false, Some(paths)) = (r.in_step, checked.inventory()) {
                 let store = NixStore::new(a.store.as_deref());
-                let rs = narlink::ground::resync::resync(&mirror, &store, &paths, progress)
+                let rs = narlink::ground::resync::resync(&mirror, &store, paths, progress)
                     .context("rebuilding the mirror")?;
                 r.in_step = rs.digest == r.device_digest;
                 r.mirror_digest = rs.digest.clone();
@@ -251,12 +286,30 @@ pub fn run(c: Command, progress: bool) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::from(3));
             }
         }
-        Command::Resend(a) => {
+        Command::DeviceKey(a) => {
+            let secret = read_device_key(&a.file)?;
             let mirror = Mirror::open(&a.mirror)?;
+            mirror.set_device_secret(&secret)?;
+            let device = narlink_protocol::digest::hex(&narlink_protocol::seal::device_id(&secret));
+            output(a.json, &serde_json::json!({ "device": device }), || {
+                format!(
+                    "mirror {} now takes messages of device {device}",
+                    a.mirror.display()
+                )
+            })?;
+        }
+        Command::Resend(a) => {
+            let keys = Mirror::downlink_keys(&a.mirror)?;
             let raw = std::fs::read(&a.status)
                 .with_context(|| format!("reading {}", a.status.display()))?;
-            let report = narlink_protocol::status::StatusReport::decode(&raw)
+            // The report may have been acknowledged already: not older than that one.
+            let bare = |b: &[u8]| narlink_protocol::status::StatusReport::decode(b).is_ok();
+            let (payload, _) =
+                narlink::ground::downlink::open(&keys, &raw, "status report", true, bare)
+                    .with_context(|| format!("status report {}", a.status.display()))?;
+            let report = narlink_protocol::status::StatusReport::decode(payload)
                 .with_context(|| format!("status report {}", a.status.display()))?;
+            let mirror = Mirror::open(&a.mirror)?;
             let id = report.bundle_id;
             let rec = mirror.send_record(&id)?.with_context(|| {
                 format!(

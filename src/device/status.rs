@@ -7,7 +7,8 @@ use narlink_protocol::status::{Phase as WirePhase, StatusReport};
 use crate::state::device::{DeviceState, Phase, Stage};
 use crate::status_view::StatusView;
 
-/// The report for the device's current state, and its encoding.
+/// The report for the device's current state, and its encoding sealed for the downlink
+/// (each call takes the next downlink counter).
 pub fn report(state: &DeviceState) -> Result<(StatusView, Vec<u8>), super::link::LinkError> {
     let digest = short(&state.db.digest()?);
     let r = match super::link::status_report(state)? {
@@ -39,5 +40,7 @@ pub fn report(state: &DeviceState) -> Result<(StatusView, Vec<u8>), super::link:
     };
     let mut bytes = Vec::new();
     r.encode(&mut bytes);
-    Ok((StatusView::of(&r), bytes))
+    let sealed = state.seal(&bytes)?;
+    let view = crate::status_view::decode_report(&sealed).unwrap_or_else(|_| StatusView::of(&r));
+    Ok((view, sealed))
 }

@@ -8,15 +8,22 @@ use narlink_protocol::digest::{short, state_digest};
 use narlink_protocol::status::{Phase, StatusError, StatusReport};
 use serde::Serialize;
 
-use crate::state::mirror::Mirror;
+use super::downlink::{self, DownlinkError};
+use crate::state::mirror::{DownlinkKeys, Mirror};
 use crate::state::StateError;
 use crate::status_view::StatusView;
 use narlink_protocol::digest::hex;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AckError {
+    #[error(transparent)]
+    Downlink(#[from] DownlinkError),
     #[error("status report does not decode: {0}")]
     Decode(#[from] StatusError),
+    #[error("inventory: {0}")]
+    Inventory(#[from] crate::inventory::InventoryError),
+    #[error("refused: the inventory is of state {inventory}, the report of state {report}: they were not written together, so the inventory cannot say what the device holds now")]
+    InventoryMismatch { inventory: String, report: String },
     #[error(transparent)]
     State(#[from] StateError),
 }
@@ -34,8 +41,63 @@ pub struct AckReport {
     pub resync: Option<crate::ground::resync::ResyncReport>,
 }
 
-pub fn ack(mirror: &Mirror, bytes: &[u8]) -> Result<AckReport, AckError> {
-    let r = StatusReport::decode(bytes)?;
+/// A status report (and the inventory sent with it) whose seals were checked.
+pub struct Checked {
+    report: StatusReport,
+    counter: u32,
+    /// The inventory's paths and counter.
+    inventory: Option<(Vec<String>, u32)>,
+}
+
+impl Checked {
+    /// The device's paths per its inventory, if one came.
+    pub fn inventory(&self) -> Option<&[String]> {
+        self.inventory.as_ref().map(|(p, _)| p.as_slice())
+    }
+}
+
+/// Check a sealed status report and, if given, the inventory sent with it against the
+/// mirror's `keys` (see [`downlink::open`]): the inventory must be newer than the report and
+/// of the same state. Reads nothing else and writes nothing: a refusal changes nothing.
+pub fn check(
+    keys: &DownlinkKeys,
+    report: &[u8],
+    inventory: Option<&[u8]>,
+) -> Result<Checked, AckError> {
+    let bare = |b: &[u8]| StatusReport::decode(b).is_ok();
+    let (payload, counter) = downlink::open(keys, report, "status report", false, bare)?;
+    let report = StatusReport::decode(payload)?;
+    let inventory = match inventory {
+        None => None,
+        Some(bytes) => {
+            let after_report = DownlinkKeys {
+                last: counter,
+                ..keys.clone()
+            };
+            let bare = |b: &[u8]| crate::inventory::decode(b).is_ok();
+            let (payload, n) = downlink::open(&after_report, bytes, "inventory", false, bare)?;
+            let paths = crate::inventory::decode(payload)?;
+            let digest = short(&state_digest(paths.iter().map(String::as_str)));
+            if digest != report.state_digest {
+                return Err(AckError::InventoryMismatch {
+                    inventory: hex(&digest),
+                    report: hex(&report.state_digest),
+                });
+            }
+            Some((paths, n))
+        }
+    };
+    Ok(Checked {
+        report,
+        counter,
+        inventory,
+    })
+}
+
+/// Fold a checked status report into the mirror, and take its counter (and the
+/// inventory's).
+pub fn ack(mirror: &Mirror, checked: &Checked) -> Result<AckReport, AckError> {
+    let r = &checked.report;
     let mut applied = None;
     let paths: std::collections::BTreeSet<String> = mirror.db.paths()?.into_iter().collect();
     let mut mirror_digest = short(&state_digest(paths.iter().map(String::as_str)));
@@ -56,12 +118,22 @@ pub fn ack(mirror: &Mirror, bytes: &[u8]) -> Result<AckReport, AckError> {
     let in_step = r.state_digest == mirror_digest;
     // Remember a mismatch: `ground pack` refuses a stale mirror until it is rebuilt.
     mirror.set_stale(if in_step { None } else { Some(&r.state_digest) })?;
+    let counter = checked
+        .inventory
+        .as_ref()
+        .map_or(checked.counter, |(_, n)| *n);
+    mirror.set_downlink_counter(counter)?;
+    let mut report = StatusView::of(r);
+    report.device = mirror
+        .device_secret()?
+        .map(|s| hex(&narlink_protocol::seal::device_id(&s)));
+    report.counter = Some(checked.counter);
     Ok(AckReport {
         in_step,
         applied,
         device_digest: hex(&r.state_digest),
         mirror_digest: hex(&mirror_digest),
-        report: StatusView::of(&r),
+        report,
         resync: None,
     })
 }

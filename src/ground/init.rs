@@ -16,8 +16,12 @@ pub fn init(
     store: &NixStore,
     roots: &[String],
     progress: bool,
+    device: Option<&narlink_protocol::seal::DeviceSecret>,
 ) -> Result<IndexReport, GroundInitError> {
     let mirror = Mirror::create(dir)?;
+    if let Some(secret) = device {
+        mirror.set_device_secret(secret)?;
+    }
     let roots = store.resolve_roots(roots)?;
     let closure = store.closure(&roots)?;
     let infos = store.path_infos(Some(&closure))?;

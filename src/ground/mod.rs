@@ -3,6 +3,7 @@
 pub mod ack;
 pub mod bsdiff;
 pub mod delta;
+pub mod downlink;
 pub mod init;
 pub mod link;
 pub mod pack;

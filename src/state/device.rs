@@ -505,17 +505,7 @@ impl DeviceState {
         if sequence <= self.file_mark()? {
             return Ok(());
         }
-        let path = self.mark_path();
-        let tmp = path.with_extension("partial");
-        let write = || -> std::io::Result<()> {
-            use std::io::Write;
-            let mut f = std::fs::File::create(&tmp)?;
-            writeln!(f, "{sequence}")?;
-            f.sync_all()?;
-            std::fs::rename(&tmp, &path)?;
-            std::fs::File::open(self.db.dir())?.sync_all()
-        };
-        write().map_err(super::io_err(&path))
+        super::write_durably(&self.mark_path(), format!("{sequence}\n").as_bytes(), 0o644)
     }
 
     /// Record an imported bundle's sequence number, within `tx`.

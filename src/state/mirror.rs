@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use narlink_protocol::bundle::BundleId;
 use narlink_protocol::manifest::Manifest;
 use narlink_protocol::params::LinkOptions;
+use narlink_protocol::seal::DeviceSecret;
 use redb::{ReadableDatabase, TableDefinition};
 use serde::{Deserialize, Serialize};
 
@@ -30,6 +31,31 @@ const ROLE: &str = "mirror";
 
 pub struct Mirror {
     pub db: StateDb,
+}
+
+/// The device key a mirror checks downlink messages with, and the counter of the last one
+/// it took (0: none yet).
+#[derive(Clone, Debug)]
+pub struct DownlinkKeys {
+    pub secret: Option<DeviceSecret>,
+    pub last: u32,
+}
+
+fn decode_secret(b: Option<Vec<u8>>) -> Result<Option<DeviceSecret>, StateError> {
+    b.map(|b| {
+        DeviceSecret::try_from(b.as_slice())
+            .map_err(|_| StateError::Corrupt("device secret".into()))
+    })
+    .transpose()
+}
+
+fn decode_counter(b: Option<Vec<u8>>) -> Result<u32, StateError> {
+    match b {
+        None => Ok(0),
+        Some(b) => <[u8; 4]>::try_from(b.as_slice())
+            .map(u32::from_le_bytes)
+            .map_err(|_| StateError::Corrupt("downlink counter".into())),
+    }
 }
 
 impl Mirror {
@@ -51,6 +77,50 @@ impl Mirror {
         Ok(Mirror {
             db: StateDb::open(dir, FILE, ROLE)?,
         })
+    }
+
+    /// What the downlink check needs of the mirror in `dir`, read without opening it for
+    /// writing: a refused message must leave the mirror as it was, byte for byte, and redb
+    /// writes on every read-write open and close.
+    pub fn downlink_keys(dir: &Path) -> Result<DownlinkKeys, StateError> {
+        let file = dir.join(FILE);
+        if !file.exists() {
+            return Err(StateError::Missing(dir.into(), "narlink ground init"));
+        }
+        let db = match redb::ReadOnlyDatabase::open(&file) {
+            Err(redb::DatabaseError::UpgradeRequired(found)) => {
+                return Err(StateError::OldFormat(file, found, "narlink ground init"))
+            }
+            r => r.ctx(&file)?,
+        };
+        let tx = db.begin_read().ctx(&file)?;
+        let meta = tx.open_table(super::META).ctx(&file)?;
+        let get = |k: &str| -> Result<Option<Vec<u8>>, StateError> {
+            Ok(meta.get(k).ctx(&file)?.map(|v| v.value().to_vec()))
+        };
+        Ok(DownlinkKeys {
+            secret: decode_secret(get("device-secret")?)?,
+            last: decode_counter(get("downlink-counter")?)?,
+        })
+    }
+
+    /// The secret of the device this mirror speaks for (its provisioning file, see
+    /// protocol/SPEC.md "Sealed downlink messages"), if one was given.
+    pub fn device_secret(&self) -> Result<Option<DeviceSecret>, StateError> {
+        decode_secret(self.db.meta("device-secret")?)
+    }
+
+    pub fn set_device_secret(&self, secret: &DeviceSecret) -> Result<(), StateError> {
+        self.db.set_meta("device-secret", secret)
+    }
+
+    /// The counter of the last downlink message this mirror took (0: none yet).
+    pub fn downlink_counter(&self) -> Result<u32, StateError> {
+        decode_counter(self.db.meta("downlink-counter")?)
+    }
+
+    pub fn set_downlink_counter(&self, counter: u32) -> Result<(), StateError> {
+        self.db.set_meta("downlink-counter", &counter.to_le_bytes())
     }
 
     /// Remember a packed bundle until the device acknowledges it, with its full chunk lists

@@ -9,6 +9,7 @@
 //! - `meta`: role, chunking parameters, store URI.
 
 pub mod device;
+pub mod identity;
 pub mod link;
 pub mod medium;
 pub mod mirror;
@@ -125,6 +126,28 @@ pub struct ChunkLocation {
     pub path: String,
     pub offset: u64,
     pub len: u32,
+}
+
+/// Replace the file at `path` with `bytes` (mode `mode`) so that a crash leaves the old file
+/// or the new one: written aside, synced, renamed into place, directory synced.
+pub(crate) fn write_durably(path: &Path, bytes: &[u8], mode: u32) -> Result<(), StateError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("partial");
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let write = || -> std::io::Result<()> {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(mode)
+            .open(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        std::fs::File::open(dir)?.sync_all()
+    };
+    write().map_err(io_err(path))
 }
 
 /// How to cut `units` items of `unit` bytes each (plus `fixed` bytes per value) into values

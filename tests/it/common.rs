@@ -72,8 +72,32 @@ impl Rig {
             rig.p("pk")
         ));
         rig.init_device();
-        rig.ok(&["ground", "init", "--mirror", rig.p("mirror"), holds]);
+        rig.ground_init("mirror", holds);
         rig
+    }
+
+    /// `ground init` of mirror `name` for the rig's device (its key exported to `devkey` on
+    /// first use), saying it holds the closure of `holds`.
+    pub fn ground_init(&self, name: &str, holds: &str) {
+        if !self.dir.join("devkey").exists() {
+            self.ok(&[
+                "device",
+                "identity",
+                "--state",
+                self.p("state"),
+                "--export",
+                self.p("devkey"),
+            ]);
+        }
+        self.ok(&[
+            "ground",
+            "init",
+            "--mirror",
+            self.p(name),
+            "--device-key",
+            self.p("devkey"),
+            holds,
+        ]);
     }
 
     /// `device init` of the rig's state, trusting the rig's key.
@@ -207,7 +231,8 @@ impl Rig {
 
     /// Receive the frames in `first` (a file of the first pass, as lossy as the caller made
     /// it), then status report → `ground resend` → receive until the bundle is complete; the
-    /// number of passes it took. Each status report must stay small.
+    /// number of passes it took. Each status report must stay small: the status budget plus
+    /// its seal.
     pub fn receive_with_resend(&self, first: &str) -> u32 {
         let mut frames = first.to_owned();
         let mut pass = 1;
@@ -217,7 +242,9 @@ impl Rig {
             let st = self.json(&["inspect", self.p("status")]);
             assert!(
                 std::fs::metadata(self.p("status")).unwrap().len()
-                    <= 64 + 2 * st["needs"].as_array().unwrap().len() as u64
+                    <= 64
+                        + 2 * st["needs"].as_array().unwrap().len() as u64
+                        + narlink_protocol::seal::SEAL_LEN as u64
             );
             if st["phase"] != "receiving" {
                 return pass;

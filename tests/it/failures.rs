@@ -189,7 +189,7 @@ fn listen_goes_on_after_a_refused_import() {
     let dep = sh(&format!("nix-store -qR {v1} | head -1"))
         .trim()
         .to_owned();
-    rig.ok(&["ground", "init", "--mirror", rig.p("wrong"), &dep]);
+    rig.ground_init("wrong", &dep);
     let cut = |mirror: &str, name: &str, target: &str| {
         let frames = format!("{}.frames", rig.p(name));
         rig.json(&[

@@ -1,6 +1,7 @@
 //! narlink's integration tests: one binary, one module per area.
 
 mod common;
+mod downlink;
 mod failures;
 pub mod hostile;
 mod import;

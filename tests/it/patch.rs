@@ -20,7 +20,7 @@ fn relinked_library_travels_as_patches_and_imports() {
     let bundle = rig.p("update.bundle");
     let plain = rig.p("plain.bundle");
     // The same update without deltas, from a second mirror, for comparison.
-    rig.ok(&["ground", "init", "--mirror", rig.p("mirror-plain"), &v1]);
+    rig.ground_init("mirror-plain", &v1);
     let without = rig.json(&[
         "ground",
         "pack",

@@ -421,8 +421,14 @@ pub fn run(c: Command, progress: bool) -> anyhow::Result<ExitCode> {
                 activate_timeout: std::time::Duration::from_secs(a.activation.activate_timeout),
                 progress,
             };
+            let json = a.json;
             let r = listen::listen(&a.state, &opts, |addr| {
-                println!("listening on {addr}");
+                // With --json, stdout carries JSON only: one object a line, this one first.
+                if json {
+                    println!("{}", serde_json::json!({ "listening": addr.to_string() }));
+                } else {
+                    println!("listening on {addr}");
+                }
                 let _ = std::io::Write::flush(&mut std::io::stdout());
             })
             .context("device listen")?;

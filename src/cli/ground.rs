@@ -244,7 +244,7 @@ pub fn run(c: Command, progress: bool) -> anyhow::Result<ExitCode> {
                 frames: emitted.frames,
                 frame_bytes: emitted.bytes,
             };
-            output(a.json, &o, || {
+            let human = || {
                 let mut s = r.render();
                 if a.frames.is_some() {
                     s.push_str(&format!(
@@ -255,7 +255,17 @@ pub fn run(c: Command, progress: bool) -> anyhow::Result<ExitCode> {
                     ));
                 }
                 s
-            })?;
+            };
+            if a.frames.as_deref() == Some(std::path::Path::new("-")) {
+                // The frames are on stdout: the summary goes to stderr, never into them.
+                if a.json {
+                    eprintln!("{}", serde_json::to_string(&o)?);
+                } else {
+                    eprintln!("{}", human());
+                }
+            } else {
+                output(a.json, &o, human)?;
+            }
         }
         Command::Ack(a) => {
             // Seals first, the mirror opened for writing only once they hold.

@@ -8,6 +8,7 @@ mod import;
 mod landing;
 mod link;
 mod listen;
+mod operator;
 mod orbit;
 mod patch;
 mod spine;

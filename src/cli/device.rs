@@ -44,8 +44,8 @@ pub struct GcArgs {
     /// The profile narlink manages (default: <store root>/nix/var/nix/profiles/narlink).
     #[arg(long)]
     profile: Option<PathBuf>,
-    /// Generations of the profile to keep.
-    #[arg(long, default_value_t = 2)]
+    /// Generations of the profile to keep (at least 1: the live one).
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..))]
     keep_generations: u32,
     #[arg(long)]
     json: bool,
@@ -362,6 +362,15 @@ pub fn run(c: Command, progress: bool) -> anyhow::Result<ExitCode> {
         Command::Gc(a) => {
             let state = DeviceState::open(&a.state)?;
             let store = NixStore::new(state.store_uri()?.as_deref());
+            if let Some(p) = &a.profile {
+                // A mistyped profile would keep no generation of the real one from the GC.
+                if !a.no_collect && p.symlink_metadata().is_err() {
+                    anyhow::bail!(
+                        "device gc: there is no profile {}: name the profile narlink switches (nothing was collected)",
+                        p.display()
+                    );
+                }
+            }
             let profile = a.profile.clone().unwrap_or_else(|| store.default_profile());
             let opts = gc::GcOptions {
                 collect: !a.no_collect,

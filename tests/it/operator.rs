@@ -69,3 +69,30 @@ fn listen_json_prints_only_json() {
     let addr = v["listening"].as_str().unwrap();
     assert!(addr.starts_with("tcp 127.0.0.1:"), "{addr}");
 }
+
+/// `device gc` refuses options that name nothing: a profile that does not exist (its
+/// generations would not be kept) and keeping 0 generations; the store is not touched.
+#[test]
+fn gc_options_that_name_nothing_are_errors() {
+    let v1 = demo(1);
+    let rig = Rig::new(&v1);
+    let paths_before = crate::common::sh(&format!("nix-store --store '{}' -qR {v1}", rig.store()));
+    for (args, why) in [
+        (
+            vec!["--profile", "/nonexistent/profile"],
+            "there is no profile",
+        ),
+        (vec!["--keep-generations", "0"], "keep-generations"),
+    ] {
+        let mut a = vec!["device", "gc", "--state", rig.p("state")];
+        a.extend_from_slice(&args);
+        let out = rig.run(&a);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains(why),
+            "{args:?}: {err}"
+        );
+    }
+    let paths_after = crate::common::sh(&format!("nix-store --store '{}' -qR {v1}", rig.store()));
+    assert_eq!(paths_before, paths_after);
+}

@@ -314,10 +314,9 @@ pub fn run(c: Command, progress: bool) -> anyhow::Result<ExitCode> {
                 .with_context(|| format!("reading {}", a.status.display()))?;
             // The report may have been acknowledged already: not older than that one.
             let bare = |b: &[u8]| narlink_protocol::status::StatusReport::decode(b).is_ok();
-            let (payload, _) =
-                narlink::ground::downlink::open(&keys, &raw, "status report", true, bare)
-                    .with_context(|| format!("status report {}", a.status.display()))?;
-            let report = narlink_protocol::status::StatusReport::decode(payload)
+            let sealed = narlink::ground::downlink::open(&keys, &raw, "status report", true, bare)
+                .with_context(|| format!("status report {}", a.status.display()))?;
+            let report = narlink_protocol::status::StatusReport::decode(sealed.payload)
                 .with_context(|| format!("status report {}", a.status.display()))?;
             let mirror = Mirror::open(&a.mirror)?;
             let id = report.bundle_id;

@@ -44,6 +44,7 @@ pub struct AckReport {
 /// A status report (and the inventory sent with it) whose seals were checked.
 pub struct Checked {
     report: StatusReport,
+    device: narlink_protocol::seal::DeviceId,
     counter: u32,
     /// The inventory's paths and counter.
     inventory: Option<(Vec<String>, u32)>,
@@ -65,8 +66,9 @@ pub fn check(
     inventory: Option<&[u8]>,
 ) -> Result<Checked, AckError> {
     let bare = |b: &[u8]| StatusReport::decode(b).is_ok();
-    let (payload, counter) = downlink::open(keys, report, "status report", false, bare)?;
-    let report = StatusReport::decode(payload)?;
+    let sealed = downlink::open(keys, report, "status report", false, bare)?;
+    let (device, counter) = (sealed.device, sealed.counter);
+    let report = StatusReport::decode(sealed.payload)?;
     let inventory = match inventory {
         None => None,
         Some(bytes) => {
@@ -75,8 +77,8 @@ pub fn check(
                 ..keys.clone()
             };
             let bare = |b: &[u8]| crate::inventory::decode(b).is_ok();
-            let (payload, n) = downlink::open(&after_report, bytes, "inventory", false, bare)?;
-            let paths = crate::inventory::decode(payload)?;
+            let sealed = downlink::open(&after_report, bytes, "inventory", false, bare)?;
+            let paths = crate::inventory::decode(sealed.payload)?;
             let digest = short(&state_digest(paths.iter().map(String::as_str)));
             if digest != report.state_digest {
                 return Err(AckError::InventoryMismatch {
@@ -84,11 +86,12 @@ pub fn check(
                     report: hex(&report.state_digest),
                 });
             }
-            Some((paths, n))
+            Some((paths, sealed.counter))
         }
     };
     Ok(Checked {
         report,
+        device,
         counter,
         inventory,
     })
@@ -124,9 +127,7 @@ pub fn ack(mirror: &Mirror, checked: &Checked) -> Result<AckReport, AckError> {
         .map_or(checked.counter, |(_, n)| *n);
     mirror.set_downlink_counter(counter)?;
     let mut report = StatusView::of(r);
-    report.device = mirror
-        .device_secret()?
-        .map(|s| hex(&narlink_protocol::seal::device_id(&s)));
+    report.device = Some(hex(&checked.device));
     report.counter = Some(checked.counter);
     Ok(AckReport {
         in_step,

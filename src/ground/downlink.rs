@@ -40,14 +40,14 @@ pub enum DownlinkError {
 /// Check the seal of `bytes`, a `what` (status report, inventory), against the mirror's
 /// `keys`, and that it is newer than the last message taken (or, with `again`, not older: a
 /// report already taken, read once more). `bare` says whether the bytes decode as an
-/// unsealed message. Returns the payload and the counter; records nothing.
+/// unsealed message. Returns the message, its seal checked; records nothing.
 pub fn open<'b>(
     keys: &DownlinkKeys,
     bytes: &'b [u8],
     what: &'static str,
     again: bool,
     bare: impl Fn(&[u8]) -> bool,
-) -> Result<(&'b [u8], u32), DownlinkError> {
+) -> Result<Sealed<'b>, DownlinkError> {
     let secret = keys.secret.ok_or(DownlinkError::NoKey)?;
     let sealed = match Sealed::parse(bytes) {
         Ok(s) => s,
@@ -80,5 +80,5 @@ pub fn open<'b>(
             last,
         });
     }
-    Ok((sealed.payload, sealed.counter))
+    Ok(sealed)
 }

@@ -10,17 +10,18 @@
 //!   u16 n, n × u16 shard index (ascending, the first is the key's), n × payload
 //!   ```
 //!   (every payload of a session is one shard size long). Each shard held is in exactly one
-//!   run, so keys are unique. The code is systematic, so a
-//!   group's data shards (indices below its `k`) are its bytes: a decoded group is one that
-//!   holds every data shard. Decoding writes only the data shards that did not arrive and
-//!   drops the parity shards, so a lossless pass writes each byte once.
+//!   run, so keys are unique. The code is systematic, so a group's data shards (indices
+//!   below its `k`) are its bytes: a decoded group is one that holds every data shard.
+//!   Decoding writes only the data shards that did not arrive and drops the parity shards,
+//!   so a lossless pass writes each byte once.
 //! - `refused`: bundle id → [`Refusal`] (postcard).
 //!
 //! redb writes a leaf page rounded up to a power of two, and a leaf holds three 1 KiB frame
 //! payloads with their keys in 4 KiB: shards one per value cost 1.39x their bytes on flash,
-//! runs of 31 fill a 32 KiB page (`benches/scripts/flash_wear.sh`). Runs are not limited to
-//! consecutive shards: under loss, runs of consecutive shards would be short and of any
-//! length, each rounded up to its own power of two.
+//! runs of 31 fill a 32 KiB page (docs/measurements.md, "Flash wear": a throwaway program
+//! over redb, and the intake as a whole by `benches/scripts/flash_wear.sh`). Runs are not
+//! limited to consecutive shards: under loss, runs of consecutive shards would be short and
+//! of any length, each rounded up to its own power of two.
 
 use std::collections::HashMap;
 use std::io::{self, Read};

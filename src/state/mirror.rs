@@ -104,21 +104,13 @@ impl Mirror {
         })
     }
 
-    /// The secret of the device this mirror speaks for (its provisioning file, see
-    /// protocol/SPEC.md "Sealed downlink messages"), if one was given.
-    pub fn device_secret(&self) -> Result<Option<DeviceSecret>, StateError> {
-        decode_secret(self.db.meta("device-secret")?)
-    }
-
+    /// Keep the secret of the device this mirror speaks for (its provisioning file, see
+    /// protocol/SPEC.md "Sealed downlink messages"); [`Mirror::downlink_keys`] reads it.
     pub fn set_device_secret(&self, secret: &DeviceSecret) -> Result<(), StateError> {
         self.db.set_meta("device-secret", secret)
     }
 
-    /// The counter of the last downlink message this mirror took (0: none yet).
-    pub fn downlink_counter(&self) -> Result<u32, StateError> {
-        decode_counter(self.db.meta("downlink-counter")?)
-    }
-
+    /// Record the counter of the last downlink message this mirror took.
     pub fn set_downlink_counter(&self, counter: u32) -> Result<(), StateError> {
         self.db.set_meta("downlink-counter", &counter.to_le_bytes())
     }

@@ -155,8 +155,9 @@ pub(crate) fn write_durably(path: &Path, bytes: &[u8], mode: u32) -> Result<(), 
 ///
 /// redb stores a value in its leaf page and rounds a page up to a power of two, so a value of
 /// 16,418 B (16 frame payloads with their indices) costs 32 KiB of flash and one of 15,392 B
-/// costs 16 KiB: frame intake wrote 2.2x the shard bytes before runs were cut to fit, 1.5x
-/// after (`benches/scripts/flash_wear.sh`, docs/measurements.md).
+/// costs 16 KiB: storing frames wrote 2.2x the shard bytes before runs were cut to fit, 1.5x
+/// after (a per-phase write counter, a throwaway patch; the intake as a whole by
+/// `benches/scripts/flash_wear.sh`: docs/measurements.md, "Flash wear").
 /// Values fill 32 KiB pages first, then what is left goes into pages of 16 KiB down to 1 KiB,
 /// the last value taking the remainder.
 pub(crate) fn page_sized(units: usize, unit: usize, fixed: usize) -> Vec<usize> {

@@ -163,8 +163,8 @@ impl Rig {
             .unwrap()
     }
 
-    /// `ground pack` signed with the rig's key, then `args`.
-    pub fn pack(&self, args: &[&str]) -> serde_json::Value {
+    /// `ground pack` of the rig's mirror signed with the rig's key, then `args`.
+    fn pack_args<'a>(&'a self, args: &[&'a str]) -> Vec<&'a str> {
         let mut a = vec![
             "ground",
             "pack",
@@ -174,7 +174,17 @@ impl Rig {
             self.p("sk"),
         ];
         a.extend_from_slice(args);
-        self.json(&a)
+        a
+    }
+
+    /// [`Rig::pack_args`], its report (it must succeed).
+    pub fn pack(&self, args: &[&str]) -> serde_json::Value {
+        self.json(&self.pack_args(args))
+    }
+
+    /// [`Rig::pack_args`], whatever comes of it.
+    pub fn pack_output(&self, args: &[&str]) -> Output {
+        self.run(&self.pack_args(args))
     }
 
     pub fn ok(&self, args: &[&str]) -> String {

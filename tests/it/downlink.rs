@@ -136,17 +136,7 @@ fn an_inventory_of_another_state_does_not_rebuild_the_mirror() {
     // still stale.
     let mismatch = ["--inventory", inv_c];
     refused(&rig, report_b, &mismatch, "they were not written together");
-    let pack = rig.run(&[
-        "ground",
-        "pack",
-        "--mirror",
-        rig.p("mirror"),
-        "--sign-key",
-        rig.p("sk"),
-        "--out",
-        rig.p("b"),
-        &v2,
-    ]);
+    let pack = rig.pack_output(&["--out", rig.p("b"), &v2]);
     let err = String::from_utf8_lossy(&pack.stderr);
     assert!(!pack.status.success() && err.contains("stale"), "{err}");
 
@@ -175,4 +165,29 @@ fn an_inventory_of_another_state_does_not_rebuild_the_mirror() {
         &["--inventory", bare],
         "inventory is not sealed",
     );
+}
+
+/// The device's identity and counter live beside its database: a `device.redb` restored from
+/// a backup, or made afresh by `device init` after damage, still seals reports the mirror
+/// takes (the same key, a counter never reused).
+#[test]
+fn identity_survives_a_restored_or_remade_state() {
+    let v1 = demo(1);
+    let rig = Rig::new(&v1);
+    let db = rig.dir.join("state/device.redb");
+    let backup = rig.dir.join("device.redb.backup");
+    std::fs::copy(&db, &backup).unwrap();
+    for _ in 0..2 {
+        rig.status(&[]);
+        taken(&rig, rig.p("status"));
+    }
+    // Restored from the backup, older than both reports.
+    std::fs::copy(&backup, &db).unwrap();
+    rig.status(&[]);
+    taken(&rig, rig.p("status"));
+    // Damaged beyond repair: moved aside, made afresh.
+    std::fs::rename(&db, rig.dir.join("device.redb.damaged")).unwrap();
+    rig.init_device();
+    rig.status(&[]);
+    taken(&rig, rig.p("status"));
 }

@@ -14,20 +14,7 @@ use crate::common::{demo, nix_env, Rig, NARLINK};
 fn frames_on_stdout_carry_no_summary() {
     let (v1, v2) = (demo(1), demo(2));
     let rig = Rig::new(&v1);
-    let out = rig.run(&[
-        "ground",
-        "pack",
-        "--mirror",
-        rig.p("mirror"),
-        "--sign-key",
-        rig.p("sk"),
-        "--out",
-        rig.p("b"),
-        "--frames",
-        "-",
-        "--json",
-        &v2,
-    ]);
+    let out = rig.pack_output(&["--out", rig.p("b"), "--frames", "-", "--json", &v2]);
     assert!(
         out.status.success(),
         "{}",

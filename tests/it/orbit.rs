@@ -203,17 +203,7 @@ fn stale_mirror_is_detected_and_repaired() {
         rig.p("status"),
     ]);
     assert_eq!(out.status.code(), Some(3));
-    let out = rig.run(&[
-        "ground",
-        "pack",
-        "--mirror",
-        rig.p("mirror"),
-        "--sign-key",
-        rig.p("sk"),
-        "--out",
-        rig.p("x"),
-        &v3,
-    ]);
+    let out = rig.pack_output(&["--out", rig.p("x"), &v3]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("mirror is stale"));
     assert_eq!(report(&rig)["in_step"], true);
     update(&rig, &v3, "b3", "true");

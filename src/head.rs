@@ -16,6 +16,7 @@ use std::path::Path;
 use narlink_protocol::bundle::{BundleError, BundleHeader, HEADER_LEN, MANIFEST_ZSTD};
 use narlink_protocol::manifest::{ChunkParams, Manifest, ManifestError};
 use narlink_protocol::signature::{self, PublicKey, Signature, SignatureError};
+use narlink_protocol::status::device::Reason;
 use tempfile::SpooledTempFile;
 
 use crate::chunking::PARAMS;
@@ -47,6 +48,24 @@ impl HeadError {
     /// The head matched its bundle id, so whoever made the id made it so: refusing the id
     /// for good costs no genuine bundle anything. Other errors may be transit damage or
     /// forged frames (see [`narlink_protocol::bundle`]).
+    /// The reason code a status report gives for this refusal.
+    pub fn reason(&self) -> Reason {
+        match self {
+            HeadError::Signature(SignatureError::Unsigned(_)) => Reason::Unsigned,
+            HeadError::Signature(SignatureError::Untrusted { .. }) | HeadError::NoTrust => {
+                Reason::Untrusted
+            }
+            HeadError::Signature(SignatureError::Invalid(_)) => Reason::BadSignature,
+            HeadError::Signature(_)
+            | HeadError::Bundle(_)
+            | HeadError::Manifest(_)
+            | HeadError::ManifestZstd(_)
+            | HeadError::Chunking { .. }
+            | HeadError::Truncated(_) => Reason::Malformed,
+            HeadError::Spool(_) => Reason::Other,
+        }
+    }
+
     pub fn binds_id(&self) -> bool {
         matches!(
             self,

@@ -306,6 +306,22 @@ impl NixStore {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
+    /// The generation `profile` points at and the store path it holds, read from the
+    /// profile's links without running Nix (`None`: no profile, or not a Nix profile).
+    pub fn live(&self, profile: &Path) -> Option<(u32, String)> {
+        let link = std::fs::read_link(profile).ok()?;
+        let name = link.file_name()?.to_str()?;
+        let stem = profile.file_name()?.to_str()?;
+        let generation = name
+            .strip_prefix(stem)?
+            .strip_prefix('-')?
+            .strip_suffix("-link")?
+            .parse()
+            .ok()?;
+        let target = std::fs::read_link(profile.parent()?.join(&link)).ok()?;
+        Some((generation, target.to_str()?.to_owned()))
+    }
+
     /// The profile's generations, oldest first, and which one is current.
     pub fn generations(&self, profile: &Path) -> Result<Vec<(u32, bool)>, NixError> {
         if std::fs::symlink_metadata(profile).is_err() {

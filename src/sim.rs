@@ -208,7 +208,7 @@ impl Device for StateDevice<'_> {
     }
 
     fn report(&mut self) -> Result<Vec<u8>, SimError> {
-        Ok(status::report(self.state)?.1)
+        Ok(status::report(self.state, status::Detail::Regular)?.1)
     }
 }
 

@@ -3,7 +3,9 @@
 
 use narlink_protocol::digest::hex;
 use narlink_protocol::seal::Sealed;
+use narlink_protocol::status::device::Activation;
 use narlink_protocol::status::{Phase as WirePhase, StatusReport, MAGIC};
+use narlink_protocol::storepath::unpack;
 use serde::Serialize;
 
 /// A status report as people and scripts read it.
@@ -15,6 +17,24 @@ pub struct StatusView {
     /// (group, shards still needed) for the listed unfinished groups.
     pub needs: Vec<(u32, u16)>,
     pub truncated: bool,
+    /// Why the bundle failed or was refused ("none" if it did not).
+    pub reason: String,
+    /// The live generation of the device's profile and the first 8 hash characters of the
+    /// path it holds.
+    pub live_generation: Option<u32>,
+    pub live_root: Option<String>,
+    /// How the last landing went: none, passed, rolled back, landing.
+    pub activation: String,
+    /// The newest bundle sequence the device took.
+    pub sequence: u64,
+    /// Other bundles (id prefix, 8 hex digits), newest first.
+    pub others: Vec<OtherBundle>,
+    /// Store paths garbage collection removed (first 8 hash characters).
+    pub removed: Vec<String>,
+    /// Bundles or removed paths were left out (the device's full report has them).
+    pub lists_cut: bool,
+    /// The device forgot some removed paths.
+    pub removals_lost: bool,
     /// The device id and counter of its seal, if sealed (as read: `inspect` has no key to
     /// check them with; `ground ack` does).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -23,14 +43,40 @@ pub struct StatusView {
     pub counter: Option<u32>,
 }
 
+/// Another bundle a report notes.
+#[derive(Clone, Debug, Serialize)]
+pub struct OtherBundle {
+    pub bundle: String,
+    pub phase: String,
+    pub reason: String,
+}
+
 impl StatusView {
     pub fn of(r: &StatusReport) -> StatusView {
+        let d = &r.device;
         StatusView {
             bundle: hex(&r.bundle_id),
             phase: phase_name(r.phase),
             state_digest: hex(&r.state_digest),
             needs: r.needs().collect(),
             truncated: r.is_truncated(),
+            reason: d.reason.name(),
+            live_generation: d.live.map(|l| l.generation),
+            live_root: d.live.map(|l| unpack(&l.root)),
+            activation: activation_name(d.activation),
+            sequence: d.sequence,
+            others: d
+                .others
+                .iter()
+                .map(|n| OtherBundle {
+                    bundle: hex(&n.id_prefix),
+                    phase: phase_name(n.phase),
+                    reason: n.reason.name(),
+                })
+                .collect(),
+            removed: d.removed.iter().map(|t| unpack(t)).collect(),
+            lists_cut: r.lists_cut,
+            removals_lost: r.removals_lost,
             device: None,
             counter: None,
         }
@@ -52,6 +98,35 @@ impl StatusView {
 
     pub fn render(&self) -> String {
         let mut s = self.summary();
+        if self.reason != "none" {
+            s.push_str(&format!("\n  reason: {}", self.reason));
+        }
+        match (self.live_generation, &self.live_root) {
+            (Some(g), Some(r)) => s.push_str(&format!(
+                "\n  live: generation {g} ({r}...), last activation {}",
+                self.activation
+            )),
+            _ => s.push_str(&format!(
+                "\n  live: no generation, last activation {}",
+                self.activation
+            )),
+        }
+        s.push_str(&format!("\n  newest bundle sequence taken: {}", self.sequence));
+        for o in &self.others {
+            s.push_str(&format!("\n  bundle {}...: {}", o.bundle, o.phase));
+            if o.reason != "none" {
+                s.push_str(&format!(" ({})", o.reason));
+            }
+        }
+        if !self.removed.is_empty() {
+            s.push_str(&format!(
+                "\n  {} paths removed by garbage collection",
+                self.removed.len()
+            ));
+        }
+        if self.lists_cut {
+            s.push_str("\n  (more bundles or removed paths in the device's full report)");
+        }
         for (g, n) in self.needs.iter().take(50) {
             s.push_str(&format!("\n  group {g}: {n} shards needed"));
         }
@@ -68,8 +143,19 @@ pub fn phase_name(p: WirePhase) -> String {
         WirePhase::Receiving => "receiving".into(),
         WirePhase::Decoded => "ready to import".into(),
         WirePhase::Imported => "imported".into(),
-        WirePhase::ImportFailed => "import failed".into(),
+        WirePhase::ImportFailed => "failed".into(),
+        WirePhase::Superseded => "superseded".into(),
         WirePhase::Unknown(n) => format!("unknown phase {n}"),
+    }
+}
+
+pub fn activation_name(a: Activation) -> String {
+    match a {
+        Activation::None => "none".into(),
+        Activation::Passed => "passed".into(),
+        Activation::RolledBack => "failed, rolled back".into(),
+        Activation::Landing => "under way".into(),
+        Activation::Unknown(n) => format!("unknown ({n})"),
     }
 }
 

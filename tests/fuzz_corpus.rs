@@ -34,7 +34,8 @@ use narlink_protocol::manifest::{
 use narlink_protocol::params::{CodecId, LinkParams};
 use narlink_protocol::receiver::GroupTracker;
 use narlink_protocol::signature::SecretKey;
-use narlink_protocol::status::{Phase, StatusReport};
+use narlink_protocol::status::device::{Activation, BundleNote, Live, Reason};
+use narlink_protocol::status::{self, DeviceSection, Phase, StatusReport};
 
 fn fuzz_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz")
@@ -455,6 +456,40 @@ fn status_seeds() -> Vec<(String, Vec<u8>)> {
         "tracker-report".into(),
         enc(&t.status_report(digest, Phase::Receiving)),
     ));
+    // Everything the device section can say.
+    let mut full = StatusReport::new(id, digest, Phase::ImportFailed, [(7, 2)]).expect("sorted");
+    full.device = DeviceSection {
+        live: Some(Live {
+            generation: 300,
+            root: [9, 8, 7, 6, 5],
+        }),
+        activation: Activation::RolledBack,
+        sequence: 1 << 40,
+        reason: Reason::Activation,
+        others: vec![
+            BundleNote {
+                id_prefix: [1, 2, 3, 4],
+                phase: Phase::Superseded,
+                reason: Reason::Superseded,
+            },
+            BundleNote {
+                id_prefix: [5, 6, 7, 8],
+                phase: Phase::ImportFailed,
+                reason: Reason::Unknown(99),
+            },
+        ],
+        removed: vec![[1; 5], [2; 5], [3; 5]],
+    };
+    full.lists_cut = true;
+    full.removals_lost = true;
+    seeds.push(("device-section".into(), enc(&full)));
+    // A version 1 report (no device section), as older devices send.
+    let mut v1 = enc(&r)[..37].to_vec();
+    v1[2] = 1;
+    v1.extend_from_slice(&enc(&r)[status::FIXED_LEN - 4..enc(&r).len() - 4]);
+    let crc = narlink_protocol::frame::crc32c(&v1);
+    v1.extend_from_slice(&crc.to_le_bytes());
+    seeds.push(("version-1".into(), v1));
     seeds
 }
 

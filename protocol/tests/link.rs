@@ -10,7 +10,8 @@ use narlink_protocol::params::{CodecId, Limits, LinkParams};
 use narlink_protocol::receiver::{GroupTracker, Outcome};
 use narlink_protocol::schedule::{Sender, ShardRef};
 use narlink_protocol::sim::{LinkModel, Loss, Rng};
-use narlink_protocol::status::{NeedRun, Phase, StatusReport};
+use narlink_protocol::status::device::{path_tag, Activation, BundleNote, Live, Reason};
+use narlink_protocol::status::{DeviceSection, NeedRun, Phase, StatusReport};
 
 fn bundle_bytes(len: usize, seed: u64) -> Vec<u8> {
     let mut rng = Rng::new(seed);
@@ -522,6 +523,27 @@ fn vector_reports() -> Vec<(String, Vec<u8>)> {
             "unknown-phase",
             StatusReport::new(id, digest, Phase::Unknown(77), [(4_000_000_000, 65535)]).unwrap(),
         ),
+        ("device-section", {
+            let mut r = StatusReport::new(id, digest, Phase::ImportFailed, [(2, 5)]).unwrap();
+            r.device = DeviceSection {
+                live: Some(Live {
+                    generation: 7,
+                    root: path_tag("/nix/store/0c8rsakgq2y0kqz1bmrd9xmxa6zy2z1v-hello-2.12")
+                        .unwrap(),
+                }),
+                activation: Activation::RolledBack,
+                sequence: 490_000,
+                reason: Reason::StaleBase,
+                others: vec![BundleNote {
+                    id_prefix: *b"old1",
+                    phase: Phase::Superseded,
+                    reason: Reason::Superseded,
+                }],
+                removed: vec![*b"\x01\x02\x03\x04\x05"],
+            };
+            r.lists_cut = true;
+            r
+        }),
     ];
     reports
         .into_iter()
@@ -575,7 +597,7 @@ fn frame_vectors_have_not_drifted() {
 fn status_vectors_have_not_drifted() {
     check_vectors(
         "status.txt",
-        "# Status reports, format version 1, as lowercase hex, one per line: `name: hex`.\n\
+        "# Status reports, format version 2, as lowercase hex, one per line: `name: hex`.\n\
          # Made by `vector_reports()` in protocol/tests/link.rs (bundle id \"narlink-vector-1\",\n\
          # digest \"state-digest-016\"). Regenerate with\n\
          # `NARLINK_BLESS=1 cargo test -p narlink-protocol --test link vectors` only together\n\
@@ -595,4 +617,22 @@ fn status_vectors_have_not_drifted() {
     let truncated = StatusReport::decode(&unhex(&vectors[2].1)).unwrap();
     assert!(truncated.is_truncated());
     assert!(unhex(&vectors[2].1).len() <= 74);
+    let device = StatusReport::decode(&unhex(&vectors[4].1)).unwrap();
+    assert_eq!(device.device.reason, Reason::StaleBase);
+    assert_eq!(device.device.live.unwrap().generation, 7);
+    // Version 1 reports (no device section) still decode, to the same runs.
+    let v1 = read_vectors("status-v1.txt");
+    for ((name, old), (_, new)) in v1.iter().zip(&vectors) {
+        let (old, new) = (unhex(old), unhex(new));
+        assert_eq!(old[2], 1, "{name}");
+        let old = StatusReport::decode(&old).unwrap();
+        let mut new = StatusReport::decode(&new).unwrap();
+        new.device = DeviceSection::default();
+        if name == "receiving-truncated" {
+            // Version 2's device section leaves room for fewer runs in the same budget.
+            assert!(old.runs().starts_with(new.runs()), "{name}");
+        } else {
+            assert_eq!(old, new, "{name}");
+        }
+    }
 }

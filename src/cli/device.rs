@@ -225,6 +225,10 @@ pub struct StatusArgs {
     /// mirror.
     #[arg(long)]
     inventory: Option<PathBuf>,
+    /// Write the full report: every bundle and refusal the device remembers and every path
+    /// garbage collection removed (a regular report carries the newest few).
+    #[arg(long)]
+    full: bool,
     #[arg(long)]
     json: bool,
 }
@@ -489,7 +493,12 @@ pub fn run(c: Command, progress: bool) -> anyhow::Result<ExitCode> {
         }
         Command::Status(a) => {
             let state = DeviceState::open(&a.state)?;
-            let (report, encoded) = status::report(&state)?;
+            let detail = if a.full {
+                status::Detail::Full
+            } else {
+                status::Detail::Regular
+            };
+            let (report, encoded) = status::report(&state, detail)?;
             std::fs::write(&a.out, &encoded)
                 .with_context(|| format!("writing {}", a.out.display()))?;
             if let Some(inv) = &a.inventory {

@@ -22,9 +22,22 @@ pub enum Command {
     Ack(AckArgs),
     /// Emit exactly the frames a status report says each unfinished group still needs.
     Resend(ResendArgs),
+    /// Withdraw a bundle in flight: nothing of it is sent any more, and packing is no longer
+    /// held back by it (the next bundle supersedes it on the device).
+    Cancel(CancelArgs),
     /// Give the mirror the device's key (its provisioning file, from `device identity
     /// --export`), or a new one after the device was set up again.
     DeviceKey(DeviceKeyArgs),
+}
+
+#[derive(Args)]
+pub struct CancelArgs {
+    #[arg(long)]
+    mirror: PathBuf,
+    /// The bundle's id, or enough of its first hex digits to name one.
+    bundle: String,
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -77,8 +90,17 @@ pub struct PackArgs {
     #[arg(long)]
     store: Option<String>,
     /// Sign the manifest with this secret key (Nix format: `nix-store --generate-binary-cache-key`).
-    #[arg(long)]
+    #[arg(long, required_unless_present = "unsigned")]
     sign_key: Option<PathBuf>,
+    /// Make an unsigned bundle: devices refuse it unless they were set up with
+    /// --allow-unsigned (tests only).
+    #[arg(long, conflicts_with = "sign_key")]
+    unsigned: bool,
+    /// Replace the bundles still in flight: the new one is planned against the acknowledged
+    /// state and carries everything they did (without this, packing while one is in flight
+    /// is refused).
+    #[arg(long)]
+    supersede: bool,
     /// Compress every new chunk on its own: no zstd deltas or patches against data on board
     /// (the device then never reads its store to decode a payload).
     #[arg(long)]
@@ -208,6 +230,7 @@ pub fn run(c: Command, progress: bool) -> anyhow::Result<ExitCode> {
                 zstd_level: a.level,
                 derivers: a.keep_derivers,
                 deltas: !a.no_deltas,
+                supersede: a.supersede,
                 sign_key,
                 progress,
                 ..Default::default()
@@ -296,6 +319,16 @@ pub fn run(c: Command, progress: bool) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::from(3));
             }
         }
+        Command::Cancel(a) => {
+            let mirror = Mirror::open(&a.mirror)?;
+            let r = narlink::ground::bundles::cancel(&mirror, &a.bundle)?;
+            output(a.json, &r, || {
+                format!(
+                    "bundle {} (sequence {}) cancelled: nothing of it is sent any more",
+                    r.bundle, r.sequence
+                )
+            })?;
+        }
         Command::DeviceKey(a) => {
             let secret = read_device_key(&a.file)?;
             let mirror = Mirror::open(&a.mirror)?;
@@ -320,6 +353,7 @@ pub fn run(c: Command, progress: bool) -> anyhow::Result<ExitCode> {
                 .with_context(|| format!("status report {}", a.status.display()))?;
             let mirror = Mirror::open(&a.mirror)?;
             let id = report.bundle_id;
+            narlink::ground::bundles::check_sendable(&mirror, &id)?;
             let rec = mirror.send_record(&id)?.with_context(|| {
                 format!(
                     "the mirror has no bundle {} to resend: it was not packed here",

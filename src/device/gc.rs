@@ -52,6 +52,8 @@ pub fn gc(state: &DeviceState, store: &NixStore, opts: &GcOptions) -> Result<GcR
             report.removed_from_index.push(p);
         }
     }
+    // The next reports name them, so the ground's mirror follows without an inventory.
+    state.note_removed(&tx, &report.removed_from_index)?;
     state.db.commit(tx)?;
     let indexed = index_into(&state.db, store, &infos, true, opts.progress)?;
     report.added_to_index = indexed.paths;

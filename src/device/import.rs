@@ -22,6 +22,7 @@ use crate::progress::Progress;
 use crate::state::device::{BundleRecord, DeviceState, Phase};
 use crate::state::{PathRecord, StateError};
 use narlink_protocol::digest::hex;
+use narlink_protocol::status::device::Reason;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ImportError {
@@ -58,6 +59,22 @@ pub enum ImportError {
     Landing(#[from] super::activate::ActivateError),
     #[error(transparent)]
     State(#[from] StateError),
+}
+
+impl ImportError {
+    /// The reason code a status report gives for this failure.
+    pub fn reason(&self) -> Reason {
+        match self {
+            ImportError::Incomplete { .. } => Reason::None,
+            ImportError::StaleBase { .. } | ImportError::Order { .. } => Reason::StaleBase,
+            ImportError::Verify { .. } => Reason::Verify,
+            ImportError::Nix { .. } => Reason::Nix,
+            ImportError::Replay { .. } => Reason::Replayed,
+            ImportError::NixQuery(_) | ImportError::Landing(_) | ImportError::State(_) => {
+                Reason::Other
+            }
+        }
+    }
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
@@ -116,6 +133,7 @@ pub fn import_all(
                         &BundleRecord {
                             phase: Phase::Failed,
                             note: e.to_string(),
+                            reason: e.reason().to_u8(),
                             ..rec
                         },
                     )?;
@@ -276,6 +294,9 @@ fn import_bundle(
             super::activate::begin(state, store, &tx, id, root, plan)?;
         }
         state.note_sequence(&tx, manifest.sequence)?;
+        // The ground planned this bundle against the device's state (`check_base`), so it
+        // knows every removal before it.
+        state.clear_removed(&tx)?;
         for p in &manifest.payloads {
             state.unstage(&tx, &p.chunk)?;
         }
@@ -285,6 +306,7 @@ fn import_bundle(
             &BundleRecord {
                 phase: Phase::Imported,
                 note: String::new(),
+                reason: 0,
                 ..rec.clone()
             },
         )?;

@@ -863,6 +863,7 @@ impl LinkReceiver<'_> {
         let refusal = Refusal {
             seq,
             reason: reason.clone(),
+            code: why.reason().to_u8(),
         };
         // A refused id forgotten that comes back costs its head once more, nothing else.
         for old in self.state.refuse(&tx, &id, &refusal, MAX_REFUSALS)? {

@@ -240,6 +240,7 @@ fn work(
     land(&state, &store, &mut report)?;
     let mut rx_link = LinkReceiver::open(&state)?;
     let mut last_status = Instant::now() - opts.status_every;
+    let mut reports = 0u64;
     loop {
         // Block for the first frame (or wake up for a scheduled status report), then take
         // whatever else is already waiting: one durable commit for the batch.
@@ -298,7 +299,14 @@ fn work(
                 || batch > 0 && last_status.elapsed() >= Duration::from_millis(200)
                 || last_status.elapsed() >= opts.status_every
             {
-                let (_, bytes) = super::status::report(&state)?;
+                // Every 16th report is a full one (protocol/SPEC.md, "Status report").
+                reports += 1;
+                let detail = if reports % 16 == 1 {
+                    super::status::Detail::Full
+                } else {
+                    super::status::Detail::Regular
+                };
+                let (_, bytes) = super::status::report(&state, detail)?;
                 write_atomically(path, &bytes).map_err(|source| ListenError::Status {
                     path: path.clone(),
                     source,

@@ -7,6 +7,7 @@ use std::io::{self, Read};
 
 use narlink_protocol::bundle::BundleId;
 use narlink_protocol::manifest::{resolve_in, Manifest, Payload};
+use narlink_protocol::status::device::Reason;
 use narlink_protocol::storepath::PathSet;
 use serde::Serialize;
 
@@ -39,6 +40,17 @@ pub enum ReceiveError {
 }
 
 impl ReceiveError {
+    /// The reason code a status report gives for this refusal.
+    pub fn reason(&self) -> Reason {
+        match self {
+            ReceiveError::Head(e) => e.reason(),
+            ReceiveError::Replay { .. } => Reason::Replayed,
+            ReceiveError::Superseded { .. } => Reason::Superseded,
+            ReceiveError::Announced { .. } | ReceiveError::Truncated(_) => Reason::Malformed,
+            ReceiveError::State(_) => Reason::Other,
+        }
+    }
+
     /// Whether the bundle's own signed content (or lack of it) is the reason: see
     /// [`HeadError::binds_id`].
     pub fn binds_id(&self) -> bool {
@@ -126,6 +138,7 @@ pub fn check_sequence(
             let rec = BundleRecord {
                 phase: Phase::Superseded,
                 note,
+                reason: Reason::Superseded.to_u8(),
                 ..rec
             };
             state.put_bundle(&tx, &other, &rec)?;
@@ -245,6 +258,7 @@ pub fn begin_bundle(
             phase: Phase::Receiving,
             note: String::new(),
             seq,
+            reason: 0,
         },
     )?;
     state.db.commit(tx)?;

@@ -1,15 +1,21 @@
 //! `ground ack`: fold a device status report into the mirror.
 //!
-//! The report's state digest is compared with the mirror's. If the device reports a bundle
-//! imported and its digest is the state that bundle leads to, the bundle's paths join the
-//! mirror. Any other mismatch means the mirror is stale: it is never trusted silently.
+//! The report's state digest is compared with the mirror's. If the device reports bundles
+//! imported and paths removed, and its digest is the state they lead to, the mirror follows.
+//! Any other mismatch means the mirror is stale: it is never trusted silently.
 
+use std::collections::BTreeSet;
+
+use narlink_protocol::bundle::BundleId;
 use narlink_protocol::digest::{short, state_digest};
+use narlink_protocol::manifest::Manifest;
+use narlink_protocol::status::device::Reason;
 use narlink_protocol::status::{Phase, StatusError, StatusReport};
+use narlink_protocol::storepath::{Lookup, PathSet};
 use serde::Serialize;
 
 use super::downlink::{self, DownlinkError};
-use crate::state::mirror::{DownlinkKeys, Mirror};
+use crate::state::mirror::{DownlinkKeys, LastReport, Mirror, Standing};
 use crate::state::StateError;
 use crate::status_view::StatusView;
 use narlink_protocol::digest::hex;
@@ -32,8 +38,10 @@ pub enum AckError {
 pub struct AckReport {
     /// The mirror now matches the device.
     pub in_step: bool,
-    /// The bundle whose paths were folded in, if any.
-    pub applied: Option<String>,
+    /// The bundles whose paths were folded in.
+    pub applied: Vec<String>,
+    /// Paths that left the mirror because the device removed them.
+    pub removed: usize,
     pub device_digest: String,
     pub mirror_digest: String,
     pub report: StatusView,
@@ -44,6 +52,8 @@ pub struct AckReport {
 /// A status report (and the inventory sent with it) whose seals were checked.
 pub struct Checked {
     report: StatusReport,
+    /// The report as it came.
+    raw: Vec<u8>,
     device: narlink_protocol::seal::DeviceId,
     counter: u32,
     /// The inventory's paths and counter.
@@ -62,11 +72,11 @@ impl Checked {
 /// of the same state. Reads nothing else and writes nothing: a refusal changes nothing.
 pub fn check(
     keys: &DownlinkKeys,
-    report: &[u8],
+    report_bytes: &[u8],
     inventory: Option<&[u8]>,
 ) -> Result<Checked, AckError> {
     let bare = |b: &[u8]| StatusReport::decode(b).is_ok();
-    let sealed = downlink::open(keys, report, "status report", false, bare)?;
+    let sealed = downlink::open(keys, report_bytes, "status report", false, bare)?;
     let (device, counter) = (sealed.device, sealed.counter);
     let report = StatusReport::decode(sealed.payload)?;
     let inventory = match inventory {
@@ -91,52 +101,125 @@ pub fn check(
     };
     Ok(Checked {
         report,
+        raw: report_bytes.to_vec(),
         device,
         counter,
         inventory,
     })
 }
 
-/// Fold a checked status report into the mirror, and take its counter (and the
-/// inventory's).
+/// Fold a checked status report into the mirror, in one commit: the bundles it reports
+/// imported join the mirror and the paths it reports removed leave it, if and only if the
+/// result is the state the device reported; the ground's record of each bundle follows the
+/// report; the report, its counter and the device's newest sequence are kept.
 pub fn ack(mirror: &Mirror, checked: &Checked) -> Result<AckReport, AckError> {
     let r = &checked.report;
-    let mut applied = None;
-    let paths: std::collections::BTreeSet<String> = mirror.db.paths()?.into_iter().collect();
-    let mut mirror_digest = short(&state_digest(paths.iter().map(String::as_str)));
-    if r.state_digest != mirror_digest && r.phase == Phase::Imported {
-        if let Some(m) = mirror.pending(&r.bundle_id)? {
-            // The state the bundle leads to: the mirror's paths and the bundle's.
-            let mut target = paths;
-            target.extend(m.paths.iter().map(|p| p.store_path.clone()));
-            let target = short(&state_digest(target.iter().map(String::as_str)));
-            if target == r.state_digest && m.base_digest == mirror_digest {
-                mirror.apply(&r.bundle_id, &m)?;
-                applied = Some(hex(&r.bundle_id));
-                // The mirror now holds exactly the target.
-                mirror_digest = target;
-            }
-        }
+    let paths: BTreeSet<String> = mirror.db.paths()?.into_iter().collect();
+    let mut mirror_digest = digest_of(&paths);
+    let imported: Vec<(BundleId, Manifest)> = mirror
+        .pending_all()?
+        .into_iter()
+        .filter(|(id, _)| said(r, id).is_some_and(|(p, _)| p == Phase::Imported))
+        .collect();
+    // The state the report describes, if the mirror's view is right: its paths, those of
+    // the bundles imported, less those removed.
+    let mut target = paths.clone();
+    for (_, m) in &imported {
+        target.extend(m.paths.iter().map(|p| p.store_path.clone()));
+    }
+    let names = PathSet::new(&target);
+    let removed: Vec<String> = r
+        .device
+        .removed
+        .iter()
+        .filter_map(|t| match names.lookup(t) {
+            Lookup::Unique(p) => Some(p.to_owned()),
+            _ => None,
+        })
+        .collect();
+    for p in &removed {
+        target.remove(p);
+    }
+    let target_digest = digest_of(&target);
+    let tx = mirror.db.begin_write()?;
+    let mut applied = Vec::new();
+    let mut removed_applied = 0;
+    if target_digest == r.state_digest && target_digest != mirror_digest {
+        mirror.fold(&tx, &imported, &removed)?;
+        applied = imported.iter().map(|(id, _)| hex(id)).collect();
+        removed_applied = paths.iter().filter(|p| !target.contains(*p)).count();
+        mirror_digest = target_digest;
     }
     let in_step = r.state_digest == mirror_digest;
+    // The newest bundle the device imported: every older one can never import.
+    let newest_imported = imported
+        .iter()
+        .filter(|(id, _)| applied.contains(&hex(id)))
+        .map(|(_, m)| m.sequence)
+        .max();
+    for (id, mut b) in mirror.ground_bundles()? {
+        let before = (b.standing, b.reason);
+        match said(r, &id) {
+            Some((Phase::Imported, _)) => b.standing = Standing::Imported,
+            Some((Phase::ImportFailed, why)) => (b.standing, b.reason) = (Standing::Failed, why.to_u8()),
+            Some((Phase::Superseded, why)) => (b.standing, b.reason) = (Standing::Superseded, why.to_u8()),
+            _ => {}
+        }
+        if newest_imported.is_some_and(|n| b.sequence < n) && b.standing != Standing::Imported {
+            b.standing = Standing::Superseded;
+            mirror.forget_pending(&tx, &id)?;
+        }
+        if (b.standing, b.reason) != before {
+            mirror.put_ground_bundle(&tx, &id, &b)?;
+        }
+    }
     // Remember a mismatch: `ground pack` refuses a stale mirror until it is rebuilt.
-    mirror.set_stale(if in_step { None } else { Some(&r.state_digest) })?;
+    mirror.put_stale(&tx, if in_step { None } else { Some(&r.state_digest) })?;
     let counter = checked
         .inventory
         .as_ref()
         .map_or(checked.counter, |(_, n)| *n);
-    mirror.set_downlink_counter(counter)?;
+    mirror.put_downlink_counter(&tx, counter)?;
+    mirror.raise_sequence(&tx, r.device.sequence)?;
+    let received_at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    mirror.put_last_report(
+        &tx,
+        &LastReport {
+            bytes: checked.raw.clone(),
+            received_at,
+        },
+    )?;
+    mirror.db.commit(tx)?;
     let mut report = StatusView::of(r);
     report.device = Some(hex(&checked.device));
     report.counter = Some(checked.counter);
     Ok(AckReport {
         in_step,
         applied,
+        removed: removed_applied,
         device_digest: hex(&r.state_digest),
         mirror_digest: hex(&mirror_digest),
         report,
         resync: None,
     })
+}
+
+fn digest_of(paths: &BTreeSet<String>) -> [u8; 16] {
+    short(&state_digest(paths.iter().map(String::as_str)))
+}
+
+/// What report `r` says of bundle `id`: its own bundle in full, the others by id prefix.
+fn said(r: &StatusReport, id: &BundleId) -> Option<(Phase, Reason)> {
+    if *id == r.bundle_id {
+        return Some((r.phase, r.device.reason));
+    }
+    r.device
+        .others
+        .iter()
+        .find(|n| id.starts_with(&n.id_prefix))
+        .map(|n| (n.phase, n.reason))
 }
 
 impl AckReport {
@@ -153,8 +236,14 @@ impl AckReport {
                 rs.unknown_to_ground.len()
             ));
         }
-        if let Some(b) = &self.applied {
+        for b in &self.applied {
             s.push_str(&format!("\nbundle {b} folded into the mirror"));
+        }
+        if self.removed > 0 {
+            s.push_str(&format!(
+                "\n{} paths the device's garbage collection removed left the mirror",
+                self.removed
+            ));
         }
         if self.in_step {
             s.push_str(&format!(

@@ -2,6 +2,7 @@
 
 pub mod ack;
 pub mod bsdiff;
+pub mod bundles;
 pub mod delta;
 pub mod downlink;
 pub mod init;

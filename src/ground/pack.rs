@@ -24,7 +24,7 @@ use crate::normalize::{self, hash_list, Normalizer};
 use crate::onboard::OnBoard;
 use crate::payload;
 use crate::progress::{self, Progress};
-use crate::state::mirror::Mirror;
+use crate::state::mirror::{GroundBundle, Mirror, Standing};
 use crate::state::StateError;
 
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +53,10 @@ pub enum PackError {
     },
     #[error("the mirror is stale: the device last reported state {0}, which is not what the mirror holds; rebuild it with `narlink ground ack --inventory FILE` before packing")]
     Stale(String),
+    #[error("bundle {0} is still in flight (the device has not reported it imported, failed or superseded): acknowledge the device's next report first (`ground ack`), withdraw it (`ground cancel`), or pack with --supersede to replace it (the new bundle then carries everything it did)")]
+    InFlight(String),
+    #[error("the device reports generation {generation} live, holding {root}..., which this mirror does not hold: the mirror was made from other roots than the device runs; make it again from the device's inventory (`ground ack --inventory FILE`)")]
+    RootsMismatch { generation: u32, root: String },
     #[error("the references of the new paths form a cycle through {0}")]
     Cycle(String),
     #[error(transparent)]
@@ -73,6 +77,8 @@ pub struct PackOptions {
     /// Send each path's deriver (the `.drv` it was built from). Off by default: a device
     /// holds no derivations, and a deriver is ~50 incompressible bytes per path.
     pub derivers: bool,
+    /// Replace the bundles still in flight (else packing while one is in flight is refused).
+    pub supersede: bool,
     pub progress: bool,
 }
 
@@ -83,6 +89,7 @@ impl Default for PackOptions {
             sign_key: None,
             deltas: true,
             derivers: false,
+            supersede: false,
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             progress: true,
         }
@@ -124,9 +131,7 @@ pub fn pack(
     out: &Path,
     opts: &PackOptions,
 ) -> Result<PackReport, PackError> {
-    if let Some(d) = mirror.stale()? {
-        return Err(PackError::Stale(hex(&d)));
-    }
+    check_mirror(mirror, opts)?;
     let roots = store.resolve_roots(roots)?;
     let closure = store.closure(&roots)?;
     let on_board: BTreeSet<String> = mirror.db.paths()?.into_iter().collect();
@@ -366,8 +371,48 @@ pub fn pack(
         path: out.to_owned(),
         source: e.error,
     })?;
-    mirror.commit_pending(&header.id())?;
+    let packed = GroundBundle {
+        sequence: manifest.sequence,
+        packed_at: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+        standing: Standing::InFlight,
+        reason: 0,
+        bundle_len: header.total_len(),
+    };
+    mirror.commit_pending(&header.id(), &packed)?;
     Ok(report)
+}
+
+/// Whether the mirror may be packed against: not stale, holding what the device last
+/// reported live, and no bundle in flight (unless it is to be superseded).
+fn check_mirror(mirror: &Mirror, opts: &PackOptions) -> Result<(), PackError> {
+    if let Some(d) = mirror.stale()? {
+        return Err(PackError::Stale(hex(&d)));
+    }
+    let last = mirror.last_report()?;
+    let report = last.as_ref().and_then(|l| {
+        let payload = crate::status_view::unseal(&l.bytes).0;
+        narlink_protocol::status::StatusReport::decode(payload).ok()
+    });
+    if let Some(live) = report.and_then(|r| r.device.live) {
+        let names = PathSet::new(mirror.db.paths()?);
+        if names.lookup(&live.root) == narlink_protocol::storepath::Lookup::Missing {
+            return Err(PackError::RootsMismatch {
+                generation: live.generation,
+                root: narlink_protocol::storepath::unpack(&live.root),
+            });
+        }
+    }
+    // With --supersede, `commit_pending` marks them superseded once the new bundle exists.
+    let in_flight = mirror
+        .ground_bundles()?
+        .into_iter()
+        .find(|(_, b)| b.standing == Standing::InFlight);
+    match in_flight {
+        Some((id, _)) if !opts.supersede => Err(PackError::InFlight(hex(&id))),
+        _ => Ok(()),
+    }
 }
 
 /// The bytes of a bundle before its payloads, and its header: the header, the manifest's wire

@@ -11,11 +11,14 @@
 //!   keyed by chunk id, small pieces would share leaves with older ones at random and rewrite
 //!   them (`benches/scripts/flash_wear.sh`).
 //! - `bundles`: bundle id → [`BundleRecord`] (postcard).
+//! - meta `removed`: the store paths garbage collection removed that the ground may not know
+//!   of yet ([`RemovedLog`]), reported so the ground's mirror follows without an inventory.
 
 use std::path::Path;
 
 use narlink_protocol::bundle::BundleId;
 use narlink_protocol::manifest::{ChunkId, Encoding, Manifest, Payload};
+use narlink_protocol::status::device::Reason;
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
@@ -63,6 +66,18 @@ pub struct BundleRecord {
     pub note: String,
     /// Monotonic arrival order, to import bundles in the order they came.
     pub seq: u64,
+    /// Why it failed or will not be imported: a `status::device::Reason` code (0: it did
+    /// not).
+    pub reason: u8,
+}
+
+/// A bundle record as narlink wrote it before reason codes.
+#[derive(Deserialize)]
+struct BundleRecordV1 {
+    manifest: Vec<u8>,
+    phase: Phase,
+    note: String,
+    seq: u64,
 }
 
 pub struct DeviceState {
@@ -421,7 +436,23 @@ impl StagedReader {
 }
 
 fn decode_bundle(bytes: &[u8]) -> Result<BundleRecord, StateError> {
-    postcard::from_bytes(bytes).map_err(|_| StateError::Corrupt("bundle record".into()))
+    if let Ok(r) = postcard::from_bytes::<BundleRecord>(bytes) {
+        return Ok(r);
+    }
+    let old: BundleRecordV1 =
+        postcard::from_bytes(bytes).map_err(|_| StateError::Corrupt("bundle record".into()))?;
+    let reason = match old.phase {
+        Phase::Superseded => Reason::Superseded,
+        Phase::Failed => Reason::Other,
+        _ => Reason::None,
+    };
+    Ok(BundleRecord {
+        manifest: old.manifest,
+        phase: old.phase,
+        note: old.note,
+        seq: old.seq,
+        reason: reason.to_u8(),
+    })
 }
 
 impl BundleRecord {
@@ -613,11 +644,7 @@ impl DeviceState {
     /// Record `l`, within `tx`.
     pub fn put_landing(&self, tx: &Tx, l: &Landing) -> Result<(), StateError> {
         let bytes = postcard::to_allocvec(l).unwrap_or_default();
-        tx.0.open_table(super::META)
-            .ctx(&self.db.file)?
-            .insert("landing", bytes.as_slice())
-            .ctx(&self.db.file)?;
-        Ok(())
+        self.db.put_meta(tx, "landing", &bytes)
     }
 
     /// Record `l` in a commit of its own (durable before the next step starts).
@@ -625,5 +652,53 @@ impl DeviceState {
         let tx = self.db.begin_write()?;
         self.put_landing(&tx, l)?;
         self.db.commit(tx)
+    }
+}
+
+/// Store paths that left the device (garbage collection) since the ground last planned a
+/// bundle against the device's state: every report names them (protocol/SPEC.md, "Status
+/// report"), so the ground's mirror can follow a GC without an inventory.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemovedLog {
+    pub paths: Vec<String>,
+    /// Older entries were forgotten to keep the log within [`RemovedLog::MAX`].
+    pub lost: bool,
+}
+
+impl RemovedLog {
+    /// Paths the log keeps; an inventory is the way back beyond that.
+    pub const MAX: usize = 4096;
+}
+
+impl DeviceState {
+    /// The log of removed paths.
+    pub fn removed_log(&self) -> Result<RemovedLog, StateError> {
+        self.db
+            .meta("removed")?
+            .map(|b| postcard::from_bytes(&b).map_err(|_| StateError::Corrupt("removed log".into())))
+            .transpose()
+            .map(Option::unwrap_or_default)
+    }
+
+    /// Add `paths` to the log of removed paths, within `tx`.
+    pub fn note_removed(&self, tx: &Tx, paths: &[String]) -> Result<(), StateError> {
+        let mut log = self.removed_log()?;
+        log.paths.extend(paths.iter().cloned());
+        if log.paths.len() > RemovedLog::MAX {
+            let extra = log.paths.len() - RemovedLog::MAX;
+            log.paths.drain(..extra);
+            log.lost = true;
+        }
+        self.put_removed(tx, &log)
+    }
+
+    /// Empty the log, within `tx`: the ground planned against the state that follows it.
+    pub fn clear_removed(&self, tx: &Tx) -> Result<(), StateError> {
+        self.put_removed(tx, &RemovedLog::default())
+    }
+
+    fn put_removed(&self, tx: &Tx, log: &RemovedLog) -> Result<(), StateError> {
+        let bytes = postcard::to_allocvec(log).unwrap_or_default();
+        self.db.put_meta(tx, "removed", &bytes)
     }
 }

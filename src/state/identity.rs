@@ -21,8 +21,6 @@ use super::{io_err, write_durably, StateError};
 
 pub const KEY_FILE: &str = "device-key";
 pub const COUNTER_FILE: &str = "downlink-counter";
-/// 2026-01-01T00:00:00Z in Unix seconds.
-const COUNTER_EPOCH: u64 = 1_767_225_600;
 
 /// The device secret in `dir`, made (from the kernel's random source) if there is none yet.
 /// Returns it and whether it was made now.
@@ -78,10 +76,7 @@ impl DeviceState {
             // A damaged counter file: the clock floor below still keeps the counter rising.
             Ok(text) => text.trim().parse().unwrap_or(0),
         };
-        let minutes = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs().saturating_sub(COUNTER_EPOCH) / 60);
-        let next = (last + 1).max(minutes);
+        let next = (last + 1).max(super::clock_minutes());
         let counter = u32::try_from(next)
             .map_err(|_| StateError::Corrupt(format!("{}: counter past 2^32", path.display())))?;
         write_durably(&path, format!("{counter}\n").as_bytes(), 0o644)?;

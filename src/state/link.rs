@@ -100,6 +100,26 @@ impl LinkRecord {
 pub struct Refusal {
     pub seq: u64,
     pub reason: String,
+    /// The reason as a `status::device::Reason` code, for the status report.
+    pub code: u8,
+}
+
+/// A refusal as narlink wrote it before reason codes.
+#[derive(Deserialize)]
+struct RefusalV1 {
+    seq: u64,
+    reason: String,
+}
+
+fn decode_refusal(bytes: &[u8]) -> Option<Refusal> {
+    postcard::from_bytes(bytes).ok().or_else(|| {
+        let old: RefusalV1 = postcard::from_bytes(bytes).ok()?;
+        Some(Refusal {
+            seq: old.seq,
+            reason: old.reason,
+            code: narlink_protocol::status::device::Reason::Other.to_u8(),
+        })
+    })
 }
 
 /// What the journal holds at open.
@@ -112,6 +132,27 @@ pub struct Journal {
 }
 
 impl DeviceState {
+    /// The bundles refused for good that the device remembers, oldest first (read only: the
+    /// table may not exist yet).
+    pub fn refusals(&self) -> Result<Vec<(BundleId, Refusal)>, StateError> {
+        let file = &self.db.file;
+        let tx = self.db.db.begin_read().ctx(file)?;
+        let t = match tx.open_table(REFUSED) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(e).ctx(file),
+        };
+        let mut v = Vec::new();
+        for e in t.iter().ctx(file)? {
+            let (k, val) = e.ctx(file)?;
+            if let Some(r) = decode_refusal(val.value()) {
+                v.push((*k.value(), r));
+            }
+        }
+        v.sort_by_key(|(_, r)| r.seq);
+        Ok(v)
+    }
+
     /// Open the journal (creating its tables, dropping those of earlier formats) and read
     /// its refusals and session records.
     pub fn journal(&self) -> Result<Journal, StateError> {
@@ -300,7 +341,7 @@ impl DeviceState {
         let mut all: Vec<(u64, BundleId)> = Vec::new();
         for e in t.iter().ctx(file)? {
             let (k, v) = e.ctx(file)?;
-            let seq = postcard::from_bytes::<Refusal>(v.value()).map_or(0, |r| r.seq);
+            let seq = decode_refusal(v.value()).map_or(0, |r| r.seq);
             all.push((seq, *k.value()));
         }
         all.sort();

@@ -110,9 +110,9 @@ impl Mirror {
         self.db.set_meta("device-secret", secret)
     }
 
-    /// Record the counter of the last downlink message this mirror took.
-    pub fn set_downlink_counter(&self, counter: u32) -> Result<(), StateError> {
-        self.db.set_meta("downlink-counter", &counter.to_le_bytes())
+    /// Record the counter of the last downlink message this mirror took, within `tx`.
+    pub fn put_downlink_counter(&self, tx: &super::Tx, counter: u32) -> Result<(), StateError> {
+        self.db.put_meta(tx, "downlink-counter", &counter.to_le_bytes())
     }
 
     /// Remember a packed bundle until the device acknowledges it, with its full chunk lists
@@ -127,9 +127,19 @@ impl Mirror {
         self.db.commit(tx)
     }
 
-    /// File the provisional pending manifest under the bundle's id.
-    pub fn commit_pending(&self, id: &BundleId) -> Result<(), StateError> {
+    /// File the provisional pending manifest under the bundle's id, record the bundle as
+    /// `packed`, and every other bundle still in flight as superseded by it (the new one was
+    /// planned against the acknowledged state, so it carries what they did).
+    pub fn commit_pending(&self, id: &BundleId, packed: &GroundBundle) -> Result<(), StateError> {
+        let older = self.ground_bundles()?;
         let tx = self.db.begin_write()?;
+        for (other, mut b) in older {
+            if b.standing == Standing::InFlight {
+                b.standing = Standing::Superseded;
+                self.put_ground_bundle(&tx, &other, &b)?;
+            }
+        }
+        self.put_ground_bundle(&tx, id, packed)?;
         {
             let mut t = tx.0.open_table(PENDING).ctx(&self.db.file)?;
             let v = t
@@ -224,14 +234,12 @@ impl Mirror {
 }
 
 impl Mirror {
-    /// The next bundle sequence number for this device (persisted, strictly increasing).
+    /// The next bundle sequence number for this device (persisted, strictly increasing):
+    /// above the last one packed here, the newest the device reported taking, and the minutes
+    /// since 2026-01-01 (so a mirror made again never repeats one, even before the device's
+    /// first report reaches it).
     pub fn next_sequence(&self) -> Result<u64, StateError> {
-        let last = self
-            .db
-            .meta("sequence")?
-            .and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok())
-            .map_or(0, u64::from_le_bytes);
-        let next = last + 1;
+        let next = (self.last_sequence()? + 1).max(super::clock_minutes());
         self.db.set_meta("sequence", &next.to_le_bytes())?;
         Ok(next)
     }
@@ -258,8 +266,15 @@ impl Mirror {
 impl Mirror {
     /// Record that the device reported another state than the mirror's (or clear it).
     pub fn set_stale(&self, device_digest: Option<&[u8; 16]>) -> Result<(), StateError> {
+        let tx = self.db.begin_write()?;
+        self.put_stale(&tx, device_digest)?;
+        self.db.commit(tx)
+    }
+
+    /// [`set_stale`](Self::set_stale), within `tx`.
+    pub fn put_stale(&self, tx: &super::Tx, device_digest: Option<&[u8; 16]>) -> Result<(), StateError> {
         self.db
-            .set_meta("stale", device_digest.map_or(&[][..], |d| &d[..]))
+            .put_meta(tx, "stale", device_digest.map_or(&[][..], |d| &d[..]))
     }
 
     /// The device state digest of the last report that disagreed with the mirror, if the
@@ -269,5 +284,174 @@ impl Mirror {
             .db
             .meta("stale")?
             .and_then(|b| <[u8; 16]>::try_from(b.as_slice()).ok()))
+    }
+}
+
+/// What the ground knows of each bundle it packed for this device.
+const GROUND_BUNDLES: TableDefinition<&[u8; 16], &[u8]> = TableDefinition::new("ground_bundles");
+
+/// Where a packed bundle stands, as far as the ground knows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Standing {
+    /// Packed and being sent; the device has not reported it settled.
+    InFlight,
+    /// The device imported it and the mirror holds its paths.
+    Imported,
+    /// The device refused it or its import failed (see the reason).
+    Failed,
+    /// A newer bundle replaced it (packed with `--supersede`, or the device said so).
+    Superseded,
+    /// Withdrawn by `ground cancel`.
+    Cancelled,
+}
+
+impl Standing {
+    pub fn name(self) -> &'static str {
+        match self {
+            Standing::InFlight => "in flight",
+            Standing::Imported => "imported",
+            Standing::Failed => "failed",
+            Standing::Superseded => "superseded",
+            Standing::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// A bundle the ground packed for this device.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct GroundBundle {
+    pub sequence: u64,
+    /// Seconds since the Unix epoch.
+    pub packed_at: u64,
+    pub standing: Standing,
+    /// The `status::device::Reason` code the device gave, 0 if none.
+    pub reason: u8,
+    /// Bytes of the bundle file.
+    pub bundle_len: u64,
+}
+
+/// The last status report a mirror took, as it came (sealed), and when.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct LastReport {
+    pub bytes: Vec<u8>,
+    /// Seconds since the Unix epoch.
+    pub received_at: u64,
+}
+
+impl Mirror {
+    /// Every bundle packed here, oldest (lowest sequence) first.
+    pub fn ground_bundles(&self) -> Result<Vec<(BundleId, GroundBundle)>, StateError> {
+        let file = &self.db.file;
+        let tx = self.db.db.begin_read().ctx(file)?;
+        let t = match tx.open_table(GROUND_BUNDLES) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(e).ctx(file),
+        };
+        let mut v = Vec::new();
+        for e in redb::ReadableTable::iter(&t).ctx(file)? {
+            let (k, val) = e.ctx(file)?;
+            let b: GroundBundle = postcard::from_bytes(val.value())
+                .map_err(|_| StateError::Corrupt("ground bundle record".into()))?;
+            v.push((*k.value(), b));
+        }
+        v.sort_by_key(|(_, b)| b.sequence);
+        Ok(v)
+    }
+
+    /// Record what the ground knows of bundle `id`, within `tx`.
+    pub fn put_ground_bundle(
+        &self,
+        tx: &super::Tx,
+        id: &BundleId,
+        b: &GroundBundle,
+    ) -> Result<(), StateError> {
+        let bytes = postcard::to_allocvec(b).unwrap_or_default();
+        tx.0.open_table(GROUND_BUNDLES)
+            .ctx(&self.db.file)?
+            .insert(id, bytes.as_slice())
+            .ctx(&self.db.file)?;
+        Ok(())
+    }
+
+    /// Every pending manifest (bundles packed whose paths the mirror does not hold yet).
+    pub fn pending_all(&self) -> Result<Vec<(BundleId, Manifest)>, StateError> {
+        let tx = self.db.db.begin_read().ctx(&self.db.file)?;
+        let t = tx.open_table(PENDING).ctx(&self.db.file)?;
+        let mut v = Vec::new();
+        for e in redb::ReadableTable::iter(&t).ctx(&self.db.file)? {
+            let (k, val) = e.ctx(&self.db.file)?;
+            if *k.value() == PROVISIONAL {
+                continue;
+            }
+            let m = Manifest::from_bytes(val.value())
+                .map_err(|e| StateError::Corrupt(format!("pending manifest: {e}")))?;
+            v.push((*k.value(), m));
+        }
+        Ok(v)
+    }
+
+    /// Within `tx`: add the paths of the bundles `imported` (and forget them as pending),
+    /// then remove the paths `removed`.
+    pub fn fold(
+        &self,
+        tx: &super::Tx,
+        imported: &[(BundleId, Manifest)],
+        removed: &[String],
+    ) -> Result<(), StateError> {
+        for (id, m) in imported {
+            for p in &m.paths {
+                if !self.db.has_path(&p.store_path)? {
+                    self.db.add_path(tx, &p.store_path, &PathRecord::from(p))?;
+                }
+            }
+            self.forget_pending(tx, id)?;
+        }
+        for p in removed {
+            self.db.remove_path(tx, p)?;
+        }
+        Ok(())
+    }
+
+    /// Forget bundle `id` as pending, within `tx` (it can never be imported).
+    pub fn forget_pending(&self, tx: &super::Tx, id: &BundleId) -> Result<(), StateError> {
+        tx.0.open_table(PENDING)
+            .ctx(&self.db.file)?
+            .remove(id)
+            .ctx(&self.db.file)?;
+        Ok(())
+    }
+
+    /// Raise the sequence counter to at least `sequence` (the newest one the device took):
+    /// a mirror made again never reuses a number.
+    pub fn raise_sequence(&self, tx: &super::Tx, sequence: u64) -> Result<(), StateError> {
+        if sequence > self.last_sequence()? {
+            self.db.put_meta(tx, "sequence", &sequence.to_le_bytes())?;
+        }
+        Ok(())
+    }
+
+    fn last_sequence(&self) -> Result<u64, StateError> {
+        Ok(self
+            .db
+            .meta("sequence")?
+            .and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok())
+            .map_or(0, u64::from_le_bytes))
+    }
+
+    /// Keep the report just taken, within `tx`.
+    pub fn put_last_report(&self, tx: &super::Tx, r: &LastReport) -> Result<(), StateError> {
+        let bytes = postcard::to_allocvec(r).unwrap_or_default();
+        self.db.put_meta(tx, "last-report", &bytes)
+    }
+
+    /// The last report taken, if any.
+    pub fn last_report(&self) -> Result<Option<LastReport>, StateError> {
+        self.db
+            .meta("last-report")?
+            .map(|b| {
+                postcard::from_bytes(&b).map_err(|_| StateError::Corrupt("last report".into()))
+            })
+            .transpose()
     }
 }

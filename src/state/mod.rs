@@ -183,6 +183,17 @@ pub(crate) fn page_sized(units: usize, unit: usize, fixed: usize) -> Vec<usize> 
 /// [`StateDb::commit`], or not at all.
 pub struct Tx(redb::WriteTransaction);
 
+/// 2026-01-01T00:00:00Z in Unix seconds.
+const CLOCK_EPOCH: u64 = 1_767_225_600;
+
+/// Minutes since 2026-01-01 by this machine's clock: the floor of counters that must never
+/// repeat even when their last value was lost (a restored or re-made database).
+pub(crate) fn clock_minutes() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs().saturating_sub(CLOCK_EPOCH) / 60)
+}
+
 /// A redb database holding the path set and chunk index of one role.
 pub struct StateDb {
     pub(crate) db: Database,
@@ -395,6 +406,15 @@ impl StateDb {
             .insert(key, value)
             .ctx(&self.file)?;
         tx.commit().ctx(&self.file)
+    }
+
+    /// Set meta `key` to `value`, within `tx`.
+    pub(crate) fn put_meta(&self, tx: &Tx, key: &str, value: &[u8]) -> Result<(), StateError> {
+        tx.0.open_table(META)
+            .ctx(&self.file)?
+            .insert(key, value)
+            .ctx(&self.file)?;
+        Ok(())
     }
 
     /// Record `path` and index its chunks, within `tx`.

@@ -241,8 +241,8 @@ impl Rig {
 
     /// Receive the frames in `first` (a file of the first pass, as lossy as the caller made
     /// it), then status report → `ground resend` → receive until the bundle is complete; the
-    /// number of passes it took. Each status report must stay small: the status budget plus
-    /// its seal.
+    /// number of passes it took. Each status report must stay small: the status budget (64 +
+    /// 2 per unfinished group, 6 per other bundle, 5 per removed path) plus its seal.
     pub fn receive_with_resend(&self, first: &str) -> u32 {
         let mut frames = first.to_owned();
         let mut pass = 1;
@@ -250,10 +250,13 @@ impl Rig {
             self.receive(&frames);
             self.status(&[]);
             let st = self.json(&["inspect", self.p("status")]);
+            let listed = |k: &str| st[k].as_array().unwrap().len() as u64;
             assert!(
                 std::fs::metadata(self.p("status")).unwrap().len()
                     <= 64
-                        + 2 * st["needs"].as_array().unwrap().len() as u64
+                        + 2 * listed("needs")
+                        + 6 * listed("others")
+                        + 5 * listed("removed")
                         + narlink_protocol::seal::SEAL_LEN as u64
             );
             if st["phase"] != "receiving" {

@@ -101,9 +101,11 @@ fn an_inventory_of_another_state_does_not_rebuild_the_mirror() {
     let v1 = demo(1);
     let rig = Rig::new(&v1);
     let store = rig.store();
-    // State B: the closure's root leaves the device's store.
+    // State B: another closure arrives out of band (no report can explain that: only an
+    // inventory can).
+    let v2 = demo(2);
     sh(&format!(
-        "nix-store --store '{store}' --delete {v1} >/dev/null 2>&1"
+        "nix-store --export $(nix-store -qR {v2}) | nix-store --store '{store}' --import >/dev/null"
     ));
     rig.ok(&["device", "gc", "--no-collect", "--state", rig.p("state")]);
     let (first_b, report_b) = (rig.p("status-b1"), rig.p("status-b"));
@@ -113,10 +115,10 @@ fn an_inventory_of_another_state_does_not_rebuild_the_mirror() {
     // The mirror learns B: stale (exit 3).
     let out = rig.run(&["ground", "ack", "--mirror", rig.p("mirror"), first_b]);
     assert_eq!(out.status.code(), Some(3));
-    // State C: another closure arrives; its report and inventory are newer than B's.
-    let v2 = demo(2);
+    // State C: the first closure's root leaves the store; its report and inventory are newer
+    // than B's.
     sh(&format!(
-        "nix-store --export $(nix-store -qR {v2}) | nix-store --store '{store}' --import >/dev/null"
+        "nix-store --store '{store}' --delete {v1} >/dev/null 2>&1"
     ));
     rig.ok(&["device", "gc", "--no-collect", "--state", rig.p("state")]);
     let report_c = rig.p("status-c");

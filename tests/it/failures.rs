@@ -137,8 +137,8 @@ fn damaged_state_database_is_one_clear_line_never_a_panic() {
     assert!(failed > 0, "no damage was noticed: the sweep tests nothing");
 }
 
-/// The replay mark survives a restored database: a bundle planned earlier (sequence 1) but
-/// never delivered is refused after the device imported sequence 2 and its database was
+/// The replay mark survives a restored database: a bundle planned earlier but never
+/// delivered is refused after the device imported the next one and its database was
 /// restored from a backup taken before that import, and after the database was made anew
 /// (the runbook's recovery from damage).
 #[test]
@@ -146,7 +146,8 @@ fn restored_state_database_cannot_replay_an_older_bundle() {
     let (v1, v2, v3) = (demo(1), demo(2), demo(3));
     let rig = Rig::new(&v1);
     rig.pack(&["--out", rig.p("old"), &v2]);
-    rig.pack(&["--out", rig.p("new"), &v3]);
+    let new = rig.pack(&["--supersede", "--out", rig.p("new"), &v3]);
+    let last = format!("not newer than the last imported bundle ({})", new["sequence"]);
     let db = rig.dir.join("state/device.redb");
     let backup = std::fs::read(&db).unwrap();
     rig.receive_import(rig.p("new"));
@@ -164,7 +165,7 @@ fn restored_state_database_cannot_replay_an_older_bundle() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{what}: the old bundle was taken");
         assert!(
-            err.contains("not newer than the last imported bundle (2)"),
+            err.contains(&last),
             "{what}: {err}"
         );
         assert_eq!(rig.device_db(), before, "{what}: the store changed");

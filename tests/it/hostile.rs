@@ -301,12 +301,13 @@ fn superseded_bundles_free_their_slots() {
     let (v1, v2, v3) = (demo(1), demo(2), demo(3));
     let rig = Rig::new(&v1);
     let pack = |name: &str, target: &str| {
-        let mut a = vec!["--out", rig.p(name), "--frames", rig.p(name)];
-        a[3] = Box::leak(format!("{}.frames", rig.p(name)).into_boxed_str());
+        // Each one replaces those still in flight.
+        let mut a = vec!["--supersede", "--out", rig.p(name), "--frames", rig.p(name)];
+        a[4] = Box::leak(format!("{}.frames", rig.p(name)).into_boxed_str());
         a.extend_from_slice(&SMALL_FRAMES);
         a.push(target);
         rig.pack(&a);
-        frames_of(a[3])
+        frames_of(a[4])
     };
     let mut old = Vec::new();
     for i in 0..4 {
@@ -323,7 +324,7 @@ fn superseded_bundles_free_their_slots() {
         old.extend(frames);
     }
     // A newer bundle arrives as a file and is imported while those are in flight.
-    let mut a = vec!["--out", rig.p("file.bundle")];
+    let mut a = vec!["--supersede", "--out", rig.p("file.bundle")];
     a.push(&v2);
     rig.pack(&a);
     rig.receive_import(rig.p("file.bundle"));
@@ -441,7 +442,8 @@ fn genuine_update_survives_a_hostile_mix() {
         let rig = Rig::new(&v1);
         let pack = |name: &str, target: &str| -> (Vec<u8>, Vec<Frame>) {
             let frames = format!("{}.frames", rig.p(name));
-            let mut a = vec!["--out", rig.p(name), "--frames", &frames];
+            // Each one replaces those still in flight.
+            let mut a = vec!["--supersede", "--out", rig.p(name), "--frames", &frames];
             a.extend_from_slice(&SMALL_FRAMES);
             a.push(target);
             rig.pack(&a);

@@ -77,7 +77,7 @@ fn activation_timeout_kills_the_whole_process_group() {
         "the activation's child lives on: {stat}"
     );
     assert_eq!(live(&rig).as_deref(), Some(v1.as_str()), "not rolled back");
-    assert_eq!(phase(&rig), "import failed");
+    assert_eq!(phase(&rig), "failed");
 }
 
 /// A first update into a profile that has no generation yet, whose activation fails: the
@@ -97,7 +97,7 @@ fn failed_first_activation_leaves_no_profile() {
         std::fs::symlink_metadata(profile(&rig)).is_err(),
         "profile left behind"
     );
-    assert_eq!(phase(&rig), "import failed");
+    assert_eq!(phase(&rig), "failed");
     rig.assert_holds(&v2);
 }
 
@@ -162,7 +162,7 @@ fn sigkill_during_import_switch_and_activation() {
                 Some(v1.as_str()),
                 "round {rounds}: v1 is not live"
             );
-            assert_eq!(phase(&rig), "import failed", "round {rounds}");
+            assert_eq!(phase(&rig), "failed", "round {rounds}");
         } else {
             assert_eq!(
                 live(&rig).as_deref(),

@@ -1,5 +1,6 @@
 //! Life on orbit: profiles and activation with rollback, garbage collection in step with the
-//! ground, stale mirrors repaired through the inventory, and the daemon surviving a kill.
+//! ground (through the reports, no inventory), bundles planned against an old state refused
+//! with a reason the ground learns, and the daemon surviving a kill.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -65,6 +66,20 @@ fn report(rig: &Rig) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
+/// `device status`, then `ground ack` of that report alone.
+fn ack_without_inventory(rig: &Rig) -> serde_json::Value {
+    rig.status(&[]);
+    let out = rig.run(&[
+        "ground",
+        "ack",
+        "--json",
+        "--mirror",
+        rig.p("mirror"),
+        rig.p("status"),
+    ]);
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 #[test]
 fn update_gc_ack_update_again() {
     let (v1, v2, v3) = (demo(1), demo(2), demo(3));
@@ -113,13 +128,18 @@ fn update_gc_ack_update_again() {
         "v1's paths survived the GC"
     );
 
-    // The ground folds in the import, finds the GC, and rebuilds its mirror.
-    let ack = report(&rig);
+    // The next report names what left (a few bytes a path), and the ground's mirror follows
+    // the import and the GC with no inventory.
+    let ack = ack_without_inventory(&rig);
     assert_eq!(ack["in_step"], true, "{ack}");
-    assert_eq!(
-        ack["resync"]["removed"].as_array().unwrap().len(),
-        v1_only.len(),
-        "{ack}"
+    assert!(ack["resync"].is_null(), "{ack}");
+    assert_eq!(ack["removed"], v1_only.len(), "{ack}");
+    let sent = std::fs::metadata(rig.p("status")).unwrap().len() as usize;
+    // Budget: 64 bytes, the 24-byte seal, 5 bytes per removed path.
+    assert!(sent <= 64 + 24 + 5 * v1_only.len(), "{sent} bytes");
+    eprintln!(
+        "report after a GC of {} paths: {sent} bytes on the downlink",
+        v1_only.len()
     );
 
     // v3 reuses what is on board (v2's paths) and nothing collected: it imports and verifies.
@@ -147,7 +167,7 @@ fn update_gc_ack_update_again() {
 }
 
 #[test]
-fn stale_mirror_is_detected_and_repaired() {
+fn a_plan_against_an_old_state_is_refused_and_the_ground_learns_why() {
     let (v1, v2, v3) = (demo(1), demo(2), demo(3));
     let rig = with_profile(&v1);
     update(&rig, &v2, "b2", "true");
@@ -193,19 +213,16 @@ fn stale_mirror_is_detected_and_repaired() {
         "something was imported from a stale plan"
     );
 
-    // The report shows the mirror stale; packing is refused until the inventory rebuilds it.
-    rig.status(&[]);
-    let out = rig.run(&[
-        "ground",
-        "ack",
-        "--mirror",
-        rig.p("mirror"),
-        rig.p("status"),
-    ]);
-    assert_eq!(out.status.code(), Some(3));
-    let out = rig.pack_output(&["--out", rig.p("x"), &v3]);
-    assert!(String::from_utf8_lossy(&out.stderr).contains("mirror is stale"));
-    assert_eq!(report(&rig)["in_step"], true);
+    // The next report names the paths that left and why the bundle was refused: the mirror
+    // follows with no inventory, and the ground knows what happened to its bundle.
+    let ack = ack_without_inventory(&rig);
+    assert_eq!(ack["in_step"], true, "{ack}");
+    assert_eq!(ack["removed"], v1_only.len(), "{ack}");
+    assert_eq!(ack["report"]["phase"], "failed", "{ack}");
+    assert_eq!(
+        ack["report"]["reason"], "planned against another state",
+        "{ack}"
+    );
     update(&rig, &v3, "b3", "true");
     rig.assert_holds(&v3);
 }

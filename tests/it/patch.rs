@@ -26,6 +26,7 @@ fn relinked_library_travels_as_patches_and_imports() {
         "pack",
         "--mirror",
         rig.p("mirror-plain"),
+        "--unsigned",
         "--no-deltas",
         "--out",
         plain,

@@ -28,6 +28,7 @@ fn unsigned_untrusted_and_replayed_bundles_are_refused() {
         "pack",
         "--mirror",
         rig.p("mirror"),
+        "--unsigned",
         "--out",
         rig.p("unsigned"),
         &v2,
@@ -47,6 +48,7 @@ fn unsigned_untrusted_and_replayed_bundles_are_refused() {
         rig.p("mirror"),
         "--sign-key",
         rig.p("other.sk"),
+        "--supersede",
         "--out",
         rig.p("untrusted"),
         &v2,
@@ -60,7 +62,7 @@ fn unsigned_untrusted_and_replayed_bundles_are_refused() {
     // A forged signature: the trusted key's id, bytes flipped. As it came, the head no longer
     // matches its bundle id (transit damage, asked for again); with the id made anew around
     // the forgery, the signature itself is what fails.
-    let r = rig.pack(&["--out", rig.p("forged"), &v2]);
+    let r = rig.pack(&["--supersede", "--out", rig.p("forged"), &v2]);
     let len = std::fs::metadata(rig.p("forged")).unwrap().len();
     let payload = r["bytes_compressed"].as_u64().unwrap();
     flip(Path::new(rig.p("forged")), len - payload - 10);
@@ -73,8 +75,8 @@ fn unsigned_untrusted_and_replayed_bundles_are_refused() {
     refused(&rig, rig.p("forged"), "does not match the manifest");
 
     // An older bundle (planned earlier, never delivered) after a newer one was imported.
-    rig.pack(&["--out", rig.p("old"), &v2]);
-    rig.pack(&["--out", rig.p("new"), &v3]);
+    rig.pack(&["--supersede", "--out", rig.p("old"), &v2]);
+    rig.pack(&["--supersede", "--out", rig.p("new"), &v3]);
     rig.receive_import(rig.p("new"));
     rig.assert_holds(&v3);
     refused(

@@ -1,22 +1,27 @@
 //! The status report: what a device still needs, sent device → ground over a thin downlink.
 //!
-//! # Layout (format version 1)
+//! # Layout (format version 2)
 //!
 //! ```text
 //!  offset size field
 //!  0      2    magic          "nS" (0x6e 0x53)
-//!  2      1    version        1
+//!  2      1    version        2 (version 1 is read too: it has no device section)
 //!  3      1    phase          0 idle, 1 receiving, 2 all groups decoded, 3 imported,
-//!                             4 import failed; other values decode as Phase::Unknown(n)
+//!                             4 failed or refused, 5 superseded; other values decode as
+//!                             Phase::Unknown(n)
 //!  4      1    flags          bit 0: truncated (unfinished groups after the last listed one
-//!                             were left out); bits 1-7 zero
+//!                             were left out); bit 1: lists cut (bundles or removed paths left
+//!                             out: the device's full report has them); bit 2: removals lost
+//!                             (the device forgot some removed paths); bits 3-7 zero
 //!  5      16   bundle id
 //!  21     16   state digest   opaque here
-//!  37     ..   runs           see below, until the checksum
+//!  37     ..   device section see [`device`]; absent in version 1
+//!  ..     ..   runs           see below, until the checksum
 //!  end-4  4    CRC-32C        over every byte before it
 //! ```
 //!
-//! Fixed part: 41 bytes. Each run is a maximal stretch of consecutive unfinished groups that
+//! Fixed part: 41 bytes and the device section (6 bytes when it says nothing, 12 to 14 with
+//! a live generation and a sequence). Each run is a maximal stretch of consecutive unfinished groups that
 //! need the same number of shards, relative to the previous run:
 //!
 //! ```text
@@ -40,21 +45,30 @@
 //! sets the truncated flag; [`StatusReport::budget`] is the `64 + 2n` budget. The ground resends
 //! for the listed groups; the rest are reported next time.
 
+pub mod device;
+
 use thiserror::Error;
+
+pub use device::DeviceSection;
 
 use crate::frame::crc32c;
 use crate::wire::{put_varint, varint_len, Reader, WireError};
 
 /// First two bytes of a status report.
 pub const MAGIC: [u8; 2] = *b"nS";
-/// The status format version this build writes and reads.
-pub const VERSION: u8 = 1;
-/// Bytes of a report with no runs.
-pub const FIXED_LEN: usize = 41;
+/// The status format version this build writes (it reads version 1 too).
+pub const VERSION: u8 = 2;
+/// Bytes of a report with no runs and a device section that says nothing.
+pub const FIXED_LEN: usize = HEAD_LEN + 6;
+/// Bytes of the header and the checksum.
+const HEAD_LEN: usize = 41;
 /// Longest report [`StatusReport::decode`] looks at.
 pub const MAX_LEN: usize = 1 << 20;
 
 const FLAG_TRUNCATED: u8 = 1;
+const FLAG_LISTS_CUT: u8 = 2;
+const FLAG_REMOVALS_LOST: u8 = 4;
+const FLAGS: u8 = FLAG_TRUNCATED | FLAG_LISTS_CUT | FLAG_REMOVALS_LOST;
 
 /// Where the device is with a bundle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -67,8 +81,11 @@ pub enum Phase {
     Decoded,
     /// Imported into the store.
     Imported,
-    /// Import failed; previous generation still live.
+    /// Import failed or the bundle was refused (the reason says why); the previous
+    /// generation is still live.
     ImportFailed,
+    /// A newer bundle superseded it before it was imported.
+    Superseded,
     /// A value this build does not know.
     Unknown(u8),
 }
@@ -82,6 +99,7 @@ impl Phase {
             2 => Phase::Decoded,
             3 => Phase::Imported,
             4 => Phase::ImportFailed,
+            5 => Phase::Superseded,
             n => Phase::Unknown(n),
         }
     }
@@ -94,6 +112,7 @@ impl Phase {
             Phase::Decoded => 2,
             Phase::Imported => 3,
             Phase::ImportFailed => 4,
+            Phase::Superseded => 5,
             Phase::Unknown(n) => n,
         }
     }
@@ -127,7 +146,7 @@ pub enum StatusError {
     #[error("not a status report: bad magic {0:02x?}")]
     BadMagic([u8; 2]),
     /// A version this build does not read.
-    #[error("status report version {0} is not supported (this build reads version {VERSION})")]
+    #[error("status report version {0} is not supported (this build reads versions 1 and {VERSION})")]
     UnsupportedVersion(u8),
     /// Longer than [`MAX_LEN`].
     #[error("status report of {0} bytes is over the {MAX_LEN}-byte cap")]
@@ -161,6 +180,12 @@ pub struct StatusReport {
     pub state_digest: [u8; 16],
     /// Where the device is.
     pub phase: Phase,
+    /// What the device says about itself.
+    pub device: DeviceSection,
+    /// Bundles or removed paths were left out of `device` (the full report has them).
+    pub lists_cut: bool,
+    /// The device forgot some removed paths: `device.removed` is not all that left.
+    pub removals_lost: bool,
     runs: Vec<NeedRun>,
     truncated: bool,
 }
@@ -216,11 +241,8 @@ impl StatusReport {
             }
         }
         Ok(StatusReport {
-            bundle_id,
-            state_digest,
-            phase,
             runs,
-            truncated: false,
+            ..StatusReport::empty(bundle_id, state_digest, phase)
         })
     }
 
@@ -230,6 +252,9 @@ impl StatusReport {
             bundle_id,
             state_digest,
             phase,
+            device: DeviceSection::default(),
+            lists_cut: false,
+            removals_lost: false,
             runs: Vec::new(),
             truncated: false,
         }
@@ -262,9 +287,23 @@ impl StatusReport {
         usize::try_from(unfinished.saturating_mul(2).saturating_add(64)).unwrap_or(usize::MAX)
     }
 
+    /// [`budget`](Self::budget), plus what this report's lists of other bundles and removed
+    /// paths cost (6 and 5 bytes an entry).
+    pub fn budget_with_lists(&self, unfinished: u64) -> usize {
+        Self::budget(unfinished)
+            .saturating_add(device::NOTE_LEN * self.device.others.len())
+            .saturating_add(5 * self.device.removed.len())
+    }
+
+    /// Bytes of everything but the runs: the least [`truncate_to`](Self::truncate_to) can
+    /// reach.
+    pub fn base_len(&self) -> usize {
+        HEAD_LEN + self.device.encoded_len()
+    }
+
     /// Bytes [`encode`](Self::encode) writes.
     pub fn encoded_len(&self) -> usize {
-        let mut len = FIXED_LEN;
+        let mut len = self.base_len();
         let (mut prev_end, mut prev_needed) = (0u64, 0u16);
         for r in &self.runs {
             len += run_cost(r, prev_end, prev_needed);
@@ -275,13 +314,13 @@ impl StatusReport {
     }
 
     /// Drops trailing groups until the encoding fits `max_len` bytes (never below the
-    /// 41-byte fixed part), setting the truncated flag if anything was dropped. Returns
-    /// whether the result fits.
+    /// header and the device section), setting the truncated flag if anything was dropped.
+    /// Returns whether the result fits.
     pub fn truncate_to(&mut self, max_len: usize) -> bool {
         if self.encoded_len() <= max_len {
             return true;
         }
-        let mut used = FIXED_LEN;
+        let mut used = self.base_len();
         let (mut prev_end, mut prev_needed) = (0u64, 0u16);
         let mut keep = 0;
         let mut partial: Option<NeedRun> = None;
@@ -332,9 +371,15 @@ impl StatusReport {
         out.extend_from_slice(&MAGIC);
         out.push(VERSION);
         out.push(self.phase.to_u8());
-        out.push(if self.truncated { FLAG_TRUNCATED } else { 0 });
+        let flags = [
+            (self.truncated, FLAG_TRUNCATED),
+            (self.lists_cut, FLAG_LISTS_CUT),
+            (self.removals_lost, FLAG_REMOVALS_LOST),
+        ];
+        out.push(flags.iter().filter(|(on, _)| *on).map(|(_, f)| f).sum());
         out.extend_from_slice(&self.bundle_id);
         out.extend_from_slice(&self.state_digest);
+        self.device.encode(out);
         let (mut prev_end, mut prev_needed) = (0u64, 0u16);
         for r in &self.runs {
             let gap = u64::from(r.first_group) - prev_end;
@@ -363,12 +408,12 @@ impl StatusReport {
             return Err(StatusError::BadMagic(magic));
         }
         let version = r.u8()?;
-        if version != VERSION {
+        if version != VERSION && version != 1 {
             return Err(StatusError::UnsupportedVersion(version));
         }
-        if bytes.len() < FIXED_LEN {
+        if bytes.len() < HEAD_LEN {
             return Err(WireError::Truncated {
-                needed: FIXED_LEN,
+                needed: HEAD_LEN,
                 remaining: bytes.len(),
             }
             .into());
@@ -386,11 +431,17 @@ impl StatusReport {
         let mut r = Reader::new(&bytes[3..body_len]);
         let phase = Phase::from_u8(r.u8()?);
         let flags = r.u8()?;
-        if flags & !FLAG_TRUNCATED != 0 {
+        let known = if version == 1 { FLAG_TRUNCATED } else { FLAGS };
+        if flags & !known != 0 {
             return Err(StatusError::ReservedFlags(flags));
         }
         let bundle_id = r.take_array()?;
         let state_digest = r.take_array()?;
+        let device = if version == 1 {
+            DeviceSection::default()
+        } else {
+            DeviceSection::decode(&mut r)?
+        };
         let mut runs: Vec<NeedRun> = Vec::new();
         let (mut prev_end, mut prev_needed) = (0u64, 0u16);
         while !r.is_empty() {
@@ -433,6 +484,9 @@ impl StatusReport {
             bundle_id,
             state_digest,
             phase,
+            device,
+            lists_cut: flags & FLAG_LISTS_CUT != 0,
+            removals_lost: flags & FLAG_REMOVALS_LOST != 0,
             runs,
             truncated: flags & FLAG_TRUNCATED != 0,
         })
@@ -515,11 +569,11 @@ mod tests {
             StatusReport::decode(&bad),
             Err(StatusError::NotCanonical(1))
         );
-        let mut v2 = out.clone();
-        v2[2] = 2;
+        let mut v3 = out.clone();
+        v3[2] = 3;
         assert_eq!(
-            StatusReport::decode(&v2),
-            Err(StatusError::UnsupportedVersion(2))
+            StatusReport::decode(&v3),
+            Err(StatusError::UnsupportedVersion(3))
         );
     }
 
@@ -593,6 +647,68 @@ mod tests {
         }
 
         #[test]
+        fn device_section_round_trips(
+            live in proptest::option::of((1u32..=u32::MAX, any::<[u8; 5]>())),
+            activation in any::<u8>(),
+            sequence in any::<u64>(),
+            reason in any::<u8>(),
+            others in proptest::collection::vec((any::<[u8; 4]>(), any::<u8>(), any::<u8>()), 0..20),
+            removed in proptest::collection::vec(any::<[u8; 5]>(), 0..40),
+            flags in 0u8..8,
+            needs in needs_strategy(1000, 300),
+        ) {
+            let mut r = report(&needs);
+            r.device = DeviceSection {
+                live: live.map(|(generation, root)| device::Live { generation, root }),
+                activation: device::Activation::from_u8(activation),
+                sequence,
+                reason: device::Reason::from_u8(reason),
+                others: others.into_iter().map(|(id_prefix, p, why)| device::BundleNote {
+                    id_prefix,
+                    phase: Phase::from_u8(p),
+                    reason: device::Reason::from_u8(why),
+                }).collect(),
+                removed,
+            };
+            r.lists_cut = flags & 2 != 0;
+            r.removals_lost = flags & 4 != 0;
+            let n = r.listed_groups();
+            let bytes = round_trip(&r);
+            for cut in 0..bytes.len() {
+                prop_assert!(StatusReport::decode(&bytes[..cut]).is_err());
+            }
+            prop_assert!(r.truncate_to(r.budget_with_lists(n)));
+        }
+
+        #[test]
+        fn version_1_reports_still_decode(needs in needs_strategy(1000, 300)) {
+            let r = report(&needs);
+            let mut v2 = Vec::new();
+            r.encode(&mut v2);
+            // The same report as version 1 wrote it: no device section.
+            let mut v1 = v2[..HEAD_LEN - 4].to_vec();
+            v1[2] = 1;
+            v1.extend_from_slice(&v2[FIXED_LEN - 4..v2.len() - 4]);
+            let crc = crc32c(&v1);
+            v1.extend_from_slice(&crc.to_le_bytes());
+            prop_assert_eq!(StatusReport::decode(&v1).unwrap(), r);
+        }
+
+        #[test]
+        fn decode_is_total_with_valid_crc_v2(body in proptest::collection::vec(any::<u8>(), 0..100)) {
+            let mut bytes = b"nS\x02\x01\x00".to_vec();
+            bytes.extend_from_slice(&[7; 32]);
+            bytes.extend_from_slice(&body);
+            let crc = crc32c(&bytes);
+            bytes.extend_from_slice(&crc.to_le_bytes());
+            if let Ok(r) = StatusReport::decode(&bytes) {
+                let mut out = Vec::new();
+                r.encode(&mut out);
+                prop_assert_eq!(out, bytes);
+            }
+        }
+
+        #[test]
         fn decode_is_total_with_valid_crc(body in proptest::collection::vec(any::<u8>(), 0..100)) {
             let mut bytes = b"nS\x01\x01\x00".to_vec();
             bytes.extend_from_slice(&[7; 32]);
@@ -602,7 +718,7 @@ mod tests {
             if let Ok(r) = StatusReport::decode(&bytes) {
                 let mut out = Vec::new();
                 r.encode(&mut out);
-                prop_assert_eq!(out, bytes);
+                prop_assert_eq!(StatusReport::decode(&out).unwrap(), r);
             }
         }
     }

@@ -1,0 +1,298 @@
+//! The device section of a status report (format version 2): what is live, how the last
+//! activation went, the newest bundle sequence the device took, what happened to its other
+//! bundles, and which store paths left it (garbage collection).
+//!
+//! ```text
+//!  varint  live generation      0: no generation live (and no root follows)
+//!  5       live root tag        only if generation > 0: see [`PathTag`]
+//!  1       activation           see [`Activation`]
+//!  varint  sequence             the newest bundle sequence the device took (0: none)
+//!  1       reason               why the report's own bundle failed (see [`Reason`]), 0 if not
+//!  varint  n                    bundles noted, then n × (4 id prefix, 1 phase, 1 reason)
+//!  varint  m                    store paths removed, then m × 5-byte tags
+//! ```
+
+use crate::storepath::split;
+use crate::wire::{put_varint, varint_len, Reader, WireError};
+
+use super::Phase;
+
+/// The first 40 bits of a store path's packed hash: its first 8 hash characters. The ground
+/// matches tags against the paths it knows; a wrong or ambiguous match cannot go unnoticed,
+/// because the state digest of the result must equal the one the device reported.
+pub type PathTag = [u8; 5];
+
+/// Bytes of a [`BundleNote`].
+pub const NOTE_LEN: usize = 6;
+
+/// The tag of `store_path` (`None` if it is not a store path).
+pub fn path_tag(store_path: &str) -> Option<PathTag> {
+    let (h, _) = split(store_path)?;
+    let mut t = [0; 5];
+    t.copy_from_slice(&h[..5]);
+    Some(t)
+}
+
+/// How the device's last landing (profile switch and activation) went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Activation {
+    /// No landing recorded.
+    #[default]
+    None,
+    /// Switched and activated.
+    Passed,
+    /// The activation failed; the previous generation is live again.
+    RolledBack,
+    /// A landing is under way (switch or activation not finished).
+    Landing,
+    /// A value this build does not know.
+    Unknown(u8),
+}
+
+impl Activation {
+    pub fn from_u8(b: u8) -> Activation {
+        match b {
+            0 => Activation::None,
+            1 => Activation::Passed,
+            2 => Activation::RolledBack,
+            3 => Activation::Landing,
+            n => Activation::Unknown(n),
+        }
+    }
+
+    pub fn to_u8(self) -> u8 {
+        match self {
+            Activation::None => 0,
+            Activation::Passed => 1,
+            Activation::RolledBack => 2,
+            Activation::Landing => 3,
+            Activation::Unknown(n) => n,
+        }
+    }
+}
+
+/// Why a bundle was refused, failed or will not be imported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Reason {
+    /// Nothing went wrong (or the phase says it all).
+    #[default]
+    None,
+    /// The bundle carries no signature and the device requires one.
+    Unsigned,
+    /// Signed, but by no key the device trusts.
+    Untrusted,
+    /// A signature by a trusted key does not verify.
+    BadSignature,
+    /// Its sequence is not newer than the last bundle imported: a replay.
+    Replayed,
+    /// A newer bundle superseded it before it was imported.
+    Superseded,
+    /// Planned against another device state than the one the device is in.
+    StaleBase,
+    /// A chunk or a NAR did not verify on reassembly.
+    Verify,
+    /// Nix refused the import.
+    Nix,
+    /// Over the device's limits (size, storage).
+    Limits,
+    /// The activation failed and was rolled back.
+    Activation,
+    /// Withdrawn by the ground.
+    Cancelled,
+    /// The head or manifest is malformed.
+    Malformed,
+    /// Anything else (the device's log says what).
+    Other,
+    /// A value this build does not know.
+    Unknown(u8),
+}
+
+impl Reason {
+    pub fn from_u8(b: u8) -> Reason {
+        use Reason::*;
+        match b {
+            0 => None,
+            1 => Unsigned,
+            2 => Untrusted,
+            3 => BadSignature,
+            4 => Replayed,
+            5 => Superseded,
+            6 => StaleBase,
+            7 => Verify,
+            8 => Nix,
+            9 => Limits,
+            10 => Activation,
+            11 => Cancelled,
+            12 => Malformed,
+            255 => Other,
+            n => Unknown(n),
+        }
+    }
+
+    pub fn to_u8(self) -> u8 {
+        use Reason::*;
+        match self {
+            None => 0,
+            Unsigned => 1,
+            Untrusted => 2,
+            BadSignature => 3,
+            Replayed => 4,
+            Superseded => 5,
+            StaleBase => 6,
+            Verify => 7,
+            Nix => 8,
+            Limits => 9,
+            Activation => 10,
+            Cancelled => 11,
+            Malformed => 12,
+            Other => 255,
+            Unknown(n) => n,
+        }
+    }
+
+    /// A short name for people and scripts.
+    pub fn name(self) -> String {
+        use Reason::*;
+        match self {
+            None => "none".into(),
+            Unsigned => "unsigned".into(),
+            Untrusted => "untrusted signer".into(),
+            BadSignature => "bad signature".into(),
+            Replayed => "replayed".into(),
+            Superseded => "superseded".into(),
+            StaleBase => "planned against another state".into(),
+            Verify => "does not verify".into(),
+            Nix => "nix import failed".into(),
+            Limits => "over the device's limits".into(),
+            Activation => "activation failed, rolled back".into(),
+            Cancelled => "cancelled".into(),
+            Malformed => "malformed".into(),
+            Other => "other (see the device log)".into(),
+            Unknown(n) => format!("unknown reason {n}"),
+        }
+    }
+}
+
+/// Another bundle the device holds or refused: the first 4 bytes of its id, its phase, why.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct BundleNote {
+    pub id_prefix: [u8; 4],
+    pub phase: Phase,
+    pub reason: Reason,
+}
+
+/// The live generation of the device's profile and the tag of the path it points to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Live {
+    /// At least 1.
+    pub generation: u32,
+    pub root: PathTag,
+}
+
+/// What a device says about itself in every report (see the module docs).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+pub struct DeviceSection {
+    pub live: Option<Live>,
+    pub activation: Activation,
+    pub sequence: u64,
+    /// Why the report's bundle failed or was refused.
+    pub reason: Reason,
+    /// Other bundles, newest first.
+    pub others: Vec<BundleNote>,
+    /// Store paths that left the device (garbage collection) and that the device has not
+    /// seen the ground plan against yet.
+    pub removed: Vec<PathTag>,
+}
+
+impl DeviceSection {
+    pub fn encoded_len(&self) -> usize {
+        let live = self
+            .live
+            .map_or(1, |l| varint_len(u64::from(l.generation)) + 5);
+        live + 1
+            + varint_len(self.sequence)
+            + 1
+            + varint_len(self.others.len() as u64)
+            + NOTE_LEN * self.others.len()
+            + varint_len(self.removed.len() as u64)
+            + 5 * self.removed.len()
+    }
+
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        match self.live {
+            Some(l) => {
+                put_varint(out, u64::from(l.generation));
+                out.extend_from_slice(&l.root);
+            }
+            None => out.push(0),
+        }
+        out.push(self.activation.to_u8());
+        put_varint(out, self.sequence);
+        out.push(self.reason.to_u8());
+        put_varint(out, self.others.len() as u64);
+        for n in &self.others {
+            out.extend_from_slice(&n.id_prefix);
+            out.push(n.phase.to_u8());
+            out.push(n.reason.to_u8());
+        }
+        put_varint(out, self.removed.len() as u64);
+        for t in &self.removed {
+            out.extend_from_slice(t);
+        }
+    }
+
+    /// Decodes the section; counts are checked against the bytes left before anything is
+    /// allocated.
+    pub fn decode(r: &mut Reader<'_>) -> Result<DeviceSection, WireError> {
+        let generation = r.varint_u32()?;
+        let live = if generation == 0 {
+            None
+        } else {
+            Some(Live {
+                generation,
+                root: r.take_array()?,
+            })
+        };
+        let activation = Activation::from_u8(r.u8()?);
+        let sequence = r.varint_u64()?;
+        let reason = Reason::from_u8(r.u8()?);
+        let n = counted(r, NOTE_LEN)?;
+        let mut others = Vec::with_capacity(n);
+        for _ in 0..n {
+            others.push(BundleNote {
+                id_prefix: r.take_array()?,
+                phase: Phase::from_u8(r.u8()?),
+                reason: Reason::from_u8(r.u8()?),
+            });
+        }
+        let m = counted(r, 5)?;
+        let mut removed = Vec::with_capacity(m);
+        for _ in 0..m {
+            removed.push(r.take_array()?);
+        }
+        Ok(DeviceSection {
+            live,
+            activation,
+            sequence,
+            reason,
+            others,
+            removed,
+        })
+    }
+}
+
+/// A count of `each`-byte entries that the bytes left can hold.
+fn counted(r: &mut Reader<'_>, each: usize) -> Result<usize, WireError> {
+    let n = r.varint_u64()?;
+    let needed = usize::try_from(n)
+        .ok()
+        .and_then(|n| n.checked_mul(each))
+        .unwrap_or(usize::MAX);
+    if needed > r.remaining() {
+        return Err(WireError::Truncated {
+            needed,
+            remaining: r.remaining(),
+        });
+    }
+    Ok(n as usize)
+}

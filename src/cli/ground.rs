@@ -22,12 +22,25 @@ pub enum Command {
     Ack(AckArgs),
     /// Emit exactly the frames a status report says each unfinished group still needs.
     Resend(ResendArgs),
+    /// What the ground knows of the device: its last report, what is live, each bundle
+    /// packed for it, what the next pass needs, stale or not.
+    Show(ShowArgs),
     /// Withdraw a bundle in flight: nothing of it is sent any more, and packing is no longer
     /// held back by it (the next bundle supersedes it on the device).
     Cancel(CancelArgs),
     /// Give the mirror the device's key (its provisioning file, from `device identity
     /// --export`), or a new one after the device was set up again.
     DeviceKey(DeviceKeyArgs),
+}
+
+#[derive(Args)]
+pub struct ShowArgs {
+    /// A mirror, or a ground directory holding one mirror per device (then each is shown;
+    /// with --json, as an array).
+    #[arg(long)]
+    mirror: PathBuf,
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -48,6 +61,25 @@ pub struct DeviceKeyArgs {
     file: PathBuf,
     #[arg(long)]
     json: bool,
+}
+
+/// The mirror a downlink message in `file` goes to (`dir`, or the one under it holding its
+/// device's key), that mirror's downlink keys, and the message. A plain mirror is checked
+/// before the file is read, so a missing or old mirror is what the error names.
+fn route(
+    dir: &std::path::Path,
+    file: &std::path::Path,
+) -> anyhow::Result<(PathBuf, narlink::state::mirror::DownlinkKeys, Vec<u8>)> {
+    use narlink::ground::fleet;
+    let read = || std::fs::read(file).with_context(|| format!("reading {}", file.display()));
+    if fleet::holds_mirrors(dir) {
+        let bytes = read()?;
+        let dir = fleet::mirror_for(dir, &bytes)?;
+        let keys = Mirror::downlink_keys(&dir)?;
+        return Ok((dir, keys, bytes));
+    }
+    let keys = Mirror::downlink_keys(dir)?;
+    Ok((dir.to_owned(), keys, read()?))
 }
 
 fn read_device_key(path: &std::path::Path) -> anyhow::Result<narlink_protocol::seal::DeviceSecret> {
@@ -127,6 +159,8 @@ pub struct PackArgs {
 
 #[derive(Args)]
 pub struct AckArgs {
+    /// The device's mirror, or a ground directory of mirrors (the report goes to the one
+    /// holding its device's key).
     #[arg(long)]
     mirror: PathBuf,
     /// A status report written by `narlink device status`.
@@ -173,6 +207,7 @@ impl LinkArgs {
 
 #[derive(Args)]
 pub struct ResendArgs {
+    /// The device's mirror, or a ground directory of mirrors (see `ground ack`).
     #[arg(long)]
     mirror: PathBuf,
     /// The device's status report.
@@ -290,11 +325,24 @@ pub fn run(c: Command, progress: bool) -> anyhow::Result<ExitCode> {
                 output(a.json, &o, human)?;
             }
         }
+        Command::Show(a) => {
+            use narlink::ground::{fleet, show};
+            if fleet::is_mirror(&a.mirror) {
+                let s = show::show(&a.mirror)?;
+                output(a.json, &s, || s.render())?;
+            } else {
+                let all = fleet::mirrors(&a.mirror)?
+                    .iter()
+                    .map(|m| show::show(m))
+                    .collect::<Result<Vec<_>, _>>()?;
+                output(a.json, &all, || {
+                    all.iter().map(show::Show::render).collect::<Vec<_>>().join("\n\n")
+                })?;
+            }
+        }
         Command::Ack(a) => {
             // Seals first, the mirror opened for writing only once they hold.
-            let keys = Mirror::downlink_keys(&a.mirror)?;
-            let bytes = std::fs::read(&a.report)
-                .with_context(|| format!("reading {}", a.report.display()))?;
+            let (dir, keys, bytes) = route(&a.mirror, &a.report)?;
             let inventory = match &a.inventory {
                 Some(inv) => {
                     Some(std::fs::read(inv).with_context(|| format!("reading {}", inv.display()))?)
@@ -303,7 +351,7 @@ pub fn run(c: Command, progress: bool) -> anyhow::Result<ExitCode> {
             };
             let checked = ack::check(&keys, &bytes, inventory.as_deref())
                 .with_context(|| format!("ground ack of {}", a.report.display()))?;
-            let mirror = Mirror::open(&a.mirror)?;
+            let mirror = Mirror::open(&dir)?;
             let mut r = ack::ack(&mirror, &checked)
                 .with_context(|| format!("ground ack of {}", a.report.display()))?;
             if let (false, Some(paths)) = (r.in_step, checked.inventory()) {
@@ -342,44 +390,37 @@ pub fn run(c: Command, progress: bool) -> anyhow::Result<ExitCode> {
             })?;
         }
         Command::Resend(a) => {
-            let keys = Mirror::downlink_keys(&a.mirror)?;
-            let raw = std::fs::read(&a.status)
-                .with_context(|| format!("reading {}", a.status.display()))?;
+            let (dir, keys, raw) = route(&a.mirror, &a.status)?;
             // The report may have been acknowledged already: not older than that one.
             let bare = |b: &[u8]| narlink_protocol::status::StatusReport::decode(b).is_ok();
             let sealed = narlink::ground::downlink::open(&keys, &raw, "status report", true, bare)
                 .with_context(|| format!("status report {}", a.status.display()))?;
             let report = narlink_protocol::status::StatusReport::decode(sealed.payload)
                 .with_context(|| format!("status report {}", a.status.display()))?;
-            let mirror = Mirror::open(&a.mirror)?;
-            let id = report.bundle_id;
-            narlink::ground::bundles::check_sendable(&mirror, &id)?;
-            let rec = mirror.send_record(&id)?.with_context(|| {
-                format!(
-                    "the mirror has no bundle {} to resend: it was not packed here",
-                    narlink_protocol::digest::hex(&id)
-                )
-            })?;
-            let mut source =
-                link::FrameSource::open(&rec.bundle_path, rec.options, Some(rec.sent))?;
-            if let Some(frame) = mirror.announcement(&id)? {
-                source.set_announcement(frame);
-            }
-            let pass = source.sender.resend(&report)?;
+            let mirror = Mirror::open(&dir)?;
             let mut sink = link::FrameSink::open(&a.frames)
                 .with_context(|| format!("opening {}", a.frames.display()))?;
-            let emitted = source.emit(pass, a.budget, &mut |f| sink.write(f))?;
+            let r = narlink::ground::resend::resend(&mirror, &report, a.budget, &mut |f| {
+                sink.write(f)
+            })?;
             sink.finish()
                 .with_context(|| format!("writing {}", a.frames.display()))?;
-            mirror.put_send(&id, &source.record(rec.options))?;
-            output(a.json, &emitted, || {
+            output(a.json, &r, || {
+                if r.announced_only {
+                    return format!(
+                        "the report does not name bundle {} (in flight): sent its announcement \
+                         ({} B), so the next report does",
+                        r.bundle, r.emitted.bytes
+                    );
+                }
+                let e = &r.emitted;
                 format!(
                     "bundle {}: {} frames ({}), {} new parity; {} shards wait for the next pass",
-                    narlink_protocol::digest::hex(&id),
-                    emitted.frames,
-                    bytes(emitted.bytes),
-                    emitted.parity_frames,
-                    emitted.deferred
+                    r.bundle,
+                    e.frames,
+                    bytes(e.bytes),
+                    e.parity_frames,
+                    e.deferred
                 )
             })?;
         }

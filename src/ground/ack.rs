@@ -116,10 +116,17 @@ pub fn ack(mirror: &Mirror, checked: &Checked) -> Result<AckReport, AckError> {
     let r = &checked.report;
     let paths: BTreeSet<String> = mirror.db.paths()?.into_iter().collect();
     let mut mirror_digest = digest_of(&paths);
+    // Bundles whose paths are in the device's store: imported, or imported and then rolled
+    // back because the activation failed (the paths stay; the old generation is live).
     let imported: Vec<(BundleId, Manifest)> = mirror
         .pending_all()?
         .into_iter()
-        .filter(|(id, _)| said(r, id).is_some_and(|(p, _)| p == Phase::Imported))
+        .filter(|(id, _)| {
+            matches!(
+                said(r, id),
+                Some((Phase::Imported, _) | (Phase::ImportFailed, Reason::Activation))
+            )
+        })
         .collect();
     // The state the report describes, if the mirror's view is right: its paths, those of
     // the bundles imported, less those removed.

@@ -76,7 +76,7 @@ impl DeviceState {
             // A damaged counter file: the clock floor below still keeps the counter rising.
             Ok(text) => text.trim().parse().unwrap_or(0),
         };
-        let next = (last + 1).max(super::clock_minutes());
+        let next = (last + 1).max(super::clock_seconds() / 60);
         let counter = u32::try_from(next)
             .map_err(|_| StateError::Corrupt(format!("{}: counter past 2^32", path.display())))?;
         write_durably(&path, format!("{counter}\n").as_bytes(), 0o644)?;

@@ -59,6 +59,9 @@ fn decode_counter(b: Option<Vec<u8>>) -> Result<u32, StateError> {
 }
 
 impl Mirror {
+    /// The database file in a mirror directory.
+    pub const FILE: &'static str = FILE;
+
     pub fn create(dir: &Path) -> Result<Mirror, StateError> {
         let db = StateDb::create(dir, FILE, ROLE)?;
         let tx = db.begin_write()?;
@@ -235,11 +238,11 @@ impl Mirror {
 
 impl Mirror {
     /// The next bundle sequence number for this device (persisted, strictly increasing):
-    /// above the last one packed here, the newest the device reported taking, and the minutes
+    /// above the last one packed here, the newest the device reported taking, and the seconds
     /// since 2026-01-01 (so a mirror made again never repeats one, even before the device's
-    /// first report reaches it).
+    /// first report reaches it, unless it packs within the same second).
     pub fn next_sequence(&self) -> Result<u64, StateError> {
-        let next = (self.last_sequence()? + 1).max(super::clock_minutes());
+        let next = (self.last_sequence()? + 1).max(super::clock_seconds());
         self.db.set_meta("sequence", &next.to_le_bytes())?;
         Ok(next)
     }
@@ -453,5 +456,31 @@ impl Mirror {
                 postcard::from_bytes(&b).map_err(|_| StateError::Corrupt("last report".into()))
             })
             .transpose()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A mirror made again takes its sequences above the newest one the device reported, even
+    /// one far ahead of this machine's clock (packed on another ground with a clock ahead).
+    #[test]
+    fn sequences_follow_the_device_and_never_repeat() {
+        let tmp = tempfile::tempdir().unwrap();
+        let m = Mirror::create(tmp.path()).unwrap();
+        let first = m.next_sequence().unwrap();
+        assert!(first >= super::super::clock_seconds());
+        assert!(m.next_sequence().unwrap() > first);
+        let ahead = super::super::clock_seconds() + 1_000_000_000;
+        let tx = m.db.begin_write().unwrap();
+        m.raise_sequence(&tx, ahead).unwrap();
+        m.db.commit(tx).unwrap();
+        assert_eq!(m.next_sequence().unwrap(), ahead + 1);
+        // A lower report never lowers it.
+        let tx = m.db.begin_write().unwrap();
+        m.raise_sequence(&tx, first).unwrap();
+        m.db.commit(tx).unwrap();
+        assert_eq!(m.next_sequence().unwrap(), ahead + 2);
     }
 }

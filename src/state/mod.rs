@@ -186,12 +186,12 @@ pub struct Tx(redb::WriteTransaction);
 /// 2026-01-01T00:00:00Z in Unix seconds.
 const CLOCK_EPOCH: u64 = 1_767_225_600;
 
-/// Minutes since 2026-01-01 by this machine's clock: the floor of counters that must never
+/// Seconds since 2026-01-01 by this machine's clock: the floor of counters that must never
 /// repeat even when their last value was lost (a restored or re-made database).
-pub(crate) fn clock_minutes() -> u64 {
+pub(crate) fn clock_seconds() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs().saturating_sub(CLOCK_EPOCH) / 60)
+        .map_or(0, |d| d.as_secs().saturating_sub(CLOCK_EPOCH))
 }
 
 /// A redb database holding the path set and chunk index of one role.

@@ -6,6 +6,7 @@ mod failures;
 pub mod hostile;
 mod import;
 mod landing;
+mod lifecycle;
 mod link;
 mod listen;
 mod operator;

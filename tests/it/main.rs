@@ -10,6 +10,7 @@ mod lifecycle;
 mod link;
 mod listen;
 mod operator;
+mod operator_loop;
 mod orbit;
 mod patch;
 mod spine;

@@ -138,7 +138,7 @@ pub fn index_into(
             tx = db.begin_write()?;
             pending = 0;
         }
-        bar.update(done, || format!("bytes, {} paths", report.paths));
+        bar.update(done, || format!("{} paths", report.paths));
     }
     db.commit(tx)?;
     bar.finish();

@@ -30,6 +30,8 @@ pub enum NixError {
     NotStorePath(String),
     #[error("I/O error talking to nix-store: {0}")]
     Io(#[from] io::Error),
+    #[error("store {uri} names no Nix store: {why}")]
+    NoStore { uri: String, why: String },
 }
 
 /// What Nix records about a valid store path.
@@ -63,6 +65,35 @@ impl NixStore {
 
     pub fn uri(&self) -> Option<&str> {
         self.uri.as_deref()
+    }
+
+    /// Whether the store URI names a store that exists, before Nix is asked: Nix makes an
+    /// empty store at a chroot root that does not hold one, and ignores query parameters it
+    /// does not know (`local?roo=DIR` would be the machine's own store).
+    pub fn check_exists(&self) -> Result<(), NixError> {
+        let Some(uri) = &self.uri else {
+            return Ok(());
+        };
+        let Some((scheme, query)) = uri.split_once('?') else {
+            return Ok(());
+        };
+        if scheme != "local" {
+            return Ok(());
+        }
+        let Some(root) = root_of_uri(uri) else {
+            return Err(NixError::NoStore {
+                uri: uri.clone(),
+                why: format!("a local store URI with parameters ({query}) but no root=DIR"),
+            });
+        };
+        let db = root.join("nix/var/nix/db/db.sqlite");
+        if !db.exists() {
+            return Err(NixError::NoStore {
+                uri: uri.clone(),
+                why: format!("{} does not exist", db.display()),
+            });
+        }
+        Ok(())
     }
 
     /// Where the bytes of `store_path` live on this machine's filesystem.

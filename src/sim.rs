@@ -322,10 +322,12 @@ impl SimReport {
         s
     }
 
-    /// An SVG chart of progress per pass: bytes still needed and bytes sent.
+    /// An SVG chart of progress per pass: bytes sent in each pass (bars) and bytes still
+    /// needed after it (line), on axes with ticks and units, and a legend.
     pub fn svg(&self) -> String {
-        let (w, h, m) = (640.0, 360.0, 50.0);
-        let max = self
+        let (w, h) = (680.0, 400.0);
+        let (left, right, top, bottom) = (80.0, 30.0, 80.0, 60.0);
+        let peak = self
             .rows
             .iter()
             .map(|r| r.bytes_needed.max(r.bytes_sent))
@@ -333,41 +335,88 @@ impl SimReport {
             .unwrap_or(1)
             .max(self.payload_bytes)
             .max(1) as f64;
+        // Ticks at a round step (1, 2 or 5 times a power of ten), the axis to the next one.
+        let step = nice_step(peak / 5.0);
+        let top_value = (peak / step).ceil() * step;
         let n = self.rows.len().max(1) as f64;
-        let x = |i: f64| m + (w - 2.0 * m) * i / n;
-        let y = |v: f64| h - m - (h - 2.0 * m) * v / max;
+        let plot_w = w - left - right;
+        let plot_h = h - top - bottom;
+        let x = |i: f64| left + plot_w * i / n;
+        let y = |v: f64| top + plot_h * (1.0 - v / top_value);
+        let (unit, scale) = if top_value >= 1e6 {
+            ("MB", 1e6)
+        } else if top_value >= 1e3 {
+            ("kB", 1e3)
+        } else {
+            ("B", 1.0)
+        };
         let mut s = format!(
             "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"12\">\n\
              <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
-             <line x1=\"{m}\" y1=\"{b}\" x2=\"{r}\" y2=\"{b}\" stroke=\"black\"/>\n\
-             <line x1=\"{m}\" y1=\"{m}\" x2=\"{m}\" y2=\"{b}\" stroke=\"black\"/>\n\
-             <text x=\"{m}\" y=\"20\">narlink simulate: bytes sent per pass (bars) and bytes still needed (line)</text>\n\
-             <text x=\"{tx}\" y=\"{ty}\">pass</text>\n",
-            b = h - m,
-            r = w - m,
-            tx = w / 2.0,
-            ty = h - 15.0
+             <text x=\"{left}\" y=\"22\" font-size=\"14\">narlink simulate: {} B payload, {} passes</text>\n",
+            self.payload_bytes, self.passes
         );
-        let bw = (w - 2.0 * m) / n * 0.6;
-        let mut points = vec![format!("{},{}", x(0.0), y(self.payload_bytes as f64))];
-        for (i, r) in self.rows.iter().enumerate() {
-            let xi = x(i as f64 + 1.0);
+        // Y axis: ticks, grid lines, labels, and the axis title turned upright.
+        let mut v = 0.0;
+        while v <= top_value * 1.0001 {
+            let yv = y(v);
             s.push_str(&format!(
-                "<rect x=\"{}\" y=\"{}\" width=\"{bw}\" height=\"{}\" fill=\"#9ecae1\"/>\n<text x=\"{}\" y=\"{}\">{}</text>\n",
-                xi - bw,
-                y(r.bytes_sent as f64),
-                (h - m) - y(r.bytes_sent as f64),
-                xi - bw / 2.0 - 4.0,
-                h - m + 15.0,
-                r.pass
+                "<line x1=\"{left}\" y1=\"{yv}\" x2=\"{}\" y2=\"{yv}\" stroke=\"#ddd\"/>\n\
+                 <line x1=\"{}\" y1=\"{yv}\" x2=\"{left}\" y2=\"{yv}\" stroke=\"black\"/>\n\
+                 <text x=\"{}\" y=\"{}\" text-anchor=\"end\">{}</text>\n",
+                w - right,
+                left - 5.0,
+                left - 8.0,
+                yv + 4.0,
+                tick_label(v / scale)
             ));
-            points.push(format!("{xi},{}", y(r.bytes_needed as f64)));
+            v += step;
         }
         s.push_str(&format!(
-            "<polyline points=\"{}\" fill=\"none\" stroke=\"#d62728\" stroke-width=\"2\"/>\n<text x=\"4\" y=\"{}\">{:.1} MB</text>\n</svg>\n",
+            "<text transform=\"translate(20,{}) rotate(-90)\" text-anchor=\"middle\">bytes ({unit})</text>\n",
+            top + plot_h / 2.0
+        ));
+        // X axis: one tick and label per pass.
+        let base = top + plot_h;
+        s.push_str(&format!(
+            "<line x1=\"{left}\" y1=\"{base}\" x2=\"{}\" y2=\"{base}\" stroke=\"black\"/>\n\
+             <line x1=\"{left}\" y1=\"{top}\" x2=\"{left}\" y2=\"{base}\" stroke=\"black\"/>\n\
+             <text x=\"{}\" y=\"{}\" text-anchor=\"middle\">pass</text>\n",
+            w - right,
+            left + plot_w / 2.0,
+            h - 18.0
+        ));
+        let bw = plot_w / n * 0.6;
+        // The line starts at the payload, before the first pass.
+        let mut points = vec![format!("{left},{}", y(self.payload_bytes as f64))];
+        for (i, r) in self.rows.iter().enumerate() {
+            let xi = x(i as f64 + 1.0);
+            let xc = xi - plot_w / n / 2.0;
+            s.push_str(&format!(
+                "<rect x=\"{}\" y=\"{}\" width=\"{bw}\" height=\"{}\" fill=\"#9ecae1\"/>\n\
+                 <line x1=\"{xc}\" y1=\"{base}\" x2=\"{xc}\" y2=\"{}\" stroke=\"black\"/>\n\
+                 <text x=\"{xc}\" y=\"{}\" text-anchor=\"middle\">{}</text>\n",
+                xc - bw / 2.0,
+                y(r.bytes_sent as f64),
+                base - y(r.bytes_sent as f64),
+                base + 5.0,
+                base + 18.0,
+                r.pass
+            ));
+            points.push(format!("{xc},{}", y(r.bytes_needed as f64)));
+        }
+        // Legend, one entry a row.
+        let lx = w - right - 190.0;
+        s.push_str(&format!(
+            "<polyline points=\"{}\" fill=\"none\" stroke=\"#d62728\" stroke-width=\"2\"/>\n\
+             <rect x=\"{lx}\" y=\"34\" width=\"18\" height=\"10\" fill=\"#9ecae1\"/>\n\
+             <text x=\"{}\" y=\"44\">bytes sent in the pass</text>\n\
+             <line x1=\"{lx}\" y1=\"57\" x2=\"{}\" y2=\"57\" stroke=\"#d62728\" stroke-width=\"2\"/>\n\
+             <text x=\"{}\" y=\"62\">bytes still needed after it</text>\n</svg>\n",
             points.join(" "),
-            m,
-            max / 1e6
+            lx + 24.0,
+            lx + 18.0,
+            lx + 24.0
         ));
         s
     }
@@ -431,7 +480,7 @@ pub fn simulate_update(
         &work.join("device-state"),
         Some(&device_uri),
         progress,
-        |state| state.set_trust(&[key.public()], false),
+        |state| state.set_trust(&[key.public()], &[], false),
     )?;
     let (device_key, _) = crate::state::identity::ensure_secret(&work.join("device-state"))?;
     crate::ground::init::init(
@@ -475,4 +524,35 @@ pub fn simulate_update(
         verified,
         device_reboots,
     })
+}
+
+/// A round step near `raw`: 1, 2 or 5 times a power of ten.
+fn nice_step(raw: f64) -> f64 {
+    let raw = raw.max(1.0);
+    let p = 10f64.powf(raw.log10().floor());
+    [1.0, 2.0, 5.0, 10.0]
+        .into_iter()
+        .map(|m| m * p)
+        .find(|s| *s >= raw)
+        .unwrap_or(10.0 * p)
+}
+
+/// A tick value without trailing zeros.
+fn tick_label(v: f64) -> String {
+    let s = format!("{v:.2}");
+    s.trim_end_matches('0').trim_end_matches('.').to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plot_ticks_are_round() {
+        assert_eq!(nice_step(8_388_608.0 / 5.0), 2e6);
+        assert_eq!(nice_step(420.0), 500.0);
+        assert_eq!(nice_step(0.0), 1.0);
+        assert_eq!(tick_label(2.0), "2");
+        assert_eq!(tick_label(0.25), "0.25");
+    }
 }

@@ -1297,7 +1297,7 @@ impl MediumDevice {
         let dir = tempfile::tempdir().expect("tempdir");
         let state = DeviceState::create_on(medium.clone(), dir.path(), None).expect("create");
         state
-            .set_trust(&[announce_key().public()], false)
+            .set_trust(&[announce_key().public()], &[], false)
             .expect("trust");
         MediumDevice { medium, dir, state }
     }

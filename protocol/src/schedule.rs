@@ -59,6 +59,8 @@ pub struct Sender {
     layout: GroupLayout,
     redundancy_percent: u16,
     resend_margin_percent: u16,
+    /// The most loss a resend is sized for, in parts per million.
+    max_loss_ppm: u32,
     /// Shards sent so far per group; the next shard is `sent % (k + P)`.
     sent: Vec<u64>,
     /// Per group: shards still needed at the last report (k before any), and shards sent
@@ -81,6 +83,10 @@ pub enum ResendPolicy {
     #[default]
     LossAdaptive,
 }
+
+/// The most loss a resend is sized for by default: 33 %. A group needing `n`
+/// then gets at most `(n + 3.5·sqrt(0.33·n)) / 0.67` shards: 1.9 times 64, 1.6 times 1000.
+pub const DEFAULT_MAX_LOSS_PPM: u32 = 330_000;
 
 /// Loss assumed before any report has measured it: 10%.
 const INITIAL_LOSS_PPM: u32 = 100_000;
@@ -119,6 +125,7 @@ impl Sender {
             layout,
             redundancy_percent,
             resend_margin_percent: 0,
+            max_loss_ppm: DEFAULT_MAX_LOSS_PPM,
             sent: vec![0; layout.group_count() as usize],
             last_needed: (0..layout.group_count())
                 .map(|g| layout.group_k(g).unwrap_or(0))
@@ -162,6 +169,14 @@ impl Sender {
     /// default 0: exactly what was asked). A margin trades bytes for fewer round trips.
     pub fn set_resend_margin(&mut self, percent: u16) {
         self.resend_margin_percent = percent;
+    }
+
+    /// The most loss a resend is sized for (default [`DEFAULT_MAX_LOSS_PPM`]), whatever the
+    /// estimate says: a pass cut short looks like heavy loss, and must not make the next
+    /// resend many times the deficit. The planned margin is then at most
+    /// [`shards_to_send`]`(n, max)` − `n` shards for a group that needs `n`.
+    pub fn set_max_loss(&mut self, ppm: u32) {
+        self.max_loss_ppm = ppm;
     }
 
     /// The bundle's layout.
@@ -237,7 +252,7 @@ impl Sender {
         }
         if matches!(
             report.phase,
-            Phase::Decoded | Phase::Imported | Phase::ImportFailed
+            Phase::Decoded | Phase::Imported | Phase::ImportFailed | Phase::Superseded
         ) {
             return Ok(Pass::new(Vec::new()));
         }
@@ -256,7 +271,9 @@ impl Sender {
             let n = u64::from(needed.min(k));
             let count = match self.policy {
                 ResendPolicy::Exact => n,
-                ResendPolicy::LossAdaptive => shards_to_send(n, self.loss_ppm),
+                ResendPolicy::LossAdaptive => {
+                    shards_to_send(n, self.loss_ppm.min(self.max_loss_ppm))
+                }
             };
             entries.extend(self.plan(group, count + percent_of(n, margin)));
         }
@@ -480,5 +497,23 @@ mod tests {
         s.set_resend_margin(10);
         let r = StatusReport::new([0; 16], [0; 16], Phase::Receiving, [(0, 5)]).unwrap();
         assert_eq!(s.resend(&r).unwrap().count(), 6);
+    }
+
+    /// A pass that delivered 4 of 68 frames (cut short, or nearly all lost) makes the loss
+    /// estimate 94 %; the next resend still sends at most the deficit plus the planned
+    /// margin, not 25 times it.
+    #[test]
+    fn a_pass_cut_short_does_not_inflate_the_resend() {
+        let mut s = Sender::new([0; 16], params(68 * 2, 1000, 1000), 0).unwrap();
+        assert_eq!(s.first_pass().count(), 68);
+        let r = StatusReport::new([0; 16], [0; 16], Phase::Receiving, [(0, 64)]).unwrap();
+        let n = s.resend(&r).unwrap().count() as u64;
+        assert!(s.loss_estimate_ppm() > 900_000);
+        assert_eq!(n, shards_to_send(64, DEFAULT_MAX_LOSS_PPM));
+        assert!(n < 2 * 64, "{n} shards for a deficit of 64");
+        // Without the cap, the estimate would have its way.
+        s.set_max_loss(MAX_LOSS_PPM);
+        let r = StatusReport::new([0; 16], [0; 16], Phase::Receiving, [(0, 64)]).unwrap();
+        assert!(s.resend(&r).unwrap().count() as u64 > 64 * 10);
     }
 }

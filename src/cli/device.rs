@@ -55,8 +55,13 @@ pub struct GcArgs {
 pub struct TrustArgs {
     #[arg(long)]
     state: PathBuf,
-    /// Public key files (`NAME:BASE64`, as `nix-store --generate-binary-cache-key` writes).
+    /// Public key files to trust (`NAME:BASE64`, as `nix-store --generate-binary-cache-key`
+    /// writes).
     keys: Vec<PathBuf>,
+    /// Stop trusting the key of this name (repeatable). Rotating a key: give the new key
+    /// file and --remove the old name in one command.
+    #[arg(long = "remove", value_name = "NAME")]
+    remove: Vec<String>,
     /// Accept unsigned bundles too. For tests only: anything that reaches the link could
     /// then be imported.
     #[arg(long)]
@@ -248,7 +253,7 @@ pub fn run(c: Command, progress: bool) -> anyhow::Result<ExitCode> {
                 ..d
             };
             let r = init::init(&a.state, a.store.as_deref(), progress, |state| {
-                state.set_trust(&keys, a.allow_unsigned)?;
+                state.set_trust(&keys, &[], a.allow_unsigned)?;
                 state.set_limits(&limits)
             })
             .with_context(|| format!("device init of {}", a.state.display()))?;
@@ -309,6 +314,21 @@ pub fn run(c: Command, progress: bool) -> anyhow::Result<ExitCode> {
             let plan = a.activation.plan(&store);
             let r = import::import_all(&state, &store, progress, a.partial, plan.as_ref())
                 .context("device import")?;
+            if r.bundles.is_empty() && r.refused.is_empty() {
+                // Nothing recorded to import; a bundle still arriving over the link is not
+                // "nothing": say what it lacks.
+                if let Some(rx) = narlink::device::link::status_report(&state)? {
+                    let shards: u64 = rx.needs().map(|(_, n)| u64::from(n)).sum();
+                    anyhow::bail!(
+                        "device import: bundle {} is still being received: {} groups lack {} \
+                         shards{}; receive the rest first",
+                        narlink_protocol::digest::hex(&rx.bundle_id),
+                        rx.listed_groups(),
+                        shards,
+                        if rx.is_truncated() { " or more" } else { "" }
+                    );
+                }
+            }
             let mut activation = activate::land(&state, &store)
                 .context("activation")?
                 .or(resumed);
@@ -401,7 +421,29 @@ pub fn run(c: Command, progress: bool) -> anyhow::Result<ExitCode> {
         Command::Trust(a) => {
             let state = DeviceState::open(&a.state)?;
             let keys = read_keys(&a.keys)?;
-            state.set_trust(&keys, a.allow_unsigned)?;
+            let (now, _) = state.trust()?;
+            let unknown: Vec<&str> = a
+                .remove
+                .iter()
+                .filter(|n| !now.iter().any(|k| &k.name == *n))
+                .map(String::as_str)
+                .collect();
+            if !unknown.is_empty() {
+                anyhow::bail!("no trusted key is named {}: nothing changed", unknown.join(", "));
+            }
+            let left = now
+                .iter()
+                .filter(|k| !a.remove.contains(&k.name))
+                .count()
+                + keys.len();
+            if left == 0 && !a.allow_unsigned {
+                // A device that trusts no key can never take an update again.
+                anyhow::bail!(
+                    "refusing to remove the last trusted key: the device could never take an \
+                     update again; give the new key in the same command to rotate"
+                );
+            }
+            state.set_trust(&keys, &a.remove, a.allow_unsigned)?;
             let (all, allow) = state.trust()?;
             let names: Vec<String> = all.iter().map(|k| k.name.clone()).collect();
             output(a.json, &names, || {

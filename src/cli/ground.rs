@@ -219,6 +219,10 @@ pub struct ResendArgs {
     /// Send at most this many bytes of frames (the pass budget); the rest waits.
     #[arg(long)]
     budget: Option<u64>,
+    /// Size each group's share of the resend for at most this loss, in percent, however heavy
+    /// the reports make it look (a pass cut short looks like heavy loss).
+    #[arg(long, default_value_t = narlink_protocol::schedule::DEFAULT_MAX_LOSS_PPM / 10_000, value_parser = clap::value_parser!(u32).range(0..=95))]
+    max_loss: u32,
     #[arg(long)]
     json: bool,
 }
@@ -400,7 +404,7 @@ pub fn run(c: Command, progress: bool) -> anyhow::Result<ExitCode> {
             let mirror = Mirror::open(&dir)?;
             let mut sink = link::FrameSink::open(&a.frames)
                 .with_context(|| format!("opening {}", a.frames.display()))?;
-            let r = narlink::ground::resend::resend(&mirror, &report, a.budget, &mut |f| {
+            let r = narlink::ground::resend::resend(&mirror, &report, a.budget, a.max_loss * 10_000, &mut |f| {
                 sink.write(f)
             })?;
             sink.finish()

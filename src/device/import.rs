@@ -230,7 +230,7 @@ fn import_bundle(
                 source,
             })?;
         done += entry.nar_size;
-        bar.update(done, || "bytes".into());
+        bar.update(done, String::new);
     }
     bar.finish();
 
@@ -258,7 +258,7 @@ fn import_bundle(
                     Ok(())
                 })?;
                 done += entry.nar_size;
-                bar.update(done, || "bytes".into());
+                bar.update(done, String::new);
             }
             Ok(())
         });

@@ -20,8 +20,9 @@ pub fn init(
     progress: bool,
     setup: impl FnOnce(&DeviceState) -> Result<(), crate::state::StateError>,
 ) -> Result<IndexReport, DeviceInitError> {
-    let state = DeviceState::create(dir, store_uri)?;
     let store = NixStore::new(store_uri);
+    store.check_exists()?;
+    let state = DeviceState::create(dir, store_uri)?;
     let infos = store.path_infos(None)?;
     let report = index_into(&state.db, &store, &infos, true, progress)?;
     setup(&state)?;

@@ -98,7 +98,7 @@ impl<R: Read> Read for Counting<R> {
         let n = self.inner.read(buf)?;
         self.read += n as u64;
         let read = self.read;
-        self.bar.update(read, || "bytes".into());
+        self.bar.update(read, String::new);
         Ok(n)
     }
 }

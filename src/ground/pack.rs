@@ -252,7 +252,7 @@ pub fn pack(
                         })?;
                 }
             }
-            progress.update(done, || format!("bytes, {} new chunks", report.chunks_new));
+            progress.update(done, || format!("{} new chunks", report.chunks_new));
             Ok(())
         });
         let size = match (result, failure) {

@@ -44,12 +44,13 @@ pub struct ResendReport {
     pub announced_only: bool,
 }
 
-/// Emit into `sink` what `report` says is missing (at most `budget` bytes of frames), and
-/// remember what was sent.
+/// Emit into `sink` what `report` says is missing (at most `budget` bytes of frames, each
+/// group's share sized for at most `max_loss_ppm` of loss), and remember what was sent.
 pub fn resend(
     mirror: &Mirror,
     report: &StatusReport,
     budget: Option<u64>,
+    max_loss_ppm: u32,
     sink: &mut dyn FnMut(&[u8]) -> io::Result<()>,
 ) -> Result<ResendReport, ResendFailure> {
     let id = report.bundle_id;
@@ -68,6 +69,7 @@ pub fn resend(
     if let Some(frame) = mirror.announcement(&id)? {
         source.set_announcement(frame);
     }
+    source.sender.set_max_loss(max_loss_ppm);
     let pass = source.sender.resend(report)?;
     let emitted = source.emit(pass, budget, sink)?;
     mirror.put_send(&id, &source.record(rec.options))?;

@@ -479,23 +479,31 @@ impl DeviceState {
         Ok((keys, allow))
     }
 
-    /// Trust these keys (added to those already trusted); set the unsigned policy.
+    /// Trust these keys (added to those already trusted), stop trusting the keys named
+    /// `remove`, and set the unsigned policy, in one commit.
     pub fn set_trust(
         &self,
         keys: &[narlink_protocol::signature::PublicKey],
+        remove: &[String],
         allow_unsigned: bool,
     ) -> Result<(), StateError> {
         let (mut all, _) = self.trust()?;
+        all.retain(|k| !remove.contains(&k.name));
         for k in keys {
             if !all.contains(k) {
                 all.push(k.clone());
             }
         }
         let text: Vec<String> = all.iter().map(|k| k.to_nix()).collect();
+        let tx = self.db.begin_write()?;
         self.db
-            .set_meta("trusted_keys", text.join("\n").as_bytes())?;
-        self.db
-            .set_meta("allow_unsigned", if allow_unsigned { b"1" } else { b"0" })
+            .put_meta(&tx, "trusted_keys", text.join("\n").as_bytes())?;
+        self.db.put_meta(
+            &tx,
+            "allow_unsigned",
+            if allow_unsigned { b"1" } else { b"0" },
+        )?;
+        self.db.commit(tx)
     }
 
     /// The replay mark: the sequence number of the newest bundle imported (0 before the

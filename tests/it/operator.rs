@@ -83,3 +83,105 @@ fn gc_options_that_name_nothing_are_errors() {
     let paths_after = crate::common::sh(&format!("nix-store --store '{}' -qR {v1}", rig.store()));
     assert_eq!(paths_before, paths_after);
 }
+
+/// `ground pack` without --sign-key is refused unless --unsigned says it is meant.
+#[test]
+fn unsigned_packs_need_the_flag() {
+    let (v1, v2) = (demo(1), demo(2));
+    let rig = Rig::new(&v1);
+    let out = rig.run(&["ground", "pack", "--mirror", rig.p("mirror"), "--out", rig.p("b"), &v2]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("--sign-key"), "{err}");
+    assert!(!std::path::Path::new(rig.p("b")).exists());
+    rig.ok(&[
+        "ground", "pack", "--mirror", rig.p("mirror"), "--unsigned", "--out", rig.p("b"), &v2,
+    ]);
+}
+
+/// `device import` while a bundle is still arriving over the link says what it lacks and
+/// fails; with nothing at all under way it says so and succeeds.
+#[test]
+fn an_incomplete_import_says_what_is_missing() {
+    let (v1, v2) = (demo(1), demo(2));
+    let rig = Rig::new(&v1);
+    let out = rig.run(&["device", "import", "--state", rig.p("state")]);
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "nothing to import");
+    let frames = rig.p("b.frames");
+    let mut a = vec!["--out", rig.p("b"), "--frames", frames];
+    a.extend_from_slice(&crate::hostile::SMALL_FRAMES);
+    a.push(&v2);
+    rig.pack(&a);
+    let all = crate::hostile::frames_of(frames);
+    crate::hostile::write_frames(rig.p("few"), &all[..3]);
+    rig.receive(rig.p("few"));
+    let out = rig.run(&["device", "import", "--state", rig.p("state")]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("is still being received") && err.contains("groups lack"),
+        "{err}"
+    );
+}
+
+/// `device init` with a store URI that names no store (a mistyped root, an unknown
+/// parameter) is an error, and leaves no state and no store behind.
+#[test]
+fn store_uris_that_name_nothing_are_errors() {
+    let rig = Rig::new(&demo(1));
+    let typo = rig.dir.join("devcie");
+    for (uri, why) in [
+        (format!("local?root={}", typo.display()), "does not exist"),
+        (format!("local?roo={}", rig.dir.join("device").display()), "no root=DIR"),
+    ] {
+        let out = rig.run(&[
+            "device", "init", "--state", rig.p("state-typo"), "--store", &uri, "--trust",
+            rig.p("pk"),
+        ]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.contains(why), "{uri}: {err}");
+        assert!(!typo.exists(), "{uri}: a store was made");
+        assert!(!rig.dir.join("state-typo/device.redb").exists(), "{uri}: a state was made");
+    }
+}
+
+/// Signing keys are rotated and revoked: a new key and the old one's removal in one
+/// command; bundles signed by the old key are refused after; the last key cannot go.
+#[test]
+fn signing_keys_rotate_and_the_last_one_stays() {
+    let (v1, v2) = (demo(1), demo(2));
+    let rig = Rig::new(&v1);
+    crate::common::sh(&format!(
+        "nix-store --generate-binary-cache-key ground-2 {} {}",
+        rig.p("sk2"),
+        rig.p("pk2")
+    ));
+    let keys = rig.json(&[
+        "device", "trust", "--state", rig.p("state"), rig.p("pk2"), "--remove", "ground-1",
+    ]);
+    assert_eq!(keys, serde_json::json!(["ground-2"]));
+    // The old key's bundle is refused; the new key's is taken.
+    rig.pack(&["--out", rig.p("old"), &v2]);
+    let out = rig.run(&["device", "receive", "--state", rig.p("state"), rig.p("old")]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("none of which this device trusts"), "{err}");
+    rig.ok(&[
+        "ground", "pack", "--mirror", rig.p("mirror"), "--sign-key", rig.p("sk2"), "--supersede",
+        "--out", rig.p("new"), &v2,
+    ]);
+    rig.receive_import(rig.p("new"));
+    rig.assert_holds(&v2);
+    // The last key cannot go, and a name no key has changes nothing.
+    for (args, why) in [
+        (vec!["--remove", "ground-2"], "the last trusted key"),
+        (vec!["--remove", "nobody"], "no trusted key is named nobody"),
+    ] {
+        let mut a = vec!["device", "trust", "--state", rig.p("state")];
+        a.extend_from_slice(&args);
+        let out = rig.run(&a);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.contains(why), "{args:?}: {err}");
+    }
+    let keys = rig.json(&["device", "trust", "--state", rig.p("state")]);
+    assert_eq!(keys, serde_json::json!(["ground-2"]));
+}

@@ -204,7 +204,7 @@ fn intake(c: &mut Criterion) {
         let run = |stream: &[u8]| {
             let dir = tempfile::tempdir().unwrap();
             let state = DeviceState::create(dir.path(), None).unwrap();
-            state.set_trust(&[key.public()], false).unwrap();
+            state.set_trust(&[key.public()], &[], false).unwrap();
             let t = Instant::now();
             let mut r = LinkReceiver::open(&state).unwrap();
             r.handle_stream(stream).unwrap();

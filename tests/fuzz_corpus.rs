@@ -187,7 +187,7 @@ fn generated_seeds() -> Vec<(&'static str, String, Vec<u8>)> {
 
 /// Operation sequences for the whole receiver: the genuine frames in order; junk and forged
 /// frames first, then the genuine ones with a crash in the middle; forged announcements and
-/// stripped-head frames interleaved.
+/// stripped-head frames interleaved; forged withdrawals around the genuine frames.
 fn link_seeds() -> Vec<(String, Vec<u8>)> {
     let n = checks::link_bundle().frames.len() as u8;
     let genuine: Vec<u8> = [4].into_iter().chain((0..n).flat_map(|i| [0, i])).collect();
@@ -206,10 +206,17 @@ fn link_seeds() -> Vec<(String, Vec<u8>)> {
     for i in 0..n {
         mixed.extend([7, i, 0, i, 3, i]);
     }
+    // Forged withdrawals before, amid and after the genuine frames.
+    let mut withdrawals = vec![9, 0, 9, 1, 4];
+    for i in 0..n {
+        withdrawals.extend([0, i, 9, i.wrapping_mul(7)]);
+    }
+    withdrawals.extend([5, 9, 2, 9, 71]);
     vec![
         ("genuine".into(), genuine),
         ("junk-forged-crash".into(), junk_first),
         ("forged-announcements-stripped".into(), mixed),
+        ("forged-withdrawals".into(), withdrawals),
     ]
 }
 
@@ -229,7 +236,7 @@ fn seal_seeds() -> Vec<(String, Vec<u8>)> {
 /// Signed announcements with the smallest shard that carries one and a usual one, and one
 /// whose padding is not zero.
 fn announce_seeds() -> Vec<(String, Vec<u8>)> {
-    use narlink_protocol::announce::{Announcement, ANNOUNCE_LEN};
+    use narlink_protocol::announce::{Announcement, Withdrawal, ANNOUNCE_LEN, WITHDRAW_LEN};
     let mut seeds = Vec::new();
     for len in [ANNOUNCE_LEN, 1024] {
         let h = checks::announce_header(len);
@@ -240,6 +247,12 @@ fn announce_seeds() -> Vec<(String, Vec<u8>)> {
     let mut bad = seeds[1].1.clone();
     bad[500] = 1;
     seeds.push(("nonzero-padding".into(), bad));
+    for len in [WITHDRAW_LEN, 1024] {
+        let h = checks::announce_header(len);
+        let w = Withdrawal::sign(&checks::announce_key(), h.bundle_id, h.params);
+        let (_, payload) = w.to_frame().expect("long enough");
+        seeds.push((format!("withdrawal-{len}"), payload));
+    }
     seeds
 }
 

@@ -1172,19 +1172,30 @@ pub fn announce_header(len: usize) -> FrameHeader {
     }
 }
 
-/// `protocol::announce::Announcement::from_frame` over the input as the payload of an
-/// announcement frame: a decoded announcement re-encodes to the input, and verifying it
-/// under the seeds' key ends in a value or an error, never a panic.
+/// `protocol::announce::{Announcement, Withdrawal}::from_frame` over the input as the
+/// payload of an announcement frame: at most one of them decodes it, a decoded one
+/// re-encodes to the input, and verifying it under the seeds' key ends in a value or an
+/// error, never a panic.
 pub fn announce(data: &[u8]) {
-    use narlink_protocol::announce::Announcement;
+    use narlink_protocol::announce::{is_withdrawal, Announcement, Withdrawal};
     let h = announce_header(data.len());
-    let Ok(a) = Announcement::from_frame(&h, data) else {
-        return;
-    };
-    let (h2, p) = a.to_frame().expect("a decoded announcement re-encodes");
-    assert_eq!(h2, h);
-    assert_eq!(p, data, "announcement does not re-encode to its input");
-    let _ = a.verify(&[announce_key().public()]);
+    let trusted = [announce_key().public()];
+    let a = Announcement::from_frame(&h, data);
+    let w = Withdrawal::from_frame(&h, data);
+    assert!(a.is_err() || w.is_err(), "one frame read as both kinds");
+    assert!(w.is_err() || is_withdrawal(data));
+    if let Ok(a) = a {
+        let (h2, p) = a.to_frame().expect("a decoded announcement re-encodes");
+        assert_eq!(h2, h);
+        assert_eq!(p, data, "announcement does not re-encode to its input");
+        let _ = a.verify(&trusted);
+    }
+    if let Ok(w) = w {
+        let (h2, p) = w.to_frame().expect("a decoded withdrawal re-encodes");
+        assert_eq!(h2, h);
+        assert_eq!(p, data, "withdrawal does not re-encode to its input");
+        let _ = w.verify(&trusted);
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1382,6 +1393,8 @@ impl Default for MediumDevice {
 /// 6 t        power cut now; t: how many writes since the last sync survive (torn); restart
 /// 7 i        genuine frame i under the genuine id with another bundle length (a stripped head)
 /// 8 n        power cut during the n-th sync from now (n mod 4, plus 1)
+/// 9 p        a forged withdrawal of the genuine bundle: signed by an untrusted key (p even)
+///            or by the trusted one with byte p of its payload flipped (p odd)
 /// ```
 ///
 /// The receiver may fail only when the power is off (then the device restarts from what
@@ -1401,7 +1414,7 @@ pub fn link(data: &[u8]) {
     let mut ops = 0;
     while !input.is_empty() && ops < 400 {
         ops += 1;
-        let op = input.u8() % 9;
+        let op = input.u8() % 10;
         if op == 6 || op == 8 || rx.is_none() {
             let torn = usize::from(input.u8());
             if op == 8 && rx.is_some() {
@@ -1453,6 +1466,19 @@ pub fn link(data: &[u8]) {
             }
             4 => r.handle_frame(b.announcement.as_ref()),
             5 => r.flush(),
+            9 => {
+                use narlink_protocol::announce::Withdrawal;
+                let p = usize::from(input.u8());
+                let forger = narlink_protocol::signature::SecretKey::from_seed("forger", [9; 32]);
+                let signer = if p % 2 == 0 { forger } else { announce_key() };
+                let w = Withdrawal::sign(&signer, b.id, params);
+                let (h, mut payload) = w.to_frame().expect("frames carry a withdrawal");
+                if p % 2 == 1 {
+                    let len = payload.len();
+                    payload[p % len] ^= 1;
+                }
+                r.handle_frame(Frame::new(h, payload).expect("frame").as_ref())
+            }
             _ => {
                 let f = &b.frames[usize::from(input.u8()) % n];
                 let h = FrameHeader {

@@ -24,6 +24,22 @@
 //! Frames of `S` < [`ANNOUNCE_LEN`] bytes cannot carry one; such bundles are not announced.
 //! Replaying an announcement only re-announces the same session; an announcement not newer
 //! than the device's last import is ignored.
+//!
+//! A **withdrawal** travels the same way (group [`ANNOUNCE_GROUP`], shard 0) and says that
+//! the ground cancelled the bundle: the device drops what it holds of it and never imports
+//! it (unless it already did). Its payload:
+//!
+//! ```text
+//! offset size field
+//!  0      2   magic "nW"
+//!  2      1   version 1
+//!  3      4   key id
+//!  7      64  ed25519 signature of "narlink-withdraw-v1\0" || bundle id (16) || codec (1)
+//!             || S (2, LE) || K (2, LE) || P (2, LE) || L (8, LE)
+//! 71      -   zero padding to S
+//! ```
+//!
+//! Replaying a withdrawal withdraws the same bundle again: nothing more.
 
 use crate::frame::FrameHeader;
 use crate::params::LinkParams;
@@ -60,14 +76,20 @@ pub enum AnnounceError {
 
 /// What the signature covers.
 fn message(bundle_id: &[u8; 16], p: &LinkParams, sequence: u64) -> Vec<u8> {
-    let mut m = DOMAIN.to_vec();
+    let mut m = bundle_message(DOMAIN, bundle_id, p);
+    m.extend_from_slice(&sequence.to_le_bytes());
+    m
+}
+
+/// `domain` || bundle id || codec || S || K || P || L.
+fn bundle_message(domain: &[u8], bundle_id: &[u8; 16], p: &LinkParams) -> Vec<u8> {
+    let mut m = domain.to_vec();
     m.extend_from_slice(bundle_id);
     m.push(p.codec.to_u8());
     m.extend_from_slice(&p.shard_size.to_le_bytes());
     m.extend_from_slice(&p.group_k.to_le_bytes());
     m.extend_from_slice(&p.parity.to_le_bytes());
     m.extend_from_slice(&p.bundle_len.to_le_bytes());
-    m.extend_from_slice(&sequence.to_le_bytes());
     m
 }
 
@@ -151,6 +173,97 @@ impl Announcement {
     }
 }
 
+const WITHDRAW_MAGIC: [u8; 2] = *b"nW";
+const WITHDRAW_DOMAIN: &[u8] = b"narlink-withdraw-v1\0";
+/// Bytes of a withdrawal before its padding.
+pub const WITHDRAW_LEN: usize = 71;
+
+/// A bundle the ground cancelled, signed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Withdrawal {
+    pub bundle_id: [u8; 16],
+    pub params: LinkParams,
+    pub key: KeyId,
+    pub signature: [u8; 64],
+}
+
+/// Whether an announcement frame's payload is a withdrawal (by its magic; unverified).
+pub fn is_withdrawal(payload: &[u8]) -> bool {
+    payload.starts_with(&WITHDRAW_MAGIC)
+}
+
+impl Withdrawal {
+    /// Sign the withdrawal of bundle `bundle_id`, sent with `params`.
+    pub fn sign(key: &SecretKey, bundle_id: [u8; 16], params: LinkParams) -> Withdrawal {
+        let m = bundle_message(WITHDRAW_DOMAIN, &bundle_id, &params);
+        let (key, signature) = key.sign_message(&m);
+        Withdrawal {
+            bundle_id,
+            params,
+            key,
+            signature,
+        }
+    }
+
+    /// The frame header and payload that carry it; `None` if the shard size is too small.
+    pub fn to_frame(&self) -> Option<(FrameHeader, Vec<u8>)> {
+        let s = usize::from(self.params.shard_size);
+        if s < WITHDRAW_LEN {
+            return None;
+        }
+        let mut p = Vec::with_capacity(s);
+        p.extend_from_slice(&WITHDRAW_MAGIC);
+        p.push(VERSION);
+        p.extend_from_slice(&self.key);
+        p.extend_from_slice(&self.signature);
+        p.resize(s, 0);
+        let header = FrameHeader {
+            bundle_id: self.bundle_id,
+            params: self.params,
+            group: ANNOUNCE_GROUP,
+            shard: 0,
+        };
+        Some((header, p))
+    }
+
+    /// Read a withdrawal from a frame's header and payload (not yet verified).
+    pub fn from_frame(header: &FrameHeader, payload: &[u8]) -> Result<Withdrawal, AnnounceError> {
+        if header.group != ANNOUNCE_GROUP || header.shard != 0 {
+            return Err(AnnounceError::NotAnnouncement);
+        }
+        let mut r = Reader::new(payload);
+        let bad = |_| AnnounceError::Malformed("truncated");
+        if r.take_array::<2>().map_err(bad)? != WITHDRAW_MAGIC {
+            return Err(AnnounceError::Malformed("bad magic"));
+        }
+        if r.u8().map_err(bad)? != VERSION {
+            return Err(AnnounceError::Malformed("unknown version"));
+        }
+        let key = r.take_array::<4>().map_err(bad)?;
+        let signature = r.take_array::<64>().map_err(bad)?;
+        if r.take_rest().iter().any(|b| *b != 0) {
+            return Err(AnnounceError::Malformed("non-zero padding"));
+        }
+        Ok(Withdrawal {
+            bundle_id: header.bundle_id,
+            params: header.params,
+            key,
+            signature,
+        })
+    }
+
+    /// Check the signature against `trusted`; returns the key's name.
+    pub fn verify(&self, trusted: &[PublicKey]) -> Result<String, AnnounceError> {
+        let m = bundle_message(WITHDRAW_DOMAIN, &self.bundle_id, &self.params);
+        Ok(signature::verify_message(
+            &m,
+            self.key,
+            &self.signature,
+            trusted,
+        )?)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -207,6 +320,31 @@ mod tests {
         assert!(Announcement::from_frame(&h, &bad).is_err());
         for n in 0..ANNOUNCE_LEN {
             assert!(Announcement::from_frame(&h, &p[..n]).is_err());
+        }
+    }
+
+    #[test]
+    fn withdrawals_sign_round_trip_and_are_told_apart() {
+        let sk = SecretKey::from_seed("ground-1", [3; 32]);
+        let pk = sk.public();
+        let w = Withdrawal::sign(&sk, [7; 16], params(128));
+        let (h, p) = w.to_frame().unwrap();
+        assert!(h.is_announcement() && is_withdrawal(&p));
+        assert_eq!(Withdrawal::from_frame(&h, &p).unwrap(), w);
+        assert_eq!(w.verify(std::slice::from_ref(&pk)), Ok("ground-1".into()));
+        // Neither parses as the other; another id or key does not verify.
+        assert!(Announcement::from_frame(&h, &p).is_err());
+        let a = Announcement::sign(&sk, [7; 16], params(128), 1).to_frame().unwrap();
+        assert!(!is_withdrawal(&a.1) && Withdrawal::from_frame(&a.0, &a.1).is_err());
+        let moved = Withdrawal {
+            bundle_id: [8; 16],
+            ..w.clone()
+        };
+        assert!(moved.verify(std::slice::from_ref(&pk)).is_err());
+        let other = SecretKey::from_seed("other", [4; 32]).public();
+        assert!(w.verify(&[other]).is_err());
+        for n in 0..WITHDRAW_LEN {
+            assert!(Withdrawal::from_frame(&h, &p[..n]).is_err());
         }
     }
 }

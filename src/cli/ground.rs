@@ -49,6 +49,13 @@ pub struct CancelArgs {
     mirror: PathBuf,
     /// The bundle's id, or enough of its first hex digits to name one.
     bundle: String,
+    /// Sign a withdrawal with this key (one the device trusts): a device that takes it drops
+    /// the bundle and never imports it, even if it holds all of it.
+    #[arg(long, requires = "frames")]
+    sign_key: Option<PathBuf>,
+    /// Where the withdrawal frame goes (a file, a directory, or - for standard output).
+    #[arg(long, requires = "sign_key")]
+    frames: Option<PathBuf>,
     #[arg(long)]
     json: bool,
 }
@@ -80,6 +87,13 @@ fn route(
     }
     let keys = Mirror::downlink_keys(dir)?;
     Ok((dir.to_owned(), keys, read()?))
+}
+
+fn read_secret_key(p: &std::path::Path) -> anyhow::Result<narlink_protocol::signature::SecretKey> {
+    let text = std::fs::read_to_string(p)
+        .with_context(|| format!("reading secret key {}", p.display()))?;
+    narlink_protocol::signature::SecretKey::from_nix(&text)
+        .with_context(|| format!("secret key {}", p.display()))
 }
 
 fn read_device_key(path: &std::path::Path) -> anyhow::Result<narlink_protocol::seal::DeviceSecret> {
@@ -255,16 +269,12 @@ pub fn run(c: Command, progress: bool) -> anyhow::Result<ExitCode> {
         Command::Pack(a) => {
             let store = NixStore::new(a.store.as_deref());
             let mirror = Mirror::open(&a.mirror)?;
-            let sign_key = match &a.sign_key {
-                Some(p) => {
-                    let text = std::fs::read_to_string(p)
-                        .with_context(|| format!("reading secret key {}", p.display()))?;
-                    let key = narlink_protocol::signature::SecretKey::from_nix(&text)
-                        .with_context(|| format!("secret key {}", p.display()))?;
-                    Some(std::sync::Arc::new(key))
-                }
-                None => None,
-            };
+            let sign_key = a
+                .sign_key
+                .as_deref()
+                .map(read_secret_key)
+                .transpose()?
+                .map(std::sync::Arc::new);
             let opts = pack::PackOptions {
                 zstd_level: a.level,
                 derivers: a.keep_derivers,
@@ -373,13 +383,40 @@ pub fn run(c: Command, progress: bool) -> anyhow::Result<ExitCode> {
         }
         Command::Cancel(a) => {
             let mirror = Mirror::open(&a.mirror)?;
-            let r = narlink::ground::bundles::cancel(&mirror, &a.bundle)?;
-            output(a.json, &r, || {
-                format!(
+            let key = a.sign_key.as_deref().map(read_secret_key).transpose()?;
+            let r = narlink::ground::bundles::cancel(&mirror, &a.bundle, key.as_ref())?;
+            if let (Some(frame), Some(dest)) = (&r.withdrawal, &a.frames) {
+                let mut sink = link::FrameSink::open(dest)
+                    .with_context(|| format!("opening {}", dest.display()))?;
+                sink.write(frame)
+                    .and_then(|()| sink.finish())
+                    .with_context(|| format!("writing {}", dest.display()))?;
+            }
+            let text = if a.json {
+                serde_json::to_string(&r)?
+            } else {
+                let mut s = format!(
                     "bundle {} (sequence {}) cancelled: nothing of it is sent any more",
                     r.bundle, r.sequence
-                )
-            })?;
+                );
+                match (&r.withdrawal, &a.frames) {
+                    (Some(_), Some(dest)) => s.push_str(&format!(
+                        "\nits signed withdrawal is in {}: uplink it, and the device drops the bundle",
+                        dest.display()
+                    )),
+                    _ => s.push_str(
+                        "\nwithout --sign-key and --frames the device keeps what it has of it \
+                         until the next bundle supersedes it",
+                    ),
+                }
+                s
+            };
+            // With the frame on stdout, the summary goes to stderr.
+            if a.frames.as_deref() == Some(std::path::Path::new("-")) {
+                eprintln!("{text}");
+            } else {
+                println!("{text}");
+            }
         }
         Command::DeviceKey(a) => {
             let secret = read_device_key(&a.file)?;

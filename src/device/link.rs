@@ -39,7 +39,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::io::{self, Read};
 
-use narlink_protocol::announce::Announcement;
+use narlink_protocol::announce::{is_withdrawal, Announcement, Withdrawal};
 use narlink_protocol::bundle::{BundleHeader, BundleId, HEADER_LEN};
 use narlink_protocol::digest::short;
 use narlink_protocol::fec::{self, ErasureCode};
@@ -49,6 +49,7 @@ use narlink_protocol::manifest::Manifest;
 use narlink_protocol::params::{Limits, LinkParams};
 use narlink_protocol::receiver::{GroupTracker, Outcome};
 use narlink_protocol::signature::PublicKey;
+use narlink_protocol::status::device::Reason;
 use narlink_protocol::status::{Phase as WirePhase, StatusReport};
 use serde::Serialize;
 
@@ -56,7 +57,7 @@ use super::receive::{
     begin_bundle, check_sequence, finish_bundle, read_trusted_head, stage_payload, ReceiveError,
     ReceiveReport,
 };
-use crate::state::device::{DeviceState, Phase};
+use crate::state::device::{BundleRecord, DeviceState, Phase};
 use crate::state::link::{LinkRecord, Refusal, SessionKey};
 use crate::state::{StateError, Tx};
 
@@ -111,6 +112,8 @@ pub struct IntakeStats {
     pub over_quota: u64,
     /// Announcements verified under a trusted key.
     pub announcements: u64,
+    /// Withdrawals (`ground cancel`) verified under a trusted key.
+    pub withdrawals: u64,
     /// Unverified sessions evicted to make room for a new one.
     pub evicted: u64,
     /// Sessions dropped because a newer bundle superseded theirs, or a link record that did
@@ -344,6 +347,10 @@ impl LinkReceiver<'_> {
     fn offer(&mut self, f: FrameRef<'_>) -> Result<(), LinkError> {
         let h = *f.header();
         let id = h.bundle_id;
+        // A withdrawal counts even for a bundle staged whole: it is not imported yet.
+        if h.is_announcement() && is_withdrawal(f.payload()) {
+            return self.withdrawn(&h, f.payload());
+        }
         if self.done.contains(&id) {
             self.stats.late += 1;
             return Ok(());
@@ -498,6 +505,60 @@ impl LinkReceiver<'_> {
         }
         self.settle(&key);
         Ok(())
+    }
+
+    /// A withdrawal frame: if a trusted key signed it and the bundle is not imported, drop
+    /// every session of it, mark its record (if its head came) as never to be imported, and
+    /// refuse its frames from now on. Anything else is counted and ignored.
+    fn withdrawn(&mut self, h: &FrameHeader, payload: &[u8]) -> Result<(), LinkError> {
+        let w = match Withdrawal::from_frame(h, payload) {
+            Ok(w) if w.verify(&self.trusted).is_ok() => w,
+            _ => {
+                self.stats.refused += 1;
+                return Ok(());
+            }
+        };
+        let id = w.bundle_id;
+        let record = self.state.bundle(&id)?;
+        if self.done.contains(&id) && record.is_none()
+            || record
+                .as_ref()
+                .is_some_and(|r| matches!(r.phase, Phase::Imported | Phase::Superseded))
+        {
+            // Imported already (too late to withdraw), or settled: nothing to do.
+            self.stats.late += 1;
+            return Ok(());
+        }
+        self.stats.withdrawals += 1;
+        let keys: Vec<SessionKey> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| s.rec.bundle == id)
+            .map(|(k, _)| *k)
+            .collect();
+        let mut seq = None;
+        for k in keys {
+            seq = seq.max(self.sessions.get(&k).map(|s| s.rec.seq));
+            self.drop_session(k);
+        }
+        let reason = "withdrawn by the ground (ground cancel)".to_owned();
+        if let Some(rec) = record {
+            seq = seq.max(Some(rec.seq));
+            let tx = self.state.db.begin_write()?;
+            let rec = BundleRecord {
+                phase: Phase::Superseded,
+                note: reason.clone(),
+                reason: Reason::Cancelled.to_u8(),
+                ..rec
+            };
+            self.state.put_bundle(&tx, &id, &rec)?;
+            self.state.db.commit(tx)?;
+        }
+        let seq = match seq {
+            Some(s) => s,
+            None => self.next_seq()?,
+        };
+        self.refuse_id(id, seq, reason, Reason::Cancelled)
     }
 
     fn next_seq(&self) -> Result<u64, LinkError> {
@@ -858,12 +919,23 @@ impl LinkReceiver<'_> {
         };
         let (id, seq) = (s.rec.bundle, s.rec.seq);
         self.drop_session(*key);
-        let reason = why.to_string();
+        self.refuse_id(id, seq, why.to_string(), why.reason())
+    }
+
+    /// Remember that bundle `id` is refused for good (in the bounded refusal table), and
+    /// take none of its frames any more.
+    fn refuse_id(
+        &mut self,
+        id: BundleId,
+        seq: u64,
+        reason: String,
+        code: Reason,
+    ) -> Result<(), LinkError> {
         let tx = self.state.db.begin_write()?;
         let refusal = Refusal {
             seq,
             reason: reason.clone(),
-            code: why.reason().to_u8(),
+            code: code.to_u8(),
         };
         // A refused id forgotten that comes back costs its head once more, nothing else.
         for old in self.state.refuse(&tx, &id, &refusal, MAX_REFUSALS)? {

@@ -3,14 +3,15 @@
 //! A report that names no bundle in flight (the device has not heard of the one the ground
 //! is sending: its announcement and head were lost, or it still reports one the ground
 //! superseded or cancelled) gets the in-flight bundle's announcement alone, so that the next
-//! report names it and says what it needs.
+//! report names it and says what it needs. A report that still names a bundle cancelled with
+//! a key gets its withdrawal again.
 
 use std::io;
 
 use narlink_protocol::bundle::BundleId;
 use narlink_protocol::digest::hex;
 use narlink_protocol::schedule::ResendError;
-use narlink_protocol::status::StatusReport;
+use narlink_protocol::status::{Phase, StatusReport};
 use serde::Serialize;
 
 use super::bundles::{check_sendable, BundleError};
@@ -54,6 +55,12 @@ pub fn resend(
     sink: &mut dyn FnMut(&[u8]) -> io::Result<()>,
 ) -> Result<ResendReport, ResendFailure> {
     let id = report.bundle_id;
+    // A cancelled bundle the device still reports: its withdrawal again.
+    if let Some(frame) = mirror.withdrawal(&id)? {
+        if matches!(report.phase, Phase::Receiving | Phase::Decoded) {
+            return send_one(&id, &frame, sink);
+        }
+    }
     let named = check_sendable(mirror, &id);
     let sendable = named.is_ok() && mirror.send_record(&id)?.is_some();
     if !sendable {
@@ -101,9 +108,18 @@ fn announce(
             in_flight: hex(in_flight),
         });
     };
-    sink(&frame).map_err(LinkError::Sink)?;
+    send_one(in_flight, &frame, sink)
+}
+
+/// One announcement or withdrawal frame of bundle `id`, alone.
+fn send_one(
+    id: &BundleId,
+    frame: &[u8],
+    sink: &mut dyn FnMut(&[u8]) -> io::Result<()>,
+) -> Result<ResendReport, ResendFailure> {
+    sink(frame).map_err(LinkError::Sink)?;
     Ok(ResendReport {
-        bundle: hex(in_flight),
+        bundle: hex(id),
         emitted: EmitReport {
             frames: 1,
             bytes: frame.len() as u64,

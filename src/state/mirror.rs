@@ -8,6 +8,9 @@
 //!   shards sent per group, so a resend continues with parity never sent.
 //! - `announcements`: bundle id → its signed announcement frame
 //!   ([`narlink_protocol::announce`]), sent again with every resend.
+//! - `withdrawals`: bundle id → its signed withdrawal frame (`ground cancel`), sent again
+//!   while reports name the bundle.
+//! - `ground_bundles`: bundle id → [`GroundBundle`]: what the ground knows of each bundle.
 
 use std::path::{Path, PathBuf};
 
@@ -25,6 +28,7 @@ const PENDING: TableDefinition<&[u8; 16], &[u8]> = TableDefinition::new("pending
 const PROVISIONAL: [u8; 16] = [0xff; 16];
 const SENDS: TableDefinition<&[u8; 16], &[u8]> = TableDefinition::new("sends");
 const ANNOUNCEMENTS: TableDefinition<&[u8; 16], &[u8]> = TableDefinition::new("announcements");
+const WITHDRAWALS: TableDefinition<&[u8; 16], &[u8]> = TableDefinition::new("withdrawals");
 
 const FILE: &str = "mirror.redb";
 const ROLE: &str = "mirror";
@@ -211,6 +215,27 @@ impl Mirror {
             .insert(id, frame)
             .ctx(&self.db.file)?;
         self.db.commit(tx)
+    }
+
+    /// Keep the withdrawal frame of bundle `id` (`ground cancel`), within `tx`.
+    pub fn put_withdrawal(&self, tx: &super::Tx, id: &BundleId, frame: &[u8]) -> Result<(), StateError> {
+        tx.0.open_table(WITHDRAWALS)
+            .ctx(&self.db.file)?
+            .insert(id, frame)
+            .ctx(&self.db.file)?;
+        Ok(())
+    }
+
+    /// The withdrawal frame of bundle `id`, if it was cancelled with a key.
+    pub fn withdrawal(&self, id: &BundleId) -> Result<Option<Vec<u8>>, StateError> {
+        let tx = self.db.db.begin_read().ctx(&self.db.file)?;
+        let t = match tx.open_table(WITHDRAWALS) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(e) => return Err(e).ctx(&self.db.file),
+        };
+        let v = t.get(id).ctx(&self.db.file)?;
+        Ok(v.map(|v| v.value().to_vec()))
     }
 
     /// The announcement frame of bundle `id`, if it was announced.

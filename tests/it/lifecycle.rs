@@ -174,3 +174,87 @@ fn reports_are_routed_to_their_devices_mirror() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("no mirror in"), "{err}");
 }
+
+/// `ground cancel --sign-key`: a bundle the device holds whole but has not imported is
+/// withdrawn by one signed frame; a withdrawal signed by a key the device does not trust, or
+/// altered, changes nothing; one that comes after the import changes nothing either.
+#[test]
+fn a_signed_withdrawal_stops_a_bundle_the_device_holds_whole() {
+    let (v1, v2, v3) = (demo(1), demo(2), demo(3));
+    let rig = Rig::new(&v1);
+    let pack = |name: &str, target: &str, extra: &[&'static str]| -> String {
+        let frames = format!("{}.frames", rig.p(name));
+        let mut a: Vec<&str> = extra.to_vec();
+        a.extend_from_slice(&["--out", rig.p(name), "--frames", &frames]);
+        a.push(target);
+        rig.pack(&a)["bundle"].as_str().unwrap().to_owned()
+    };
+    let b = pack("b", &v2, &[]);
+    rig.receive(&format!("{}.frames", rig.p("b")));
+    assert_eq!(rig.status(&[])["phase"], "ready to import");
+    let before = rig.device_db();
+
+    // Forged: the same withdrawal signed by another key, and the genuine one altered.
+    crate::common::sh(&format!(
+        "nix-store --generate-binary-cache-key ground-1 {} {}",
+        rig.p("evil.sk"),
+        rig.p("evil.pk")
+    ));
+    std::fs::copy(rig.p("mirror/mirror.redb"), rig.p("mirror.bak")).unwrap();
+    rig.ok(&[
+        "ground", "cancel", "--mirror", rig.p("mirror"), &b, "--sign-key", rig.p("evil.sk"),
+        "--frames", rig.p("forged"),
+    ]);
+    std::fs::copy(rig.p("mirror.bak"), rig.p("mirror/mirror.redb")).unwrap();
+    let genuine = rig.p("genuine");
+    let c = rig.json(&[
+        "ground", "cancel", "--mirror", rig.p("mirror"), &b, "--sign-key", rig.p("sk"),
+        "--frames", genuine,
+    ]);
+    assert_eq!(c["bundle"], b.as_str());
+    // Altered: a byte of the signature flipped (frame header 40 B, then "nW", version, key
+    // id, signature), the frame's checksum made right again.
+    let mut altered = std::fs::read(genuine).unwrap();
+    let body = altered.len() - 4;
+    altered[40 + 7 + 10] ^= 1;
+    let crc = narlink_protocol::frame::crc32c(&altered[..body]);
+    altered[body..].copy_from_slice(&crc.to_le_bytes());
+    std::fs::write(rig.p("altered"), &altered).unwrap();
+    for bad in ["forged", "altered"] {
+        let r = rig.json(&["device", "receive", "--state", rig.p("state"), rig.p(bad)]);
+        assert_eq!(r["link"]["withdrawals"], 0, "{bad}: {r}");
+        assert_eq!(r["link"]["corrupt"], 0, "{bad}: the frame itself must be intact: {r}");
+        assert_eq!(r["link"]["refused"], 1, "{bad}: {r}");
+        assert_eq!(rig.status(&[])["phase"], "ready to import", "{bad}");
+    }
+
+    // The genuine withdrawal: the device drops the bundle and imports nothing of it.
+    let r = rig.json(&["device", "receive", "--state", rig.p("state"), genuine]);
+    assert_eq!(r["link"]["withdrawals"], 1, "{r}");
+    let st = rig.status(&[]);
+    assert_eq!(st["phase"], "superseded", "{st}");
+    assert_eq!(st["reason"], "cancelled", "{st}");
+    let out = rig.run(&["device", "import", "--state", rig.p("state")]);
+    assert!(out.status.success());
+    assert_eq!(rig.device_db(), before, "a withdrawn bundle reached the store");
+    // Its frames are refused from now on; the ground keeps it cancelled after the report.
+    let r = rig.json(&["device", "receive", "--state", rig.p("state"), &format!("{}.frames", rig.p("b"))]);
+    assert_eq!(r["link"]["stored"], 0, "{r}");
+    rig.ack();
+    let s = show(&rig, "mirror");
+    assert_eq!(standings(&s)[0], (b.clone(), "cancelled".into()), "{s}");
+
+    // After an import, a withdrawal is too late and changes nothing.
+    let d = pack("d", &v3, &[]);
+    rig.receive_import(&format!("{}.frames", rig.p("d")));
+    rig.assert_holds(&v3);
+    let late = rig.run(&[
+        "ground", "cancel", "--mirror", rig.p("mirror"), &d, "--sign-key", rig.p("sk"),
+        "--frames", rig.p("late"),
+    ]);
+    assert!(late.status.success());
+    let r = rig.json(&["device", "receive", "--state", rig.p("state"), rig.p("late")]);
+    assert_eq!(r["link"]["withdrawals"], 0, "{r}");
+    rig.assert_holds(&v3);
+    assert_eq!(rig.status(&[])["phase"], "imported");
+}

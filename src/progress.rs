@@ -112,13 +112,25 @@ mod tests {
 
     #[test]
     fn lines_say_units_percent_rate_and_time_left() {
-        let l = line("pack", 12_300_000, 45_600_000, Duration::from_secs(6), "3 new chunks");
+        let l = line(
+            "pack",
+            12_300_000,
+            45_600_000,
+            Duration::from_secs(6),
+            "3 new chunks",
+        );
         assert_eq!(
             l,
             "pack: 12.3 MB / 45.6 MB (26 %), 2.0 MB/s, 0:16 left; 3 new chunks"
         );
         // Before a second has passed there is no rate to speak of.
-        assert_eq!(line("verify", 5, 10, Duration::ZERO, ""), "verify: 5 B / 10 B (50 %)");
-        assert_eq!(line("index", 0, 0, Duration::from_secs(3), ""), "index: 0 B / 0 B");
+        assert_eq!(
+            line("verify", 5, 10, Duration::ZERO, ""),
+            "verify: 5 B / 10 B (50 %)"
+        );
+        assert_eq!(
+            line("index", 0, 0, Duration::from_secs(3), ""),
+            "index: 0 B / 0 B"
+        );
     }
 }

@@ -111,7 +111,10 @@ impl StatusView {
                 self.activation
             )),
         }
-        s.push_str(&format!("\n  newest bundle sequence taken: {}", self.sequence));
+        s.push_str(&format!(
+            "\n  newest bundle sequence taken: {}",
+            self.sequence
+        ));
         for o in &self.others {
             s.push_str(&format!("\n  bundle {}...: {}", o.bundle, o.phase));
             if o.reason != "none" {

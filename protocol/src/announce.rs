@@ -113,45 +113,17 @@ impl Announcement {
 
     /// The frame header and payload that carry it; `None` if the shard size is too small.
     pub fn to_frame(&self) -> Option<(FrameHeader, Vec<u8>)> {
-        let s = usize::from(self.params.shard_size);
-        if s < ANNOUNCE_LEN {
-            return None;
-        }
-        let mut p = Vec::with_capacity(s);
-        p.extend_from_slice(&MAGIC);
-        p.push(VERSION);
-        p.extend_from_slice(&self.sequence.to_le_bytes());
-        p.extend_from_slice(&self.key);
-        p.extend_from_slice(&self.signature);
-        p.resize(s, 0);
-        let header = FrameHeader {
-            bundle_id: self.bundle_id,
-            params: self.params,
-            group: ANNOUNCE_GROUP,
-            shard: 0,
-        };
-        Some((header, p))
+        let mut body = self.sequence.to_le_bytes().to_vec();
+        body.extend_from_slice(&self.key);
+        body.extend_from_slice(&self.signature);
+        frame_of(self.bundle_id, self.params, MAGIC, &body)
     }
 
     /// Read an announcement from a frame's header and payload (not yet verified).
     pub fn from_frame(header: &FrameHeader, payload: &[u8]) -> Result<Announcement, AnnounceError> {
-        if header.group != ANNOUNCE_GROUP || header.shard != 0 {
-            return Err(AnnounceError::NotAnnouncement);
-        }
-        let mut r = Reader::new(payload);
-        let bad = |_| AnnounceError::Malformed("truncated");
-        if r.take_array::<2>().map_err(bad)? != MAGIC {
-            return Err(AnnounceError::Malformed("bad magic"));
-        }
-        if r.u8().map_err(bad)? != VERSION {
-            return Err(AnnounceError::Malformed("unknown version"));
-        }
-        let sequence = r.u64_le().map_err(bad)?;
-        let key = r.take_array::<4>().map_err(bad)?;
-        let signature = r.take_array::<64>().map_err(bad)?;
-        if r.take_rest().iter().any(|b| *b != 0) {
-            return Err(AnnounceError::Malformed("non-zero padding"));
-        }
+        let (sequence, key, signature) = read_frame(header, payload, MAGIC, |r| {
+            Ok((r.u64_le()?, r.take_array::<4>()?, r.take_array::<64>()?))
+        })?;
         Ok(Announcement {
             bundle_id: header.bundle_id,
             params: header.params,
@@ -171,6 +143,58 @@ impl Announcement {
             trusted,
         )?)
     }
+}
+
+/// The frame of bundle `bundle_id` in the announcement's place: `magic`, the version,
+/// `body`, zero padding to the shard size (`None` if it does not fit).
+fn frame_of(
+    bundle_id: [u8; 16],
+    params: LinkParams,
+    magic: [u8; 2],
+    body: &[u8],
+) -> Option<(FrameHeader, Vec<u8>)> {
+    let s = usize::from(params.shard_size);
+    if s < 3 + body.len() {
+        return None;
+    }
+    let mut p = Vec::with_capacity(s);
+    p.extend_from_slice(&magic);
+    p.push(VERSION);
+    p.extend_from_slice(body);
+    p.resize(s, 0);
+    let header = FrameHeader {
+        bundle_id,
+        params,
+        group: ANNOUNCE_GROUP,
+        shard: 0,
+    };
+    Some((header, p))
+}
+
+/// The body of a frame in the announcement's place after `magic` and the version, read by
+/// `body`; what follows must be zero padding.
+fn read_frame<T>(
+    header: &FrameHeader,
+    payload: &[u8],
+    magic: [u8; 2],
+    body: impl FnOnce(&mut Reader<'_>) -> Result<T, crate::wire::WireError>,
+) -> Result<T, AnnounceError> {
+    if header.group != ANNOUNCE_GROUP || header.shard != 0 {
+        return Err(AnnounceError::NotAnnouncement);
+    }
+    let mut r = Reader::new(payload);
+    let bad = |_| AnnounceError::Malformed("truncated");
+    if r.take_array::<2>().map_err(bad)? != magic {
+        return Err(AnnounceError::Malformed("bad magic"));
+    }
+    if r.u8().map_err(bad)? != VERSION {
+        return Err(AnnounceError::Malformed("unknown version"));
+    }
+    let t = body(&mut r).map_err(bad)?;
+    if r.take_rest().iter().any(|b| *b != 0) {
+        return Err(AnnounceError::Malformed("non-zero padding"));
+    }
+    Ok(t)
 }
 
 const WITHDRAW_MAGIC: [u8; 2] = *b"nW";
@@ -207,43 +231,16 @@ impl Withdrawal {
 
     /// The frame header and payload that carry it; `None` if the shard size is too small.
     pub fn to_frame(&self) -> Option<(FrameHeader, Vec<u8>)> {
-        let s = usize::from(self.params.shard_size);
-        if s < WITHDRAW_LEN {
-            return None;
-        }
-        let mut p = Vec::with_capacity(s);
-        p.extend_from_slice(&WITHDRAW_MAGIC);
-        p.push(VERSION);
-        p.extend_from_slice(&self.key);
-        p.extend_from_slice(&self.signature);
-        p.resize(s, 0);
-        let header = FrameHeader {
-            bundle_id: self.bundle_id,
-            params: self.params,
-            group: ANNOUNCE_GROUP,
-            shard: 0,
-        };
-        Some((header, p))
+        let mut body = self.key.to_vec();
+        body.extend_from_slice(&self.signature);
+        frame_of(self.bundle_id, self.params, WITHDRAW_MAGIC, &body)
     }
 
     /// Read a withdrawal from a frame's header and payload (not yet verified).
     pub fn from_frame(header: &FrameHeader, payload: &[u8]) -> Result<Withdrawal, AnnounceError> {
-        if header.group != ANNOUNCE_GROUP || header.shard != 0 {
-            return Err(AnnounceError::NotAnnouncement);
-        }
-        let mut r = Reader::new(payload);
-        let bad = |_| AnnounceError::Malformed("truncated");
-        if r.take_array::<2>().map_err(bad)? != WITHDRAW_MAGIC {
-            return Err(AnnounceError::Malformed("bad magic"));
-        }
-        if r.u8().map_err(bad)? != VERSION {
-            return Err(AnnounceError::Malformed("unknown version"));
-        }
-        let key = r.take_array::<4>().map_err(bad)?;
-        let signature = r.take_array::<64>().map_err(bad)?;
-        if r.take_rest().iter().any(|b| *b != 0) {
-            return Err(AnnounceError::Malformed("non-zero padding"));
-        }
+        let (key, signature) = read_frame(header, payload, WITHDRAW_MAGIC, |r| {
+            Ok((r.take_array::<4>()?, r.take_array::<64>()?))
+        })?;
         Ok(Withdrawal {
             bundle_id: header.bundle_id,
             params: header.params,
@@ -334,7 +331,9 @@ mod tests {
         assert_eq!(w.verify(std::slice::from_ref(&pk)), Ok("ground-1".into()));
         // Neither parses as the other; another id or key does not verify.
         assert!(Announcement::from_frame(&h, &p).is_err());
-        let a = Announcement::sign(&sk, [7; 16], params(128), 1).to_frame().unwrap();
+        let a = Announcement::sign(&sk, [7; 16], params(128), 1)
+            .to_frame()
+            .unwrap();
         assert!(!is_withdrawal(&a.1) && Withdrawal::from_frame(&a.0, &a.1).is_err());
         let moved = Withdrawal {
             bundle_id: [8; 16],

@@ -429,13 +429,12 @@ pub fn run(c: Command, progress: bool) -> anyhow::Result<ExitCode> {
                 .map(String::as_str)
                 .collect();
             if !unknown.is_empty() {
-                anyhow::bail!("no trusted key is named {}: nothing changed", unknown.join(", "));
+                anyhow::bail!(
+                    "no trusted key is named {}: nothing changed",
+                    unknown.join(", ")
+                );
             }
-            let left = now
-                .iter()
-                .filter(|k| !a.remove.contains(&k.name))
-                .count()
-                + keys.len();
+            let left = now.iter().filter(|k| !a.remove.contains(&k.name)).count() + keys.len();
             if left == 0 && !a.allow_unsigned {
                 // A device that trusts no key can never take an update again.
                 anyhow::bail!(

@@ -350,7 +350,10 @@ pub fn run(c: Command, progress: bool) -> anyhow::Result<ExitCode> {
                     .map(|m| show::show(m))
                     .collect::<Result<Vec<_>, _>>()?;
                 output(a.json, &all, || {
-                    all.iter().map(show::Show::render).collect::<Vec<_>>().join("\n\n")
+                    all.iter()
+                        .map(show::Show::render)
+                        .collect::<Vec<_>>()
+                        .join("\n\n")
                 })?;
             }
         }
@@ -441,9 +444,13 @@ pub fn run(c: Command, progress: bool) -> anyhow::Result<ExitCode> {
             let mirror = Mirror::open(&dir)?;
             let mut sink = link::FrameSink::open(&a.frames)
                 .with_context(|| format!("opening {}", a.frames.display()))?;
-            let r = narlink::ground::resend::resend(&mirror, &report, a.budget, a.max_loss * 10_000, &mut |f| {
-                sink.write(f)
-            })?;
+            let r = narlink::ground::resend::resend(
+                &mirror,
+                &report,
+                a.budget,
+                a.max_loss * 10_000,
+                &mut |f| sink.write(f),
+            )?;
             sink.finish()
                 .with_context(|| format!("writing {}", a.frames.display()))?;
             output(a.json, &r, || {

@@ -6,9 +6,7 @@
 
 use narlink_protocol::bundle::BundleId;
 use narlink_protocol::digest::short;
-use narlink_protocol::status::device::{
-    path_tag, Activation, BundleNote, Live, Reason,
-};
+use narlink_protocol::status::device::{path_tag, Activation, BundleNote, Live, Reason};
 use narlink_protocol::status::{Phase as WirePhase, StatusReport};
 
 use crate::nixstore::NixStore;
@@ -71,7 +69,10 @@ fn wire_phase(
     rec: &BundleRecord,
     landing: &Option<crate::state::device::Landing>,
 ) -> WirePhase {
-    let stage = landing.as_ref().filter(|l| l.bundle == *id).map(|l| &l.stage);
+    let stage = landing
+        .as_ref()
+        .filter(|l| l.bundle == *id)
+        .map(|l| &l.stage);
     match (rec.phase, stage) {
         (Phase::Receiving, _) => WirePhase::Receiving,
         (Phase::Complete, _) => WirePhase::Decoded,
@@ -122,7 +123,9 @@ fn fill_section(
     });
     d.activation = match landing.as_ref().map(|l| &l.stage) {
         None => Activation::None,
-        Some(Stage::Done { activated: true, .. }) => Activation::Passed,
+        Some(Stage::Done {
+            activated: true, ..
+        }) => Activation::Passed,
         Some(Stage::Done { .. }) => Activation::RolledBack,
         Some(_) => Activation::Landing,
     };
@@ -181,5 +184,3 @@ fn fill_section(
 fn prefix(id: &BundleId) -> [u8; 4] {
     [id[0], id[1], id[2], id[3]]
 }
-
-

@@ -168,10 +168,14 @@ pub fn ack(mirror: &Mirror, checked: &Checked) -> Result<AckReport, AckError> {
         let before = (b.standing, b.reason);
         match said(r, &id) {
             Some((Phase::Imported, _)) => b.standing = Standing::Imported,
-            Some((Phase::ImportFailed, why)) => (b.standing, b.reason) = (Standing::Failed, why.to_u8()),
+            Some((Phase::ImportFailed, why)) => {
+                (b.standing, b.reason) = (Standing::Failed, why.to_u8())
+            }
             // A bundle the ground cancelled stays cancelled when the device says it dropped it.
             Some((Phase::Superseded, _)) if b.standing == Standing::Cancelled => {}
-            Some((Phase::Superseded, why)) => (b.standing, b.reason) = (Standing::Superseded, why.to_u8()),
+            Some((Phase::Superseded, why)) => {
+                (b.standing, b.reason) = (Standing::Superseded, why.to_u8())
+            }
             _ => {}
         }
         if newest_imported.is_some_and(|n| b.sequence < n) && b.standing != Standing::Imported {

@@ -25,7 +25,10 @@ pub enum BundleError {
         standing: &'static str,
         what: &'static str,
     },
-    #[error("the bundle's frames are too small to carry a withdrawal (at least {} bytes)", narlink_protocol::announce::WITHDRAW_LEN)]
+    #[error(
+        "the bundle's frames are too small to carry a withdrawal (at least {} bytes)",
+        narlink_protocol::announce::WITHDRAW_LEN
+    )]
     FramesTooSmall,
     #[error("bundle {0} was never cut into frames here, so there is no link to withdraw it on")]
     NeverSent(String),

@@ -13,7 +13,9 @@ use crate::state::StateError;
 pub enum FleetError {
     #[error("{0} is neither a mirror nor a directory of mirrors (`narlink ground init --mirror DIR` makes one)")]
     NoMirror(PathBuf),
-    #[error("the message is not sealed by any device, so it cannot be routed among the mirrors in {0}")]
+    #[error(
+        "the message is not sealed by any device, so it cannot be routed among the mirrors in {0}"
+    )]
     NotSealed(PathBuf),
     #[error("no mirror in {dir} holds the key of device {device} (give it with `ground init --device-key` or `ground device-key`)")]
     NoDevice { dir: PathBuf, device: String },

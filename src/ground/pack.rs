@@ -387,9 +387,7 @@ pub fn pack(
 /// Whether the mirror may be packed against: not stale, holding what the device last
 /// reported live, and no bundle in flight (unless it is to be superseded).
 fn check_mirror(mirror: &Mirror, opts: &PackOptions) -> Result<(), PackError> {
-    if let Some(d) = mirror.stale()? {
-        return Err(PackError::Stale(hex(&d)));
-    }
+    // The live root first: a mirror made from the wrong roots is stale too, but this says why.
     let last = mirror.last_report()?;
     let report = last.as_ref().and_then(|l| {
         let payload = crate::status_view::unseal(&l.bytes).0;
@@ -403,6 +401,9 @@ fn check_mirror(mirror: &Mirror, opts: &PackOptions) -> Result<(), PackError> {
                 root: narlink_protocol::storepath::unpack(&live.root),
             });
         }
+    }
+    if let Some(d) = mirror.stale()? {
+        return Err(PackError::Stale(hex(&d)));
     }
     // With --supersede, `commit_pending` marks them superseded once the new bundle exists.
     let in_flight = mirror

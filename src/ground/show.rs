@@ -214,7 +214,10 @@ impl Show {
             }
         }
         if self.bundles.len() > 20 {
-            s.push_str(&format!("\n  ... {} older bundles", self.bundles.len() - 20));
+            s.push_str(&format!(
+                "\n  ... {} older bundles",
+                self.bundles.len() - 20
+            ));
         }
         s.push_str(&format!(
             "\n  next pass needs {} B of frames (before margin)",

@@ -683,7 +683,9 @@ impl DeviceState {
     pub fn removed_log(&self) -> Result<RemovedLog, StateError> {
         self.db
             .meta("removed")?
-            .map(|b| postcard::from_bytes(&b).map_err(|_| StateError::Corrupt("removed log".into())))
+            .map(|b| {
+                postcard::from_bytes(&b).map_err(|_| StateError::Corrupt("removed log".into()))
+            })
             .transpose()
             .map(Option::unwrap_or_default)
     }

@@ -136,11 +136,8 @@ impl DeviceState {
     /// table may not exist yet).
     pub fn refusals(&self) -> Result<Vec<(BundleId, Refusal)>, StateError> {
         let file = &self.db.file;
-        let tx = self.db.db.begin_read().ctx(file)?;
-        let t = match tx.open_table(REFUSED) {
-            Ok(t) => t,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-            Err(e) => return Err(e).ctx(file),
+        let Some(t) = self.db.read_table(REFUSED)? else {
+            return Ok(Vec::new());
         };
         let mut v = Vec::new();
         for e in t.iter().ctx(file)? {

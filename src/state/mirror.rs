@@ -119,7 +119,8 @@ impl Mirror {
 
     /// Record the counter of the last downlink message this mirror took, within `tx`.
     pub fn put_downlink_counter(&self, tx: &super::Tx, counter: u32) -> Result<(), StateError> {
-        self.db.put_meta(tx, "downlink-counter", &counter.to_le_bytes())
+        self.db
+            .put_meta(tx, "downlink-counter", &counter.to_le_bytes())
     }
 
     /// Remember a packed bundle until the device acknowledges it, with its full chunk lists
@@ -159,33 +160,6 @@ impl Mirror {
         }
         self.db.commit(tx)
     }
-
-    pub fn pending(&self, id: &BundleId) -> Result<Option<Manifest>, StateError> {
-        let tx = self.db.db.begin_read().ctx(&self.db.file)?;
-        let t = tx.open_table(PENDING).ctx(&self.db.file)?;
-        let v = t.get(id).ctx(&self.db.file)?;
-        v.map(|v| {
-            Manifest::from_bytes(v.value())
-                .map_err(|e| StateError::Corrupt(format!("pending manifest: {e}")))
-        })
-        .transpose()
-    }
-
-    /// Fold an imported bundle's paths into the mirror and forget it as pending.
-    pub fn apply(&self, id: &BundleId, manifest: &Manifest) -> Result<(), StateError> {
-        let tx = self.db.begin_write()?;
-        for p in &manifest.paths {
-            if self.db.has_path(&p.store_path)? {
-                continue;
-            }
-            self.db.add_path(&tx, &p.store_path, &PathRecord::from(p))?;
-        }
-        tx.0.open_table(PENDING)
-            .ctx(&self.db.file)?
-            .remove(id)
-            .ctx(&self.db.file)?;
-        self.db.commit(tx)
-    }
 }
 
 /// The send state of one bundle, persisted in the mirror between passes.
@@ -218,7 +192,12 @@ impl Mirror {
     }
 
     /// Keep the withdrawal frame of bundle `id` (`ground cancel`), within `tx`.
-    pub fn put_withdrawal(&self, tx: &super::Tx, id: &BundleId, frame: &[u8]) -> Result<(), StateError> {
+    pub fn put_withdrawal(
+        &self,
+        tx: &super::Tx,
+        id: &BundleId,
+        frame: &[u8],
+    ) -> Result<(), StateError> {
         tx.0.open_table(WITHDRAWALS)
             .ctx(&self.db.file)?
             .insert(id, frame)
@@ -228,23 +207,21 @@ impl Mirror {
 
     /// The withdrawal frame of bundle `id`, if it was cancelled with a key.
     pub fn withdrawal(&self, id: &BundleId) -> Result<Option<Vec<u8>>, StateError> {
-        let tx = self.db.db.begin_read().ctx(&self.db.file)?;
-        let t = match tx.open_table(WITHDRAWALS) {
-            Ok(t) => t,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
-            Err(e) => return Err(e).ctx(&self.db.file),
-        };
-        let v = t.get(id).ctx(&self.db.file)?;
-        Ok(v.map(|v| v.value().to_vec()))
+        self.frame_in(WITHDRAWALS, id)
     }
 
     /// The announcement frame of bundle `id`, if it was announced.
     pub fn announcement(&self, id: &BundleId) -> Result<Option<Vec<u8>>, StateError> {
-        let tx = self.db.db.begin_read().ctx(&self.db.file)?;
-        let t = match tx.open_table(ANNOUNCEMENTS) {
-            Ok(t) => t,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
-            Err(e) => return Err(e).ctx(&self.db.file),
+        self.frame_in(ANNOUNCEMENTS, id)
+    }
+
+    fn frame_in(
+        &self,
+        table: TableDefinition<&[u8; 16], &[u8]>,
+        id: &BundleId,
+    ) -> Result<Option<Vec<u8>>, StateError> {
+        let Some(t) = self.db.read_table(table)? else {
+            return Ok(None);
         };
         let v = t.get(id).ctx(&self.db.file)?;
         Ok(v.map(|v| v.value().to_vec()))
@@ -300,7 +277,11 @@ impl Mirror {
     }
 
     /// [`set_stale`](Self::set_stale), within `tx`.
-    pub fn put_stale(&self, tx: &super::Tx, device_digest: Option<&[u8; 16]>) -> Result<(), StateError> {
+    pub fn put_stale(
+        &self,
+        tx: &super::Tx,
+        device_digest: Option<&[u8; 16]>,
+    ) -> Result<(), StateError> {
         self.db
             .put_meta(tx, "stale", device_digest.map_or(&[][..], |d| &d[..]))
     }
@@ -370,11 +351,8 @@ impl Mirror {
     /// Every bundle packed here, oldest (lowest sequence) first.
     pub fn ground_bundles(&self) -> Result<Vec<(BundleId, GroundBundle)>, StateError> {
         let file = &self.db.file;
-        let tx = self.db.db.begin_read().ctx(file)?;
-        let t = match tx.open_table(GROUND_BUNDLES) {
-            Ok(t) => t,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-            Err(e) => return Err(e).ctx(file),
+        let Some(t) = self.db.read_table(GROUND_BUNDLES)? else {
+            return Ok(Vec::new());
         };
         let mut v = Vec::new();
         for e in redb::ReadableTable::iter(&t).ctx(file)? {

@@ -408,6 +408,20 @@ impl StateDb {
         tx.commit().ctx(&self.file)
     }
 
+    /// Table `def` in a read snapshot, `None` if nothing was ever written to it (a state
+    /// made by an older narlink).
+    pub(crate) fn read_table<K: redb::Key + 'static, V: redb::Value + 'static>(
+        &self,
+        def: TableDefinition<K, V>,
+    ) -> Result<Option<redb::ReadOnlyTable<K, V>>, StateError> {
+        let tx = self.db.begin_read().ctx(&self.file)?;
+        match tx.open_table(def) {
+            Ok(t) => Ok(Some(t)),
+            Err(redb::TableError::TableDoesNotExist(_)) => Ok(None),
+            Err(e) => Err(e).ctx(&self.file),
+        }
+    }
+
     /// Set meta `key` to `value`, within `tx`.
     pub(crate) fn put_meta(&self, tx: &Tx, key: &str, value: &[u8]) -> Result<(), StateError> {
         tx.0.open_table(META)

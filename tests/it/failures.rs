@@ -147,7 +147,10 @@ fn restored_state_database_cannot_replay_an_older_bundle() {
     let rig = Rig::new(&v1);
     rig.pack(&["--out", rig.p("old"), &v2]);
     let new = rig.pack(&["--supersede", "--out", rig.p("new"), &v3]);
-    let last = format!("not newer than the last imported bundle ({})", new["sequence"]);
+    let last = format!(
+        "not newer than the last imported bundle ({})",
+        new["sequence"]
+    );
     let db = rig.dir.join("state/device.redb");
     let backup = std::fs::read(&db).unwrap();
     rig.receive_import(rig.p("new"));
@@ -164,10 +167,7 @@ fn restored_state_database_cannot_replay_an_older_bundle() {
         ]);
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{what}: the old bundle was taken");
-        assert!(
-            err.contains(&last),
-            "{what}: {err}"
-        );
+        assert!(err.contains(&last), "{what}: {err}");
         assert_eq!(rig.device_db(), before, "{what}: the store changed");
     };
     std::fs::write(&db, &backup).unwrap();

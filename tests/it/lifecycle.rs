@@ -11,14 +11,9 @@ fn show(rig: &Rig, mirror: &str) -> serde_json::Value {
 
 /// The ground's record of each bundle, newest first: (id, standing).
 fn standings(show: &serde_json::Value) -> Vec<(String, String)> {
-    show["bundles"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|b| {
-            let s = |k: &str| b[k].as_str().unwrap().to_owned();
-            (s("bundle"), s("standing"))
-        })
+    crate::operator_loop::standings(show)
+        .into_iter()
+        .map(|(id, standing, _)| (id, standing))
         .collect()
 }
 
@@ -35,17 +30,32 @@ fn in_flight_supersede_cancel_and_show() {
     let out = rig.pack_output(&["--out", rig.p("b3"), &v3]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
-    assert!(err.contains(&format!("bundle {b2} is still in flight")), "{err}");
-    assert!(err.contains("--supersede") && err.contains("ground cancel"), "{err}");
-    assert_eq!(standings(&show(&rig, "mirror")), [(b2.clone(), "in flight".into())]);
+    assert!(
+        err.contains(&format!("bundle {b2} is still in flight")),
+        "{err}"
+    );
+    assert!(
+        err.contains("--supersede") && err.contains("ground cancel"),
+        "{err}"
+    );
+    assert_eq!(
+        standings(&show(&rig, "mirror")),
+        [(b2.clone(), "in flight".into())]
+    );
 
     // --supersede replaces it on the ground; on the device, the newer one supersedes it when
     // it arrives.
     let b3 = rig.pack(&["--supersede", "--out", rig.p("b3"), &v3]);
-    let (b3, seq3) = (b3["bundle"].as_str().unwrap().to_owned(), b3["sequence"].clone());
+    let (b3, seq3) = (
+        b3["bundle"].as_str().unwrap().to_owned(),
+        b3["sequence"].clone(),
+    );
     assert_eq!(
         standings(&show(&rig, "mirror")),
-        [(b3.clone(), "in flight".into()), (b2.clone(), "superseded".into())]
+        [
+            (b3.clone(), "in flight".into()),
+            (b2.clone(), "superseded".into())
+        ]
     );
     rig.receive(rig.p("b2"));
     rig.receive_import(rig.p("b3"));
@@ -56,7 +66,10 @@ fn in_flight_supersede_cancel_and_show() {
     let s = show(&rig, "mirror");
     assert_eq!(
         standings(&s),
-        [(b3.clone(), "imported".into()), (b2.clone(), "superseded".into())]
+        [
+            (b3.clone(), "imported".into()),
+            (b2.clone(), "superseded".into())
+        ]
     );
     let last = &s["last_report"];
     assert_eq!(last["sequence"], seq3, "{s}");
@@ -78,21 +91,45 @@ fn in_flight_supersede_cancel_and_show() {
     let st = rig.status(&[]);
     assert_eq!(st["bundle"], b2again.as_str(), "{st}");
     assert_eq!(st["phase"], "receiving", "{st}");
-    let c = rig.json(&["ground", "cancel", "--mirror", rig.p("mirror"), &b2again[..8]]);
+    let c = rig.json(&[
+        "ground",
+        "cancel",
+        "--mirror",
+        rig.p("mirror"),
+        &b2again[..8],
+    ]);
     assert_eq!(c["bundle"], b2again.as_str());
     let s = show(&rig, "mirror");
     assert_eq!(standings(&s)[0], (b2again.clone(), "cancelled".into()));
     // Nothing of it is sent again, and it cannot be cancelled twice.
     let resend = [
-        "ground", "resend", "--mirror", rig.p("mirror"), "--status", rig.p("status"), "--frames",
+        "ground",
+        "resend",
+        "--mirror",
+        rig.p("mirror"),
+        "--status",
+        rig.p("status"),
+        "--frames",
         rig.p("pass2"),
     ];
     let out = rig.run(&resend);
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && err.contains("is cancelled"), "{err}");
-    let out = rig.run(&["ground", "cancel", "--mirror", rig.p("mirror"), &b2again[..8]]);
+    assert!(
+        !out.status.success() && err.contains("is cancelled"),
+        "{err}"
+    );
+    let out = rig.run(&[
+        "ground",
+        "cancel",
+        "--mirror",
+        rig.p("mirror"),
+        &b2again[..8],
+    ]);
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && err.contains("only a bundle in flight"), "{err}");
+    assert!(
+        !out.status.success() && err.contains("only a bundle in flight"),
+        "{err}"
+    );
     // Packing is no longer held back; the next bundle supersedes it on the device.
     let again = rig.p("b2third");
     rig.pack(&["--out", again, &v2]);
@@ -121,7 +158,14 @@ fn a_mirror_made_again_never_reuses_a_sequence() {
     // The mirror is lost and made again (the runbook's upgrade path).
     std::fs::remove_dir_all(rig.p("mirror")).unwrap();
     rig.ok(&[
-        "ground", "init", "--mirror", rig.p("mirror"), "--device-key", rig.p("devkey"), &v1, &v2,
+        "ground",
+        "init",
+        "--mirror",
+        rig.p("mirror"),
+        "--device-key",
+        rig.p("devkey"),
+        &v1,
+        &v2,
     ]);
     rig.ack();
     let s = show(&rig, "mirror");
@@ -142,18 +186,47 @@ fn reports_are_routed_to_their_devices_mirror() {
     let rig = Rig::new(&v1);
     // A second device on the same machine, with its own state and key.
     rig.ok(&[
-        "device", "init", "--state", rig.p("state2"), "--store", &rig.store(), "--trust",
+        "device",
+        "init",
+        "--state",
+        rig.p("state2"),
+        "--store",
+        &rig.store(),
+        "--trust",
         rig.p("pk"),
     ]);
-    rig.ok(&["device", "identity", "--state", rig.p("state2"), "--export", rig.p("devkey2")]);
+    rig.ok(&[
+        "device",
+        "identity",
+        "--state",
+        rig.p("state2"),
+        "--export",
+        rig.p("devkey2"),
+    ]);
     std::fs::create_dir(rig.p("ground")).unwrap();
     for (mirror, key) in [("ground/sat1", "devkey"), ("ground/sat2", "devkey2")] {
-        rig.ok(&["ground", "init", "--mirror", rig.p(mirror), "--device-key", rig.p(key), &v1]);
+        rig.ok(&[
+            "ground",
+            "init",
+            "--mirror",
+            rig.p(mirror),
+            "--device-key",
+            rig.p(key),
+            &v1,
+        ]);
     }
     for (state, out) in [("state", "r1"), ("state2", "r2")] {
-        rig.ok(&["device", "status", "--state", rig.p(state), "--out", rig.p(out)]);
+        rig.ok(&[
+            "device",
+            "status",
+            "--state",
+            rig.p(state),
+            "--out",
+            rig.p(out),
+        ]);
     }
-    let ack = |report: &str| rig.json(&["ground", "ack", "--mirror", rig.p("ground"), rig.p(report)]);
+    let ack =
+        |report: &str| rig.json(&["ground", "ack", "--mirror", rig.p("ground"), rig.p(report)]);
     let (a1, a2) = (ack("r1"), ack("r2"));
     assert_eq!(a1["in_step"], true);
     let all = rig.json(&["ground", "show", "--mirror", rig.p("ground")]);
@@ -168,11 +241,30 @@ fn reports_are_routed_to_their_devices_mirror() {
     }
     assert_ne!(all[0]["device"], all[1]["device"]);
     // A report of a device the ground has no mirror for is refused, naming the device.
-    rig.ok(&["device", "init", "--state", rig.p("state3"), "--store", &rig.store(), "--trust", rig.p("pk")]);
-    rig.ok(&["device", "status", "--state", rig.p("state3"), "--out", rig.p("r3")]);
+    rig.ok(&[
+        "device",
+        "init",
+        "--state",
+        rig.p("state3"),
+        "--store",
+        &rig.store(),
+        "--trust",
+        rig.p("pk"),
+    ]);
+    rig.ok(&[
+        "device",
+        "status",
+        "--state",
+        rig.p("state3"),
+        "--out",
+        rig.p("r3"),
+    ]);
     let out = rig.run(&["ground", "ack", "--mirror", rig.p("ground"), rig.p("r3")]);
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && err.contains("no mirror in"), "{err}");
+    assert!(
+        !out.status.success() && err.contains("no mirror in"),
+        "{err}"
+    );
 }
 
 /// `ground cancel --sign-key`: a bundle the device holds whole but has not imported is
@@ -202,14 +294,28 @@ fn a_signed_withdrawal_stops_a_bundle_the_device_holds_whole() {
     ));
     std::fs::copy(rig.p("mirror/mirror.redb"), rig.p("mirror.bak")).unwrap();
     rig.ok(&[
-        "ground", "cancel", "--mirror", rig.p("mirror"), &b, "--sign-key", rig.p("evil.sk"),
-        "--frames", rig.p("forged"),
+        "ground",
+        "cancel",
+        "--mirror",
+        rig.p("mirror"),
+        &b,
+        "--sign-key",
+        rig.p("evil.sk"),
+        "--frames",
+        rig.p("forged"),
     ]);
     std::fs::copy(rig.p("mirror.bak"), rig.p("mirror/mirror.redb")).unwrap();
     let genuine = rig.p("genuine");
     let c = rig.json(&[
-        "ground", "cancel", "--mirror", rig.p("mirror"), &b, "--sign-key", rig.p("sk"),
-        "--frames", genuine,
+        "ground",
+        "cancel",
+        "--mirror",
+        rig.p("mirror"),
+        &b,
+        "--sign-key",
+        rig.p("sk"),
+        "--frames",
+        genuine,
     ]);
     assert_eq!(c["bundle"], b.as_str());
     // Altered: a byte of the signature flipped (frame header 40 B, then "nW", version, key
@@ -223,7 +329,10 @@ fn a_signed_withdrawal_stops_a_bundle_the_device_holds_whole() {
     for bad in ["forged", "altered"] {
         let r = rig.json(&["device", "receive", "--state", rig.p("state"), rig.p(bad)]);
         assert_eq!(r["link"]["withdrawals"], 0, "{bad}: {r}");
-        assert_eq!(r["link"]["corrupt"], 0, "{bad}: the frame itself must be intact: {r}");
+        assert_eq!(
+            r["link"]["corrupt"], 0,
+            "{bad}: the frame itself must be intact: {r}"
+        );
         assert_eq!(r["link"]["refused"], 1, "{bad}: {r}");
         assert_eq!(rig.status(&[])["phase"], "ready to import", "{bad}");
     }
@@ -236,9 +345,19 @@ fn a_signed_withdrawal_stops_a_bundle_the_device_holds_whole() {
     assert_eq!(st["reason"], "cancelled", "{st}");
     let out = rig.run(&["device", "import", "--state", rig.p("state")]);
     assert!(out.status.success());
-    assert_eq!(rig.device_db(), before, "a withdrawn bundle reached the store");
+    assert_eq!(
+        rig.device_db(),
+        before,
+        "a withdrawn bundle reached the store"
+    );
     // Its frames are refused from now on; the ground keeps it cancelled after the report.
-    let r = rig.json(&["device", "receive", "--state", rig.p("state"), &format!("{}.frames", rig.p("b"))]);
+    let r = rig.json(&[
+        "device",
+        "receive",
+        "--state",
+        rig.p("state"),
+        &format!("{}.frames", rig.p("b")),
+    ]);
     assert_eq!(r["link"]["stored"], 0, "{r}");
     rig.ack();
     let s = show(&rig, "mirror");
@@ -249,12 +368,62 @@ fn a_signed_withdrawal_stops_a_bundle_the_device_holds_whole() {
     rig.receive_import(&format!("{}.frames", rig.p("d")));
     rig.assert_holds(&v3);
     let late = rig.run(&[
-        "ground", "cancel", "--mirror", rig.p("mirror"), &d, "--sign-key", rig.p("sk"),
-        "--frames", rig.p("late"),
+        "ground",
+        "cancel",
+        "--mirror",
+        rig.p("mirror"),
+        &d,
+        "--sign-key",
+        rig.p("sk"),
+        "--frames",
+        rig.p("late"),
     ]);
     assert!(late.status.success());
-    let r = rig.json(&["device", "receive", "--state", rig.p("state"), rig.p("late")]);
+    let r = rig.json(&[
+        "device",
+        "receive",
+        "--state",
+        rig.p("state"),
+        rig.p("late"),
+    ]);
     assert_eq!(r["link"]["withdrawals"], 0, "{r}");
     rig.assert_holds(&v3);
     assert_eq!(rig.status(&[])["phase"], "imported");
+}
+
+/// A mirror made from other roots than the device runs: once a report says what is live,
+/// `ground pack` refuses it and says why.
+#[test]
+fn a_mirror_of_the_wrong_roots_is_refused_at_pack() {
+    let (v1, v2, v3) = (demo(1), demo(2), demo(3));
+    let rig = Rig::new(&v1);
+    crate::common::sh(&format!(
+        "nix-env --store '{}' -p {} --set {v1}",
+        rig.store(),
+        rig.dir
+            .join("device/nix/var/nix/profiles/narlink")
+            .display()
+    ));
+    // The operator gives v2 where the device runs v1.
+    std::fs::remove_dir_all(rig.p("mirror")).unwrap();
+    rig.ground_init("mirror", &v2);
+    rig.status(&[]);
+    let out = rig.run(&[
+        "ground",
+        "ack",
+        "--mirror",
+        rig.p("mirror"),
+        rig.p("status"),
+    ]);
+    assert_eq!(out.status.code(), Some(3));
+    let out = rig.pack_output(&["--out", rig.p("b"), &v3]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    let tag = &v1["/nix/store/".len()..][..8];
+    assert!(
+        err.contains(&format!("generation 1 live, holding {tag}..."))
+            && err.contains("other roots"),
+        "{err}"
+    );
+    assert!(!std::path::Path::new(rig.p("b")).exists());
 }

@@ -10,7 +10,7 @@ mod lifecycle;
 mod link;
 mod listen;
 mod operator;
-mod operator_loop;
+pub mod operator_loop;
 mod orbit;
 mod patch;
 mod spine;

@@ -89,12 +89,27 @@ fn gc_options_that_name_nothing_are_errors() {
 fn unsigned_packs_need_the_flag() {
     let (v1, v2) = (demo(1), demo(2));
     let rig = Rig::new(&v1);
-    let out = rig.run(&["ground", "pack", "--mirror", rig.p("mirror"), "--out", rig.p("b"), &v2]);
+    let out = rig.run(&[
+        "ground",
+        "pack",
+        "--mirror",
+        rig.p("mirror"),
+        "--out",
+        rig.p("b"),
+        &v2,
+    ]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("--sign-key"), "{err}");
     assert!(!std::path::Path::new(rig.p("b")).exists());
     rig.ok(&[
-        "ground", "pack", "--mirror", rig.p("mirror"), "--unsigned", "--out", rig.p("b"), &v2,
+        "ground",
+        "pack",
+        "--mirror",
+        rig.p("mirror"),
+        "--unsigned",
+        "--out",
+        rig.p("b"),
+        &v2,
     ]);
 }
 
@@ -106,7 +121,10 @@ fn an_incomplete_import_says_what_is_missing() {
     let rig = Rig::new(&v1);
     let out = rig.run(&["device", "import", "--state", rig.p("state")]);
     assert!(out.status.success());
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "nothing to import");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "nothing to import"
+    );
     let frames = rig.p("b.frames");
     let mut a = vec!["--out", rig.p("b"), "--frames", frames];
     a.extend_from_slice(&crate::hostile::SMALL_FRAMES);
@@ -132,16 +150,28 @@ fn store_uris_that_name_nothing_are_errors() {
     let typo = rig.dir.join("devcie");
     for (uri, why) in [
         (format!("local?root={}", typo.display()), "does not exist"),
-        (format!("local?roo={}", rig.dir.join("device").display()), "no root=DIR"),
+        (
+            format!("local?roo={}", rig.dir.join("device").display()),
+            "no root=DIR",
+        ),
     ] {
         let out = rig.run(&[
-            "device", "init", "--state", rig.p("state-typo"), "--store", &uri, "--trust",
+            "device",
+            "init",
+            "--state",
+            rig.p("state-typo"),
+            "--store",
+            &uri,
+            "--trust",
             rig.p("pk"),
         ]);
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success() && err.contains(why), "{uri}: {err}");
         assert!(!typo.exists(), "{uri}: a store was made");
-        assert!(!rig.dir.join("state-typo/device.redb").exists(), "{uri}: a state was made");
+        assert!(
+            !rig.dir.join("state-typo/device.redb").exists(),
+            "{uri}: a state was made"
+        );
     }
 }
 
@@ -157,17 +187,34 @@ fn signing_keys_rotate_and_the_last_one_stays() {
         rig.p("pk2")
     ));
     let keys = rig.json(&[
-        "device", "trust", "--state", rig.p("state"), rig.p("pk2"), "--remove", "ground-1",
+        "device",
+        "trust",
+        "--state",
+        rig.p("state"),
+        rig.p("pk2"),
+        "--remove",
+        "ground-1",
     ]);
     assert_eq!(keys, serde_json::json!(["ground-2"]));
     // The old key's bundle is refused; the new key's is taken.
     rig.pack(&["--out", rig.p("old"), &v2]);
     let out = rig.run(&["device", "receive", "--state", rig.p("state"), rig.p("old")]);
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && err.contains("none of which this device trusts"), "{err}");
+    assert!(
+        !out.status.success() && err.contains("none of which this device trusts"),
+        "{err}"
+    );
     rig.ok(&[
-        "ground", "pack", "--mirror", rig.p("mirror"), "--sign-key", rig.p("sk2"), "--supersede",
-        "--out", rig.p("new"), &v2,
+        "ground",
+        "pack",
+        "--mirror",
+        rig.p("mirror"),
+        "--sign-key",
+        rig.p("sk2"),
+        "--supersede",
+        "--out",
+        rig.p("new"),
+        &v2,
     ]);
     rig.receive_import(rig.p("new"));
     rig.assert_holds(&v2);
@@ -180,7 +227,10 @@ fn signing_keys_rotate_and_the_last_one_stays() {
         a.extend_from_slice(&args);
         let out = rig.run(&a);
         let err = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success() && err.contains(why), "{args:?}: {err}");
+        assert!(
+            !out.status.success() && err.contains(why),
+            "{args:?}: {err}"
+        );
     }
     let keys = rig.json(&["device", "trust", "--state", rig.p("state")]);
     assert_eq!(keys, serde_json::json!(["ground-2"]));

@@ -49,7 +49,9 @@ impl Loop {
     }
 
     fn show(&self, step: &str) -> serde_json::Value {
-        let s = self.rig.json(&["ground", "show", "--mirror", self.rig.p("mirror")]);
+        let s = self
+            .rig
+            .json(&["ground", "show", "--mirror", self.rig.p("mirror")]);
         if std::env::var_os("NARLINK_LOOP_SHOW").is_some() {
             eprintln!("== seed {}: {step}\n{s:#}", self.seed);
         }
@@ -58,9 +60,20 @@ impl Loop {
         let (generation, root, digest) = self.nix_truth();
         let last = &s["last_report"];
         let seed = self.seed;
-        assert_eq!(last["live_generation"], generation, "seed {seed}, {step}: {s:#}");
-        assert_eq!(last["live_root"], root.as_str(), "seed {seed}, {step}: {s:#}");
-        assert_eq!(s["state"], digest.as_str(), "seed {seed}, {step}: the mirror's paths");
+        assert_eq!(
+            last["live_generation"], generation,
+            "seed {seed}, {step}: {s:#}"
+        );
+        assert_eq!(
+            last["live_root"],
+            root.as_str(),
+            "seed {seed}, {step}: {s:#}"
+        );
+        assert_eq!(
+            s["state"],
+            digest.as_str(),
+            "seed {seed}, {step}: the mirror's paths"
+        );
         s
     }
 
@@ -86,7 +99,12 @@ impl Loop {
         }
         std::fs::copy(self.rig.p("status"), self.rig.p("down")).unwrap();
         let out = self.rig.run(&[
-            "ground", "ack", "--json", "--mirror", self.rig.p("mirror"), self.rig.p("down"),
+            "ground",
+            "ack",
+            "--json",
+            "--mirror",
+            self.rig.p("mirror"),
+            self.rig.p("down"),
         ]);
         let ack: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         assert!(
@@ -121,8 +139,14 @@ impl Loop {
             let frames = self.rig.p("resend").to_owned();
             let _ = std::fs::remove_file(&frames);
             self.rig.ok(&[
-                "ground", "resend", "--mirror", self.rig.p("mirror"), "--status", self.rig.p("down"),
-                "--frames", &frames,
+                "ground",
+                "resend",
+                "--mirror",
+                self.rig.p("mirror"),
+                "--status",
+                self.rig.p("down"),
+                "--frames",
+                &frames,
             ]);
             self.pass(&frames);
         }
@@ -144,8 +168,14 @@ impl Loop {
     fn import(&self, activate: &str) -> bool {
         let profile = self.profile();
         let out = self.rig.run(&[
-            "device", "import", "--state", self.rig.p("state"), "--profile", &profile,
-            "--activate", activate,
+            "device",
+            "import",
+            "--state",
+            self.rig.p("state"),
+            "--profile",
+            &profile,
+            "--activate",
+            activate,
         ]);
         out.status.success()
     }
@@ -155,7 +185,9 @@ impl Loop {
     fn nix_truth(&self) -> (u64, String, String) {
         let store = self.rig.store();
         let profile = self.profile();
-        let generations = sh(&format!("nix-env --store '{store}' -p {profile} --list-generations"));
+        let generations = sh(&format!(
+            "nix-env --store '{store}' -p {profile} --list-generations"
+        ));
         let current = generations
             .lines()
             .find(|l| l.contains("(current)"))
@@ -179,7 +211,8 @@ impl Loop {
     }
 }
 
-fn standings(show: &serde_json::Value) -> Vec<(String, String, String)> {
+/// The ground's record of each bundle, newest first: (id, standing, reason).
+pub fn standings(show: &serde_json::Value) -> Vec<(String, String, String)> {
     show["bundles"]
         .as_array()
         .unwrap()
@@ -197,7 +230,9 @@ fn operator_loop(seed: u64) -> u32 {
     sh(&format!(
         "nix-env --store '{}' -p {} --set {v1}",
         rig.store(),
-        rig.dir.join("device/nix/var/nix/profiles/narlink").display()
+        rig.dir
+            .join("device/nix/var/nix/profiles/narlink")
+            .display()
     ));
     let mut l = Loop {
         rig,
@@ -212,7 +247,10 @@ fn operator_loop(seed: u64) -> u32 {
     // Update A: v2, its activation passes.
     let a = l.pack("a", &v2, &[]);
     l.deliver(&a);
-    assert!(l.import("test -x \"$NARLINK_ROOT/bin/demo\""), "seed {seed}");
+    assert!(
+        l.import("test -x \"$NARLINK_ROOT/bin/demo\""),
+        "seed {seed}"
+    );
     l.report_until_heard();
     let s = l.show("A landed");
     assert_eq!(s["last_report"]["live_generation"], 2);
@@ -220,8 +258,14 @@ fn operator_loop(seed: u64) -> u32 {
 
     // The device collects garbage: v1's own paths leave; the reports say which.
     l.rig.ok(&[
-        "device", "gc", "--state", l.rig.p("state"), "--profile", &l.profile(),
-        "--keep-generations", "1",
+        "device",
+        "gc",
+        "--state",
+        l.rig.p("state"),
+        "--profile",
+        &l.profile(),
+        "--keep-generations",
+        "1",
     ]);
     l.report_until_heard();
     l.show("after the device's GC");
@@ -235,19 +279,29 @@ fn operator_loop(seed: u64) -> u32 {
     l.show("C packed, superseding B");
     l.deliver(&c);
     // C's activation fails: the device rolls back to A's generation.
-    assert!(!l.import("echo self-test failed >&2; exit 3"), "seed {seed}");
+    assert!(
+        !l.import("echo self-test failed >&2; exit 3"),
+        "seed {seed}"
+    );
     l.report_until_heard();
     let s = l.show("C landed, activation failed, rolled back");
 
     // `show` checked the live generation, its path and the mirror's paths against Nix.
     let last = &s["last_report"];
-    assert_eq!(last["live_root"], v2.as_str(), "seed {seed}: A's generation is live again");
+    assert_eq!(
+        last["live_root"],
+        v2.as_str(),
+        "seed {seed}: A's generation is live again"
+    );
     assert_eq!(last["activation"], "failed, rolled back", "seed {seed}");
     assert_eq!(s["next_pass_bytes"], 0);
     let mut st = standings(&s);
     // B's reason is "superseded" if the device had taken its head before C came, else the
     // ground's own record (none) stands.
-    assert!(["none", "superseded"].contains(&st[1].2.as_str()), "seed {seed}: {s:#}");
+    assert!(
+        ["none", "superseded"].contains(&st[1].2.as_str()),
+        "seed {seed}: {s:#}"
+    );
     st[1].2 = "none".into();
     assert_eq!(
         st,

@@ -51,33 +51,29 @@ fn update(rig: &Rig, to: &str, name: &str, activate: &str) -> serde_json::Value 
     ])
 }
 
-fn report(rig: &Rig) -> serde_json::Value {
-    rig.status(&["--inventory", rig.p("inventory")]);
-    let out = rig.run(&[
+/// `device status` (and its inventory, with `extra` = `["--inventory", FILE]`), then `ground
+/// ack` of them: what the ack says.
+fn ack_with(rig: &Rig, extra: &[&str]) -> serde_json::Value {
+    rig.status(extra);
+    let mut a = vec![
         "ground",
         "ack",
         "--json",
         "--mirror",
         rig.p("mirror"),
         rig.p("status"),
-        "--inventory",
-        rig.p("inventory"),
-    ]);
-    serde_json::from_slice(&out.stdout).unwrap()
+    ];
+    a.extend_from_slice(extra);
+    serde_json::from_slice(&rig.run(&a).stdout).unwrap()
+}
+
+fn report(rig: &Rig) -> serde_json::Value {
+    ack_with(rig, &["--inventory", rig.p("inventory")])
 }
 
 /// `device status`, then `ground ack` of that report alone.
 fn ack_without_inventory(rig: &Rig) -> serde_json::Value {
-    rig.status(&[]);
-    let out = rig.run(&[
-        "ground",
-        "ack",
-        "--json",
-        "--mirror",
-        rig.p("mirror"),
-        rig.p("status"),
-    ]);
-    serde_json::from_slice(&out.stdout).unwrap()
+    ack_with(rig, &[])
 }
 
 #[test]

@@ -132,7 +132,9 @@ impl Loop {
                 assert_eq!(st["phase"], "ready to import", "seed {}: {st:#}", self.seed);
                 return;
             }
-            self.report();
+            if self.report() {
+                self.check_needs(bundle);
+            }
             if !self.heard {
                 continue;
             }
@@ -150,6 +152,33 @@ impl Loop {
             ]);
             self.pass(&frames);
         }
+    }
+
+    /// If the report just taken says `bundle` is being received, `ground show` gives exactly
+    /// the shards it lists, and their frame bytes, as what the next pass needs.
+    fn check_needs(&self, bundle: &str) {
+        let down = self.rig.json(&["inspect", self.rig.p("down")]);
+        if down["bundle"] != bundle || down["phase"] != "receiving" {
+            return;
+        }
+        let shards: u64 = down["needs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n[1].as_u64().unwrap())
+            .sum();
+        let s = self.show("receiving");
+        let b = &s["bundles"][0];
+        assert_eq!(b["bundle"], bundle, "seed {}: {s:#}", self.seed);
+        assert_eq!(b["shards_needed"], shards, "seed {}: {s:#}", self.seed);
+        // 512-byte frames and 44 bytes of frame header and checksum each.
+        assert_eq!(b["bytes_needed"], shards * (512 + 44), "seed {}", self.seed);
+        assert_eq!(
+            s["next_pass_bytes"],
+            shards * (512 + 44),
+            "seed {}",
+            self.seed
+        );
     }
 
     /// `ground pack --frames` of `target`; the bundle id. The first pass goes on air.

@@ -483,6 +483,8 @@ impl LinkReceiver<'_> {
             self.stats.late += 1;
             return Ok(());
         }
+        // The ground has moved on: bundles held but not imported that are older never will be.
+        super::receive::supersede_older(self.state, &a.bundle_id, a.sequence)?;
         let key = session_key(&a.bundle_id, &a.params);
         if !self.sessions.contains_key(&key) {
             let Some(session) = self.new_session(h)? else {

@@ -109,18 +109,7 @@ pub fn check_sequence(
     if sequence <= last {
         return Err(ReceiveError::Replay { sequence, last });
     }
-    let mut older = Vec::new();
-    for (other, rec) in state.bundles()? {
-        // Imported and superseded bundles are settled; a failed one (planned against another
-        // state, say) is superseded like one not imported yet.
-        if other == *id
-            || !matches!(
-                rec.phase,
-                Phase::Receiving | Phase::Complete | Phase::Failed
-            )
-        {
-            continue;
-        }
+    for (other, rec) in unsettled(state, id)? {
         let theirs = rec.manifest()?.sequence;
         if theirs > sequence {
             return Err(ReceiveError::Superseded {
@@ -129,7 +118,39 @@ pub fn check_sequence(
                 newer_sequence: theirs,
             });
         }
-        older.push((other, rec));
+    }
+    supersede_older(state, id, sequence)?;
+    Ok(())
+}
+
+/// The bundles other than `id` not imported yet: receiving, complete, or failed (planned
+/// against another state, say), which a newer bundle supersedes.
+fn unsettled(
+    state: &DeviceState,
+    id: &BundleId,
+) -> Result<Vec<(BundleId, BundleRecord)>, StateError> {
+    Ok(state
+        .bundles()?
+        .into_iter()
+        .filter(|(other, rec)| {
+            other != id && matches!(rec.phase, Phase::Receiving | Phase::Complete | Phase::Failed)
+        })
+        .collect())
+}
+
+/// Mark every bundle not imported yet whose sequence is not above `sequence` superseded by
+/// bundle `id`: it will never be imported. Called when `id`'s head verifies, and when a
+/// trusted key announces it (the ground has moved on, even before its head arrives).
+pub fn supersede_older(
+    state: &DeviceState,
+    id: &BundleId,
+    sequence: u64,
+) -> Result<(), StateError> {
+    let mut older = Vec::new();
+    for (other, rec) in unsettled(state, id)? {
+        if rec.manifest()?.sequence <= sequence {
+            older.push((other, rec));
+        }
     }
     if !older.is_empty() {
         let tx = state.db.begin_write()?;

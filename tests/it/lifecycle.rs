@@ -427,3 +427,39 @@ fn a_mirror_of_the_wrong_roots_is_refused_at_pack() {
     );
     assert!(!std::path::Path::new(rig.p("b")).exists());
 }
+
+/// A bundle the device holds whole but has not imported is superseded as soon as a trusted
+/// key announces a newer one, before the newer one's head arrives: the device never imports
+/// what the ground has replaced.
+#[test]
+fn an_announced_newer_bundle_supersedes_one_held_whole() {
+    let (v1, v2, v3) = (demo(1), demo(2), demo(3));
+    let rig = Rig::new(&v1);
+    let b2 = rig.pack(&["--out", rig.p("b2"), "--frames", rig.p("b2.frames"), &v2])["bundle"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    rig.receive(rig.p("b2.frames"));
+    assert_eq!(rig.status(&[])["phase"], "ready to import");
+    let before = rig.device_db();
+    rig.pack(&["--supersede", "--out", rig.p("b3"), "--frames", rig.p("b3.frames"), &v3]);
+    // Only the announcement of b3 comes through.
+    let announcement: Vec<_> = frames_of(rig.p("b3.frames"))
+        .into_iter()
+        .filter(|f| f.header().is_announcement())
+        .take(1)
+        .collect();
+    assert_eq!(announcement.len(), 1);
+    write_frames(rig.p("announce"), &announcement);
+    rig.receive(rig.p("announce"));
+    let st = rig.status(&[]);
+    let noted = st["others"].as_array().unwrap();
+    assert!(
+        noted.iter().any(|o| b2.starts_with(o["bundle"].as_str().unwrap())
+            && o["phase"] == "superseded"),
+        "{st}"
+    );
+    let out = rig.run(&["device", "import", "--state", rig.p("state")]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(rig.device_db(), before, "a superseded bundle was imported: {err}");
+}

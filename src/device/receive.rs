@@ -133,7 +133,11 @@ fn unsettled(
         .bundles()?
         .into_iter()
         .filter(|(other, rec)| {
-            other != id && matches!(rec.phase, Phase::Receiving | Phase::Complete | Phase::Failed)
+            other != id
+                && matches!(
+                    rec.phase,
+                    Phase::Receiving | Phase::Complete | Phase::Failed
+                )
         })
         .collect())
 }

@@ -102,16 +102,33 @@ impl Rig {
 
     /// `device init` of the rig's state, trusting the rig's key.
     pub fn init_device(&self) {
+        self.init_device_as("state");
+    }
+
+    /// `device init` of another device's state `name` on the same store, trusting the rig's
+    /// key (it gets its own downlink key).
+    pub fn init_device_as(&self, name: &str) {
         self.ok(&[
             "device",
             "init",
             "--state",
-            self.p("state"),
+            self.p(name),
             "--store",
             &self.store(),
             "--trust",
             self.p("pk"),
         ]);
+    }
+
+    /// `narlink args` must fail, saying `why` on stderr; its stderr.
+    pub fn fails_with(&self, args: &[&str], why: &str) -> String {
+        let out = self.run(args);
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(
+            !out.status.success() && err.contains(why),
+            "narlink {args:?} should fail saying {why:?}: {err}"
+        );
+        err
     }
 
     /// `narlink args` under GNU time: its output, and its peak RSS in KiB (`%M`: the largest

@@ -112,23 +112,16 @@ fn in_flight_supersede_cancel_and_show() {
         "--frames",
         rig.p("pass2"),
     ];
-    let out = rig.run(&resend);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !out.status.success() && err.contains("is cancelled"),
-        "{err}"
-    );
-    let out = rig.run(&[
-        "ground",
-        "cancel",
-        "--mirror",
-        rig.p("mirror"),
-        &b2again[..8],
-    ]);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !out.status.success() && err.contains("only a bundle in flight"),
-        "{err}"
+    rig.fails_with(&resend, "is cancelled");
+    rig.fails_with(
+        &[
+            "ground",
+            "cancel",
+            "--mirror",
+            rig.p("mirror"),
+            &b2again[..8],
+        ],
+        "only a bundle in flight",
     );
     // Packing is no longer held back; the next bundle supersedes it on the device.
     let again = rig.p("b2third");
@@ -185,16 +178,7 @@ fn reports_are_routed_to_their_devices_mirror() {
     let v1 = demo(1);
     let rig = Rig::new(&v1);
     // A second device on the same machine, with its own state and key.
-    rig.ok(&[
-        "device",
-        "init",
-        "--state",
-        rig.p("state2"),
-        "--store",
-        &rig.store(),
-        "--trust",
-        rig.p("pk"),
-    ]);
+    rig.init_device_as("state2");
     rig.ok(&[
         "device",
         "identity",
@@ -241,16 +225,7 @@ fn reports_are_routed_to_their_devices_mirror() {
     }
     assert_ne!(all[0]["device"], all[1]["device"]);
     // A report of a device the ground has no mirror for is refused, naming the device.
-    rig.ok(&[
-        "device",
-        "init",
-        "--state",
-        rig.p("state3"),
-        "--store",
-        &rig.store(),
-        "--trust",
-        rig.p("pk"),
-    ]);
+    rig.init_device_as("state3");
     rig.ok(&[
         "device",
         "status",
@@ -259,11 +234,9 @@ fn reports_are_routed_to_their_devices_mirror() {
         "--out",
         rig.p("r3"),
     ]);
-    let out = rig.run(&["ground", "ack", "--mirror", rig.p("ground"), rig.p("r3")]);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !out.status.success() && err.contains("no mirror in"),
-        "{err}"
+    rig.fails_with(
+        &["ground", "ack", "--mirror", rig.p("ground"), rig.p("r3")],
+        "no mirror in",
     );
 }
 
@@ -442,7 +415,14 @@ fn an_announced_newer_bundle_supersedes_one_held_whole() {
     rig.receive(rig.p("b2.frames"));
     assert_eq!(rig.status(&[])["phase"], "ready to import");
     let before = rig.device_db();
-    rig.pack(&["--supersede", "--out", rig.p("b3"), "--frames", rig.p("b3.frames"), &v3]);
+    rig.pack(&[
+        "--supersede",
+        "--out",
+        rig.p("b3"),
+        "--frames",
+        rig.p("b3.frames"),
+        &v3,
+    ]);
     // Only the announcement of b3 comes through.
     let announcement: Vec<_> = frames_of(rig.p("b3.frames"))
         .into_iter()
@@ -455,11 +435,16 @@ fn an_announced_newer_bundle_supersedes_one_held_whole() {
     let st = rig.status(&[]);
     let noted = st["others"].as_array().unwrap();
     assert!(
-        noted.iter().any(|o| b2.starts_with(o["bundle"].as_str().unwrap())
-            && o["phase"] == "superseded"),
+        noted
+            .iter()
+            .any(|o| b2.starts_with(o["bundle"].as_str().unwrap()) && o["phase"] == "superseded"),
         "{st}"
     );
     let out = rig.run(&["device", "import", "--state", rig.p("state")]);
     let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(rig.device_db(), before, "a superseded bundle was imported: {err}");
+    assert_eq!(
+        rig.device_db(),
+        before,
+        "a superseded bundle was imported: {err}"
+    );
 }

@@ -73,12 +73,7 @@ fn gc_options_that_name_nothing_are_errors() {
     ] {
         let mut a = vec!["device", "gc", "--state", rig.p("state")];
         a.extend_from_slice(&args);
-        let out = rig.run(&a);
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(
-            !out.status.success() && err.contains(why),
-            "{args:?}: {err}"
-        );
+        rig.fails_with(&a, why);
     }
     let paths_after = crate::common::sh(&format!("nix-store --store '{}' -qR {v1}", rig.store()));
     assert_eq!(paths_before, paths_after);
@@ -225,12 +220,7 @@ fn signing_keys_rotate_and_the_last_one_stays() {
     ] {
         let mut a = vec!["device", "trust", "--state", rig.p("state")];
         a.extend_from_slice(&args);
-        let out = rig.run(&a);
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(
-            !out.status.success() && err.contains(why),
-            "{args:?}: {err}"
-        );
+        rig.fails_with(&a, why);
     }
     let keys = rig.json(&["device", "trust", "--state", rig.p("state")]);
     assert_eq!(keys, serde_json::json!(["ground-2"]));

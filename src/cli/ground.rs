@@ -286,6 +286,14 @@ pub fn run(c: Command, progress: bool) -> anyhow::Result<ExitCode> {
             };
             let r = pack::pack(&mirror, &store, &a.roots, &a.out, &opts)
                 .with_context(|| format!("ground pack into {}", a.out.display()))?;
+            // With --json the report's `unconfirmed` says it (stderr may carry the JSON).
+            if r.unconfirmed && !a.json {
+                eprintln!(
+                    "narlink: warning: this mirror has taken no report from the device yet: \
+                     the bundle is planned against the roots given at `ground init`, which \
+                     nothing has confirmed (ack a `device status` report first to be sure)"
+                );
+            }
             let options = a.link.options();
             let out_abs = std::path::absolute(&a.out)?;
             let mut source = link::FrameSource::open(&out_abs, options, None)?;

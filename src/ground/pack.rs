@@ -121,6 +121,9 @@ pub struct PackReport {
     pub bundle_bytes: u64,
     pub sequence: u64,
     pub signed_by: Vec<String>,
+    /// The mirror has taken no report from the device: the plan rests on the roots given
+    /// at `ground init`, which nothing has confirmed.
+    pub unconfirmed: bool,
 }
 
 /// Pack the update from the mirror's state to the closure of `roots` into `out`.
@@ -146,6 +149,7 @@ pub fn pack(
     let mut report = PackReport {
         paths_new: ordered.len(),
         paths_in_closure: closure.len(),
+        unconfirmed: mirror.last_report()?.is_none(),
         ..PackReport::default()
     };
     let total: u64 = ordered.iter().map(|i| i.nar_size).sum();

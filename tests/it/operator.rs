@@ -225,3 +225,20 @@ fn signing_keys_rotate_and_the_last_one_stays() {
     let keys = rig.json(&["device", "trust", "--state", rig.p("state")]);
     assert_eq!(keys, serde_json::json!(["ground-2"]));
 }
+
+/// A pack against a mirror that has taken no report yet warns that its plan is unconfirmed;
+/// once a report is acked, it does not.
+#[test]
+fn a_pack_before_any_report_warns() {
+    let (v1, v2) = (demo(1), demo(2));
+    let rig = Rig::new(&v1);
+    let unconfirmed = "has taken no report from the device yet";
+    let out = rig.pack_output(&["--out", rig.p("b"), &v2]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains(unconfirmed));
+    rig.ack();
+    let out = rig.pack_output(&["--supersede", "--out", rig.p("b"), &v2]);
+    assert!(out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains(unconfirmed), "{err}");
+}

@@ -294,36 +294,44 @@ fn work(
             import_and_activate(&state, &store, opts, &mut report)?;
             rx_link = LinkReceiver::open(&state)?;
         }
-        if let Some(path) = &opts.status_out {
-            if requested
-                || batch > 0 && last_status.elapsed() >= Duration::from_millis(200)
-                || last_status.elapsed() >= opts.status_every
-            {
-                // Every 16th report is a full one (protocol/SPEC.md, "Status report").
-                reports += 1;
-                let detail = if reports % 16 == 1 {
-                    super::status::Detail::Full
-                } else {
-                    super::status::Detail::Regular
-                };
-                let (_, bytes) = super::status::report(&state, detail)?;
-                write_atomically(path, &bytes).map_err(|source| ListenError::Status {
-                    path: path.clone(),
-                    source,
-                })?;
-                last_status = Instant::now();
-            }
-        }
         let done = if opts.import {
             !report.bundles_imported.is_empty()
         } else {
             !report.bundles_completed.is_empty()
         };
-        if opts.exit_when_done && done {
+        let leaving = opts.exit_when_done && done;
+        if let Some(path) = &opts.status_out {
+            // The last report before leaving says how the landing went.
+            if requested
+                || leaving
+                || batch > 0 && last_status.elapsed() >= Duration::from_millis(200)
+                || last_status.elapsed() >= opts.status_every
+            {
+                reports += 1;
+                write_status(&state, path, reports)?;
+                last_status = Instant::now();
+            }
+        }
+        if leaving {
             break;
         }
     }
     Ok(report)
+}
+
+/// Write the `n`-th report of this run to `path`; every 16th is a full one (protocol/SPEC.md,
+/// "Status report").
+fn write_status(state: &DeviceState, path: &Path, n: u64) -> Result<(), ListenError> {
+    let detail = if n % 16 == 1 {
+        super::status::Detail::Full
+    } else {
+        super::status::Detail::Regular
+    };
+    let (_, bytes) = super::status::report(state, detail)?;
+    write_atomically(path, &bytes).map_err(|source| ListenError::Status {
+        path: path.to_owned(),
+        source,
+    })
 }
 
 /// One line on stderr per event, for the journal.

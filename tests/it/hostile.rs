@@ -350,22 +350,31 @@ pub fn listen_tcp(rig: &Rig, frames: &[Frame]) -> String {
 
 /// [`listen_tcp`] with the frames in bursts, one connection each, a second apart.
 pub fn listen_tcp_bursts(rig: &Rig, bursts: &[Vec<Frame>]) -> String {
+    listen_tcp_bursts_with(rig, bursts, &[])
+}
+
+/// [`listen_tcp_bursts`] with `extra` arguments for `device listen`.
+pub fn listen_tcp_bursts_with(rig: &Rig, bursts: &[Vec<Frame>], extra: &[&str]) -> String {
     use std::io::{BufRead, BufReader, Read, Write};
     use std::process::{Command, Stdio};
     use std::time::{Duration, Instant};
-    let mut child = nix_env(Command::new(NARLINK).args([
-        "--quiet",
-        "device",
-        "listen",
-        "--state",
-        rig.p("state"),
-        "--tcp",
-        "127.0.0.1:0",
-        "--import",
-        "--exit-when-done",
-        "--status-out",
-        rig.p("status"),
-    ]))
+    let mut child = nix_env(
+        Command::new(NARLINK)
+            .args([
+                "--quiet",
+                "device",
+                "listen",
+                "--state",
+                rig.p("state"),
+                "--tcp",
+                "127.0.0.1:0",
+                "--import",
+                "--exit-when-done",
+                "--status-out",
+                rig.p("status"),
+            ])
+            .args(extra),
+    )
     .stdout(Stdio::piped())
     .stderr(Stdio::piped())
     .spawn()

@@ -328,3 +328,55 @@ fn daemon_killed_mid_transfer_finishes_after_restart() {
     rig.assert_holds(&v3);
     assert_eq!(live(&rig), v3, "the daemon activated the new root");
 }
+
+/// Landing without hands (issue 19, item 1): the daemon, given the profile and the
+/// activation, verifies, imports, switches and activates a bundle that came over the link by
+/// itself, or rolls it back; its report says which, and the ground folds it in.
+#[test]
+fn the_daemon_lands_an_update_by_itself() {
+    use crate::hostile::{frames_of, listen_tcp_bursts_with};
+    let (v1, v2, v3) = (demo(1), demo(2), demo(3));
+    let rig = with_profile(&v1);
+    let profile = profile(&rig);
+    let marker = rig.p("activated");
+    for (target, name, activate, expect_live, activation) in [
+        (
+            &v2,
+            "b2",
+            format!("echo \"$NARLINK_GENERATION\" > {marker}"),
+            &v2,
+            "passed",
+        ),
+        (&v3, "b3", "exit 3".to_owned(), &v2, "failed, rolled back"),
+    ] {
+        let frames = format!("{}.frames", rig.p(name));
+        rig.pack(&["--out", rig.p(name), "--frames", &frames, target]);
+        let extra = [
+            "--profile",
+            profile.as_str(),
+            "--activate",
+            activate.as_str(),
+        ];
+        listen_tcp_bursts_with(&rig, &[frames_of(&frames)], &extra);
+        assert_eq!(&live(&rig), expect_live, "{name}");
+        // The report the daemon left says how the landing went; the ground takes it.
+        let st = rig.json(&["inspect", rig.p("status")]);
+        assert_eq!(st["activation"], activation, "{name}: {st}");
+        let ack = rig.json(&[
+            "ground",
+            "ack",
+            "--mirror",
+            rig.p("mirror"),
+            rig.p("status"),
+        ]);
+        assert_eq!(ack["in_step"], true, "{name}: {ack}");
+    }
+    // The first activation ran, in generation 2; the second's switch was undone.
+    assert_eq!(std::fs::read_to_string(marker).unwrap().trim(), "2");
+    let s = rig.json(&["ground", "show", "--mirror", rig.p("mirror")]);
+    assert_eq!(s["last_report"]["live_generation"], 2, "{s}");
+    assert_eq!(
+        s["bundles"][0]["reason"], "activation failed, rolled back",
+        "{s}"
+    );
+}

@@ -1175,7 +1175,8 @@ pub fn announce_header(len: usize) -> FrameHeader {
 /// `protocol::announce::{Announcement, Withdrawal}::from_frame` over the input as the
 /// payload of an announcement frame: at most one of them decodes it, a decoded one
 /// re-encodes to the input, and verifying it under the seeds' key ends in a value or an
-/// error, never a panic.
+/// error, never a panic. The same for `protocol::confirm::Confirmation` under its own
+/// parameters, verified against the seal seeds' device key.
 pub fn announce(data: &[u8]) {
     use narlink_protocol::announce::{is_withdrawal, Announcement, Withdrawal};
     let h = announce_header(data.len());
@@ -1195,6 +1196,18 @@ pub fn announce(data: &[u8]) {
         assert_eq!(h2, h);
         assert_eq!(p, data, "withdrawal does not re-encode to its input");
         let _ = w.verify(&trusted);
+    }
+    // A confirmation carries parameters of its own.
+    use narlink_protocol::confirm::{Confirmation, PARAMS};
+    let ch = FrameHeader {
+        params: PARAMS,
+        ..h
+    };
+    if let Ok(c) = Confirmation::from_frame(&ch, data) {
+        let (h2, p) = c.to_frame();
+        assert_eq!(h2, ch);
+        assert_eq!(p, data, "confirmation does not re-encode to its input");
+        let _ = c.verify(&SEAL_KEY);
     }
 }
 

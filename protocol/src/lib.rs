@@ -3,6 +3,7 @@
 //! See `SPEC.md` beside this crate for byte layouts.
 pub mod announce;
 pub mod bundle;
+pub mod confirm;
 pub mod digest;
 pub mod fec;
 pub mod frame;

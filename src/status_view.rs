@@ -175,6 +175,13 @@ pub fn unseal(bytes: &[u8]) -> (&[u8], Option<Sealed<'_>>) {
     }
 }
 
+/// A sealed (or bare) report as kept: the report and its seal's counter, if it decodes.
+pub fn report_of(bytes: &[u8]) -> Option<(StatusReport, Option<u32>)> {
+    let (payload, seal) = unseal(bytes);
+    let r = StatusReport::decode(payload).ok()?;
+    Some((r, seal.map(|s| s.counter)))
+}
+
 pub fn decode_report(bytes: &[u8]) -> Result<StatusView, String> {
     let (payload, seal) = unseal(bytes);
     let mut v = StatusReport::decode(payload)

@@ -483,8 +483,6 @@ impl LinkReceiver<'_> {
             self.stats.late += 1;
             return Ok(());
         }
-        // The ground has moved on: bundles held but not imported that are older never will be.
-        super::receive::supersede_older(self.state, &a.bundle_id, a.sequence)?;
         let key = session_key(&a.bundle_id, &a.params);
         if !self.sessions.contains_key(&key) {
             let Some(session) = self.new_session(h)? else {
@@ -495,6 +493,9 @@ impl LinkReceiver<'_> {
         }
         if let Some(s) = self.sessions.get_mut(&key) {
             if !s.rec.announced {
+                // The ground has moved on: bundles held but not imported that are older never
+                // will be. Once per announced bundle (the frame repeats every 512 frames).
+                super::receive::supersede_older(self.state, &a.bundle_id, a.sequence)?;
                 s.rec.announced = true;
                 s.rec.sequence = a.sequence;
                 s.persisted = false;

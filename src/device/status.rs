@@ -129,9 +129,16 @@ fn fill_section(
         Some(Stage::Done { .. }) => Activation::RolledBack,
         Some(_) => Activation::Landing,
     };
+    // What a new bundle's sequence must exceed (`receive::check_sequence`): the replay mark
+    // and the bundles not settled. Only their manifests are decoded: reports are frequent.
     d.sequence = state.last_sequence()?;
     for (_, rec) in bundles {
-        d.sequence = d.sequence.max(rec.manifest()?.sequence);
+        if matches!(
+            rec.phase,
+            Phase::Receiving | Phase::Complete | Phase::Failed
+        ) {
+            d.sequence = d.sequence.max(rec.manifest()?.sequence);
+        }
     }
     // Other bundles and refusals, newest first.
     let mut notes: Vec<(u64, BundleNote)> = bundles

@@ -123,7 +123,7 @@ pub fn ack(mirror: &Mirror, checked: &Checked) -> Result<AckReport, AckError> {
         .into_iter()
         .filter(|(id, _)| {
             matches!(
-                said(r, id),
+                r.said_of(id),
                 Some((Phase::Imported, _) | (Phase::ImportFailed, Reason::Activation))
             )
         })
@@ -166,7 +166,7 @@ pub fn ack(mirror: &Mirror, checked: &Checked) -> Result<AckReport, AckError> {
         .max();
     for (id, mut b) in mirror.ground_bundles()? {
         let before = (b.standing, b.reason);
-        match said(r, &id) {
+        match r.said_of(&id) {
             Some((Phase::Imported, _)) => b.standing = Standing::Imported,
             Some((Phase::ImportFailed, why)) => {
                 (b.standing, b.reason) = (Standing::Failed, why.to_u8())
@@ -221,18 +221,6 @@ pub fn ack(mirror: &Mirror, checked: &Checked) -> Result<AckReport, AckError> {
 
 fn digest_of(paths: &BTreeSet<String>) -> [u8; 16] {
     short(&state_digest(paths.iter().map(String::as_str)))
-}
-
-/// What report `r` says of bundle `id`: its own bundle in full, the others by id prefix.
-fn said(r: &StatusReport, id: &BundleId) -> Option<(Phase, Reason)> {
-    if *id == r.bundle_id {
-        return Some((r.phase, r.device.reason));
-    }
-    r.device
-        .others
-        .iter()
-        .find(|n| id.starts_with(&n.id_prefix))
-        .map(|n| (n.phase, n.reason))
 }
 
 impl AckReport {

@@ -393,11 +393,10 @@ pub fn pack(
 fn check_mirror(mirror: &Mirror, opts: &PackOptions) -> Result<(), PackError> {
     // The live root first: a mirror made from the wrong roots is stale too, but this says why.
     let last = mirror.last_report()?;
-    let report = last.as_ref().and_then(|l| {
-        let payload = crate::status_view::unseal(&l.bytes).0;
-        narlink_protocol::status::StatusReport::decode(payload).ok()
-    });
-    if let Some(live) = report.and_then(|r| r.device.live) {
+    let report = last
+        .as_ref()
+        .and_then(|l| crate::status_view::report_of(&l.bytes));
+    if let Some(live) = report.and_then(|(r, _)| r.device.live) {
         let names = PathSet::new(mirror.db.paths()?);
         if names.lookup(&live.root) == narlink_protocol::storepath::Lookup::Missing {
             return Err(PackError::RootsMismatch {

@@ -9,13 +9,13 @@ use narlink_protocol::frame::OVERHEAD;
 use narlink_protocol::schedule::Sender;
 use narlink_protocol::seal::device_id;
 use narlink_protocol::status::device::Reason;
-use narlink_protocol::status::{Phase, StatusReport};
+use narlink_protocol::status::Phase;
 use narlink_protocol::storepath::{unpack, Lookup, PathSet};
 use serde::Serialize;
 
 use crate::state::mirror::{Mirror, Standing};
 use crate::state::StateError;
-use crate::status_view::{phase_name, unseal, StatusView};
+use crate::status_view::{phase_name, report_of, StatusView};
 
 #[derive(Clone, Debug, Serialize)]
 pub struct Show {
@@ -77,9 +77,8 @@ pub fn show(dir: &Path) -> Result<Show, StateError> {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
     let report = last.as_ref().and_then(|l| {
-        let (payload, seal) = unseal(&l.bytes);
-        let r = StatusReport::decode(payload).ok()?;
-        Some((r, seal.map(|s| s.counter), l.received_at))
+        let (r, counter) = report_of(&l.bytes)?;
+        Some((r, counter, l.received_at))
     });
     let names = PathSet::new(&paths);
     let last_report = report.as_ref().map(|(r, counter, at)| {
@@ -102,17 +101,9 @@ pub fn show(dir: &Path) -> Result<Show, StateError> {
     let mut bundles = Vec::new();
     let mut next_pass_bytes = 0;
     for (id, b) in mirror.ground_bundles()?.into_iter().rev() {
-        let said = report.as_ref().and_then(|(r, _, _)| {
-            if r.bundle_id == id {
-                Some((r.phase, true))
-            } else {
-                r.device
-                    .others
-                    .iter()
-                    .find(|n| id.starts_with(&n.id_prefix))
-                    .map(|n| (n.phase, false))
-            }
-        });
+        let said = report
+            .as_ref()
+            .and_then(|(r, _, _)| Some((r.said_of(&id)?.0, r.bundle_id == id)));
         let mut v = BundleView {
             bundle: hex(&id),
             sequence: b.sequence,

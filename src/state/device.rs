@@ -73,6 +73,7 @@ pub struct BundleRecord {
 
 /// A bundle record as narlink wrote it before reason codes.
 #[derive(Deserialize)]
+#[cfg_attr(test, derive(Serialize))]
 struct BundleRecordV1 {
     manifest: Vec<u8>,
     phase: Phase,
@@ -710,5 +711,44 @@ impl DeviceState {
     fn put_removed(&self, tx: &Tx, log: &RemovedLog) -> Result<(), StateError> {
         let bytes = postcard::to_allocvec(log).unwrap_or_default();
         self.db.put_meta(tx, "removed", &bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Records written before reason codes still decode, their reason taken from the phase;
+    /// records of this version decode as written.
+    #[test]
+    fn bundle_records_of_the_earlier_format_decode() {
+        for (phase, reason) in [
+            (Phase::Superseded, Reason::Superseded),
+            (Phase::Failed, Reason::Other),
+            (Phase::Imported, Reason::None),
+        ] {
+            let old = BundleRecordV1 {
+                manifest: vec![1, 2, 3],
+                phase,
+                note: "why".into(),
+                seq: 7,
+            };
+            let r = decode_bundle(&postcard::to_allocvec(&old).unwrap()).unwrap();
+            assert_eq!(
+                (r.manifest, r.phase, r.note, r.seq),
+                (vec![1, 2, 3], phase, "why".into(), 7)
+            );
+            assert_eq!(r.reason, reason.to_u8());
+        }
+        let new = BundleRecord {
+            manifest: vec![9],
+            phase: Phase::Failed,
+            note: String::new(),
+            seq: 1,
+            reason: Reason::StaleBase.to_u8(),
+        };
+        let r = decode_bundle(&postcard::to_allocvec(&new).unwrap()).unwrap();
+        assert_eq!(r.reason, Reason::StaleBase.to_u8());
+        assert!(decode_bundle(&[0xff; 3]).is_err());
     }
 }

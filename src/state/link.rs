@@ -106,6 +106,7 @@ pub struct Refusal {
 
 /// A refusal as narlink wrote it before reason codes.
 #[derive(Deserialize)]
+#[cfg_attr(test, derive(Serialize))]
 struct RefusalV1 {
     seq: u64,
     reason: String,
@@ -514,5 +515,32 @@ impl Read for BundleReader {
         buf[..n].copy_from_slice(&bytes[at..at + n]);
         self.pos += n as u64;
         Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod refusal_tests {
+    use super::*;
+
+    /// Refusals written before reason codes decode with the code "other".
+    #[test]
+    fn refusals_of_the_earlier_format_decode() {
+        let old = RefusalV1 {
+            seq: 3,
+            reason: "unsigned".into(),
+        };
+        let r = decode_refusal(&postcard::to_allocvec(&old).unwrap()).unwrap();
+        assert_eq!((r.seq, r.reason.as_str()), (3, "unsigned"));
+        assert_eq!(
+            r.code,
+            narlink_protocol::status::device::Reason::Other.to_u8()
+        );
+        let new = Refusal {
+            seq: 4,
+            reason: "replayed".into(),
+            code: 4,
+        };
+        let r = decode_refusal(&postcard::to_allocvec(&new).unwrap()).unwrap();
+        assert_eq!(r.code, 4);
     }
 }

@@ -141,8 +141,9 @@ fn in_flight_supersede_cancel_and_show() {
 fn a_mirror_made_again_never_reuses_a_sequence() {
     let (v1, v2, v3) = (demo(1), demo(2), demo(3));
     let rig = Rig::new(&v1);
-    // The device takes a bundle from a mirror whose counter ran far ahead (packed on another
-    // ground, say): simulated by acking a report after packing twice with --supersede.
+    // The device takes the second of two bundles. (This test cannot tell the report from the
+    // clock floor apart: the unit test `sequences_follow_the_device_and_never_repeat` raises
+    // a mirror's counter past the clock from a report.)
     rig.pack(&["--out", rig.p("b2"), &v2]);
     let taken = rig.pack(&["--supersede", "--out", rig.p("b2"), &v2])["sequence"]
         .as_u64()

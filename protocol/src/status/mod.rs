@@ -262,6 +262,19 @@ impl StatusReport {
         }
     }
 
+    /// What this report says of bundle `id`: the report's own bundle in full, another by
+    /// the id prefix of its note (phase, reason).
+    pub fn said_of(&self, id: &[u8; 16]) -> Option<(Phase, device::Reason)> {
+        if *id == self.bundle_id {
+            return Some((self.phase, self.device.reason));
+        }
+        self.device
+            .others
+            .iter()
+            .find(|n| id.starts_with(&n.id_prefix))
+            .map(|n| (n.phase, n.reason))
+    }
+
     /// The runs, in group order, maximal.
     pub fn runs(&self) -> &[NeedRun] {
         &self.runs
@@ -291,10 +304,19 @@ impl StatusReport {
 
     /// [`budget`](Self::budget), plus what this report's lists of other bundles and removed
     /// paths cost (6 and 5 bytes an entry).
+    /// The section's varints are counted at their usual widths (a generation below 2^14, a
+    /// sequence below 2^35, lists below 128 entries); wider ones add what they take beyond.
     pub fn budget_with_lists(&self, unfinished: u64) -> usize {
+        let d = &self.device;
+        let wide = |v: u64, usual: usize| varint_len(v).saturating_sub(usual);
+        let beyond = wide(d.live.map_or(0, |l| u64::from(l.generation)), 2)
+            + wide(d.sequence, 5)
+            + wide(d.others.len() as u64, 1)
+            + wide(d.removed.len() as u64, 1);
         Self::budget(unfinished)
-            .saturating_add(device::NOTE_LEN * self.device.others.len())
-            .saturating_add(5 * self.device.removed.len())
+            .saturating_add(device::NOTE_LEN * d.others.len())
+            .saturating_add(5 * d.removed.len())
+            .saturating_add(beyond)
     }
 
     /// Bytes of everything but the runs: the least [`truncate_to`](Self::truncate_to) can

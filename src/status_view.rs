@@ -35,12 +35,33 @@ pub struct StatusView {
     pub lists_cut: bool,
     /// The device forgot some removed paths.
     pub removals_lost: bool,
+    /// The generation on probation, or the one reverted (until the next landing).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub probation: Option<ProbationView>,
     /// The device id and counter of its seal, if sealed (as read: `inspect` has no key to
     /// check them with; `ground ack` does).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub device: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub counter: Option<u32>,
+}
+
+/// Where a generation on probation stands (see protocol `status::device::Probation`).
+#[derive(Clone, Debug, Serialize)]
+pub struct ProbationView {
+    /// The bundle that landed it (id prefix, 8 hex digits).
+    pub bundle: String,
+    /// "probation" or "reverted".
+    pub state: String,
+    /// Why it was reverted ("none" while on probation).
+    pub reason: String,
+    pub reports: u32,
+    pub minutes: u32,
+    /// Starts in a row that did not prove healthy.
+    pub failed_starts: u8,
+    /// The health check that failed, if one did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub check: Option<String>,
 }
 
 /// Another bundle a report notes.
@@ -77,6 +98,20 @@ impl StatusView {
             removed: d.removed.iter().map(|t| unpack(t)).collect(),
             lists_cut: r.lists_cut,
             removals_lost: r.removals_lost,
+            probation: d.probation.as_ref().map(|p| ProbationView {
+                bundle: hex(&p.bundle_prefix),
+                state: if d.activation == Activation::Reverted {
+                    "reverted".into()
+                } else {
+                    "probation".into()
+                },
+                reason: p.reason.name(),
+                reports: p.reports,
+                minutes: p.minutes,
+                failed_starts: p.starts,
+                check: (!p.check.is_empty())
+                    .then(|| String::from_utf8_lossy(&p.check).into_owned()),
+            }),
             device: None,
             counter: None,
         }
@@ -111,6 +146,9 @@ impl StatusView {
                 self.activation
             )),
         }
+        if let Some(p) = &self.probation {
+            s.push_str(&format!("\n  {}", p.describe()));
+        }
         s.push_str(&format!(
             "\n  newest bundle sequence taken: {}",
             self.sequence
@@ -140,6 +178,26 @@ impl StatusView {
     }
 }
 
+impl ProbationView {
+    pub fn describe(&self) -> String {
+        let mut s = match self.state.as_str() {
+            "reverted" => format!("bundle {}... reverted ({})", self.bundle, self.reason),
+            _ => format!("bundle {}... on probation, not confirmed yet", self.bundle),
+        };
+        if let Some(c) = &self.check {
+            s.push_str(&format!(", health check {c} failed"));
+        }
+        s.push_str(&format!(
+            "; {} reports and {} minutes under it",
+            self.reports, self.minutes
+        ));
+        if self.failed_starts > 0 {
+            s.push_str(&format!(", {} failed starts in a row", self.failed_starts));
+        }
+        s
+    }
+}
+
 pub fn phase_name(p: WirePhase) -> String {
     match p {
         WirePhase::Idle => "idle".into(),
@@ -158,6 +216,8 @@ pub fn activation_name(a: Activation) -> String {
         Activation::Passed => "passed".into(),
         Activation::RolledBack => "failed, rolled back".into(),
         Activation::Landing => "under way".into(),
+        Activation::Probation => "passed, on probation".into(),
+        Activation::Reverted => "passed, then reverted".into(),
         Activation::Unknown(n) => format!("unknown ({n})"),
     }
 }

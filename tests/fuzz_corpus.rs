@@ -494,10 +494,22 @@ fn status_seeds() -> Vec<(String, Vec<u8>)> {
             },
         ],
         removed: vec![[1; 5], [2; 5], [3; 5]],
+        probation: None,
     };
     full.lists_cut = true;
     full.removals_lost = true;
     seeds.push(("device-section".into(), enc(&full)));
+    // A generation reverted after its health check failed.
+    full.device.activation = Activation::Reverted;
+    full.device.probation = Some(narlink_protocol::status::device::Probation {
+        bundle_prefix: [1, 2, 3, 4],
+        reason: Reason::HealthCheck,
+        reports: 300,
+        minutes: 1 << 20,
+        starts: 3,
+        check: b"20-uplink".to_vec(),
+    });
+    seeds.push(("device-probation".into(), enc(&full)));
     // A version 1 report (no device section), as older devices send.
     let mut v1 = enc(&r)[..37].to_vec();
     v1[2] = 1;

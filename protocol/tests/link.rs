@@ -10,7 +10,7 @@ use narlink_protocol::params::{CodecId, Limits, LinkParams};
 use narlink_protocol::receiver::{GroupTracker, Outcome};
 use narlink_protocol::schedule::{Sender, ShardRef};
 use narlink_protocol::sim::{LinkModel, Loss, Rng};
-use narlink_protocol::status::device::{path_tag, Activation, BundleNote, Live, Reason};
+use narlink_protocol::status::device::{path_tag, Activation, BundleNote, Live, Probation, Reason};
 use narlink_protocol::status::{DeviceSection, NeedRun, Phase, StatusReport};
 
 fn bundle_bytes(len: usize, seed: u64) -> Vec<u8> {
@@ -540,8 +540,30 @@ fn vector_reports() -> Vec<(String, Vec<u8>)> {
                     reason: Reason::Superseded,
                 }],
                 removed: vec![*b"\x01\x02\x03\x04\x05"],
+                probation: None,
             };
             r.lists_cut = true;
+            r
+        }),
+        ("probation", {
+            let mut r = StatusReport::empty(id, digest, Phase::Imported);
+            r.device = DeviceSection {
+                live: Some(Live {
+                    generation: 8,
+                    root: [1, 2, 3, 4, 5],
+                }),
+                activation: Activation::Reverted,
+                sequence: 490_001,
+                probation: Some(Probation {
+                    bundle_prefix: *b"new1",
+                    reason: Reason::HealthCheck,
+                    reports: 3,
+                    minutes: 200,
+                    starts: 1,
+                    check: b"10-radio".to_vec(),
+                }),
+                ..DeviceSection::default()
+            };
             r
         }),
     ];

@@ -24,6 +24,10 @@ pub enum Command {
     Status(StatusArgs),
     /// Receive frames from a socket, unattended.
     Listen(ListenArgs),
+    /// Run `device listen` from the profile's live generation and fall back to the previous
+    /// generation when its narlink does not start or its probation runs out (the unit
+    /// contrib/systemd ships runs this).
+    Supervise(SuperviseArgs),
     /// Trust more signing keys (public keys in Nix's format).
     Trust(TrustArgs),
     /// The device's identity on the downlink; `--export` writes its provisioning file for
@@ -116,8 +120,67 @@ pub struct ListenArgs {
     status_every: u64,
     #[command(flatten)]
     activation: ActivationArgs,
+    #[command(flatten)]
+    probation: ProbationArgs,
     #[arg(long)]
     json: bool,
+}
+
+#[derive(Args)]
+pub struct SuperviseArgs {
+    #[arg(long)]
+    state: PathBuf,
+    /// The device's Nix store, as given to `device init` (default: the environment's).
+    #[arg(long)]
+    store: Option<String>,
+    /// The profile whose live generation's bin/narlink runs (default: the store's narlink
+    /// profile); the same profile `device listen --profile` switches.
+    #[arg(long)]
+    profile: Option<PathBuf>,
+    /// Seconds between counts of the running time during probation.
+    #[arg(long, default_value_t = 5)]
+    tick: u64,
+    /// Seconds to wait before starting the daemon again after it exited.
+    #[arg(long, default_value_t = 1)]
+    restart_delay: u64,
+    /// The arguments of `device listen` (after --state), e.g. `-- --udp 0.0.0.0:7000
+    /// --import --profile P --activate CMD`.
+    #[arg(last = true, required = true)]
+    listen: Vec<String>,
+}
+
+/// How a generation the daemon lands is put on probation (docs/operations.md, "Probation").
+#[derive(Args)]
+pub struct ProbationArgs {
+    /// Commit each generation at once, without waiting for the ground's confirmation.
+    #[arg(long)]
+    no_probation: bool,
+    /// Seconds of running time a generation waits for the ground's confirmation before it is
+    /// reverted (the device counts the time narlink runs: there is no clock across boots).
+    #[arg(long, default_value_t = 48 * 3600)]
+    probation_seconds: u64,
+    /// Reports written under a generation without a confirmation before it is reverted
+    /// (0: no limit).
+    #[arg(long, default_value_t = 2880)]
+    probation_reports: u32,
+    /// Starts in a row that do not prove healthy before a generation is reverted.
+    #[arg(long, default_value_t = 3)]
+    probation_starts: u32,
+    /// Required health checks: every executable in this directory runs after the
+    /// activation and at each start during probation; one failing reverts at once.
+    #[arg(long)]
+    health_checks: Option<PathBuf>,
+}
+
+impl ProbationArgs {
+    fn window(&self) -> Option<narlink::state::probation::Window> {
+        (!self.no_probation).then(|| narlink::state::probation::Window {
+            seconds: self.probation_seconds,
+            reports: self.probation_reports,
+            starts: self.probation_starts,
+            checks: self.health_checks.clone(),
+        })
+    }
 }
 
 impl ActivationArgs {
@@ -473,6 +536,7 @@ pub fn run(c: Command, progress: bool) -> anyhow::Result<ExitCode> {
                 profile: a.activation.profile.clone(),
                 activate: a.activation.activate.clone(),
                 activate_timeout: std::time::Duration::from_secs(a.activation.activate_timeout),
+                probation: a.probation.window(),
                 progress,
             };
             let json = a.json;
@@ -494,6 +558,18 @@ pub fn run(c: Command, progress: bool) -> anyhow::Result<ExitCode> {
                     r.bundles_imported.join(" ")
                 )
             })?;
+        }
+        Command::Supervise(a) => {
+            let store = NixStore::new(a.store.as_deref());
+            let opts = narlink::device::supervise::SuperviseOptions {
+                profile: a.profile.unwrap_or_else(|| store.default_profile()),
+                state_dir: a.state,
+                store: a.store,
+                listen_args: a.listen,
+                tick: std::time::Duration::from_secs(a.tick.max(1)),
+                restart_delay: std::time::Duration::from_secs(a.restart_delay),
+            };
+            narlink::device::supervise::supervise(&opts).context("device supervise")?;
         }
         Command::Identity(a) => {
             let state = DeviceState::open(&a.state)?;

@@ -247,6 +247,8 @@ struct PackOutput<'a> {
     pack: &'a pack::PackReport,
     frames: u64,
     frame_bytes: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    confirmation: &'a Option<narlink::ground::confirm::Due>,
 }
 
 pub fn run(c: Command, progress: bool) -> anyhow::Result<ExitCode> {
@@ -310,9 +312,16 @@ pub fn run(c: Command, progress: bool) -> anyhow::Result<ExitCode> {
                 }
             }
             let mut emitted = link::EmitReport::default();
+            let mut confirmation = None;
             if let Some(dest) = &a.frames {
                 let mut sink = link::FrameSink::open(dest)
                     .with_context(|| format!("opening {}", dest.display()))?;
+                // The generation on probation the last report named is confirmed first.
+                confirmation = narlink::ground::confirm::due_now(&mirror)?;
+                if let Some(c) = &confirmation {
+                    sink.write(&c.frame)
+                        .with_context(|| format!("writing {}", dest.display()))?;
+                }
                 let pass = source.sender.first_pass();
                 emitted = source.emit(pass, None, &mut |f| sink.write(f))?;
                 sink.finish()
@@ -323,9 +332,16 @@ pub fn run(c: Command, progress: bool) -> anyhow::Result<ExitCode> {
                 pack: &r,
                 frames: emitted.frames,
                 frame_bytes: emitted.bytes,
+                confirmation: &confirmation,
             };
             let human = || {
                 let mut s = r.render();
+                if let Some(c) = &confirmation {
+                    s.push_str(&format!(
+                        "\nconfirmation:     generation {} (bundle {}, report {}), first frame",
+                        c.generation, c.bundle, c.counter
+                    ));
+                }
                 if a.frames.is_some() {
                     s.push_str(&format!(
                         "\nframes:           {} ({}, {} parity)",
@@ -450,11 +466,18 @@ pub fn run(c: Command, progress: bool) -> anyhow::Result<ExitCode> {
             let report = narlink_protocol::status::StatusReport::decode(sealed.payload)
                 .with_context(|| format!("status report {}", a.status.display()))?;
             let mirror = Mirror::open(&dir)?;
+            let confirmation = narlink::ground::confirm::due(
+                &mirror,
+                &report,
+                Some(sealed.counter),
+                keys.secret.as_ref(),
+            )?;
             let mut sink = link::FrameSink::open(&a.frames)
                 .with_context(|| format!("opening {}", a.frames.display()))?;
             let r = narlink::ground::resend::resend(
                 &mirror,
                 &report,
+                confirmation,
                 a.budget,
                 a.max_loss * 10_000,
                 &mut |f| sink.write(f),
@@ -462,16 +485,25 @@ pub fn run(c: Command, progress: bool) -> anyhow::Result<ExitCode> {
             sink.finish()
                 .with_context(|| format!("writing {}", a.frames.display()))?;
             output(a.json, &r, || {
+                let confirmed = r.confirmation.as_ref().map_or(String::new(), |c| {
+                    format!(
+                        "confirmation of generation {} (bundle {}, report {}) sent first\n",
+                        c.generation, c.bundle, c.counter
+                    )
+                });
+                if r.emitted.frames == 0 && r.confirmation.is_some() {
+                    return confirmed.trim_end().to_owned();
+                }
                 if r.announced_only {
                     return format!(
-                        "the report does not name bundle {} (in flight): sent its announcement \
-                         ({} B), so the next report does",
+                        "{confirmed}the report does not name bundle {} (in flight): sent its \
+                         announcement ({} B), so the next report does",
                         r.bundle, r.emitted.bytes
                     );
                 }
                 let e = &r.emitted;
                 format!(
-                    "bundle {}: {} frames ({}), {} new parity; {} shards wait for the next pass",
+                    "{confirmed}bundle {}: {} frames ({}), {} new parity; {} shards wait for the next pass",
                     r.bundle,
                     e.frames,
                     bytes(e.bytes),

@@ -44,6 +44,9 @@ pub struct Plan {
     /// Run through `sh -c`, with `NARLINK_ROOT`, `NARLINK_PROFILE`, `NARLINK_GENERATION`.
     pub command: Option<String>,
     pub timeout: Duration,
+    /// Put the new generation on probation under this window (`device listen`; see
+    /// [`super::probation`]).
+    pub probation: Option<crate::state::probation::Window>,
 }
 
 impl Plan {
@@ -62,6 +65,7 @@ impl Plan {
             profile,
             command: command.map(str::to_owned),
             timeout,
+            probation: None,
         })
     }
 }
@@ -101,6 +105,7 @@ pub fn begin(
         stage: Stage::Switch,
     };
     state.put_landing(tx, &landing)?;
+    state.put_probation_window(tx, id, plan.probation.as_ref())?;
     Ok(())
 }
 
@@ -137,7 +142,7 @@ pub fn land(
                 }
                 let command = l.command.as_deref().unwrap_or("true");
                 let timeout = Duration::from_secs(l.timeout_secs);
-                match run(command, &l.root, &l.profile, generation, timeout)? {
+                match activation(command, &l.root, &l.profile, generation, timeout)? {
                     None => done(generation, Some(generation), None),
                     Some(failure) => Stage::RollBack {
                         generation,
@@ -202,7 +207,7 @@ fn report(l: &Landing) -> ActivationReport {
 }
 
 /// The link of generation `g` of `profile` (`PROFILE-G-link`, as Nix names it).
-fn generation_link(profile: &Path, g: u32) -> PathBuf {
+pub(super) fn generation_link(profile: &Path, g: u32) -> PathBuf {
     let name = profile
         .file_name()
         .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
@@ -210,14 +215,14 @@ fn generation_link(profile: &Path, g: u32) -> PathBuf {
 }
 
 /// The store path generation `g` of `profile` holds.
-fn generation_root(profile: &Path, g: u32) -> Option<String> {
+pub(super) fn generation_root(profile: &Path, g: u32) -> Option<String> {
     std::fs::read_link(generation_link(profile, g))
         .ok()
         .map(|p| p.to_string_lossy().into_owned())
 }
 
 /// Leave the profile as it was before its first generation: no profile at all.
-fn remove_profile(profile: &Path, generation: u32) -> Result<(), ActivateError> {
+pub(super) fn remove_profile(profile: &Path, generation: u32) -> Result<(), ActivateError> {
     for p in [profile.to_owned(), generation_link(profile, generation)] {
         match std::fs::remove_file(&p) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
@@ -229,22 +234,38 @@ fn remove_profile(profile: &Path, generation: u32) -> Result<(), ActivateError> 
     Ok(())
 }
 
-/// Run the activation command in a process group of its own; `Some(reason)` if it failed.
-/// On timeout the whole group is killed.
-fn run(
+/// Run the activation command for `generation` (root `root`) of `profile`; `Some(reason)`
+/// if it failed.
+pub(super) fn activation(
     command: &str,
     root: &str,
     profile: &Path,
     generation: u32,
     timeout: Duration,
 ) -> Result<Option<String>, ActivateError> {
-    let out = tempfile::tempfile().map_err(ActivateError::Spawn)?;
-    let mut child = Command::new("/bin/sh")
-        .arg("-c")
-        .arg(command)
-        .env("NARLINK_ROOT", root)
+    let mut c = Command::new("/bin/sh");
+    c.arg("-c").arg(command);
+    with_env(&mut c, root, profile, generation);
+    run(&mut c, "activation command", timeout)
+}
+
+/// The environment activation commands and health checks see.
+pub(super) fn with_env(c: &mut Command, root: &str, profile: &Path, generation: u32) {
+    c.env("NARLINK_ROOT", root)
         .env("NARLINK_PROFILE", profile)
-        .env("NARLINK_GENERATION", generation.to_string())
+        .env("NARLINK_GENERATION", generation.to_string());
+}
+
+/// Run `c` in a process group of its own; `Some(reason)` (naming it `what`, with the last
+/// lines of its output) if it failed. On timeout the whole group is killed.
+pub(super) fn run(
+    c: &mut Command,
+    what: &str,
+    timeout: Duration,
+) -> Result<Option<String>, ActivateError> {
+    let out = tempfile::tempfile().map_err(ActivateError::Spawn)?;
+    let mut child = c
+        .stdin(std::process::Stdio::null())
         .stdout(out.try_clone().map_err(ActivateError::Spawn)?)
         .stderr(out.try_clone().map_err(ActivateError::Spawn)?)
         .process_group(0)
@@ -274,9 +295,9 @@ fn run(
     };
     Ok(match status {
         Some(s) if s.success() => None,
-        Some(s) => Some(format!("activation command failed ({s}): {tail}")),
+        Some(s) => Some(format!("{what} failed ({s}): {tail}")),
         None => Some(format!(
-            "activation command timed out after {} s (its process group was killed): {tail}",
+            "{what} timed out after {} s (its process group was killed): {tail}",
             timeout.as_secs()
         )),
     })

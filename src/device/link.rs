@@ -41,6 +41,7 @@ use std::io::{self, Read};
 
 use narlink_protocol::announce::{is_withdrawal, Announcement, Withdrawal};
 use narlink_protocol::bundle::{BundleHeader, BundleId, HEADER_LEN};
+use narlink_protocol::confirm::{is_confirmation, Confirmation};
 use narlink_protocol::digest::short;
 use narlink_protocol::fec::{self, ErasureCode};
 use narlink_protocol::frame::{Frame, FrameHeader, FrameRef};
@@ -114,6 +115,10 @@ pub struct IntakeStats {
     pub announcements: u64,
     /// Withdrawals (`ground cancel`) verified under a trusted key.
     pub withdrawals: u64,
+    /// Generations a confirmation committed (issue 19, probation).
+    pub generations_confirmed: Vec<u32>,
+    /// Confirmations refused, by reason (they changed nothing).
+    pub confirmations_refused: std::collections::BTreeMap<String, u64>,
     /// Unverified sessions evicted to make room for a new one.
     pub evicted: u64,
     /// Sessions dropped because a newer bundle superseded theirs, or a link record that did
@@ -351,6 +356,9 @@ impl LinkReceiver<'_> {
         if h.is_announcement() && is_withdrawal(f.payload()) {
             return self.withdrawn(&h, f.payload());
         }
+        if h.is_announcement() && is_confirmation(f.payload()) {
+            return self.confirmed(&h, f.payload());
+        }
         if self.done.contains(&id) {
             self.stats.late += 1;
             return Ok(());
@@ -562,6 +570,27 @@ impl LinkReceiver<'_> {
             None => self.next_seq()?,
         };
         self.refuse_id(id, seq, reason, Reason::Cancelled)
+    }
+
+    /// A confirmation frame: the generation on probation is committed if it verifies and is
+    /// current ([`super::probation::confirm`]); anything else is counted by reason.
+    fn confirmed(&mut self, h: &FrameHeader, payload: &[u8]) -> Result<(), LinkError> {
+        use super::probation::{confirm, Refusal};
+        let outcome = match Confirmation::from_frame(h, payload) {
+            Ok(c) => confirm(self.state, &c)?,
+            Err(_) => Err(Refusal::Malformed),
+        };
+        match outcome {
+            Ok(generation) => self.stats.generations_confirmed.push(generation),
+            Err(why) => {
+                *self
+                    .stats
+                    .confirmations_refused
+                    .entry(why.to_string())
+                    .or_default() += 1
+            }
+        }
+        Ok(())
     }
 
     fn next_seq(&self) -> Result<u64, LinkError> {

@@ -21,6 +21,7 @@ use tokio::io::AsyncReadExt;
 use super::activate::{ActivateError, Plan};
 use super::import::{import_all, ImportError};
 use super::link::{LinkError, LinkReceiver};
+use super::probation::{self, Event, Step};
 use crate::nixstore::NixStore;
 use crate::state::device::DeviceState;
 use crate::state::StateError;
@@ -48,6 +49,8 @@ pub struct ListenOptions {
     /// ...and run this activation command, rolling back if it fails.
     pub activate: Option<String>,
     pub activate_timeout: Duration,
+    /// Put each generation landed on probation under this window (none: commit at once).
+    pub probation: Option<crate::state::probation::Window>,
     pub progress: bool,
 }
 
@@ -83,6 +86,9 @@ pub struct ListenReport {
     pub bundles_completed: Vec<String>,
     pub bundles_imported: Vec<String>,
     pub activations: Vec<super::activate::ActivationReport>,
+    /// The daemon stopped so that its supervisor starts the narlink of the generation now
+    /// live (after a landing on probation, or a revert).
+    pub restart: Option<String>,
 }
 
 /// Run until `exit_when_done` is met (or forever). `ready` is called with the bound address
@@ -236,11 +242,19 @@ fn work(
     let state = DeviceState::open(dir)?;
     let store = NixStore::new(state.store_uri()?.as_deref());
     let mut report = ListenReport::default();
-    // An update a kill interrupted between its import and its activation comes first.
+    let supervised = probation::supervised();
+    // An update a kill interrupted between its import and its activation comes first, then
+    // the trial of the generation live (a revert a kill interrupted, the health checks).
     land(&state, &store, &mut report)?;
+    if let Some(why) = trial(&state, Event::Start { supervised }, supervised)? {
+        return stop(&state, opts, why, report);
+    }
     let mut rx_link = LinkReceiver::open(&state)?;
     let mut last_status = Instant::now() - opts.status_every;
+    let mut last_tick = Instant::now();
     let mut reports = 0u64;
+    // A bundle completed while a generation was on probation: import it once the trial ends.
+    let mut import_waiting = false;
     loop {
         // Block for the first frame (or wake up for a scheduled status report), then take
         // whatever else is already waiting: one durable commit for the batch.
@@ -287,12 +301,36 @@ fn work(
             log(&format!("bundle {b} ready to import"));
         }
         report.bundles_completed.extend(completed.iter().cloned());
+        for g in std::mem::take(&mut stats.generations_confirmed) {
+            log(&format!(
+                "generation {g} confirmed by the ground: committed"
+            ));
+        }
+        for (why, n) in std::mem::take(&mut stats.confirmations_refused) {
+            log(&format!("{n} confirmations refused: {why}"));
+        }
         let staged = std::mem::take(&mut rx_link.stats.payloads_staged);
-        if (staged > 0 || !completed.is_empty()) && opts.import {
+        import_waiting |= staged > 0 || !completed.is_empty();
+        if import_waiting && opts.import && !probation::on_probation(state.db.dir())? {
             // Paths whose data is all here go into the store now, the rest later.
+            import_waiting = false;
             drop(rx_link);
-            import_and_activate(&state, &store, opts, &mut report)?;
+            let landed = import_and_activate(&state, &store, opts, &mut report)?;
+            if landed {
+                if let Some(why) = trial(&state, Event::Landed, supervised)? {
+                    return stop(&state, opts, why, report);
+                }
+            }
             rx_link = LinkReceiver::open(&state)?;
+        }
+        if !supervised {
+            let ran = last_tick.elapsed().as_secs();
+            if ran > 0 {
+                last_tick += Duration::from_secs(ran);
+                if let Some(why) = trial(&state, Event::Ran(ran), supervised)? {
+                    return stop(&state, opts, why, report);
+                }
+            }
         }
         let done = if opts.import {
             !report.bundles_imported.is_empty()
@@ -310,6 +348,9 @@ fn work(
                 reports += 1;
                 write_status(&state, path, reports)?;
                 last_status = Instant::now();
+                if let Some(why) = trial(&state, Event::Report, supervised)? {
+                    return stop(&state, opts, why, report);
+                }
             }
         }
         if leaving {
@@ -334,6 +375,53 @@ fn write_status(state: &DeviceState, path: &Path, n: u64) -> Result<(), ListenEr
     })
 }
 
+/// Stop so that the supervisor starts the narlink of the generation live, with a last
+/// report that says why.
+fn stop(
+    state: &DeviceState,
+    opts: &ListenOptions,
+    why: String,
+    mut report: ListenReport,
+) -> Result<ListenReport, ListenError> {
+    log(&format!(
+        "stopping: {why}; the supervisor starts the narlink now live"
+    ));
+    if let Some(path) = &opts.status_out {
+        write_status(state, path, 1)?;
+    }
+    report.restart = Some(why);
+    Ok(report)
+}
+
+/// Take a step of the trial of the generation live; why the daemon must stop now (its
+/// supervisor then starts the narlink of the generation live), if it must.
+fn trial(
+    state: &DeviceState,
+    event: Event,
+    supervised: bool,
+) -> Result<Option<String>, ListenError> {
+    let step = match probation::step(state, event) {
+        Ok(s) => s,
+        Err(ActivateError::State(e)) => return Err(e.into()),
+        Err(e) => {
+            log(&format!("probation: {e} (will retry)"));
+            return Ok(None);
+        }
+    };
+    Ok(match step {
+        Step::Nothing => None,
+        Step::Began(p) => {
+            log(&probation::describe(&p));
+            // The new generation's narlink takes over under the supervisor.
+            supervised.then(|| format!("generation {} landed on probation", p.generation))
+        }
+        Step::Reverted(p) => {
+            log(&probation::describe(&p));
+            supervised.then(|| format!("generation {} reverted", p.generation))
+        }
+    })
+}
+
 /// One line on stderr per event, for the journal.
 fn log(line: &str) {
     let _ = writeln!(std::io::stderr(), "listen: {line}");
@@ -347,13 +435,17 @@ fn import_and_activate(
     store: &NixStore,
     opts: &ListenOptions,
     report: &mut ListenReport,
-) -> Result<(), ListenError> {
+) -> Result<bool, ListenError> {
     let plan = Plan::new(
         store,
         opts.profile.as_deref(),
         opts.activate.as_deref(),
         opts.activate_timeout,
-    );
+    )
+    .map(|p| Plan {
+        probation: opts.probation.clone(),
+        ..p
+    });
     match import_all(state, store, opts.progress, true, plan.as_ref()) {
         Ok(imp) => {
             for r in &imp.refused {
@@ -381,7 +473,9 @@ fn import_and_activate(
         Err(ImportError::State(e)) => return Err(e.into()),
         Err(e) => log(&format!("import refused: {e}")),
     }
-    land(state, store, report)
+    let before = report.activations.len();
+    land(state, store, report)?;
+    Ok(report.activations.len() > before)
 }
 
 /// Finish the journaled landing, if one is unfinished (after an import, or one a kill

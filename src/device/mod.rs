@@ -7,6 +7,8 @@ pub mod init;
 pub mod intake;
 pub mod link;
 pub mod listen;
+pub mod probation;
 pub mod reassemble;
 pub mod receive;
 pub mod status;
+pub mod supervise;

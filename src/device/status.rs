@@ -6,7 +6,7 @@
 
 use narlink_protocol::bundle::BundleId;
 use narlink_protocol::digest::short;
-use narlink_protocol::status::device::{path_tag, Activation, BundleNote, Live, Reason};
+use narlink_protocol::status::device::{path_tag, Activation, BundleNote, Live, Probation, Reason};
 use narlink_protocol::status::{Phase as WirePhase, StatusReport};
 
 use crate::nixstore::NixStore;
@@ -40,7 +40,10 @@ pub fn report(
 ) -> Result<(StatusView, Vec<u8>), super::link::LinkError> {
     let digest = short(&state.db.digest()?);
     let bundles = state.bundles()?;
-    let landing = state.landing()?;
+    let landing = Landed {
+        landing: state.landing()?,
+        trial: super::probation::report_note(state.db.dir())?,
+    };
     let mut r = match super::link::status_report(state)? {
         Some(receiving) => receiving,
         None => match bundles.last() {
@@ -62,14 +65,34 @@ pub fn report(
     Ok((view, sealed))
 }
 
+/// How the last landing went: its journal, and the trial of the generation it made.
+struct Landed {
+    landing: Option<crate::state::device::Landing>,
+    trial: Option<(Activation, Probation)>,
+}
+
+impl Landed {
+    /// Why bundle `id`'s generation was reverted, if it was.
+    fn reverted(&self, id: &BundleId) -> Option<Reason> {
+        match &self.trial {
+            Some((Activation::Reverted | Activation::Landing, p))
+                if p.bundle_prefix == prefix(id) && p.reason != Reason::None =>
+            {
+                Some(p.reason)
+            }
+            _ => None,
+        }
+    }
+}
+
 /// A bundle's phase as the report gives it: "imported" only once its landing (switch and
-/// activation) is done and passed.
-fn wire_phase(
-    id: &BundleId,
-    rec: &BundleRecord,
-    landing: &Option<crate::state::device::Landing>,
-) -> WirePhase {
-    let stage = landing
+/// activation) is done and passed, "failed" once its generation was reverted.
+fn wire_phase(id: &BundleId, rec: &BundleRecord, landed: &Landed) -> WirePhase {
+    if rec.phase == Phase::Imported && landed.reverted(id).is_some() {
+        return WirePhase::ImportFailed;
+    }
+    let stage = landed
+        .landing
         .as_ref()
         .filter(|l| l.bundle == *id)
         .map(|l| &l.stage);
@@ -92,12 +115,11 @@ fn wire_phase(
     }
 }
 
-fn reason(
-    id: &BundleId,
-    rec: &BundleRecord,
-    landing: &Option<crate::state::device::Landing>,
-) -> Reason {
-    match wire_phase(id, rec, landing) {
+fn reason(id: &BundleId, rec: &BundleRecord, landed: &Landed) -> Reason {
+    if let Some(why) = landed.reverted(id) {
+        return why;
+    }
+    match wire_phase(id, rec, landed) {
         WirePhase::ImportFailed if rec.phase == Phase::Imported => Reason::Activation,
         _ => Reason::from_u8(rec.reason),
     }
@@ -106,12 +128,13 @@ fn reason(
 fn fill_section(
     state: &DeviceState,
     bundles: &[(BundleId, BundleRecord)],
-    landing: &Option<crate::state::device::Landing>,
+    landed: &Landed,
     r: &mut StatusReport,
     detail: Detail,
 ) -> Result<(), StateError> {
     let store = NixStore::new(state.store_uri()?.as_deref());
-    let profile = landing
+    let profile = landed
+        .landing
         .as_ref()
         .map_or_else(|| store.default_profile(), |l| l.profile.clone());
     let d = &mut r.device;
@@ -121,7 +144,7 @@ fn fill_section(
             root: path_tag(&root)?,
         })
     });
-    d.activation = match landing.as_ref().map(|l| &l.stage) {
+    d.activation = match landed.landing.as_ref().map(|l| &l.stage) {
         None => Activation::None,
         Some(Stage::Done {
             activated: true, ..
@@ -129,6 +152,18 @@ fn fill_section(
         Some(Stage::Done { .. }) => Activation::RolledBack,
         Some(_) => Activation::Landing,
     };
+    // The trial of the generation the last landing made (an older trial says nothing now).
+    let landed_bundle = landed.landing.as_ref().map(|l| prefix(&l.bundle));
+    if d.activation == Activation::Passed {
+        if let Some((activation, trial)) = landed
+            .trial
+            .as_ref()
+            .filter(|(_, t)| Some(t.bundle_prefix) == landed_bundle)
+        {
+            d.activation = *activation;
+            d.probation = Some(trial.clone());
+        }
+    }
     // What a new bundle's sequence must exceed (`receive::check_sequence`): the replay mark
     // and the bundles not settled. Only their manifests are decoded: reports are frequent.
     d.sequence = state.last_sequence()?;
@@ -147,8 +182,8 @@ fn fill_section(
         .map(|(id, rec)| {
             let note = BundleNote {
                 id_prefix: prefix(id),
-                phase: wire_phase(id, rec, landing),
-                reason: reason(id, rec, landing),
+                phase: wire_phase(id, rec, landed),
+                reason: reason(id, rec, landed),
             };
             (rec.seq, note)
         })

@@ -117,14 +117,24 @@ pub fn ack(mirror: &Mirror, checked: &Checked) -> Result<AckReport, AckError> {
     let paths: BTreeSet<String> = mirror.db.paths()?.into_iter().collect();
     let mut mirror_digest = digest_of(&paths);
     // Bundles whose paths are in the device's store: imported, or imported and then rolled
-    // back because the activation failed (the paths stay; the old generation is live).
+    // back because the activation failed or reverted after it (the paths stay; the old
+    // generation is live).
     let imported: Vec<(BundleId, Manifest)> = mirror
         .pending_all()?
         .into_iter()
         .filter(|(id, _)| {
             matches!(
                 r.said_of(id),
-                Some((Phase::Imported, _) | (Phase::ImportFailed, Reason::Activation))
+                Some(
+                    (Phase::Imported, _)
+                        | (
+                            Phase::ImportFailed,
+                            Reason::Activation
+                                | Reason::NotConfirmed
+                                | Reason::HealthCheck
+                                | Reason::FailedStarts
+                        )
+                )
             )
         })
         .collect();

@@ -15,6 +15,7 @@ use narlink_protocol::status::{Phase, StatusReport};
 use serde::Serialize;
 
 use super::bundles::{check_sendable, BundleError};
+use super::confirm::Due;
 use super::link::{EmitReport, FrameSource, LinkError};
 use crate::state::mirror::{Mirror, Standing};
 use crate::state::StateError;
@@ -43,11 +44,41 @@ pub struct ResendReport {
     pub emitted: EmitReport,
     /// The report named another bundle: only this one's announcement was sent.
     pub announced_only: bool,
+    /// The confirmation of the generation on probation the report called for, sent first.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub confirmation: Option<Due>,
 }
 
-/// Emit into `sink` what `report` says is missing (at most `budget` bytes of frames, each
-/// group's share sized for at most `max_loss_ppm` of loss), and remember what was sent.
+/// Emit into `sink` the confirmation `report` calls for (`confirmation`, if any), then what
+/// it says is missing (at most `budget` bytes of frames, each group's share sized for at
+/// most `max_loss_ppm` of loss), and remember what was sent. A report of a settled bundle
+/// with nothing in flight is answered by its confirmation alone, if it calls for one.
 pub fn resend(
+    mirror: &Mirror,
+    report: &StatusReport,
+    confirmation: Option<Due>,
+    budget: Option<u64>,
+    max_loss_ppm: u32,
+    sink: &mut dyn FnMut(&[u8]) -> io::Result<()>,
+) -> Result<ResendReport, ResendFailure> {
+    if let Some(c) = &confirmation {
+        sink(&c.frame).map_err(LinkError::Sink)?;
+    }
+    match missing(mirror, report, budget, max_loss_ppm, sink) {
+        Ok(r) => Ok(ResendReport { confirmation, ..r }),
+        Err(ResendFailure::Bundle(BundleError::Settled { .. })) if confirmation.is_some() => {
+            Ok(ResendReport {
+                bundle: hex(&report.bundle_id),
+                emitted: EmitReport::default(),
+                announced_only: false,
+                confirmation,
+            })
+        }
+        Err(e) => Err(e),
+    }
+}
+
+fn missing(
     mirror: &Mirror,
     report: &StatusReport,
     budget: Option<u64>,
@@ -84,6 +115,7 @@ pub fn resend(
         bundle: hex(&id),
         emitted,
         announced_only: false,
+        confirmation: None,
     })
 }
 
@@ -127,5 +159,6 @@ fn send_one(
             ..EmitReport::default()
         },
         announced_only: true,
+        confirmation: None,
     })
 }

@@ -662,6 +662,34 @@ impl DeviceState {
         self.put_landing(&tx, l)?;
         self.db.commit(tx)
     }
+
+    /// The probation window the landing of `bundle` asked for (none: no probation), within
+    /// the commit that journals the landing.
+    pub fn put_probation_window(
+        &self,
+        tx: &Tx,
+        bundle: &BundleId,
+        window: Option<&super::probation::Window>,
+    ) -> Result<(), StateError> {
+        let bytes = match window {
+            Some(w) => serde_json::to_vec(&(narlink_protocol::digest::hex(bundle), w))
+                .expect("a window serializes"),
+            None => Vec::new(),
+        };
+        self.db.put_meta(tx, "probation-window", &bytes)
+    }
+
+    /// The bundle whose landing asked for probation, and its window.
+    pub fn probation_window(
+        &self,
+    ) -> Result<Option<(String, super::probation::Window)>, StateError> {
+        match self.db.meta("probation-window")? {
+            Some(b) if !b.is_empty() => serde_json::from_slice(&b)
+                .map(Some)
+                .map_err(|_| StateError::Corrupt("probation window".into())),
+            _ => Ok(None),
+        }
+    }
 }
 
 /// Store paths that left the device (garbage collection) since the ground last planned a

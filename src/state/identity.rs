@@ -65,17 +65,23 @@ impl DeviceState {
         Ok(seal::device_id(&self.device_secret()?))
     }
 
+    /// The counter of the last message sealed (0 if none).
+    pub fn last_counter(&self) -> Result<u64, StateError> {
+        let path = self.identity_path(COUNTER_FILE);
+        Ok(match std::fs::read_to_string(&path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+            Err(e) => return Err(io_err(&path)(e)),
+            // A damaged counter file: the clock floor in `seal` still keeps the counter rising.
+            Ok(text) => text.trim().parse().unwrap_or(0),
+        })
+    }
+
     /// `payload` sealed for the downlink under the next counter, which is durable before the
     /// message exists.
     pub fn seal(&self, payload: &[u8]) -> Result<Vec<u8>, StateError> {
         let secret = self.device_secret()?;
         let path = self.identity_path(COUNTER_FILE);
-        let last: u64 = match std::fs::read_to_string(&path) {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
-            Err(e) => return Err(io_err(&path)(e)),
-            // A damaged counter file: the clock floor below still keeps the counter rising.
-            Ok(text) => text.trim().parse().unwrap_or(0),
-        };
+        let last = self.last_counter()?;
         let next = (last + 1).max(super::clock_seconds() / 60);
         let counter = u32::try_from(next)
             .map_err(|_| StateError::Corrupt(format!("{}: counter past 2^32", path.display())))?;

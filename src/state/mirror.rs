@@ -111,6 +111,11 @@ impl Mirror {
         })
     }
 
+    /// The secret of the device this mirror speaks for, if it was given.
+    pub fn device_secret(&self) -> Result<Option<DeviceSecret>, StateError> {
+        decode_secret(self.db.meta("device-secret")?)
+    }
+
     /// Keep the secret of the device this mirror speaks for (its provisioning file, see
     /// protocol/SPEC.md "Sealed downlink messages"); [`Mirror::downlink_keys`] reads it.
     pub fn set_device_secret(&self, secret: &DeviceSecret) -> Result<(), StateError> {

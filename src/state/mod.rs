@@ -13,6 +13,7 @@ pub mod identity;
 pub mod link;
 pub mod medium;
 pub mod mirror;
+pub mod probation;
 
 use std::path::{Path, PathBuf};
 

@@ -13,6 +13,7 @@ mod operator;
 pub mod operator_loop;
 mod orbit;
 mod patch;
+mod probation;
 mod spine;
 mod state;
 mod trust;

@@ -351,11 +351,14 @@ fn the_daemon_lands_an_update_by_itself() {
     ] {
         let frames = format!("{}.frames", rig.p(name));
         rig.pack(&["--out", rig.p(name), "--frames", &frames, target]);
+        // Landing only: probation (tests/it/probation.rs) would hold b3 back until b2 is
+        // confirmed.
         let extra = [
             "--profile",
             profile.as_str(),
             "--activate",
             activate.as_str(),
+            "--no-probation",
         ];
         listen_tcp_bursts_with(&rig, &[frames_of(&frames)], &extra);
         assert_eq!(&live(&rig), expect_live, "{name}");

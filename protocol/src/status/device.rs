@@ -10,6 +10,7 @@
 //!  1       reason               why the report's own bundle failed (see [`Reason`]), 0 if not
 //!  varint  n                    bundles noted, then n × (4 id prefix, 1 phase, 1 reason)
 //!  varint  m                    store paths removed, then m × 5-byte tags
+//!  ..      probation            only when the report's flag bit 3 is set: see [`Probation`]
 //! ```
 
 use crate::storepath::split;
@@ -45,6 +46,13 @@ pub enum Activation {
     RolledBack,
     /// A landing is under way (switch or activation not finished).
     Landing,
+    /// Switched and activated, on probation: the ground's confirmation has not come yet
+    /// (issue 19; the report's probation block says which bundle and how far).
+    Probation,
+    /// Switched, activated, then switched back to the previous generation, which is live and
+    /// activated again: not confirmed in time, a health check failed, or the new generation
+    /// did not start (the probation block says why).
+    Reverted,
     /// A value this build does not know.
     Unknown(u8),
 }
@@ -56,6 +64,8 @@ impl Activation {
             1 => Activation::Passed,
             2 => Activation::RolledBack,
             3 => Activation::Landing,
+            4 => Activation::Probation,
+            5 => Activation::Reverted,
             n => Activation::Unknown(n),
         }
     }
@@ -66,6 +76,8 @@ impl Activation {
             Activation::Passed => 1,
             Activation::RolledBack => 2,
             Activation::Landing => 3,
+            Activation::Probation => 4,
+            Activation::Reverted => 5,
             Activation::Unknown(n) => n,
         }
     }
@@ -101,6 +113,12 @@ pub enum Reason {
     Cancelled,
     /// The head or manifest is malformed.
     Malformed,
+    /// Landed, then reverted: no confirmation came within the probation window.
+    NotConfirmed,
+    /// Landed, then reverted: a required health check failed.
+    HealthCheck,
+    /// Landed, then reverted: the new generation's narlink failed to start too often.
+    FailedStarts,
     /// Anything else (the device's log says what).
     Other,
     /// A value this build does not know.
@@ -124,6 +142,9 @@ impl Reason {
             10 => Activation,
             11 => Cancelled,
             12 => Malformed,
+            13 => NotConfirmed,
+            14 => HealthCheck,
+            15 => FailedStarts,
             255 => Other,
             n => Unknown(n),
         }
@@ -145,6 +166,9 @@ impl Reason {
             Activation => 10,
             Cancelled => 11,
             Malformed => 12,
+            NotConfirmed => 13,
+            HealthCheck => 14,
+            FailedStarts => 15,
             Other => 255,
             Unknown(n) => n,
         }
@@ -167,6 +191,9 @@ impl Reason {
             Activation => "activation failed, rolled back".into(),
             Cancelled => "cancelled".into(),
             Malformed => "malformed".into(),
+            NotConfirmed => "reverted: not confirmed".into(),
+            HealthCheck => "reverted: a health check failed".into(),
+            FailedStarts => "reverted: did not start".into(),
             Other => "other (see the device log)".into(),
             Unknown(n) => format!("unknown reason {n}"),
         }
@@ -189,6 +216,69 @@ pub struct Live {
     pub root: PathTag,
 }
 
+/// The longest health-check name a report carries (longer names are cut).
+pub const MAX_CHECK_NAME: usize = 32;
+
+/// Where the generation on probation stands, while it is on probation and after it was
+/// reverted (until the next landing). Committed generations have none.
+///
+/// ```text
+///  4       bundle id prefix    the bundle that landed the generation
+///  1       reason              0 on probation; why it was reverted ([`Reason`])
+///  varint  reports             reports the device sent under the generation
+///  varint  minutes             minutes the device counted under it (its running time)
+///  1       starts              starts in a row that did not prove healthy
+///  1       n                   length of the failed health check's name, at most 32
+///  n       name
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+pub struct Probation {
+    pub bundle_prefix: [u8; 4],
+    pub reason: Reason,
+    pub reports: u32,
+    pub minutes: u32,
+    pub starts: u8,
+    pub check: Vec<u8>,
+}
+
+impl Probation {
+    pub fn encoded_len(&self) -> usize {
+        4 + 1
+            + varint_len(u64::from(self.reports))
+            + varint_len(u64::from(self.minutes))
+            + 2
+            + self.check.len().min(MAX_CHECK_NAME)
+    }
+
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.bundle_prefix);
+        out.push(self.reason.to_u8());
+        put_varint(out, u64::from(self.reports));
+        put_varint(out, u64::from(self.minutes));
+        out.push(self.starts);
+        let name = &self.check[..self.check.len().min(MAX_CHECK_NAME)];
+        out.push(name.len() as u8);
+        out.extend_from_slice(name);
+    }
+
+    fn decode(r: &mut Reader<'_>) -> Result<Probation, WireError> {
+        let bundle_prefix = r.take_array()?;
+        let reason = Reason::from_u8(r.u8()?);
+        let reports = r.varint_u32()?;
+        let minutes = r.varint_u32()?;
+        let starts = r.u8()?;
+        let n = usize::from(r.u8()?);
+        Ok(Probation {
+            bundle_prefix,
+            reason,
+            reports,
+            minutes,
+            starts,
+            check: r.take(n)?.to_vec(),
+        })
+    }
+}
+
 /// What a device says about itself in every report (see the module docs).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
 pub struct DeviceSection {
@@ -202,6 +292,8 @@ pub struct DeviceSection {
     /// Store paths that left the device (garbage collection) and that the device has not
     /// seen the ground plan against yet.
     pub removed: Vec<PathTag>,
+    /// Present while a generation is on probation or after it was reverted.
+    pub probation: Option<Probation>,
 }
 
 impl DeviceSection {
@@ -216,6 +308,7 @@ impl DeviceSection {
             + NOTE_LEN * self.others.len()
             + varint_len(self.removed.len() as u64)
             + 5 * self.removed.len()
+            + self.probation.as_ref().map_or(0, Probation::encoded_len)
     }
 
     pub fn encode(&self, out: &mut Vec<u8>) {
@@ -239,11 +332,14 @@ impl DeviceSection {
         for t in &self.removed {
             out.extend_from_slice(t);
         }
+        if let Some(p) = &self.probation {
+            p.encode(out);
+        }
     }
 
-    /// Decodes the section; counts are checked against the bytes left before anything is
-    /// allocated.
-    pub fn decode(r: &mut Reader<'_>) -> Result<DeviceSection, WireError> {
+    /// Decodes the section (with a probation block if the report's flag says one follows);
+    /// counts are checked against the bytes left before anything is allocated.
+    pub fn decode(r: &mut Reader<'_>, probation: bool) -> Result<DeviceSection, WireError> {
         let generation = r.varint_u32()?;
         let live = if generation == 0 {
             None
@@ -270,6 +366,11 @@ impl DeviceSection {
         for _ in 0..m {
             removed.push(r.take_array()?);
         }
+        let probation = if probation {
+            Some(Probation::decode(r)?)
+        } else {
+            None
+        };
         Ok(DeviceSection {
             live,
             activation,
@@ -277,6 +378,7 @@ impl DeviceSection {
             reason,
             others,
             removed,
+            probation,
         })
     }
 }

@@ -12,7 +12,9 @@
 //!  4      1    flags          bit 0: truncated (unfinished groups after the last listed one
 //!                             were left out); bit 1: lists cut (bundles or removed paths left
 //!                             out: the device's full report has them); bit 2: removals lost
-//!                             (the device forgot some removed paths); bits 3-7 zero
+//!                             (the device forgot some removed paths); bit 3: probation
+//!                             (the device section ends with a probation block); bits 4-7
+//!                             zero
 //!  5      16   bundle id
 //!  21     16   state digest   opaque here
 //!  37     ..   device section see [`device`]; absent in version 1
@@ -68,7 +70,8 @@ pub const MAX_LEN: usize = 1 << 20;
 const FLAG_TRUNCATED: u8 = 1;
 const FLAG_LISTS_CUT: u8 = 2;
 const FLAG_REMOVALS_LOST: u8 = 4;
-const FLAGS: u8 = FLAG_TRUNCATED | FLAG_LISTS_CUT | FLAG_REMOVALS_LOST;
+const FLAG_PROBATION: u8 = 8;
+const FLAGS: u8 = FLAG_TRUNCATED | FLAG_LISTS_CUT | FLAG_REMOVALS_LOST | FLAG_PROBATION;
 
 /// Where the device is with a bundle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -303,7 +306,7 @@ impl StatusReport {
     }
 
     /// [`budget`](Self::budget), plus what this report's lists of other bundles and removed
-    /// paths cost (6 and 5 bytes an entry).
+    /// paths cost (6 and 5 bytes an entry) and its probation block.
     /// The section's varints are counted at their usual widths (a generation below 2^14, a
     /// sequence below 2^35, lists below 128 entries); wider ones add what they take beyond.
     pub fn budget_with_lists(&self, unfinished: u64) -> usize {
@@ -314,6 +317,7 @@ impl StatusReport {
             + wide(d.others.len() as u64, 1)
             + wide(d.removed.len() as u64, 1);
         Self::budget(unfinished)
+            .saturating_add(d.probation.as_ref().map_or(0, |p| p.encoded_len()))
             .saturating_add(device::NOTE_LEN * d.others.len())
             .saturating_add(5 * d.removed.len())
             .saturating_add(beyond)
@@ -399,6 +403,7 @@ impl StatusReport {
             (self.truncated, FLAG_TRUNCATED),
             (self.lists_cut, FLAG_LISTS_CUT),
             (self.removals_lost, FLAG_REMOVALS_LOST),
+            (self.device.probation.is_some(), FLAG_PROBATION),
         ];
         out.push(flags.iter().filter(|(on, _)| *on).map(|(_, f)| f).sum());
         out.extend_from_slice(&self.bundle_id);
@@ -464,7 +469,7 @@ impl StatusReport {
         let device = if version == 1 {
             DeviceSection::default()
         } else {
-            DeviceSection::decode(&mut r)?
+            DeviceSection::decode(&mut r, flags & FLAG_PROBATION != 0)?
         };
         let mut runs: Vec<NeedRun> = Vec::new();
         let (mut prev_end, mut prev_needed) = (0u64, 0u16);
@@ -678,6 +683,7 @@ mod tests {
             reason in any::<u8>(),
             others in proptest::collection::vec((any::<[u8; 4]>(), any::<u8>(), any::<u8>()), 0..20),
             removed in proptest::collection::vec(any::<[u8; 5]>(), 0..40),
+            probation in proptest::option::of((any::<[u8; 4]>(), any::<u8>(), any::<u32>(), any::<u32>(), any::<u8>(), proptest::collection::vec(any::<u8>(), 0..=32))),
             flags in 0u8..8,
             needs in needs_strategy(1000, 300),
         ) {
@@ -693,6 +699,14 @@ mod tests {
                     reason: device::Reason::from_u8(why),
                 }).collect(),
                 removed,
+                probation: probation.map(|(bundle_prefix, why, reports, minutes, starts, check)| device::Probation {
+                    bundle_prefix,
+                    reason: device::Reason::from_u8(why),
+                    reports,
+                    minutes,
+                    starts,
+                    check,
+                }),
             };
             r.lists_cut = flags & 2 != 0;
             r.removals_lost = flags & 4 != 0;

@@ -1,0 +1,486 @@
+//! Hands-off on orbit (issue 19): the supervised daemon lands an update by itself, keeps it
+//! on probation until the ground's confirmation comes up the link, and reverts by itself when
+//! it does not come, a health check fails, or the new narlink does not start. Driven only by
+//! the ground's commands and the frames between them, with real Nix and the real binary.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use narlink_protocol::confirm::Confirmation;
+use narlink_protocol::frame::FrameRef;
+
+use crate::common::{demo, nix_env, sh, Rig, NARLINK};
+
+fn profile(rig: &Rig) -> String {
+    rig.dir
+        .join("device/nix/var/nix/profiles/narlink")
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// A closure whose `bin/narlink` runs `body` (a shell line; "$@" are the daemon's
+/// arguments): a stand-in for a new narlink, good or broken.
+fn narlink_closure(dir: &std::path::Path, name: &str, body: &str) -> String {
+    let script = format!("#!/bin/sh\n{body}\n")
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace("${", "\\${");
+    let nix = dir.join(format!("{name}.nix"));
+    std::fs::write(
+        &nix,
+        format!(
+            "derivation {{\n  name = \"narlink-{name}\";\n  system = builtins.currentSystem;\n  \
+             builder = \"/bin/sh\";\n  args = [ \"-c\" \"/bin/mkdir -p $out/bin && printf '%s' \
+             \\\"$script\\\" > $out/bin/narlink && /bin/chmod +x $out/bin/narlink\" ];\n  \
+             script = \"{script}\";\n}}\n"
+        ),
+    )
+    .unwrap();
+    sh(&format!(
+        "nix-build {} --no-out-link --option sandbox false --option substituters '' 2>/dev/null",
+        nix.display()
+    ))
+    .trim()
+    .to_owned()
+}
+
+/// The device's supervised daemon, listening on a Unix socket, its log in `supervise.log`.
+struct Daemon<'a> {
+    rig: &'a Rig,
+    child: Child,
+    sock: String,
+    log: PathBuf,
+}
+
+impl<'a> Daemon<'a> {
+    /// Start `device supervise` with probation `window` (seconds of running time) and the
+    /// activation `activate`, and `extra` arguments for `device listen`.
+    fn start(rig: &'a Rig, window: u64, activate: &str, extra: &[&str]) -> Daemon<'a> {
+        let sock = rig.p("uplink.sock").to_owned();
+        let log = rig.dir.join("supervise.log");
+        let profile = profile(rig);
+        let window = window.to_string();
+        let mut listen = vec![
+            "--unix",
+            sock.as_str(),
+            "--import",
+            "--status-out",
+            rig.p("status"),
+            "--status-every",
+            "1",
+            "--profile",
+            profile.as_str(),
+            "--activate",
+            activate,
+            "--probation-seconds",
+            window.as_str(),
+        ];
+        listen.extend_from_slice(extra);
+        let child = nix_env(Command::new(NARLINK).args([
+            "device",
+            "supervise",
+            "--state",
+            rig.p("state"),
+            "--store",
+            &rig.store(),
+            "--profile",
+            &profile,
+            "--tick",
+            "1",
+            "--restart-delay",
+            "0",
+            "--",
+        ]))
+        .args(&listen)
+        .stdout(Stdio::null())
+        .stderr(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&log)
+                .unwrap(),
+        )
+        .spawn()
+        .unwrap();
+        Daemon {
+            rig,
+            child,
+            sock,
+            log,
+        }
+    }
+
+    /// Uplink `bytes` (frames) in one connection, once the daemon listens.
+    fn send(&self, bytes: &[u8]) {
+        let until = Instant::now() + Duration::from_secs(20);
+        loop {
+            match std::os::unix::net::UnixStream::connect(&self.sock) {
+                Ok(mut s) => {
+                    s.write_all(bytes).unwrap();
+                    return;
+                }
+                Err(e) if Instant::now() < until => {
+                    let _ = e;
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                Err(e) => panic!(
+                    "the daemon does not listen on {}: {e}\n{}",
+                    self.sock,
+                    self.log()
+                ),
+            }
+        }
+    }
+
+    fn send_file(&self, file: &str) {
+        self.send(&std::fs::read(file).unwrap());
+    }
+
+    /// The latest report the daemon wrote, once `cond` holds of it.
+    fn wait_for(&self, what: &str, cond: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+        let until = Instant::now() + Duration::from_secs(60);
+        let mut last = serde_json::Value::Null;
+        while Instant::now() < until {
+            let out = self.rig.run(&["inspect", self.rig.p("status"), "--json"]);
+            if out.status.success() {
+                if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&out.stdout) {
+                    if cond(&v) {
+                        return v;
+                    }
+                    last = v;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        panic!(
+            "{what}: not within 60 s; last report {last}\n{}",
+            self.log()
+        );
+    }
+
+    /// Wait until the log says `line`.
+    fn wait_log(&self, line: &str) {
+        let until = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < until {
+            if self.log().contains(line) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        panic!("the log never said {line:?}:\n{}", self.log());
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Daemon<'_> {
+    fn drop(&mut self) {
+        // The daemon dies with its supervisor (parent-death signal).
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The live generation of the device's profile and the root it holds.
+fn live(rig: &Rig) -> (u32, String) {
+    let p = profile(rig);
+    let link = std::fs::read_link(&p).unwrap();
+    let g = link
+        .to_string_lossy()
+        .rsplit('-')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let root = std::fs::read_link(std::path::Path::new(&p).with_file_name(link))
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    (g, root)
+}
+
+/// `ground ack` of the report the daemon wrote, then `ground resend` for it into `frames`;
+/// the resend's report.
+fn ack_and_resend(rig: &Rig, frames: &str) -> serde_json::Value {
+    std::fs::copy(rig.p("status"), rig.p("status.down")).unwrap();
+    rig.ok(&[
+        "ground",
+        "ack",
+        "--mirror",
+        rig.p("mirror"),
+        rig.p("status.down"),
+    ]);
+    rig.json(&[
+        "ground",
+        "resend",
+        "--mirror",
+        rig.p("mirror"),
+        "--status",
+        rig.p("status.down"),
+        "--frames",
+        frames,
+    ])
+}
+
+fn frame_bytes(c: &Confirmation) -> Vec<u8> {
+    let (h, p) = c.to_frame();
+    let mut out = Vec::new();
+    FrameRef::new(h, &p).unwrap().encode(&mut out);
+    out
+}
+
+fn device_secret(rig: &Rig) -> [u8; 32] {
+    let text = std::fs::read_to_string(rig.dir.join("devkey")).unwrap();
+    narlink_protocol::seal::parse_secret(&text).unwrap()
+}
+
+fn bundle_id(hex: &str) -> [u8; 16] {
+    let mut id = [0u8; 16];
+    for (i, b) in id.iter_mut().enumerate() {
+        *b = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap();
+    }
+    id
+}
+
+/// (a) A good update is landed by the daemon, confirmed by the ground's next resend, and
+/// stays live after its window; (e) a replayed, forged or foreign confirmation is refused and
+/// changes nothing.
+#[test]
+fn a_confirmed_update_stays_live_and_bad_confirmations_change_nothing() {
+    let (v1, v2) = (demo(1), demo(2));
+    let rig = Rig::new(&v1);
+    sh(&format!(
+        "nix-env --store '{}' -p {} --set {v1}",
+        rig.store(),
+        profile(&rig)
+    ));
+    let marker = rig.p("activated");
+    let activate = format!("echo \"$NARLINK_GENERATION\" >> {marker}");
+    let window = 8;
+    let d = Daemon::start(&rig, window, &activate, &[]);
+    let b2 = rig.pack(&["--out", rig.p("b2"), "--frames", rig.p("b2.frames"), &v2]);
+    d.send_file(rig.p("b2.frames"));
+    let st = d.wait_for("generation 2 on probation", |v| {
+        v["activation"] == "passed, on probation"
+    });
+    assert_eq!(st["live_generation"], 2, "{st}");
+    assert_eq!(st["probation"]["state"], "probation", "{st}");
+    assert_eq!(live(&rig).1, v2);
+    // The ground takes the report and answers it with a confirmation, no operator step.
+    let r = ack_and_resend(&rig, rig.p("confirm.frames"));
+    assert_eq!(r["confirmation"]["generation"], 2, "{r}");
+    let conf = std::fs::read(rig.p("confirm.frames")).unwrap();
+    assert_eq!(
+        conf.len(),
+        72,
+        "a confirmation costs 72 bytes on the uplink"
+    );
+    d.send(&conf);
+    d.wait_log("generation 2 confirmed by the ground: committed");
+    let st = d.wait_for("generation 2 committed", |v| v["activation"] == "passed");
+    assert!(st.get("probation").is_none(), "{st}");
+    // Past the window: still live, never reverted.
+    std::thread::sleep(Duration::from_secs(window + 3));
+    let st = d.wait_for("still committed", |v| v["activation"] == "passed");
+    assert_eq!(st["live_generation"], 2, "{st}");
+    assert_eq!(live(&rig).1, v2);
+    let show = rig.json(&["ground", "show", "--mirror", rig.p("mirror")]);
+    assert!(!d.log().contains("REVERTED"), "{}", d.log());
+
+    // (e) The same confirmation again: replayed. One with its tag altered: forged. One made
+    // with another device's key: foreign. None changes anything.
+    let c = Confirmation::from_frame(
+        narlink_protocol::frame::Frame::decode(&conf)
+            .unwrap()
+            .header(),
+        narlink_protocol::frame::Frame::decode(&conf)
+            .unwrap()
+            .payload(),
+    )
+    .unwrap();
+    d.send(&conf);
+    d.wait_log("confirmations refused: replayed");
+    let mut forged = c.clone();
+    forged.tag[0] ^= 1;
+    d.send(&frame_bytes(&forged));
+    d.wait_log("confirmations refused: forged");
+    let foreign = Confirmation::new(
+        &[7u8; 32],
+        bundle_id(b2["bundle"].as_str().unwrap()),
+        2,
+        c.counter,
+    );
+    d.send(&frame_bytes(&foreign));
+    d.wait_log("confirmations refused: foreign");
+    let st = d.wait_for("still committed", |v| v["activation"] == "passed");
+    assert_eq!(st["live_generation"], 2, "{st}");
+    // The activation ran once, for generation 2.
+    assert_eq!(std::fs::read_to_string(marker).unwrap().trim(), "2");
+    let _ = show;
+}
+
+/// (d) A required health check that fails reverts at once and the report names it; (e) a
+/// confirmation of the reverted generation, made with the device's own key for a report it
+/// sent, is stale and does not make it live again; the next bundle then lands.
+#[test]
+fn a_failing_health_check_reverts_at_once_and_names_the_check() {
+    let (v1, v2, v3) = (demo(1), demo(2), demo(3));
+    let rig = Rig::new(&v1);
+    sh(&format!(
+        "nix-env --store '{}' -p {} --set {v1}",
+        rig.store(),
+        profile(&rig)
+    ));
+    let checks = rig.dir.join("health.d");
+    std::fs::create_dir(&checks).unwrap();
+    for (name, body) in [
+        ("10-disk", "exit 0"),
+        // The radio stack of generation 2 is broken.
+        (
+            "20-radio",
+            "[ \"$NARLINK_GENERATION\" != 2 ] || { echo 'radio: no carrier'; exit 1; }",
+        ),
+    ] {
+        let p = checks.join(name);
+        std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
+        sh(&format!("chmod +x {}", p.display()));
+    }
+    let marker = rig.p("activated");
+    let activate = format!("echo \"$NARLINK_GENERATION\" >> {marker}");
+    let d = Daemon::start(
+        &rig,
+        3600,
+        &activate,
+        &["--health-checks", checks.to_str().unwrap()],
+    );
+    let b2 = rig.pack(&["--out", rig.p("b2"), "--frames", rig.p("b2.frames"), &v2]);
+    d.send_file(rig.p("b2.frames"));
+    let st = d.wait_for("generation 2 reverted", |v| {
+        v["activation"] == "passed, then reverted"
+    });
+    assert_eq!(st["live_generation"], 1, "{st}");
+    assert_eq!(st["probation"]["check"], "20-radio", "{st}");
+    assert_eq!(
+        st["probation"]["reason"], "reverted: a health check failed",
+        "{st}"
+    );
+    assert_eq!(live(&rig).1, v1);
+    assert!(d.log().contains("radio: no carrier"), "{}", d.log());
+    // Generation 2 was activated, then generation 1's activation ran again.
+    assert_eq!(std::fs::read_to_string(marker).unwrap().trim(), "2\n1");
+    // The ground learns it: the bundle failed, with the reason.
+    std::fs::copy(rig.p("status"), rig.p("status.down")).unwrap();
+    rig.ok(&[
+        "ground",
+        "ack",
+        "--mirror",
+        rig.p("mirror"),
+        rig.p("status.down"),
+    ]);
+    let show = rig.json(&["ground", "show", "--mirror", rig.p("mirror")]);
+    let text = show.to_string();
+    assert!(text.contains("reverted: a health check failed"), "{show}");
+
+    // A confirmation of generation 2 with the device's own key, answering a report it did
+    // send under generation 2: stale, and generation 2 stays reverted.
+    let counter = narlink_protocol::seal::Sealed::parse(&std::fs::read(rig.p("status")).unwrap())
+        .unwrap()
+        .counter;
+    let stale = Confirmation::new(
+        &device_secret(&rig),
+        bundle_id(b2["bundle"].as_str().unwrap()),
+        2,
+        counter,
+    );
+    d.send(&frame_bytes(&stale));
+    d.wait_log("confirmations refused: stale");
+    let st = d.wait_for("still reverted", |v| {
+        v["activation"] == "passed, then reverted"
+    });
+    assert_eq!(st["live_generation"], 1, "{st}");
+    assert_eq!(live(&rig).1, v1);
+
+    // The next bundle lands (generation 3, on probation).
+    rig.pack(&["--out", rig.p("b3"), "--frames", rig.p("b3.frames"), &v3]);
+    d.send_file(rig.p("b3.frames"));
+    let st = d.wait_for("generation 3 on probation", |v| {
+        v["activation"] == "passed, on probation"
+    });
+    assert_eq!(st["live_generation"], 3, "{st}");
+    assert_eq!(live(&rig).1, v3);
+}
+
+/// (c) An update whose narlink runs but takes no frame (it does not even listen) is reverted
+/// at the end of its window by the supervisor, and (b) an update whose narlink exits at once
+/// is reverted after the failed starts; each time the previous narlink takes the link up
+/// again and lands the next bundle.
+#[test]
+fn a_broken_narlink_is_replaced_by_the_previous_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let good = narlink_closure(tmp.path(), "good", &format!("exec {NARLINK} \"$@\""));
+    let deaf = narlink_closure(tmp.path(), "deaf", "exec /bin/sleep 100000");
+    let dead = narlink_closure(
+        tmp.path(),
+        "dead",
+        "echo 'narlink: cannot open its state' >&2; exit 1",
+    );
+    let rig = Rig::new(&good);
+    sh(&format!(
+        "nix-env --store '{}' -p {} --set {good}",
+        rig.store(),
+        profile(&rig)
+    ));
+    let window = 6;
+    let d = Daemon::start(&rig, window, "true", &[]);
+    // (c) The deaf narlink lands as generation 2; nothing it runs ever reports.
+    rig.pack(&["--out", rig.p("b2"), "--frames", rig.p("b2.frames"), &deaf]);
+    d.send_file(rig.p("b2.frames"));
+    d.wait_log("/bin/narlink");
+    let started = Instant::now();
+    d.wait_log("generation 2 REVERTED (not confirmed)");
+    assert!(started.elapsed() >= Duration::from_secs(window - 1));
+    assert_eq!(live(&rig).1, good);
+    let st = d.wait_for("the good narlink reports again", |v| {
+        v["activation"] == "passed, then reverted" && v["live_generation"] == 1
+    });
+    assert_eq!(st["probation"]["reason"], "reverted: not confirmed", "{st}");
+    std::fs::copy(rig.p("status"), rig.p("status.down")).unwrap();
+    rig.ok(&[
+        "ground",
+        "ack",
+        "--mirror",
+        rig.p("mirror"),
+        rig.p("status.down"),
+    ]);
+
+    // (b) The dead narlink lands as generation 3 and never starts: after 3 failed starts the
+    // supervisor switches back, and the good narlink lands the next bundle.
+    rig.pack(&["--out", rig.p("b3"), "--frames", rig.p("b3.frames"), &dead]);
+    d.send_file(rig.p("b3.frames"));
+    d.wait_log("generation 3 REVERTED (the new generation's narlink did not start)");
+    assert_eq!(live(&rig).1, good);
+    let st = d.wait_for("the good narlink reports again", |v| {
+        v["activation"] == "passed, then reverted" && v["live_generation"] == 1
+    });
+    assert_eq!(st["probation"]["reason"], "reverted: did not start", "{st}");
+    std::fs::copy(rig.p("status"), rig.p("status.down")).unwrap();
+    rig.ok(&[
+        "ground",
+        "ack",
+        "--mirror",
+        rig.p("mirror"),
+        rig.p("status.down"),
+    ]);
+    let v = demo(1);
+    rig.pack(&["--out", rig.p("b4"), "--frames", rig.p("b4.frames"), &v]);
+    d.send_file(rig.p("b4.frames"));
+    let st = d.wait_for("generation 4 on probation", |v| {
+        v["activation"] == "passed, on probation"
+    });
+    assert_eq!(st["live_generation"], 4, "{st}");
+    assert_eq!(live(&rig).1, v);
+}

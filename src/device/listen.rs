@@ -253,8 +253,10 @@ fn work(
     let mut last_status = Instant::now() - opts.status_every;
     let mut last_tick = Instant::now();
     let mut reports = 0u64;
-    // A bundle completed while a generation was on probation: import it once the trial ends.
-    let mut import_waiting = false;
+    // Something may be ready to import: at the start (a bundle completed before a kill, or
+    // during probation), and after a bundle completed while a generation was on probation
+    // (imported once the trial ends).
+    let mut import_waiting = true;
     loop {
         // Block for the first frame (or wake up for a scheduled status report), then take
         // whatever else is already waiting: one durable commit for the batch.

@@ -23,6 +23,11 @@ fn profile(rig: &Rig) -> String {
 /// A closure whose `bin/narlink` runs `body` (a shell line; "$@" are the daemon's
 /// arguments): a stand-in for a new narlink, good or broken.
 fn narlink_closure(dir: &std::path::Path, name: &str, body: &str) -> String {
+    narlink_closure_with(dir, name, body, "true")
+}
+
+/// [`narlink_closure`], with `more` run in the builder afterwards.
+fn narlink_closure_with(dir: &std::path::Path, name: &str, body: &str, more: &str) -> String {
     let script = format!("#!/bin/sh\n{body}\n")
         .replace('\\', "\\\\")
         .replace('"', "\\\"")
@@ -33,7 +38,7 @@ fn narlink_closure(dir: &std::path::Path, name: &str, body: &str) -> String {
         format!(
             "derivation {{\n  name = \"narlink-{name}\";\n  system = builtins.currentSystem;\n  \
              builder = \"/bin/sh\";\n  args = [ \"-c\" \"/bin/mkdir -p $out/bin && printf '%s' \
-             \\\"$script\\\" > $out/bin/narlink && /bin/chmod +x $out/bin/narlink\" ];\n  \
+             \\\"$script\\\" > $out/bin/narlink && /bin/chmod +x $out/bin/narlink && {more}\" ];\n  \
              script = \"{script}\";\n}}\n"
         ),
     )
@@ -174,6 +179,33 @@ impl<'a> Daemon<'a> {
 
     fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The log without the supervisor's routine restarts, for a failure message.
+    fn tail(&self) -> String {
+        let log = self.log();
+        let lines: Vec<&str> = log
+            .lines()
+            .filter(|l| !l.starts_with("supervise: starting") && !l.contains("daemon exited"))
+            .collect();
+        lines[lines.len().saturating_sub(60)..].join("\n")
+    }
+}
+
+impl Daemon<'_> {
+    fn supervisor_pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The daemon the supervisor runs now, if one runs.
+    fn daemon_pid(&self) -> Option<u32> {
+        let pid = self.supervisor_pid();
+        std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+            .ok()?
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok()
     }
 }
 
@@ -483,4 +515,192 @@ fn a_broken_narlink_is_replaced_by_the_previous_one() {
     });
     assert_eq!(st["live_generation"], 4, "{st}");
     assert_eq!(live(&rig).1, v);
+}
+
+/// The generations Nix lists for the profile, and how many are marked current.
+fn current_count(rig: &Rig) -> usize {
+    sh(&format!(
+        "nix-env --store '{}' -p {} --list-generations",
+        rig.store(),
+        profile(rig)
+    ))
+    .matches("(current)")
+    .count()
+}
+
+fn counter_of(file: &str) -> Option<u32> {
+    let bytes = std::fs::read(file).ok()?;
+    Some(narlink_protocol::seal::Sealed::parse(&bytes).ok()?.counter)
+}
+
+/// SIGKILL of the daemon and of its supervisor at random instants while generations land,
+/// wait on probation, are confirmed, fail a health check or run out their window. After each
+/// restart exactly one generation is live, the last activation that ran was its own, and the
+/// report names it and says why it is live. `NARLINK_SOAK_KILLS` kills (default 24; the
+/// figure in docs/measurements.md is from 300), seed `NARLINK_SOAK_SEED`.
+#[test]
+fn kills_during_probation_confirmation_and_revert_leave_one_generation_live_and_activated() {
+    let kills: u32 = std::env::var("NARLINK_SOAK_KILLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(24);
+    let seed: u64 = std::env::var("NARLINK_SOAK_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(19);
+    let mut rng = narlink_protocol::sim::Rng::new(seed);
+    let v1 = demo(1);
+    let rig = Rig::new(&v1);
+    sh(&format!(
+        "nix-env --store '{}' -p {} --set {v1}",
+        rig.store(),
+        profile(&rig)
+    ));
+    let checks = rig.dir.join("health.d");
+    std::fs::create_dir(&checks).unwrap();
+    let check = checks.join("10-flag");
+    std::fs::write(&check, "#!/bin/sh\n[ ! -e \"$NARLINK_ROOT/fail\" ]\n").unwrap();
+    sh(&format!("chmod +x {}", check.display()));
+    let marker = rig.p("activated");
+    // Slow enough that kills land inside activations too.
+    let activate = format!("sleep 0.3; echo \"$NARLINK_GENERATION\" >> {marker}");
+    let extra = ["--health-checks", checks.to_str().unwrap()];
+    let window = 4;
+    let mut d = Daemon::start(&rig, window, &activate, &extra);
+    d.wait_for("the first report", |_| true);
+    let tmp = tempfile::tempdir().unwrap();
+    let (mut done, mut cycle) = (0u32, 0u32);
+    let mut outcomes = std::collections::BTreeMap::new();
+    while done < kills {
+        cycle += 1;
+        // Planned: 0 confirmed, 1 a failing health check, 2 the window runs out (kills can
+        // make a confirmation come too late, or starts fail: the outcome is what happened).
+        let plan = rng.below(3);
+        // The ground takes the device's latest report before it plans the next bundle.
+        let until = Instant::now() + Duration::from_secs(30);
+        loop {
+            std::fs::copy(rig.p("status"), rig.p("status.down")).unwrap();
+            let ack = rig.run(&[
+                "ground",
+                "ack",
+                "--mirror",
+                rig.p("mirror"),
+                rig.p("status.down"),
+            ]);
+            if ack.status.success() {
+                break;
+            }
+            assert!(
+                Instant::now() < until,
+                "the mirror never came in step: {}",
+                String::from_utf8_lossy(&ack.stderr)
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        let fail = if plan == 1 {
+            "/bin/touch $out/fail"
+        } else {
+            "true"
+        };
+        let good = format!("exec {NARLINK} \"$@\"");
+        let closure =
+            narlink_closure_with(tmp.path(), &format!("soak-{seed}-{cycle}"), &good, fail);
+        let frames = rig.p(&format!("c{cycle}.frames"));
+        let packed = rig.pack(&[
+            "--out",
+            rig.p(&format!("c{cycle}")),
+            "--frames",
+            frames,
+            "--supersede",
+            &closure,
+        ]);
+        let prefix = packed["bundle"].as_str().unwrap()[..8].to_owned();
+        let mut confirmed_sent = false;
+        let until = Instant::now() + Duration::from_secs(120);
+        loop {
+            assert!(
+                Instant::now() < until,
+                "cycle {cycle} never settled\n{}",
+                d.tail()
+            );
+            let st = d.wait_for("a report", |_| true);
+            let landed = st["probation"]["bundle"] == prefix.as_str();
+            let committed = st["activation"] == "passed" && live(&rig).1 == closure;
+            if committed || landed && st["probation"]["state"] == "reverted" {
+                let why = st["probation"]["reason"]
+                    .as_str()
+                    .unwrap_or("confirmed")
+                    .to_owned();
+                *outcomes.entry(why).or_insert(0u32) += 1;
+                break;
+            }
+            if !landed && !committed {
+                // Frames sent while the daemon was down are lost: send them again.
+                d.send_file(frames);
+            } else if plan == 0 && !confirmed_sent && st["probation"]["state"] == "probation" {
+                std::fs::copy(rig.p("status"), rig.p("status.down")).unwrap();
+                let _ = rig.run(&[
+                    "ground",
+                    "ack",
+                    "--mirror",
+                    rig.p("mirror"),
+                    rig.p("status.down"),
+                ]);
+                let r = ack_and_resend_only(&rig, rig.p("confirm.frames"));
+                if r["confirmation"].is_object() {
+                    d.send_file(rig.p("confirm.frames"));
+                    confirmed_sent = true;
+                }
+            }
+            // A kill at a random instant.
+            std::thread::sleep(Duration::from_millis(rng.below(1200)));
+            let before = counter_of(rig.p("status")).unwrap_or(0);
+            if rng.below(2) == 0 {
+                drop(d);
+                d = Daemon::start(&rig, window, &activate, &extra);
+            } else if let Some(pid) = d.daemon_pid() {
+                sh(&format!("kill -9 {pid} 2>/dev/null || true"));
+            } else {
+                continue;
+            }
+            done += 1;
+            // After the restart: a fresh report from the new daemon, no landing or revert
+            // under way; exactly one generation live, its activation the last that ran, and
+            // the report names it.
+            let st = d.wait_for("a report after the restart", |v| {
+                counter_of(rig.p("status")).unwrap_or(0) > before + 1
+                    && v["activation"] != "under way"
+            });
+            let (g, _) = live(&rig);
+            assert_eq!(current_count(&rig), 1, "kill {done}: {st}");
+            assert_eq!(st["live_generation"], g, "kill {done}: {st}\n{}", d.log());
+            let ran = std::fs::read_to_string(marker).unwrap_or_default();
+            // Generation 1 was set up by hand, with no activation.
+            assert_eq!(
+                ran.lines().last().map_or(1, |l| l.parse::<u32>().unwrap()),
+                g,
+                "kill {done}: the last activation was not the live generation's: {ran:?}\n{st}\n{}",
+                d.log()
+            );
+            match st["activation"].as_str().unwrap() {
+                "passed, on probation" | "passed" | "passed, then reverted" | "none" => {}
+                other => panic!("kill {done}: activation {other}: {st}"),
+            }
+        }
+    }
+    eprintln!("soak: {done} kills over {cycle} updates: {outcomes:?}");
+}
+
+/// `ground resend` for the report in `status.down` into `frames` (acknowledged already).
+fn ack_and_resend_only(rig: &Rig, frames: &str) -> serde_json::Value {
+    rig.json(&[
+        "ground",
+        "resend",
+        "--mirror",
+        rig.p("mirror"),
+        "--status",
+        rig.p("status.down"),
+        "--frames",
+        frames,
+    ])
 }

@@ -55,9 +55,13 @@
             (i: key: pkgs.writeText "narlink-trusted-key-${toString i}.pk" key)
             cfg.trustedKeys;
           trustArgs = lib.concatMap (f: [ "--trust" "${f}" ]) keyFiles;
+          # The supervisor runs `device listen` from the profile's live generation and
+          # switches back when an update is not confirmed (docs/operations.md, section 9).
           listenArgs = [
-            exe "device" "listen"
+            exe "device" "supervise"
             "--state" cfg.stateDir
+            "--profile" cfg.profile
+            "--"
             "--${cfg.listen.kind}" cfg.listen.address
             "--status-out" "${cfg.stateDir}/status.bin"
             "--status-every" (toString cfg.statusEvery)
@@ -121,6 +125,12 @@
               description = "Rewrite the status report at least this often, in seconds.";
             };
 
+            profile = lib.mkOption {
+              type = lib.types.str;
+              default = "/nix/var/nix/profiles/narlink";
+              description = "The profile whose live generation's bin/narlink the supervisor runs (give the same to `--profile` in extraArgs to land updates there).";
+            };
+
             extraArgs = lib.mkOption {
               type = lib.types.listOf lib.types.str;
               default = [ ];
@@ -165,7 +175,7 @@
                 Type = "simple";
                 ExecStartPre = lib.escapeShellArgs ([ exe "device" "trust" "--state" cfg.stateDir ] ++ map toString keyFiles);
                 ExecStart = lib.escapeShellArgs listenArgs;
-                ExecReload = "${pkgs.coreutils}/bin/kill -USR1 $MAINPID";
+                ExecReload = "${pkgs.procps}/bin/pkill -USR1 -P $MAINPID";
                 Restart = "always";
                 RestartSec = 5;
                 TimeoutStopSec = 30;

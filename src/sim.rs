@@ -55,6 +55,11 @@ pub struct SimOptions {
     pub reboot: f64,
     pub seed: u64,
     pub max_passes: u32,
+    /// Probability that a status report is lost on the downlink (the probation trial).
+    pub report_loss: f64,
+    /// Model the probation trial after the import: the window in reports (one a pass); 0
+    /// does not model it.
+    pub probation_reports: u32,
 }
 
 impl Default for SimOptions {
@@ -69,6 +74,8 @@ impl Default for SimOptions {
             reboot: 0.0,
             seed: 1,
             max_passes: 50,
+            report_loss: 0.0,
+            probation_reports: 0,
         }
     }
 }
@@ -117,19 +124,7 @@ pub fn run(
     device: &mut dyn Device,
     opts: &SimOptions,
 ) -> Result<SimReport, SimError> {
-    let mut model = LinkModel::new(opts.seed).with_loss(match opts.burst {
-        Some(b) if b > 1.0 => Loss::bursts(opts.loss, b),
-        _ => Loss::iid(opts.loss),
-    });
-    if opts.corrupt > 0.0 {
-        model = model.with_corruption(opts.corrupt, 8);
-    }
-    if opts.duplicate > 0.0 {
-        model = model.with_duplication(opts.duplicate);
-    }
-    if opts.reorder > 1 {
-        model = model.with_reordering(opts.reorder);
-    }
+    let mut model = link_model(opts, opts.seed);
     let mut rng = Rng::new(opts.seed ^ 0x5eed_b007);
     let params = ground.params();
     let layout = *ground.sender.layout();
@@ -183,6 +178,24 @@ pub fn run(
     }
     report.on_air_per_payload = report.bytes_on_air as f64 / report.payload_bytes.max(1) as f64;
     Ok(report)
+}
+
+/// The modeled uplink of `opts`, seeded with `seed`.
+fn link_model(opts: &SimOptions, seed: u64) -> LinkModel {
+    let mut model = LinkModel::new(seed).with_loss(match opts.burst {
+        Some(b) if b > 1.0 => Loss::bursts(opts.loss, b),
+        _ => Loss::iid(opts.loss),
+    });
+    if opts.corrupt > 0.0 {
+        model = model.with_corruption(opts.corrupt, 8);
+    }
+    if opts.duplicate > 0.0 {
+        model = model.with_duplication(opts.duplicate);
+    }
+    if opts.reorder > 1 {
+        model = model.with_reordering(opts.reorder);
+    }
+    model
 }
 
 /// The real device: durable frames in its redb state, staging as groups decode.
@@ -433,6 +446,36 @@ pub struct UpdateReport {
     /// device's closure of the target equals the ground's.
     pub verified: bool,
     pub device_reboots: u32,
+    /// How the probation trial went, if it was modeled.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trial: Option<TrialReport>,
+}
+
+/// The probation trial after the landing, over the modeled links: a report a pass (lost on
+/// the downlink with `report_loss`), the ground's confirmation for each report that came
+/// down (through the uplink model), the real device deciding.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct TrialReport {
+    /// Passes until the trial ended (or `max_passes`).
+    pub passes: u32,
+    pub reports_lost: u32,
+    pub confirmations_sent: u32,
+    pub confirmations_delivered: u32,
+    /// "committed", "reverted: not confirmed", or "undecided".
+    pub outcome: String,
+}
+
+impl TrialReport {
+    pub fn render(&self) -> String {
+        format!(
+            "probation: {} after {} passes ({} reports lost, {} confirmations sent, {} delivered)",
+            self.outcome,
+            self.passes,
+            self.reports_lost,
+            self.confirmations_sent,
+            self.confirmations_delivered
+        )
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -451,6 +494,8 @@ pub enum UpdateSimError {
     Import(#[from] crate::device::import::ImportError),
     #[error(transparent)]
     Ground(#[from] GroundLinkError),
+    #[error(transparent)]
+    Activate(#[from] crate::device::activate::ActivateError),
 }
 
 /// Simulate the update from the closure of `v1` (on the device) to that of `v2` over the
@@ -510,12 +555,24 @@ pub fn simulate_update(
     let device_reboots = device.reboots;
     let mut imported_paths = 0;
     let mut verified = false;
+    let mut trial_report = None;
     if report.completed {
-        let imp = crate::device::import::import_all(&state, &device_store, progress, false, None)?;
+        let plan = (opts.probation_reports > 0).then(|| landing_plan(&device_store, opts));
+        let imp = crate::device::import::import_all(
+            &state,
+            &device_store,
+            progress,
+            false,
+            plan.as_ref(),
+        )?;
         imported_paths = imp.bundles.iter().map(|b| b.paths_imported).sum();
         let target = ground_store.closure(&roots[1..])?;
         verified = device_store.verify_paths(&target).is_ok()
             && device_store.closure(&roots[1..])? == target;
+        if plan.is_some() {
+            crate::device::activate::land(&state, &device_store)?;
+            trial_report = Some(trial(&state, &mirror, opts)?);
+        }
     }
     Ok(UpdateReport {
         link: report,
@@ -523,7 +580,77 @@ pub fn simulate_update(
         imported_paths,
         verified,
         device_reboots,
+        trial: trial_report,
     })
+}
+
+/// Land on the device store's default profile, on probation for `probation_reports` reports.
+fn landing_plan(
+    store: &crate::nixstore::NixStore,
+    opts: &SimOptions,
+) -> crate::device::activate::Plan {
+    crate::device::activate::Plan {
+        profile: store.default_profile(),
+        command: Some("true".into()),
+        timeout: std::time::Duration::from_secs(60),
+        probation: Some(crate::state::probation::Window {
+            seconds: u64::MAX,
+            reports: opts.probation_reports,
+            starts: 3,
+            checks: None,
+        }),
+    }
+}
+
+/// The trial of the generation just landed: each pass the device writes a report, the ground
+/// answers each report that comes down with its confirmation, and the device takes what the
+/// uplink delivers, until it commits or its window of reports runs out.
+fn trial(
+    state: &DeviceState,
+    mirror: &crate::state::mirror::Mirror,
+    opts: &SimOptions,
+) -> Result<TrialReport, UpdateSimError> {
+    use crate::device::probation::{step, Event, Step};
+    let mut r = TrialReport {
+        outcome: "undecided".into(),
+        ..TrialReport::default()
+    };
+    step(state, Event::Landed)?;
+    let secret = mirror.device_secret()?;
+    let mut model = link_model(opts, opts.seed ^ 0x0c0f_1a11);
+    let mut rng = Rng::new(opts.seed ^ 0xd0_3a11);
+    for pass in 1..=opts.max_passes {
+        r.passes = pass;
+        let (_, bytes) = status::report(state, status::Detail::Regular).map_err(SimError::from)?;
+        if let Step::Reverted(_) = step(state, Event::Report)? {
+            r.outcome = "reverted: not confirmed".into();
+            break;
+        }
+        if opts.report_loss > 0.0 && rng.chance(Prob::new(opts.report_loss)) {
+            r.reports_lost += 1;
+            continue;
+        }
+        let Some((report, counter)) = crate::status_view::report_of(&bytes) else {
+            continue;
+        };
+        let Some(due) = crate::ground::confirm::due(mirror, &report, counter, secret.as_ref())?
+        else {
+            continue;
+        };
+        r.confirmations_sent += 1;
+        let delivered = model.transmit(vec![due.frame]);
+        r.confirmations_delivered += delivered.len() as u32;
+        let mut rx = LinkReceiver::open(state).map_err(SimError::from)?;
+        for f in &delivered {
+            rx.handle_bytes(f).map_err(SimError::from)?;
+        }
+        rx.flush().map_err(SimError::from)?;
+        if !rx.stats.generations_confirmed.is_empty() {
+            r.outcome = "committed".into();
+            break;
+        }
+    }
+    Ok(r)
 }
 
 /// A round step near `raw`: 1, 2 or 5 times a power of ten.

@@ -375,6 +375,21 @@ pub fn run(c: Command, progress: bool) -> anyhow::Result<ExitCode> {
             // (or rolled back) first.
             let resumed = activate::land(&state, &store).context("finishing the last update")?;
             let plan = a.activation.plan(&store);
+            if plan.is_some() {
+                // Landing over a generation on trial would leave its revert pointing at the
+                // wrong generation.
+                if let Some(p) =
+                    narlink::state::probation::read(&a.state)?.filter(|p| p.on_probation())
+                {
+                    anyhow::bail!(
+                        "device import: generation {} (bundle {}) is on probation, waiting for \
+                         the ground's confirmation; nothing was imported. Let the daemon finish \
+                         the trial (docs/operations.md, section 9)",
+                        p.generation,
+                        p.bundle
+                    );
+                }
+            }
             let r = import::import_all(&state, &store, progress, a.partial, plan.as_ref())
                 .context("device import")?;
             if r.bundles.is_empty() && r.refused.is_empty() {

@@ -37,6 +37,14 @@ pub struct Args {
     /// Probability per pass that the device reboots mid-pass.
     #[arg(long, default_value_t = 0.0)]
     reboot: f64,
+    /// After the import, model the probation trial: the device lands the update and reverts
+    /// it unless a confirmation arrives within this many reports (one a pass). 0: not
+    /// modeled. With v1/v2 only.
+    #[arg(long, default_value_t = 0)]
+    probation_reports: u32,
+    /// Probability that a status report is lost on the downlink (during the trial).
+    #[arg(long, default_value_t = 0.0)]
+    report_loss: f64,
     #[arg(long, default_value_t = 1)]
     seed: u64,
     #[arg(long, default_value_t = 50)]
@@ -82,6 +90,8 @@ pub fn run(a: Args, progress: bool) -> anyhow::Result<ExitCode> {
         reboot: a.reboot,
         seed: a.seed,
         max_passes: a.max_passes,
+        report_loss: a.report_loss,
+        probation_reports: a.probation_reports,
     };
     let tmp = tempfile::tempdir()?;
     let work = a.workdir.clone().unwrap_or_else(|| tmp.path().to_owned());
@@ -128,13 +138,18 @@ pub fn run(a: Args, progress: bool) -> anyhow::Result<ExitCode> {
             .context("simulated update")?;
         completed = r.link.completed && r.verified;
         output(a.json, &r, || {
-            format!(
+            let mut s = format!(
                 "{}\nimported {} paths; device reboots: {}; verify-path and closure check: {}",
                 r.link.render(),
                 r.imported_paths,
                 r.device_reboots,
                 if r.verified { "ok" } else { "FAILED" }
-            )
+            );
+            if let Some(t) = &r.trial {
+                s.push('\n');
+                s.push_str(&t.render());
+            }
+            s
         })?;
         plot(&a.plot, &r.link)?;
     }

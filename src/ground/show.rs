@@ -33,6 +33,19 @@ pub struct Show {
     /// Frame bytes the bundles in flight still need (each unfinished group's missing
     /// shards, as the last report listed them), before any resend margin.
     pub next_pass_bytes: u64,
+    /// The generation on probation or reverted, as the last report said (none: committed,
+    /// or no probation).
+    pub probation: Option<ProbationShow>,
+}
+
+/// Where the trial of the device's newest generation stands, as the ground sees it.
+#[derive(Clone, Debug, Serialize)]
+pub struct ProbationShow {
+    #[serde(flatten)]
+    pub report: crate::status_view::ProbationView,
+    /// The confirmation the last report calls for (sent with the next `ground pack` or
+    /// `ground resend`); none while reverted, or without the device's key.
+    pub confirmation_due: Option<super::confirm::Due>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -136,7 +149,18 @@ pub fn show(dir: &Path) -> Result<Show, StateError> {
         }
         bundles.push(v);
     }
+    let probation = match last_report
+        .as_ref()
+        .and_then(|l| l.report.probation.clone())
+    {
+        Some(report) => Some(ProbationShow {
+            report,
+            confirmation_due: super::confirm::due_now(&mirror)?,
+        }),
+        None => None,
+    };
     Ok(Show {
+        probation,
         mirror: dir.to_owned(),
         device: keys.secret.map(|s| hex(&device_id(&s))),
         paths: paths.len(),
@@ -180,6 +204,21 @@ impl Show {
                     "\n  last activation: {}; newest sequence taken: {}",
                     l.activation, l.sequence
                 ));
+            }
+        }
+        if let Some(p) = &self.probation {
+            s.push_str(&format!("\n  {}", p.report.describe()));
+            match (&p.confirmation_due, p.report.state.as_str(), &self.device) {
+                (Some(c), _, _) => s.push_str(&format!(
+                    "\n  confirmation of generation {} due: it goes with the next `ground pack` \
+                     or `ground resend`",
+                    c.generation
+                )),
+                (None, "probation", None) => s.push_str(
+                    "\n  the mirror has no device key, so it cannot confirm: the device will revert \
+                     when its window runs out (`ground device-key`)",
+                ),
+                _ => {}
             }
         }
         if self.bundles.is_empty() {

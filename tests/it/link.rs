@@ -331,3 +331,41 @@ fn paths_import_before_the_bundle_completes() {
     let st = rig.status(&[]);
     assert_eq!(st["phase"], "imported", "{st}");
 }
+
+/// The probation trial in the simulator (issue 19): with every report coming down and 20%
+/// of frames lost on the uplink, the confirmation gets through within a window of 6 reports;
+/// with every report lost, no confirmation is ever made and the device reverts after exactly
+/// 6 reports, its profile back as it was.
+#[test]
+fn the_simulated_trial_commits_or_reverts_as_the_links_allow() {
+    let (v1, v2) = (demo(1), demo(2));
+    for (report_loss, outcome) in [(0.0, "committed"), (1.0, "reverted: not confirmed")] {
+        let work = tempfile::tempdir().unwrap();
+        let opts = SimOptions {
+            loss: 0.2,
+            seed: 3,
+            report_loss,
+            probation_reports: 6,
+            ..SimOptions::default()
+        };
+        let r = simulate(&v1, &v2, work.path(), &opts);
+        let t = r.trial.expect("the trial was modeled");
+        assert_eq!(t.outcome, outcome, "{}", t.render());
+        assert_eq!(
+            t.confirmations_delivered > 0,
+            outcome == "committed",
+            "{}",
+            t.render()
+        );
+        let profile = work.path().join("device/nix/var/nix/profiles/narlink");
+        if outcome == "committed" {
+            assert!(t.passes <= 6, "{}", t.render());
+            assert!(profile.exists(), "{}", t.render());
+        } else {
+            // The sixth report ends the window: the device reverts as soon as it is written.
+            assert_eq!((t.passes, t.reports_lost), (6, 5), "{}", t.render());
+            // The profile had no generation before: the revert removed it.
+            assert!(profile.symlink_metadata().is_err(), "{}", t.render());
+        }
+    }
+}

@@ -302,8 +302,15 @@ fn a_confirmed_update_stays_live_and_bad_confirmations_change_nothing() {
     assert_eq!(st["live_generation"], 2, "{st}");
     assert_eq!(st["probation"]["state"], "probation", "{st}");
     assert_eq!(live(&rig).1, v2);
-    // The ground takes the report and answers it with a confirmation, no operator step.
+    // The ground takes the report and answers it with a confirmation, no operator step;
+    // `ground show` says so.
     let r = ack_and_resend(&rig, rig.p("confirm.frames"));
+    let show = rig.json(&["ground", "show", "--mirror", rig.p("mirror")]);
+    assert_eq!(show["probation"]["state"], "probation", "{show}");
+    assert_eq!(
+        show["probation"]["confirmation_due"]["generation"], 2,
+        "{show}"
+    );
     assert_eq!(r["confirmation"]["generation"], 2, "{r}");
     let conf = std::fs::read(rig.p("confirm.frames")).unwrap();
     assert_eq!(
@@ -320,7 +327,6 @@ fn a_confirmed_update_stays_live_and_bad_confirmations_change_nothing() {
     let st = d.wait_for("still committed", |v| v["activation"] == "passed");
     assert_eq!(st["live_generation"], 2, "{st}");
     assert_eq!(live(&rig).1, v2);
-    let show = rig.json(&["ground", "show", "--mirror", rig.p("mirror")]);
     assert!(!d.log().contains("REVERTED"), "{}", d.log());
 
     // (e) The same confirmation again: replayed. One with its tag altered: forged. One made
@@ -352,7 +358,6 @@ fn a_confirmed_update_stays_live_and_bad_confirmations_change_nothing() {
     assert_eq!(st["live_generation"], 2, "{st}");
     // The activation ran once, for generation 2.
     assert_eq!(std::fs::read_to_string(marker).unwrap().trim(), "2");
-    let _ = show;
 }
 
 /// (d) A required health check that fails reverts at once and the report names it; (e) a
@@ -414,8 +419,13 @@ fn a_failing_health_check_reverts_at_once_and_names_the_check() {
         rig.p("status.down"),
     ]);
     let show = rig.json(&["ground", "show", "--mirror", rig.p("mirror")]);
-    let text = show.to_string();
-    assert!(text.contains("reverted: a health check failed"), "{show}");
+    assert_eq!(show["probation"]["state"], "reverted", "{show}");
+    assert_eq!(show["probation"]["check"], "20-radio", "{show}");
+    assert!(show["probation"]["confirmation_due"].is_null(), "{show}");
+    assert_eq!(
+        show["bundles"][0]["reason"], "reverted: a health check failed",
+        "{show}"
+    );
 
     // A confirmation of generation 2 with the device's own key, answering a report it did
     // send under generation 2: stale, and generation 2 stays reverted.

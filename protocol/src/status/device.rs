@@ -398,3 +398,30 @@ fn counted(r: &mut Reader<'_>, each: usize) -> Result<usize, WireError> {
     }
     Ok(n as usize)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What probation adds to a report (protocol/SPEC.md): 9 bytes while reports and
+    /// minutes stay below 128, plus the failed check's name, cut at 32 bytes.
+    #[test]
+    fn the_probation_block_costs_nine_bytes() {
+        let mut p = Probation {
+            bundle_prefix: *b"abcd",
+            reason: Reason::None,
+            reports: 127,
+            minutes: 127,
+            starts: 0,
+            check: Vec::new(),
+        };
+        assert_eq!(p.encoded_len(), 9);
+        p.check = b"20-radio".to_vec();
+        assert_eq!(p.encoded_len(), 17);
+        p.check = vec![b'x'; 100];
+        let mut out = Vec::new();
+        p.encode(&mut out);
+        assert_eq!(out.len(), 9 + MAX_CHECK_NAME);
+        assert_eq!(p.encoded_len(), out.len());
+    }
+}

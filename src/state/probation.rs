@@ -18,6 +18,7 @@ use super::{io_err, write_durably, StateError};
 
 pub const FILE: &str = "probation";
 const LOCK_FILE: &str = "probation.lock";
+const DAMAGED_FILE: &str = "probation.damaged";
 /// The record's format version: a narlink reads only records of its own version.
 pub const VERSION: u32 = 1;
 
@@ -135,23 +136,33 @@ fn path(dir: &Path) -> PathBuf {
     dir.join(FILE)
 }
 
-/// The record in `dir`, if there is one.
+/// The record in `dir`, if there is one. A record that does not parse (a disk fault: it is
+/// only ever replaced whole) or of another format version is moved aside to
+/// `probation.damaged`, said on stderr, and taken as none: the trial is lost (the generation
+/// live stays live), but the receiver is never wedged by it.
 pub fn read(dir: &Path) -> Result<Option<Probation>, StateError> {
     let p = path(dir);
     let text = match std::fs::read(&p) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         r => r.map_err(io_err(&p))?,
     };
-    let rec: Probation = serde_json::from_slice(&text)
-        .map_err(|e| StateError::Corrupt(format!("{}: {e}", p.display())))?;
-    if rec.version != VERSION {
-        return Err(StateError::Corrupt(format!(
-            "{}: probation record version {} (this narlink reads {VERSION})",
-            p.display(),
+    let why = match serde_json::from_slice::<Probation>(&text) {
+        Ok(rec) if rec.version == VERSION => return Ok(Some(rec)),
+        Ok(rec) => format!(
+            "format version {} (this narlink reads {VERSION})",
             rec.version
-        )));
-    }
-    Ok(Some(rec))
+        ),
+        Err(e) => e.to_string(),
+    };
+    let aside = dir.join(DAMAGED_FILE);
+    std::fs::rename(&p, &aside).map_err(io_err(&p))?;
+    eprintln!(
+        "narlink: the probation record {} cannot be read ({why}); moved to {}: the live \
+         generation stays live, its trial is over",
+        p.display(),
+        aside.display()
+    );
+    Ok(None)
 }
 
 /// Read the record under the lock, let `f` change it, and write it back durably if it
@@ -184,4 +195,29 @@ pub fn update<R>(dir: &Path, f: impl FnOnce(&mut Option<Probation>) -> R) -> Res
     }
     drop(lock);
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A damaged record or one of another version never stops the device: it is moved
+    /// aside and taken as none, and the next update writes a fresh one.
+    #[test]
+    fn an_unreadable_record_is_moved_aside_not_fatal() {
+        let dir = tempfile::tempdir().unwrap();
+        for junk in [
+            &b"{\"version\": 1, \"bund"[..],
+            b"\x00\xff",
+            b"{\"version\": 99}",
+        ] {
+            std::fs::write(dir.path().join(FILE), junk).unwrap();
+            assert_eq!(read(dir.path()).unwrap(), None);
+            assert!(!dir.path().join(FILE).exists());
+            assert_eq!(std::fs::read(dir.path().join(DAMAGED_FILE)).unwrap(), junk);
+            // And an update goes on from nothing.
+            let n = update(dir.path(), |r| r.is_none()).unwrap();
+            assert!(n);
+        }
+    }
 }

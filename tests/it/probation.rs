@@ -63,6 +63,17 @@ impl<'a> Daemon<'a> {
     /// Start `device supervise` with probation `window` (seconds of running time) and the
     /// activation `activate`, and `extra` arguments for `device listen`.
     fn start(rig: &'a Rig, window: u64, activate: &str, extra: &[&str]) -> Daemon<'a> {
+        Daemon::start_as(rig, window, activate, extra, true)
+    }
+
+    /// [`Daemon::start`], or `device listen` alone (no supervisor) if `supervised` is false.
+    fn start_as(
+        rig: &'a Rig,
+        window: u64,
+        activate: &str,
+        extra: &[&str],
+        supervised: bool,
+    ) -> Daemon<'a> {
         let sock = rig.p("uplink.sock").to_owned();
         let log = rig.dir.join("supervise.log");
         let profile = profile(rig);
@@ -83,13 +94,15 @@ impl<'a> Daemon<'a> {
             window.as_str(),
         ];
         listen.extend_from_slice(extra);
-        let child = nix_env(Command::new(NARLINK).args([
+        let state = rig.p("state");
+        let store = rig.store();
+        let supervise = [
             "device",
             "supervise",
             "--state",
-            rig.p("state"),
+            state,
             "--store",
-            &rig.store(),
+            &store,
             "--profile",
             &profile,
             "--tick",
@@ -97,7 +110,13 @@ impl<'a> Daemon<'a> {
             "--restart-delay",
             "0",
             "--",
-        ]))
+        ];
+        let alone = ["device", "listen", "--state", state];
+        let child = nix_env(Command::new(NARLINK).args(if supervised {
+            &supervise[..]
+        } else {
+            &alone[..]
+        }))
         .args(&listen)
         .stdout(Stdio::null())
         .stderr(
@@ -358,6 +377,38 @@ fn a_confirmed_update_stays_live_and_bad_confirmations_change_nothing() {
     assert_eq!(st["live_generation"], 2, "{st}");
     // The activation ran once, for generation 2.
     assert_eq!(std::fs::read_to_string(marker).unwrap().trim(), "2");
+}
+
+/// Without a supervisor the daemon counts its own running time: an update the ground never
+/// confirms is reverted by the daemon at the end of its window, and the daemon goes on.
+#[test]
+fn an_unsupervised_daemon_reverts_by_itself_too() {
+    let (v1, v2) = (demo(1), demo(2));
+    let rig = Rig::new(&v1);
+    sh(&format!(
+        "nix-env --store '{}' -p {} --set {v1}",
+        rig.store(),
+        profile(&rig)
+    ));
+    let window = 4;
+    let d = Daemon::start_as(&rig, window, "true", &[], false);
+    rig.pack(&["--out", rig.p("b2"), "--frames", rig.p("b2.frames"), &v2]);
+    d.send_file(rig.p("b2.frames"));
+    d.wait_for("generation 2 on probation", |v| {
+        v["activation"] == "passed, on probation"
+    });
+    let started = Instant::now();
+    let st = d.wait_for("generation 2 reverted", |v| {
+        v["activation"] == "passed, then reverted"
+    });
+    assert!(started.elapsed() >= Duration::from_secs(window - 2), "{st}");
+    assert_eq!(st["probation"]["reason"], "reverted: not confirmed", "{st}");
+    assert_eq!(live(&rig).1, v1);
+    assert!(
+        d.log().contains("generation 2 REVERTED (not confirmed)"),
+        "{}",
+        d.log()
+    );
 }
 
 /// (d) A required health check that fails reverts at once and the report names it; (e) a

@@ -142,7 +142,14 @@ pub fn land(
                 }
                 let command = l.command.as_deref().unwrap_or("true");
                 let timeout = Duration::from_secs(l.timeout_secs);
-                match activation(command, &l.root, &l.profile, generation, timeout)? {
+                match activation(
+                    state.db.dir(),
+                    command,
+                    &l.root,
+                    &l.profile,
+                    generation,
+                    timeout,
+                )? {
                     None => done(generation, Some(generation), None),
                     Some(failure) => Stage::RollBack {
                         generation,
@@ -235,8 +242,9 @@ pub(super) fn remove_profile(profile: &Path, generation: u32) -> Result<(), Acti
 }
 
 /// Run the activation command for `generation` (root `root`) of `profile`; `Some(reason)`
-/// if it failed.
+/// if it failed. `dir` is the state directory (see [`run`]).
 pub(super) fn activation(
+    dir: &Path,
     command: &str,
     root: &str,
     profile: &Path,
@@ -246,7 +254,7 @@ pub(super) fn activation(
     let mut c = Command::new("/bin/sh");
     c.arg("-c").arg(command);
     with_env(&mut c, root, profile, generation);
-    run(&mut c, "activation command", timeout)
+    run(dir, &mut c, "activation command", timeout)
 }
 
 /// The environment activation commands and health checks see.
@@ -256,13 +264,57 @@ pub(super) fn with_env(c: &mut Command, root: &str, profile: &Path, generation: 
         .env("NARLINK_GENERATION", generation.to_string());
 }
 
+/// The command a narlink process is running for the device (activation, health check), in
+/// the state directory: `<process group> <start time> <boot id>`.
+const RUNNING_FILE: &str = "running-command";
+
+/// Kill what a narlink killed mid-command left running: the command has a process group of
+/// its own and would outlive it, and end after the one that replaced it (an old activation
+/// finishing after the revert's). Only if it is still that process (same boot, same start
+/// time), so a reused process id is never hit.
+fn reap(dir: &Path) {
+    let file = dir.join(RUNNING_FILE);
+    let Ok(text) = std::fs::read_to_string(&file) else {
+        return;
+    };
+    let mut f = text.split_whitespace();
+    if let (Some(pid), Some(start), Some(boot)) = (f.next(), f.next(), f.next()) {
+        if let Ok(pid) = pid.parse::<i32>() {
+            if Some(boot) == boot_id().as_deref() && start_time(pid).as_deref() == Some(start) {
+                if let Some(group) = rustix::process::Pid::from_raw(pid) {
+                    let _ =
+                        rustix::process::kill_process_group(group, rustix::process::Signal::KILL);
+                }
+            }
+        }
+    }
+    let _ = std::fs::remove_file(file);
+}
+
+fn boot_id() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .ok()
+        .map(|s| s.trim().to_owned())
+}
+
+/// Field 22 of `/proc/PID/stat`: when the process started, in clock ticks since boot.
+fn start_time(pid: i32) -> Option<String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = &stat[stat.rfind(')')? + 1..];
+    after.split_whitespace().nth(19).map(str::to_owned)
+}
+
 /// Run `c` in a process group of its own; `Some(reason)` (naming it `what`, with the last
-/// lines of its output) if it failed. On timeout the whole group is killed.
+/// lines of its output) if it failed. On timeout the whole group is killed. What runs is
+/// named in the state directory `dir` while it runs, so that a narlink killed meanwhile does
+/// not leave it running past the next command ([`reap`]).
 pub(super) fn run(
+    dir: &Path,
     c: &mut Command,
     what: &str,
     timeout: Duration,
 ) -> Result<Option<String>, ActivateError> {
+    reap(dir);
     let out = tempfile::tempfile().map_err(ActivateError::Spawn)?;
     let mut child = c
         .stdin(std::process::Stdio::null())
@@ -272,6 +324,10 @@ pub(super) fn run(
         .spawn()
         .map_err(ActivateError::Spawn)?;
     let group = rustix::process::Pid::from_child(&child);
+    let running = dir.join(RUNNING_FILE);
+    if let (Some(started), Some(boot)) = (start_time(group.as_raw_nonzero().get()), boot_id()) {
+        let _ = std::fs::write(&running, format!("{} {started} {boot}\n", child.id()));
+    }
     let start = Instant::now();
     let status = loop {
         if let Some(s) = child.try_wait().map_err(ActivateError::Spawn)? {
@@ -284,6 +340,7 @@ pub(super) fn run(
         }
         std::thread::sleep(Duration::from_millis(20));
     };
+    let _ = std::fs::remove_file(&running);
     let tail = {
         use std::io::{Read, Seek};
         let mut out = out;

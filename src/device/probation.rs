@@ -151,12 +151,13 @@ pub fn due(p: &Probation) -> Option<(Why, String)> {
 }
 
 /// Run the required health checks of the generation on probation, in name order: the
-/// first that fails (its name) and why. A missing directory holds no checks.
-pub fn run_checks(p: &Probation) -> Result<Option<(String, String)>, ActivateError> {
-    let Some(dir) = &p.window.checks else {
+/// first that fails (its name) and why. A missing directory holds no checks. `dir` is the
+/// state directory.
+pub fn run_checks(dir: &Path, p: &Probation) -> Result<Option<(String, String)>, ActivateError> {
+    let Some(checks_dir) = &p.window.checks else {
         return Ok(None);
     };
-    let mut checks: Vec<_> = match std::fs::read_dir(dir) {
+    let mut checks: Vec<_> = match std::fs::read_dir(checks_dir) {
         Ok(entries) => entries
             .filter_map(Result::ok)
             .filter(|e| {
@@ -175,7 +176,8 @@ pub fn run_checks(p: &Probation) -> Result<Option<(String, String)>, ActivateErr
         let mut c = Command::new(&check);
         activate::with_env(&mut c, &p.root, &p.profile, p.generation);
         let timeout = Duration::from_secs(p.timeout_secs);
-        if let Some(failure) = activate::run(&mut c, &format!("health check {name}"), timeout)? {
+        if let Some(failure) = activate::run(dir, &mut c, &format!("health check {name}"), timeout)?
+        {
             return Ok(Some((name, failure)));
         }
     }
@@ -198,6 +200,9 @@ pub fn revert(
     finish(dir)
 }
 
+/// How often a revert runs the previous generation's activation before it gives up.
+const REVERT_TRIES: u32 = 3;
+
 /// Complete a revert under way (after a kill, at every start): switch the profile back to
 /// the previous generation and run its activation (again: activation commands must be
 /// idempotent), then record it done. The record after it.
@@ -215,13 +220,19 @@ pub fn finish(dir: &Path) -> Result<Option<Probation>, ActivateError> {
                 store.switch_generation(&p.profile, g)?;
             }
             match (&p.command, &p.previous_root) {
-                (Some(c), Some(root)) => activate::activation(
-                    c,
-                    root,
-                    &p.profile,
-                    g,
-                    Duration::from_secs(p.timeout_secs),
-                )?,
+                (Some(c), Some(root)) => {
+                    // Three tries: the generation going back is the one that worked, and its
+                    // activation must be idempotent anyway.
+                    let mut failure = None;
+                    for _ in 0..REVERT_TRIES {
+                        let timeout = Duration::from_secs(p.timeout_secs);
+                        failure = activate::activation(dir, c, root, &p.profile, g, timeout)?;
+                        if failure.is_none() {
+                            break;
+                        }
+                    }
+                    failure
+                }
                 _ => None,
             }
         }
@@ -391,7 +402,7 @@ pub fn step(state: &DeviceState, event: Event) -> Result<Step, ActivateError> {
         return Ok(reverted(revert(dir, why, None, detail)?));
     }
     if matches!(event, Event::Start { .. } | Event::Landed) {
-        if let Some((name, failure)) = run_checks(&p)? {
+        if let Some((name, failure)) = run_checks(dir, &p)? {
             return Ok(reverted(revert(
                 dir,
                 Why::HealthCheck,

@@ -216,15 +216,18 @@ impl Daemon<'_> {
         self.child.id()
     }
 
-    /// The daemon the supervisor runs now, if one runs.
+    /// The daemon the supervisor runs now, if one runs (not a command the supervisor runs
+    /// itself, such as a revert's activation).
     fn daemon_pid(&self) -> Option<u32> {
         let pid = self.supervisor_pid();
         std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
             .ok()?
             .split_whitespace()
-            .next()?
-            .parse()
-            .ok()
+            .filter_map(|c| c.parse().ok())
+            .find(|c: &u32| {
+                std::fs::read(format!("/proc/{c}/cmdline"))
+                    .is_ok_and(|cmd| cmd.split(|b| *b == 0).any(|a| a == b"listen"))
+            })
     }
 }
 

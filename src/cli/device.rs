@@ -9,6 +9,7 @@ use narlink::device::{activate, gc, import, init, intake, listen, status};
 use narlink::nixstore::NixStore;
 use narlink::progress::bytes;
 use narlink::state::device::DeviceState;
+use narlink::state::probation::Window;
 
 use super::output;
 
@@ -157,14 +158,14 @@ pub struct ProbationArgs {
     no_probation: bool,
     /// Seconds of running time a generation waits for the ground's confirmation before it is
     /// reverted (the device counts the time narlink runs: there is no clock across boots).
-    #[arg(long, default_value_t = 48 * 3600)]
+    #[arg(long, default_value_t = Window::default().seconds)]
     probation_seconds: u64,
-    /// Reports written under a generation without a confirmation before it is reverted
-    /// (0: no limit).
-    #[arg(long, default_value_t = 2880)]
+    /// Reports a generation may write without a confirmation; the next one reverts it (0: no
+    /// limit).
+    #[arg(long, default_value_t = Window::default().reports)]
     probation_reports: u32,
-    /// Starts in a row that do not prove healthy before a generation is reverted.
-    #[arg(long, default_value_t = 3)]
+    /// Starts in a row that may fail to prove healthy; the next one reverts the generation.
+    #[arg(long, default_value_t = Window::default().starts)]
     probation_starts: u32,
     /// Required health checks: every executable in this directory runs after the
     /// activation and at each start during probation; one failing reverts at once.
@@ -173,8 +174,8 @@ pub struct ProbationArgs {
 }
 
 impl ProbationArgs {
-    fn window(&self) -> Option<narlink::state::probation::Window> {
-        (!self.no_probation).then(|| narlink::state::probation::Window {
+    fn window(&self) -> Option<Window> {
+        (!self.no_probation).then(|| Window {
             seconds: self.probation_seconds,
             reports: self.probation_reports,
             starts: self.probation_starts,

@@ -27,9 +27,9 @@ pub const VERSION: u32 = 1;
 pub struct Window {
     /// Seconds of running time without a confirmation before the generation is reverted.
     pub seconds: u64,
-    /// Reports written without a confirmation before it is reverted (0: no limit).
+    /// Reports it may write without a confirmation; the next one reverts it (0: no limit).
     pub reports: u32,
-    /// Starts in a row that do not prove healthy before it is reverted.
+    /// Starts in a row that may fail to prove healthy; the next one reverts it.
     pub starts: u32,
     /// Required health checks: every executable in this directory, in name order.
     pub checks: Option<PathBuf>,
@@ -121,10 +121,11 @@ pub struct Probation {
 }
 
 impl Probation {
-    /// Whether the window has run out (time or reports).
+    /// Whether the window has run out: its time, or more reports than the window holds (so
+    /// every report of the window can still be answered before the device gives up).
     pub fn window_over(&self) -> bool {
         self.seconds >= self.window.seconds
-            || self.window.reports > 0 && self.reports >= self.window.reports
+            || self.window.reports > 0 && self.reports > self.window.reports
     }
 
     pub fn on_probation(&self) -> bool {

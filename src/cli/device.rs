@@ -138,8 +138,9 @@ pub struct SuperviseArgs {
     /// profile); the same profile `device listen --profile` switches.
     #[arg(long)]
     profile: Option<PathBuf>,
-    /// Seconds between counts of the running time during probation.
-    #[arg(long, default_value_t = 5)]
+    /// Seconds between counts of the running time during probation (each is a durable write
+    /// of the probation record; a power cut loses at most one).
+    #[arg(long, default_value_t = 30)]
     tick: u64,
     /// Seconds to wait before starting the daemon again after it exited.
     #[arg(long, default_value_t = 1)]

@@ -326,8 +326,10 @@ fn work(
             rx_link = LinkReceiver::open(&state)?;
         }
         if !supervised {
+            // Unsupervised, the daemon counts its running time itself, every status interval
+            // (at most every 30 s: each count is a durable write while on probation).
             let ran = last_tick.elapsed().as_secs();
-            if ran > 0 {
+            if ran > 0 && last_tick.elapsed() >= opts.status_every.min(TIME_TICK) {
                 last_tick += Duration::from_secs(ran);
                 if let Some(why) = trial(&state, Event::Ran(ran), supervised)? {
                     return stop(&state, opts, why, report);
@@ -361,6 +363,9 @@ fn work(
     }
     Ok(report)
 }
+
+/// How often an unsupervised daemon counts its running time at most.
+const TIME_TICK: Duration = Duration::from_secs(30);
 
 /// Write the `n`-th report of this run to `path`; every 16th is a full one (protocol/SPEC.md,
 /// "Status report").

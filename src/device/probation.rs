@@ -379,10 +379,9 @@ pub enum Step {
 /// when this returns.
 pub fn step(state: &DeviceState, event: Event) -> Result<Step, ActivateError> {
     let dir = state.db.dir();
-    if let Event::Start { .. } = event {
-        // A revert a kill interrupted is finished first.
-        finish(dir)?;
-    }
+    // A revert a kill or a failure interrupted is finished first (it is tried again at
+    // every step until it is done).
+    finish(dir)?;
     let began = match event {
         Event::Start { .. } | Event::Landed => begin_due(state)?,
         _ => None,

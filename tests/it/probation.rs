@@ -388,6 +388,51 @@ fn a_confirmed_update_stays_live_and_bad_confirmations_change_nothing() {
     assert_eq!(std::fs::read_to_string(marker).unwrap().trim(), "2");
 }
 
+/// A bundle that arrives while a generation is on probation waits: it is received whole, but
+/// lands only once the trial ends (here by the confirmation), so a revert can only ever go
+/// back to a generation that was confirmed or live before.
+#[test]
+fn a_bundle_arriving_during_probation_waits_for_the_trial() {
+    let (v1, v2, v3) = (demo(1), demo(2), demo(3));
+    let rig = Rig::new(&v1);
+    sh(&format!(
+        "nix-env --store '{}' -p {} --set {v1}",
+        rig.store(),
+        profile(&rig)
+    ));
+    let d = Daemon::start(&rig, 3600, "true", &[]);
+    rig.pack(&["--out", rig.p("b2"), "--frames", rig.p("b2.frames"), &v2]);
+    d.send_file(rig.p("b2.frames"));
+    d.wait_for("generation 2 on probation", |v| {
+        v["activation"] == "passed, on probation"
+    });
+    // The ground learns it and packs the next update, which carries the confirmation first
+    // (72 bytes). Held back here: the device takes the bundle whole and waits.
+    ack_report(&rig);
+    let b3 = rig.pack(&["--out", rig.p("b3"), "--frames", rig.p("b3.frames"), &v3]);
+    assert_eq!(b3["confirmation"]["generation"], 2, "{b3}");
+    let frames = std::fs::read(rig.p("b3.frames")).unwrap();
+    let (confirmation, rest) = frames.split_at(72);
+    d.send(rest);
+    let b3_id = b3["bundle"].as_str().unwrap();
+    d.wait_log(&format!("bundle {b3_id} ready to import"));
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(live(&rig), (2, v2.clone()), "{}", d.tail());
+    assert!(
+        !d.log().contains(&format!("bundle {b3_id} imported")),
+        "{}",
+        d.tail()
+    );
+    // The confirmation ends the trial; then the waiting bundle lands, on probation itself.
+    d.send(confirmation);
+    d.wait_log("generation 2 confirmed by the ground: committed");
+    let st = d.wait_for("generation 3 on probation", |v| {
+        v["activation"] == "passed, on probation" && v["live_generation"] == 3
+    });
+    assert_eq!(live(&rig).1, v3, "{st}");
+    d.wait_log(&format!("bundle {b3_id} imported"));
+}
+
 /// Without a supervisor the daemon counts its own running time: an update the ground never
 /// confirms is reverted by the daemon at the end of its window, and the daemon goes on.
 #[test]

@@ -431,6 +431,21 @@ fn a_bundle_arriving_during_probation_waits_for_the_trial() {
     });
     assert_eq!(live(&rig).1, v3, "{st}");
     d.wait_log(&format!("bundle {b3_id} imported"));
+    // By hand, nothing lands over a generation on probation either.
+    drop(d);
+    let p = profile(&rig);
+    rig.fails_with(
+        &[
+            "device",
+            "import",
+            "--state",
+            rig.p("state"),
+            "--profile",
+            &p,
+        ],
+        "generation 3 (bundle",
+    );
+    assert_eq!(live(&rig).1, v3);
 }
 
 /// Without a supervisor the daemon counts its own running time: an update the ground never

@@ -218,6 +218,7 @@ pub fn activation_name(a: Activation) -> String {
         Activation::Landing => "under way".into(),
         Activation::Probation => "passed, on probation".into(),
         Activation::Reverted => "passed, then reverted".into(),
+        Activation::Committed => "passed, confirmed by the ground".into(),
         Activation::Unknown(n) => format!("unknown ({n})"),
     }
 }

@@ -321,37 +321,54 @@ pub fn confirm(state: &DeviceState, c: &Confirmation) -> Result<Result<u32, Refu
     })
 }
 
-/// What the report says about the trial: the activation value and the probation block,
-/// while a generation is on probation, being reverted, or was reverted.
-pub fn report_note(dir: &Path) -> Result<Option<(Activation, WireProbation)>, StateError> {
+/// What a report says about the trial of the newest generation a landing put on probation.
+#[derive(Clone, Debug)]
+pub struct TrialNote {
+    /// The bundle that landed it.
+    pub bundle_prefix: [u8; 4],
+    pub activation: Activation,
+    /// The probation block: while on probation, being reverted, or reverted (none once
+    /// committed).
+    pub block: Option<WireProbation>,
+}
+
+/// What the report says about the trial in `dir`, if there is one.
+pub fn report_note(dir: &Path) -> Result<Option<TrialNote>, StateError> {
     let Some(p) = record::read(dir)? else {
         return Ok(None);
     };
-    let (activation, reason, check) = match &p.trial {
-        Trial::Committed { .. } => return Ok(None),
-        Trial::OnProbation => (Activation::Probation, Reason::None, None),
-        Trial::Reverting { why, check, .. } => (Activation::Landing, reason(*why), check.clone()),
-        Trial::Reverted { why, check, .. } => (Activation::Reverted, reason(*why), check.clone()),
-    };
-    let mut prefix = [0u8; 4];
-    for (i, b) in prefix.iter_mut().enumerate() {
+    let mut bundle_prefix = [0u8; 4];
+    for (i, b) in bundle_prefix.iter_mut().enumerate() {
         *b = p
             .bundle
             .get(2 * i..2 * i + 2)
             .and_then(|h| u8::from_str_radix(h, 16).ok())
             .unwrap_or(0);
     }
-    Ok(Some((
+    let (activation, reason, check) = match &p.trial {
+        Trial::Committed { .. } => {
+            return Ok(Some(TrialNote {
+                bundle_prefix,
+                activation: Activation::Committed,
+                block: None,
+            }))
+        }
+        Trial::OnProbation => (Activation::Probation, Reason::None, None),
+        Trial::Reverting { why, check, .. } => (Activation::Landing, reason(*why), check.clone()),
+        Trial::Reverted { why, check, .. } => (Activation::Reverted, reason(*why), check.clone()),
+    };
+    Ok(Some(TrialNote {
+        bundle_prefix,
         activation,
-        WireProbation {
-            bundle_prefix: prefix,
+        block: Some(WireProbation {
+            bundle_prefix,
             reason,
             reports: p.reports,
             minutes: u32::try_from(p.seconds / 60).unwrap_or(u32::MAX),
             starts: u8::try_from(p.unproven_starts).unwrap_or(u8::MAX),
             check: check.map(String::into_bytes).unwrap_or_default(),
-        },
-    )))
+        }),
+    }))
 }
 
 /// The report reason of a revert.

@@ -6,9 +6,10 @@
 
 use narlink_protocol::bundle::BundleId;
 use narlink_protocol::digest::short;
-use narlink_protocol::status::device::{path_tag, Activation, BundleNote, Live, Probation, Reason};
+use narlink_protocol::status::device::{path_tag, Activation, BundleNote, Live, Reason};
 use narlink_protocol::status::{Phase as WirePhase, StatusReport};
 
+use super::probation::TrialNote;
 use crate::nixstore::NixStore;
 use crate::state::device::{BundleRecord, DeviceState, Phase, RemovedLog, Stage};
 use crate::state::StateError;
@@ -68,20 +69,14 @@ pub fn report(
 /// How the last landing went: its journal, and the trial of the generation it made.
 struct Landed {
     landing: Option<crate::state::device::Landing>,
-    trial: Option<(Activation, Probation)>,
+    trial: Option<TrialNote>,
 }
 
 impl Landed {
     /// Why bundle `id`'s generation was reverted, if it was.
     fn reverted(&self, id: &BundleId) -> Option<Reason> {
-        match &self.trial {
-            Some((Activation::Reverted | Activation::Landing, p))
-                if p.bundle_prefix == prefix(id) && p.reason != Reason::None =>
-            {
-                Some(p.reason)
-            }
-            _ => None,
-        }
+        let block = self.trial.as_ref()?.block.as_ref()?;
+        (block.bundle_prefix == prefix(id) && block.reason != Reason::None).then_some(block.reason)
     }
 }
 
@@ -155,13 +150,13 @@ fn fill_section(
     // The trial of the generation the last landing made (an older trial says nothing now).
     let landed_bundle = landed.landing.as_ref().map(|l| prefix(&l.bundle));
     if d.activation == Activation::Passed {
-        if let Some((activation, trial)) = landed
+        if let Some(note) = landed
             .trial
             .as_ref()
-            .filter(|(_, t)| Some(t.bundle_prefix) == landed_bundle)
+            .filter(|n| Some(n.bundle_prefix) == landed_bundle)
         {
-            d.activation = *activation;
-            d.probation = Some(trial.clone());
+            d.activation = note.activation;
+            d.probation = note.block.clone();
         }
     }
     // What a new bundle's sequence must exceed (`receive::check_sequence`): the replay mark

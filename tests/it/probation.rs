@@ -13,6 +13,9 @@ use narlink_protocol::frame::FrameRef;
 
 use crate::common::{demo, nix_env, sh, Rig, NARLINK};
 
+/// What a report says of a generation the ground confirmed.
+const COMMITTED: &str = "passed, confirmed by the ground";
+
 fn profile(rig: &Rig) -> String {
     rig.dir
         .join("device/nix/var/nix/profiles/narlink")
@@ -348,14 +351,19 @@ fn a_confirmed_update_stays_live_and_bad_confirmations_change_nothing() {
     );
     d.send(&conf);
     d.wait_log("generation 2 confirmed by the ground: committed");
-    let st = d.wait_for("generation 2 committed", |v| v["activation"] == "passed");
+    let st = d.wait_for("generation 2 committed", |v| v["activation"] == COMMITTED);
     assert!(st.get("probation").is_none(), "{st}");
     // Past the window: still live, never reverted.
     std::thread::sleep(Duration::from_secs(window + 3));
-    let st = d.wait_for("still committed", |v| v["activation"] == "passed");
+    let st = d.wait_for("still committed", |v| v["activation"] == COMMITTED);
     assert_eq!(st["live_generation"], 2, "{st}");
     assert_eq!(live(&rig).1, v2);
     assert!(!d.log().contains("REVERTED"), "{}", d.log());
+    // The ground learns the generation is committed.
+    ack_report(&rig);
+    let show = rig.json(&["ground", "show", "--mirror", rig.p("mirror")]);
+    assert_eq!(show["last_report"]["activation"], COMMITTED, "{show}");
+    assert!(show["probation"].is_null(), "{show}");
 
     // (e) The same confirmation again: replayed. One with its tag altered: forged. One made
     // with another device's key: foreign. None changes anything.
@@ -382,7 +390,7 @@ fn a_confirmed_update_stays_live_and_bad_confirmations_change_nothing() {
     );
     d.send(&frame_bytes(&foreign));
     d.wait_log("confirmations refused: foreign");
-    let st = d.wait_for("still committed", |v| v["activation"] == "passed");
+    let st = d.wait_for("still committed", |v| v["activation"] == COMMITTED);
     assert_eq!(st["live_generation"], 2, "{st}");
     // The activation ran once, for generation 2.
     assert_eq!(std::fs::read_to_string(marker).unwrap().trim(), "2");
@@ -732,7 +740,7 @@ fn kills_during_probation_confirmation_and_revert_leave_one_generation_live_and_
             );
             let st = d.wait_for("a report", |_| true);
             let landed = st["probation"]["bundle"] == prefix.as_str();
-            let committed = st["activation"] == "passed" && live(&rig).1 == closure;
+            let committed = st["activation"] == COMMITTED && live(&rig).1 == closure;
             if committed || landed && st["probation"]["state"] == "reverted" {
                 let why = st["probation"]["reason"]
                     .as_str()
@@ -794,7 +802,7 @@ fn kills_during_probation_confirmation_and_revert_leave_one_generation_live_and_
                 std::thread::sleep(Duration::from_millis(200));
             };
             match st["activation"].as_str().unwrap() {
-                "passed, on probation" | "passed" | "passed, then reverted" | "none" => {}
+                "passed, on probation" | COMMITTED | "passed, then reverted" | "none" => {}
                 other => panic!("kill {done}: activation {other}: {st}"),
             }
         }

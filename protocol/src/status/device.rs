@@ -53,6 +53,8 @@ pub enum Activation {
     /// activated again: not confirmed in time, a health check failed, or the new generation
     /// did not start (the probation block says why).
     Reverted,
+    /// Switched, activated, and confirmed by the ground after its probation.
+    Committed,
     /// A value this build does not know.
     Unknown(u8),
 }
@@ -66,6 +68,7 @@ impl Activation {
             3 => Activation::Landing,
             4 => Activation::Probation,
             5 => Activation::Reverted,
+            6 => Activation::Committed,
             n => Activation::Unknown(n),
         }
     }
@@ -78,6 +81,7 @@ impl Activation {
             Activation::Landing => 3,
             Activation::Probation => 4,
             Activation::Reverted => 5,
+            Activation::Committed => 6,
             Activation::Unknown(n) => n,
         }
     }

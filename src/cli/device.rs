@@ -586,7 +586,7 @@ pub fn run(c: Command, progress: bool) -> anyhow::Result<ExitCode> {
                 tick: std::time::Duration::from_secs(a.tick.max(1)),
                 restart_delay: std::time::Duration::from_secs(a.restart_delay),
             };
-            narlink::device::supervise::supervise(&opts).context("device supervise")?;
+            narlink::device::supervise::supervise(&opts)
         }
         Command::Identity(a) => {
             let state = DeviceState::open(&a.state)?;

@@ -35,18 +35,17 @@ pub struct SuperviseOptions {
     pub restart_delay: Duration,
 }
 
-/// Run forever (until killed), or until the state cannot be read or written.
-pub fn supervise(opts: &SuperviseOptions) -> Result<(), ActivateError> {
+/// Run forever (until killed). Failures of the probation steps are logged and tried again:
+/// the daemon is started whatever they do.
+pub fn supervise(opts: &SuperviseOptions) -> ! {
     let dir = &opts.state_dir;
     let store = NixStore::new(opts.store.as_deref());
     loop {
-        // No daemon runs: a revert a kill interrupted is finished, the start counted.
-        if probation::finish(dir)?.is_some_and(|p| p.on_probation()) {
-            if let Some(p) = probation::count(dir, Count::Start)? {
-                if let Some((why, detail)) = probation::due(&p) {
-                    revert(dir, why, detail)?;
-                }
-            }
+        // No daemon runs: a revert a kill interrupted is finished, the start counted. If that
+        // fails, the daemon starts all the same (it tries the revert again at every step): the
+        // receiver is never kept down by it.
+        if let Err(e) = before_start(dir) {
+            log(&format!("probation: {e} (will retry)"));
         }
         let exe = narlink_of(&store, &opts.profile);
         log(&format!("starting {}", exe.display()));
@@ -72,13 +71,19 @@ pub fn supervise(opts: &SuperviseOptions) -> Result<(), ActivateError> {
                 continue;
             }
             counted = Instant::now();
-            if let Some(p) = probation::count(dir, Count::Seconds(ran.as_secs().max(1)))? {
-                if let Some((why, detail)) = probation::due(&p) {
-                    log("the window ran out: stopping the daemon to revert");
-                    kill(&mut child);
-                    revert(dir, why, detail)?;
-                    break None;
+            match probation::count(dir, Count::Seconds(ran.as_secs().max(1))) {
+                Ok(Some(p)) => {
+                    if let Some((why, detail)) = probation::due(&p) {
+                        log("the window ran out: stopping the daemon to revert");
+                        kill(&mut child);
+                        if let Err(e) = revert(dir, why, detail) {
+                            log(&format!("probation: {e} (will retry)"));
+                        }
+                        break None;
+                    }
                 }
+                Ok(None) => {}
+                Err(e) => log(&format!("probation: {e} (will retry)")),
             }
         };
         log(&format!(
@@ -88,6 +93,18 @@ pub fn supervise(opts: &SuperviseOptions) -> Result<(), ActivateError> {
         ));
         std::thread::sleep(opts.restart_delay);
     }
+}
+
+/// Finish a revert under way, count this start, and revert if the starts ran out.
+fn before_start(dir: &Path) -> Result<(), ActivateError> {
+    if probation::finish(dir)?.is_some_and(|p| p.on_probation()) {
+        if let Some(p) = probation::count(dir, Count::Start)? {
+            if let Some((why, detail)) = probation::due(&p) {
+                revert(dir, why, detail)?;
+            }
+        }
+    }
+    Ok(())
 }
 
 fn revert(

@@ -9,8 +9,8 @@
 //! (`device supervise`, [`super::supervise`]) counts running time and starts when there is one
 //! (it sets `NARLINK_SUPERVISED`), the daemon otherwise; the daemon counts reports, runs the
 //! health checks and takes confirmations. A revert is journaled in the record (`Reverting`,
-//! then `Reverted`), so a kill at any instant leaves a revert that the next start of either
-//! process completes ([`finish`]).
+//! then `Reverted`), so a revert a kill or a failure cut short is completed by the next step
+//! of either process ([`finish`]).
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;

@@ -23,6 +23,17 @@ fn profile(rig: &Rig) -> String {
         .into_owned()
 }
 
+/// A device running `holds` from its profile (generation 1, set by hand: no activation ran).
+fn running(holds: &str) -> Rig {
+    let rig = Rig::new(holds);
+    sh(&format!(
+        "nix-env --store '{}' -p {} --set {holds}",
+        rig.store(),
+        profile(&rig)
+    ));
+    rig
+}
+
 /// A closure whose `bin/narlink` runs `body` (a shell line; "$@" are the daemon's
 /// arguments): a stand-in for a new narlink, good or broken.
 fn narlink_closure(dir: &std::path::Path, name: &str, body: &str) -> String {
@@ -315,12 +326,7 @@ fn bundle_id(hex: &str) -> [u8; 16] {
 #[test]
 fn a_confirmed_update_stays_live_and_bad_confirmations_change_nothing() {
     let (v1, v2) = (demo(1), demo(2));
-    let rig = Rig::new(&v1);
-    sh(&format!(
-        "nix-env --store '{}' -p {} --set {v1}",
-        rig.store(),
-        profile(&rig)
-    ));
+    let rig = running(&v1);
     let marker = rig.p("activated");
     let activate = format!("echo \"$NARLINK_GENERATION\" >> {marker}");
     let window = 8;
@@ -402,12 +408,7 @@ fn a_confirmed_update_stays_live_and_bad_confirmations_change_nothing() {
 #[test]
 fn a_bundle_arriving_during_probation_waits_for_the_trial() {
     let (v1, v2, v3) = (demo(1), demo(2), demo(3));
-    let rig = Rig::new(&v1);
-    sh(&format!(
-        "nix-env --store '{}' -p {} --set {v1}",
-        rig.store(),
-        profile(&rig)
-    ));
+    let rig = running(&v1);
     let d = Daemon::start(&rig, 3600, "true", &[]);
     rig.pack(&["--out", rig.p("b2"), "--frames", rig.p("b2.frames"), &v2]);
     d.send_file(rig.p("b2.frames"));
@@ -461,12 +462,7 @@ fn a_bundle_arriving_during_probation_waits_for_the_trial() {
 #[test]
 fn an_unsupervised_daemon_reverts_by_itself_too() {
     let (v1, v2) = (demo(1), demo(2));
-    let rig = Rig::new(&v1);
-    sh(&format!(
-        "nix-env --store '{}' -p {} --set {v1}",
-        rig.store(),
-        profile(&rig)
-    ));
+    let rig = running(&v1);
     let window = 4;
     let d = Daemon::start_as(&rig, window, "true", &[], false);
     rig.pack(&["--out", rig.p("b2"), "--frames", rig.p("b2.frames"), &v2]);
@@ -494,12 +490,7 @@ fn an_unsupervised_daemon_reverts_by_itself_too() {
 #[test]
 fn a_failing_health_check_reverts_at_once_and_names_the_check() {
     let (v1, v2, v3) = (demo(1), demo(2), demo(3));
-    let rig = Rig::new(&v1);
-    sh(&format!(
-        "nix-env --store '{}' -p {} --set {v1}",
-        rig.store(),
-        profile(&rig)
-    ));
+    let rig = running(&v1);
     let checks = rig.dir.join("health.d");
     std::fs::create_dir(&checks).unwrap();
     for (name, body) in [
@@ -591,12 +582,7 @@ fn a_broken_narlink_is_replaced_by_the_previous_one() {
         "dead",
         "echo 'narlink: cannot open its state' >&2; exit 1",
     );
-    let rig = Rig::new(&good);
-    sh(&format!(
-        "nix-env --store '{}' -p {} --set {good}",
-        rig.store(),
-        profile(&rig)
-    ));
+    let rig = running(&good);
     let window = 6;
     let d = Daemon::start(&rig, window, "true", &[]);
     // (c) The deaf narlink lands as generation 2; nothing it runs ever reports.
@@ -672,12 +658,7 @@ fn kills_during_probation_confirmation_and_revert_leave_one_generation_live_and_
         .unwrap_or(19);
     let mut rng = narlink_protocol::sim::Rng::new(seed);
     let v1 = demo(1);
-    let rig = Rig::new(&v1);
-    sh(&format!(
-        "nix-env --store '{}' -p {} --set {v1}",
-        rig.store(),
-        profile(&rig)
-    ));
+    let rig = running(&v1);
     let checks = rig.dir.join("health.d");
     std::fs::create_dir(&checks).unwrap();
     let check = checks.join("10-flag");

@@ -232,7 +232,8 @@ pub const MAX_CHECK_NAME: usize = 32;
 ///  varint  reports             reports the device sent under the generation
 ///  varint  minutes             minutes the device counted under it (its running time)
 ///  1       starts              starts in a row that did not prove healthy
-///  1       n                   length of the failed health check's name, at most 32
+///  1       n                   length of the failed health check's name, at most 32 (a
+///                              report with more is refused: not canonical)
 ///  n       name
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]

@@ -174,6 +174,9 @@ pub enum StatusError {
     /// Groups given to [`StatusReport::new`] not strictly increasing.
     #[error("group {0} listed out of order or twice")]
     Unsorted(u32),
+    /// A failed health check's name longer than the device writes (not canonical).
+    #[error("health check name of {0} bytes: at most {max} are written", max = device::MAX_CHECK_NAME)]
+    CheckNameTooLong(usize),
 }
 
 /// What a device still needs for one bundle. See the module docs for the byte layout.
@@ -471,6 +474,11 @@ impl StatusReport {
         } else {
             DeviceSection::decode(&mut r, flags & FLAG_PROBATION != 0)?
         };
+        if let Some(p) = device.probation.as_ref() {
+            if p.check.len() > device::MAX_CHECK_NAME {
+                return Err(StatusError::CheckNameTooLong(p.check.len()));
+            }
+        }
         let mut runs: Vec<NeedRun> = Vec::new();
         let (mut prev_end, mut prev_needed) = (0u64, 0u16);
         while !r.is_empty() {

@@ -51,7 +51,7 @@ pub struct StatusView {
 pub struct ProbationView {
     /// The bundle that landed it (id prefix, 8 hex digits).
     pub bundle: String,
-    /// "probation" or "reverted".
+    /// "probation", "reverting" (a revert under way) or "reverted".
     pub state: String,
     /// Why it was reverted ("none" while on probation).
     pub reason: String,
@@ -100,10 +100,11 @@ impl StatusView {
             removals_lost: r.removals_lost,
             probation: d.probation.as_ref().map(|p| ProbationView {
                 bundle: hex(&p.bundle_prefix),
-                state: if d.activation == Activation::Reverted {
-                    "reverted".into()
-                } else {
-                    "probation".into()
+                state: match d.activation {
+                    Activation::Reverted => "reverted".into(),
+                    // A revert under way (the block says why).
+                    Activation::Landing => "reverting".into(),
+                    _ => "probation".into(),
                 },
                 reason: p.reason.name(),
                 reports: p.reports,
@@ -182,6 +183,7 @@ impl ProbationView {
     pub fn describe(&self) -> String {
         let mut s = match self.state.as_str() {
             "reverted" => format!("bundle {}... reverted ({})", self.bundle, self.reason),
+            "reverting" => format!("bundle {}... being reverted ({})", self.bundle, self.reason),
             _ => format!("bundle {}... on probation, not confirmed yet", self.bundle),
         };
         if let Some(c) = &self.check {

@@ -242,7 +242,7 @@ fn work(
     let state = DeviceState::open(dir)?;
     let store = NixStore::new(state.store_uri()?.as_deref());
     let mut report = ListenReport::default();
-    let supervised = probation::supervised();
+    let supervised = probation::attach_to_supervisor();
     // An update a kill interrupted between its import and its activation comes first, then
     // the trial of the generation live (a revert a kill interrupted, the health checks).
     land(&state, &store, &mut report)?;
@@ -328,8 +328,8 @@ fn work(
         if !supervised {
             // Unsupervised, the daemon counts its running time itself, every status interval
             // (at most every 30 s: each count is a durable write while on probation).
-            let ran = last_tick.elapsed().as_secs();
-            if ran > 0 && last_tick.elapsed() >= opts.status_every.min(TIME_TICK) {
+            if last_tick.elapsed() >= opts.status_every.min(TIME_TICK) {
+                let ran = last_tick.elapsed().as_secs();
                 last_tick += Duration::from_secs(ran);
                 if let Some(why) = trial(&state, Event::Ran(ran), supervised)? {
                     return stop(&state, opts, why, report);

@@ -31,10 +31,10 @@ use crate::state::StateError;
 /// supervisor counts time and starts.
 pub const SUPERVISED_ENV: &str = "NARLINK_SUPERVISED";
 
-/// Whether this process runs under `device supervise`. If it does, it is made to die with
-/// its supervisor (so a restarted supervisor never finds an orphan daemon holding the
-/// state), and exits at once if the supervisor is gone already.
-pub fn supervised() -> bool {
+/// Whether this process runs under `device supervise`; if it does, make it die with its
+/// supervisor (so a restarted supervisor never finds an orphan daemon holding the state), or
+/// exit at once if the supervisor is gone already.
+pub fn attach_to_supervisor() -> bool {
     let Some(pid) = std::env::var_os(SUPERVISED_ENV) else {
         return false;
     };

@@ -149,15 +149,15 @@ pub fn show(dir: &Path) -> Result<Show, StateError> {
         }
         bundles.push(v);
     }
-    let probation = match last_report
-        .as_ref()
-        .and_then(|l| l.report.probation.clone())
-    {
-        Some(report) => Some(ProbationShow {
-            report,
-            confirmation_due: super::confirm::due_now(&mirror)?,
-        }),
-        None => None,
+    let probation = match (&report, last_report.as_ref()) {
+        (Some((r, counter, _)), Some(l)) => match l.report.probation.clone() {
+            Some(view) => Some(ProbationShow {
+                report: view,
+                confirmation_due: super::confirm::due(&mirror, r, *counter, keys.secret.as_ref())?,
+            }),
+            None => None,
+        },
+        _ => None,
     };
     Ok(Show {
         probation,

@@ -160,6 +160,35 @@ impl Rig {
         ]);
     }
 
+    /// A device running `holds` from its narlink profile (generation 1, set by hand: no
+    /// activation ran).
+    pub fn running(holds: &str) -> Rig {
+        let rig = Rig::new(holds);
+        sh(&format!(
+            "nix-env --store '{}' -p {} --set {holds}",
+            rig.store(),
+            rig.profile()
+        ));
+        rig
+    }
+
+    /// The device's narlink profile, in its chroot store.
+    pub fn profile(&self) -> String {
+        self.dir
+            .join("device/nix/var/nix/profiles/narlink")
+            .to_string_lossy()
+            .into_owned()
+    }
+
+    /// The profile's live generation and the store path it holds, if there is a profile.
+    pub fn live(&self) -> Option<(u32, String)> {
+        let p = self.profile();
+        let link = std::fs::read_link(&p).ok()?;
+        let generation = link.to_string_lossy().rsplit('-').nth(1)?.parse().ok()?;
+        let root = std::fs::read_link(Path::new(&p).with_file_name(link)).ok()?;
+        Some((generation, root.to_string_lossy().into_owned()))
+    }
+
     pub fn store(&self) -> String {
         format!("local?root={}", self.dir.join("device").display())
     }

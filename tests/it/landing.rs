@@ -3,29 +3,13 @@
 //! live and its activation ran, or the previous one is live and the report says the activation
 //! failed; the report never says "imported" while the profile points elsewhere.
 
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::common::*;
 
-fn profile(rig: &Rig) -> String {
-    rig.dir
-        .join("device/nix/var/nix/profiles/narlink")
-        .to_string_lossy()
-        .into_owned()
-}
-
-/// The store path the profile's live generation points to, if the profile exists.
-fn live(rig: &Rig) -> Option<String> {
-    let p = profile(rig);
-    let generation = std::fs::read_link(&p).ok()?;
-    let dir = Path::new(&p).parent().unwrap().join(generation);
-    Some(std::fs::read_link(dir).ok()?.to_string_lossy().into_owned())
-}
-
 fn import_args<'a>(rig: &'a Rig, activate: &'a str, timeout: &'a str) -> Vec<&'a str> {
-    let p: &'a str = Box::leak(profile(rig).into_boxed_str());
+    let p: &'a str = Box::leak(rig.profile().into_boxed_str());
     vec![
         "device",
         "import",
@@ -42,12 +26,7 @@ fn import_args<'a>(rig: &'a Rig, activate: &'a str, timeout: &'a str) -> Vec<&'a
 
 /// A device running `v1` from its profile (generation 1) that has received the bundle to `v2`.
 fn running_with_received(v1: &str, v2: &str) -> Rig {
-    let rig = Rig::new(v1);
-    sh(&format!(
-        "nix-env --store '{}' -p {} --set {v1}",
-        rig.store(),
-        profile(&rig)
-    ));
+    let rig = Rig::running(v1);
     rig.pack(&["--out", rig.p("b"), v2]);
     rig.receive(rig.p("b"));
     rig
@@ -76,7 +55,11 @@ fn activation_timeout_kills_the_whole_process_group() {
         stat.is_empty() || stat.contains(") Z "),
         "the activation's child lives on: {stat}"
     );
-    assert_eq!(live(&rig).as_deref(), Some(v1.as_str()), "not rolled back");
+    assert_eq!(
+        rig.live().map(|(_, root)| root).as_deref(),
+        Some(v1.as_str()),
+        "not rolled back"
+    );
     assert_eq!(phase(&rig), "failed");
 }
 
@@ -92,9 +75,12 @@ fn failed_first_activation_leaves_no_profile() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(err.contains("generation none is live"), "{err}");
-    assert!(live(&rig).is_none(), "the failed generation stayed live");
     assert!(
-        std::fs::symlink_metadata(profile(&rig)).is_err(),
+        rig.live().map(|(_, root)| root).is_none(),
+        "the failed generation stayed live"
+    );
+    assert!(
+        std::fs::symlink_metadata(rig.profile()).is_err(),
         "profile left behind"
     );
     assert_eq!(phase(&rig), "failed");
@@ -153,19 +139,19 @@ fn sigkill_during_import_switch_and_activation() {
             break;
         }
         rig.assert_holds(&v2);
-        let gen = std::fs::read_link(profile(&rig)).unwrap();
+        let gen = std::fs::read_link(rig.profile()).unwrap();
         let gen = gen.to_string_lossy();
         let gen: u32 = gen.rsplit('-').nth(1).unwrap().parse().unwrap();
         if fails {
             assert_eq!(
-                live(&rig).as_deref(),
+                rig.live().map(|(_, root)| root).as_deref(),
                 Some(v1.as_str()),
                 "round {rounds}: v1 is not live"
             );
             assert_eq!(phase(&rig), "failed", "round {rounds}");
         } else {
             assert_eq!(
-                live(&rig).as_deref(),
+                rig.live().map(|(_, root)| root).as_deref(),
                 Some(v2.as_str()),
                 "round {rounds}: v2 is not live"
             );

@@ -41,11 +41,7 @@ struct Loop {
 
 impl Loop {
     fn profile(&self) -> String {
-        self.rig
-            .dir
-            .join("device/nix/var/nix/profiles/narlink")
-            .to_string_lossy()
-            .into_owned()
+        self.rig.profile()
     }
 
     fn show(&self, step: &str) -> serde_json::Value {

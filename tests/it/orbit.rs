@@ -8,34 +8,6 @@ use std::time::{Duration, Instant};
 
 use crate::common::*;
 
-fn profile(rig: &Rig) -> String {
-    rig.dir
-        .join("device/nix/var/nix/profiles/narlink")
-        .to_string_lossy()
-        .into_owned()
-}
-
-/// The device runs v1 from its profile (generation 1).
-fn with_profile(v1: &str) -> Rig {
-    let rig = Rig::new(v1);
-    sh(&format!(
-        "nix-env --store '{}' -p {} --set {v1}",
-        rig.store(),
-        profile(&rig)
-    ));
-    rig
-}
-
-/// The store path the profile's live generation points to.
-fn live(rig: &Rig) -> String {
-    let profiles = rig.dir.join("device/nix/var/nix/profiles");
-    let generation = std::fs::read_link(profile(rig)).unwrap();
-    std::fs::read_link(profiles.join(generation))
-        .unwrap()
-        .to_string_lossy()
-        .into_owned()
-}
-
 fn update(rig: &Rig, to: &str, name: &str, activate: &str) -> serde_json::Value {
     rig.pack(&["--out", rig.p(name), to]);
     rig.receive(rig.p(name));
@@ -45,7 +17,7 @@ fn update(rig: &Rig, to: &str, name: &str, activate: &str) -> serde_json::Value 
         "--state",
         rig.p("state"),
         "--profile",
-        &profile(rig),
+        &rig.profile(),
         "--activate",
         activate,
     ])
@@ -79,10 +51,10 @@ fn ack_without_inventory(rig: &Rig) -> serde_json::Value {
 #[test]
 fn update_gc_ack_update_again() {
     let (v1, v2, v3) = (demo(1), demo(2), demo(3));
-    let rig = with_profile(&v1);
+    let rig = Rig::running(&v1);
     let imp = update(&rig, &v2, "b2", "test -x \"$NARLINK_ROOT/bin/demo\"");
     assert_eq!(imp["activation"]["activated"], true, "{imp}");
-    assert_eq!(live(&rig), v2);
+    assert_eq!(rig.live().unwrap().1, v2);
     rig.assert_holds(&v2);
 
     // GC on the device keeps one generation: v1's own paths go.
@@ -102,7 +74,7 @@ fn update_gc_ack_update_again() {
             "--state",
             rig.p("state"),
             "--profile",
-            &profile(&rig),
+            &rig.profile(),
             "--keep-generations",
             "1",
         ]);
@@ -154,25 +126,25 @@ fn update_gc_ack_update_again() {
         "--state",
         rig.p("state"),
         "--profile",
-        &profile(&rig),
+        &rig.profile(),
     ]);
     assert_eq!(imp["bundles"][0]["complete"], true, "{imp}");
     rig.assert_holds(&v3);
-    assert_eq!(live(&rig), v3);
+    assert_eq!(rig.live().unwrap().1, v3);
     assert_eq!(report(&rig)["in_step"], true);
 }
 
 #[test]
 fn a_plan_against_an_old_state_is_refused_and_the_ground_learns_why() {
     let (v1, v2, v3) = (demo(1), demo(2), demo(3));
-    let rig = with_profile(&v1);
+    let rig = Rig::running(&v1);
     update(&rig, &v2, "b2", "true");
     assert_eq!(report(&rig)["in_step"], true);
     // The operator collects garbage by hand; the ground does not know.
     sh(&format!(
         "nix-env --store '{}' -p {} --delete-generations old",
         rig.store(),
-        profile(&rig)
+        rig.profile()
     ));
     let v1_only: Vec<String> = sh(&format!("nix-store -qR {v1}"))
         .lines()
@@ -226,7 +198,7 @@ fn a_plan_against_an_old_state_is_refused_and_the_ground_learns_why() {
 #[test]
 fn failed_activation_leaves_the_previous_generation_live() {
     let (v1, v2) = (demo(1), demo(2));
-    let rig = with_profile(&v1);
+    let rig = Rig::running(&v1);
     rig.pack(&["--out", rig.p("b2"), &v2]);
     rig.receive(rig.p("b2"));
     let out = rig.run(&[
@@ -236,7 +208,7 @@ fn failed_activation_leaves_the_previous_generation_live() {
         "--state",
         rig.p("state"),
         "--profile",
-        &profile(&rig),
+        &rig.profile(),
         "--activate",
         "echo self-test failed >&2; exit 3",
     ]);
@@ -252,7 +224,7 @@ fn failed_activation_leaves_the_previous_generation_live() {
         .as_str()
         .unwrap()
         .contains("self-test failed"));
-    assert_eq!(live(&rig), v1);
+    assert_eq!(rig.live().unwrap().1, v1);
 }
 
 fn start_daemon(rig: &Rig) -> (std::process::Child, String) {
@@ -326,7 +298,11 @@ fn daemon_killed_mid_transfer_finishes_after_restart() {
     }
     assert!(daemon.wait().unwrap().success());
     rig.assert_holds(&v3);
-    assert_eq!(live(&rig), v3, "the daemon activated the new root");
+    assert_eq!(
+        rig.live().unwrap().1,
+        v3,
+        "the daemon activated the new root"
+    );
 }
 
 /// Landing without hands (issue 19, item 1): the daemon, given the profile and the
@@ -336,8 +312,8 @@ fn daemon_killed_mid_transfer_finishes_after_restart() {
 fn the_daemon_lands_an_update_by_itself() {
     use crate::hostile::{frames_of, listen_tcp_bursts_with};
     let (v1, v2, v3) = (demo(1), demo(2), demo(3));
-    let rig = with_profile(&v1);
-    let profile = profile(&rig);
+    let rig = Rig::running(&v1);
+    let profile = rig.profile();
     let marker = rig.p("activated");
     for (target, name, activate, expect_live, activation) in [
         (
@@ -361,7 +337,7 @@ fn the_daemon_lands_an_update_by_itself() {
             "--no-probation",
         ];
         listen_tcp_bursts_with(&rig, &[frames_of(&frames)], &extra);
-        assert_eq!(&live(&rig), expect_live, "{name}");
+        assert_eq!(&rig.live().unwrap().1, expect_live, "{name}");
         // The report the daemon left says how the landing went; the ground takes it.
         let st = rig.json(&["inspect", rig.p("status")]);
         assert_eq!(st["activation"], activation, "{name}: {st}");

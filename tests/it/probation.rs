@@ -16,24 +16,6 @@ use crate::common::{demo, nix_env, sh, Rig, NARLINK};
 /// What a report says of a generation the ground confirmed.
 const COMMITTED: &str = "passed, confirmed by the ground";
 
-fn profile(rig: &Rig) -> String {
-    rig.dir
-        .join("device/nix/var/nix/profiles/narlink")
-        .to_string_lossy()
-        .into_owned()
-}
-
-/// A device running `holds` from its profile (generation 1, set by hand: no activation ran).
-fn running(holds: &str) -> Rig {
-    let rig = Rig::new(holds);
-    sh(&format!(
-        "nix-env --store '{}' -p {} --set {holds}",
-        rig.store(),
-        profile(&rig)
-    ));
-    rig
-}
-
 /// A closure whose `bin/narlink` runs `body` (a shell line; "$@" are the daemon's
 /// arguments): a stand-in for a new narlink, good or broken.
 fn narlink_closure(dir: &std::path::Path, name: &str, body: &str) -> String {
@@ -90,7 +72,7 @@ impl<'a> Daemon<'a> {
     ) -> Daemon<'a> {
         let sock = rig.p("uplink.sock").to_owned();
         let log = rig.dir.join("supervise.log");
-        let profile = profile(rig);
+        let profile = rig.profile();
         let window = window.to_string();
         let mut listen = vec![
             "--unix",
@@ -253,24 +235,6 @@ impl Drop for Daemon<'_> {
     }
 }
 
-/// The live generation of the device's profile and the root it holds.
-fn live(rig: &Rig) -> (u32, String) {
-    let p = profile(rig);
-    let link = std::fs::read_link(&p).unwrap();
-    let g = link
-        .to_string_lossy()
-        .rsplit('-')
-        .nth(1)
-        .unwrap()
-        .parse()
-        .unwrap();
-    let root = std::fs::read_link(std::path::Path::new(&p).with_file_name(link))
-        .unwrap()
-        .to_string_lossy()
-        .into_owned();
-    (g, root)
-}
-
 /// `ground ack` of the report the daemon wrote last, as the downlink carries it (into
 /// `status.down`), whatever comes of it.
 fn try_ack(rig: &Rig) -> std::process::Output {
@@ -326,7 +290,7 @@ fn bundle_id(hex: &str) -> [u8; 16] {
 #[test]
 fn a_confirmed_update_stays_live_and_bad_confirmations_change_nothing() {
     let (v1, v2) = (demo(1), demo(2));
-    let rig = running(&v1);
+    let rig = Rig::running(&v1);
     let marker = rig.p("activated");
     let activate = format!("echo \"$NARLINK_GENERATION\" >> {marker}");
     let window = 8;
@@ -338,7 +302,7 @@ fn a_confirmed_update_stays_live_and_bad_confirmations_change_nothing() {
     });
     assert_eq!(st["live_generation"], 2, "{st}");
     assert_eq!(st["probation"]["state"], "probation", "{st}");
-    assert_eq!(live(&rig).1, v2);
+    assert_eq!(rig.live().unwrap().1, v2);
     // The ground takes the report and answers it with a confirmation, no operator step;
     // `ground show` says so.
     let r = ack_and_resend(&rig, rig.p("confirm.frames"));
@@ -363,7 +327,7 @@ fn a_confirmed_update_stays_live_and_bad_confirmations_change_nothing() {
     std::thread::sleep(Duration::from_secs(window + 3));
     let st = d.wait_for("still committed", |v| v["activation"] == COMMITTED);
     assert_eq!(st["live_generation"], 2, "{st}");
-    assert_eq!(live(&rig).1, v2);
+    assert_eq!(rig.live().unwrap().1, v2);
     assert!(!d.log().contains("REVERTED"), "{}", d.log());
     // The ground learns the generation is committed.
     ack_report(&rig);
@@ -408,7 +372,7 @@ fn a_confirmed_update_stays_live_and_bad_confirmations_change_nothing() {
 #[test]
 fn a_bundle_arriving_during_probation_waits_for_the_trial() {
     let (v1, v2, v3) = (demo(1), demo(2), demo(3));
-    let rig = running(&v1);
+    let rig = Rig::running(&v1);
     let d = Daemon::start(&rig, 3600, "true", &[]);
     rig.pack(&["--out", rig.p("b2"), "--frames", rig.p("b2.frames"), &v2]);
     d.send_file(rig.p("b2.frames"));
@@ -426,7 +390,7 @@ fn a_bundle_arriving_during_probation_waits_for_the_trial() {
     let b3_id = b3["bundle"].as_str().unwrap();
     d.wait_log(&format!("bundle {b3_id} ready to import"));
     std::thread::sleep(Duration::from_secs(3));
-    assert_eq!(live(&rig), (2, v2.clone()), "{}", d.tail());
+    assert_eq!(rig.live().unwrap(), (2, v2.clone()), "{}", d.tail());
     assert!(
         !d.log().contains(&format!("bundle {b3_id} imported")),
         "{}",
@@ -438,11 +402,11 @@ fn a_bundle_arriving_during_probation_waits_for_the_trial() {
     let st = d.wait_for("generation 3 on probation", |v| {
         v["activation"] == "passed, on probation" && v["live_generation"] == 3
     });
-    assert_eq!(live(&rig).1, v3, "{st}");
+    assert_eq!(rig.live().unwrap().1, v3, "{st}");
     d.wait_log(&format!("bundle {b3_id} imported"));
     // By hand, nothing lands over a generation on probation either.
     drop(d);
-    let p = profile(&rig);
+    let p = rig.profile();
     rig.fails_with(
         &[
             "device",
@@ -454,7 +418,49 @@ fn a_bundle_arriving_during_probation_waits_for_the_trial() {
         ],
         "generation 3 (bundle",
     );
-    assert_eq!(live(&rig).1, v3);
+    assert_eq!(rig.live().unwrap().1, v3);
+}
+
+/// A revert that cannot finish (here: the generation to go back to does not exist, so Nix
+/// refuses the switch at every try) never keeps the receiver down: the supervisor and the
+/// daemon log it and try again, and the daemon still takes and lands the next bundle.
+#[test]
+fn a_revert_that_cannot_finish_never_keeps_the_receiver_down() {
+    use narlink::state::probation::{self, Probation, Trial, Why, Window};
+    let (v1, v2) = (demo(1), demo(2));
+    let rig = Rig::running(&v1);
+    let stuck = Probation {
+        version: probation::VERSION,
+        bundle: "00".repeat(16),
+        store: Some(rig.store()),
+        profile: rig.profile().into(),
+        generation: 1,
+        root: v1.clone(),
+        previous: Some(99),
+        previous_root: None,
+        command: None,
+        timeout_secs: 10,
+        first_counter: 1,
+        window: Window::default(),
+        seconds: 0,
+        reports: 0,
+        unproven_starts: 0,
+        trial: Trial::Reverting {
+            why: Why::NotConfirmed,
+            check: None,
+            detail: "planted by the test".into(),
+        },
+    };
+    probation::update(std::path::Path::new(rig.p("state")), |r| *r = Some(stuck)).unwrap();
+    let d = Daemon::start(&rig, 3600, "true", &[]);
+    d.wait_log("probation: ");
+    d.wait_log("(will retry)");
+    rig.pack(&["--out", rig.p("b2"), "--frames", rig.p("b2.frames"), &v2]);
+    d.send_file(rig.p("b2.frames"));
+    let st = d.wait_for("generation 2 landed", |v| v["live_generation"] == 2);
+    assert_eq!(rig.live().unwrap().1, v2, "{st}");
+    assert!(d.log().contains("supervise: probation: "), "{}", d.tail());
+    assert!(d.log().contains("listen: probation: "), "{}", d.tail());
 }
 
 /// Without a supervisor the daemon counts its own running time: an update the ground never
@@ -462,7 +468,7 @@ fn a_bundle_arriving_during_probation_waits_for_the_trial() {
 #[test]
 fn an_unsupervised_daemon_reverts_by_itself_too() {
     let (v1, v2) = (demo(1), demo(2));
-    let rig = running(&v1);
+    let rig = Rig::running(&v1);
     let window = 4;
     let d = Daemon::start_as(&rig, window, "true", &[], false);
     rig.pack(&["--out", rig.p("b2"), "--frames", rig.p("b2.frames"), &v2]);
@@ -476,7 +482,7 @@ fn an_unsupervised_daemon_reverts_by_itself_too() {
     });
     assert!(started.elapsed() >= Duration::from_secs(window - 2), "{st}");
     assert_eq!(st["probation"]["reason"], "reverted: not confirmed", "{st}");
-    assert_eq!(live(&rig).1, v1);
+    assert_eq!(rig.live().unwrap().1, v1);
     assert!(
         d.log().contains("generation 2 REVERTED (not confirmed)"),
         "{}",
@@ -490,7 +496,7 @@ fn an_unsupervised_daemon_reverts_by_itself_too() {
 #[test]
 fn a_failing_health_check_reverts_at_once_and_names_the_check() {
     let (v1, v2, v3) = (demo(1), demo(2), demo(3));
-    let rig = running(&v1);
+    let rig = Rig::running(&v1);
     let checks = rig.dir.join("health.d");
     std::fs::create_dir(&checks).unwrap();
     for (name, body) in [
@@ -524,7 +530,7 @@ fn a_failing_health_check_reverts_at_once_and_names_the_check() {
         st["probation"]["reason"], "reverted: a health check failed",
         "{st}"
     );
-    assert_eq!(live(&rig).1, v1);
+    assert_eq!(rig.live().unwrap().1, v1);
     assert!(d.log().contains("radio: no carrier"), "{}", d.log());
     // Generation 2 was activated, then generation 1's activation ran again.
     assert_eq!(std::fs::read_to_string(marker).unwrap().trim(), "2\n1");
@@ -556,7 +562,7 @@ fn a_failing_health_check_reverts_at_once_and_names_the_check() {
         v["activation"] == "passed, then reverted"
     });
     assert_eq!(st["live_generation"], 1, "{st}");
-    assert_eq!(live(&rig).1, v1);
+    assert_eq!(rig.live().unwrap().1, v1);
 
     // The next bundle lands (generation 3, on probation).
     rig.pack(&["--out", rig.p("b3"), "--frames", rig.p("b3.frames"), &v3]);
@@ -565,7 +571,7 @@ fn a_failing_health_check_reverts_at_once_and_names_the_check() {
         v["activation"] == "passed, on probation"
     });
     assert_eq!(st["live_generation"], 3, "{st}");
-    assert_eq!(live(&rig).1, v3);
+    assert_eq!(rig.live().unwrap().1, v3);
 }
 
 /// (c) An update whose narlink runs but takes no frame (it does not even listen) is reverted
@@ -582,7 +588,7 @@ fn a_broken_narlink_is_replaced_by_the_previous_one() {
         "dead",
         "echo 'narlink: cannot open its state' >&2; exit 1",
     );
-    let rig = running(&good);
+    let rig = Rig::running(&good);
     let window = 6;
     let d = Daemon::start(&rig, window, "true", &[]);
     // (c) The deaf narlink lands as generation 2; nothing it runs ever reports.
@@ -597,7 +603,7 @@ fn a_broken_narlink_is_replaced_by_the_previous_one() {
     let started = Instant::now();
     d.wait_log("generation 2 REVERTED (not confirmed)");
     assert!(started.elapsed() >= Duration::from_secs(window - 1));
-    assert_eq!(live(&rig).1, good);
+    assert_eq!(rig.live().unwrap().1, good);
     let st = d.wait_for("the good narlink reports again", |v| {
         v["activation"] == "passed, then reverted" && v["live_generation"] == 1
     });
@@ -609,7 +615,7 @@ fn a_broken_narlink_is_replaced_by_the_previous_one() {
     rig.pack(&["--out", rig.p("b3"), "--frames", rig.p("b3.frames"), &dead]);
     d.send_file(rig.p("b3.frames"));
     d.wait_log("generation 3 REVERTED (the new generation's narlink did not start)");
-    assert_eq!(live(&rig).1, good);
+    assert_eq!(rig.live().unwrap().1, good);
     let st = d.wait_for("the good narlink reports again", |v| {
         v["activation"] == "passed, then reverted" && v["live_generation"] == 1
     });
@@ -622,7 +628,7 @@ fn a_broken_narlink_is_replaced_by_the_previous_one() {
         v["activation"] == "passed, on probation"
     });
     assert_eq!(st["live_generation"], 4, "{st}");
-    assert_eq!(live(&rig).1, v);
+    assert_eq!(rig.live().unwrap().1, v);
 }
 
 /// The generations Nix lists for the profile, and how many are marked current.
@@ -630,7 +636,7 @@ fn current_count(rig: &Rig) -> usize {
     sh(&format!(
         "nix-env --store '{}' -p {} --list-generations",
         rig.store(),
-        profile(rig)
+        rig.profile()
     ))
     .matches("(current)")
     .count()
@@ -658,7 +664,7 @@ fn kills_during_probation_confirmation_and_revert_leave_one_generation_live_and_
         .unwrap_or(19);
     let mut rng = narlink_protocol::sim::Rng::new(seed);
     let v1 = demo(1);
-    let rig = running(&v1);
+    let rig = Rig::running(&v1);
     let checks = rig.dir.join("health.d");
     std::fs::create_dir(&checks).unwrap();
     let check = checks.join("10-flag");
@@ -721,7 +727,7 @@ fn kills_during_probation_confirmation_and_revert_leave_one_generation_live_and_
             );
             let st = d.wait_for("a report", |_| true);
             let landed = st["probation"]["bundle"] == prefix.as_str();
-            let committed = st["activation"] == COMMITTED && live(&rig).1 == closure;
+            let committed = st["activation"] == COMMITTED && rig.live().unwrap().1 == closure;
             if committed || landed && st["probation"]["state"] == "reverted" {
                 let why = st["probation"]["reason"]
                     .as_str()
@@ -761,7 +767,7 @@ fn kills_during_probation_confirmation_and_revert_leave_one_generation_live_and_
             // the reads, within 10 s.
             let until = Instant::now() + Duration::from_secs(10);
             let st = loop {
-                let (g, _) = live(&rig);
+                let (g, _) = rig.live().unwrap();
                 let st = d.wait_for("a report after the restart", |v| {
                     counter_of(rig.p("status")).unwrap_or(0) > before + 1
                         && v["activation"] != "under way"
@@ -769,7 +775,7 @@ fn kills_during_probation_confirmation_and_revert_leave_one_generation_live_and_
                 let ran = std::fs::read_to_string(marker).unwrap_or_default();
                 // Generation 1 was set up by hand, with no activation.
                 let last = ran.lines().last().map_or(1, |l| l.parse::<u32>().unwrap());
-                let steady = live(&rig).0 == g && current_count(&rig) == 1;
+                let steady = rig.live().unwrap().0 == g && current_count(&rig) == 1;
                 if steady && st["live_generation"] == g && last == g {
                     break st;
                 }

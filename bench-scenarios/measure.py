@@ -18,9 +18,12 @@ import sys
 import time
 from pathlib import Path
 
-PEERS = ["naive", "attic", "casync", "zstd_patch", "xdelta3", "ostree"]
+PEERS = ["naive", "attic", "casync", "zstd_patch", "xdelta3", "hdiffpatch", "ostree"]
 COMPLETE_PEERS = ["naive", "attic", "casync", "ostree"]
-RAW_DELTAS = ["zstd_patch", "xdelta3"]
+RAW_DELTAS = ["zstd_patch", "xdelta3", "hdiffpatch"]
+# Issue 20: a signature and 100 B per new path on top of a raw delta.
+SIGNATURE = 64
+PER_PATH = 100
 
 
 def log(*a):
@@ -116,12 +119,13 @@ def peer_zstd_patch(ctx):
     """zstd -19 --long=31 --patch-from=OLD_CONCAT NEW_CONCAT (checked by decoding)."""
     d = ctx["dir"]
     out = d / "delta.zst"
-    sh(["zstd", "-q", "-f", "-19", "--long=31", f"--patch-from={ctx['old_concat']}", str(ctx["new_concat"]), "-o", str(out)])
+    _, s, rss = timed(["zstd", "-q", "-f", "-19", "--long=31", f"--patch-from={ctx['old_concat']}", str(ctx["new_concat"]),
+                       "-o", str(out)], d / "t")
     back = d / "delta.zst.check"
     sh(["zstd", "-q", "-f", "-d", "--long=31", f"--patch-from={ctx['old_concat']}", str(out), "-o", str(back)])
     sh(["cmp", str(back), str(ctx["new_concat"])])
     back.unlink()
-    return {"bytes": out.stat().st_size}
+    return {"bytes": out.stat().st_size, "seconds": s, "rss_kib": rss}
 
 
 def peer_xdelta3(ctx):
@@ -132,12 +136,27 @@ def peer_xdelta3(ctx):
     win = 1 << 23
     while win < size:
         win <<= 1
-    sh(["xdelta3", "-9", "-e", "-f", "-B", str(win), "-s", str(ctx["old_concat"]), str(ctx["new_concat"]), str(out)])
+    _, s, rss = timed(["xdelta3", "-9", "-e", "-f", "-B", str(win), "-s", str(ctx["old_concat"]), str(ctx["new_concat"]), str(out)],
+                      d / "t")
     back = d / "delta.vcdiff.check"
     sh(["xdelta3", "-d", "-f", "-B", str(win), "-s", str(ctx["old_concat"]), str(out), str(back)])
     sh(["cmp", str(back), str(ctx["new_concat"])])
     back.unlink()
-    return {"bytes": out.stat().st_size, "source_window": win}
+    return {"bytes": out.stat().st_size, "source_window": win, "seconds": s, "rss_kib": rss}
+
+
+def peer_hdiffpatch(ctx):
+    """HDiffPatch's algorithm with LZMA (PyPI detools: create_patch -t hdiffpatch -a hdiffpatch
+    -c lzma) of NEW_CONCAT against OLD_CONCAT (checked by applying)."""
+    d = ctx["dir"]
+    out = d / "delta.hdiff"
+    _, s, rss = timed(["detools", "create_patch", "-t", "hdiffpatch", "-a", "hdiffpatch", "-c", "lzma",
+                       str(ctx["old_concat"]), str(ctx["new_concat"]), str(out)], d / "t")
+    back = d / "delta.hdiff.check"
+    sh(["detools", "apply_patch", str(ctx["old_concat"]), str(out), str(back)])
+    sh(["cmp", str(back), str(ctx["new_concat"])])
+    back.unlink()
+    return {"bytes": out.stat().st_size, "seconds": s, "rss_kib": rss}
 
 
 def peer_ostree(ctx):
@@ -297,10 +316,10 @@ def cmd_scenario(a):
 
 
 def target(res):
-    """Issue 4: narlink <= min(complete peers, raw binary deltas + 100 B per new path)."""
+    """Issue 20: narlink <= min(complete peers, raw binary deltas + 64 B + 100 B per new path)."""
     p = res["peers"]
     cands = [p[k]["bytes"] for k in COMPLETE_PEERS if k in p]
-    cands += [p[k]["bytes"] + 100 * res["paths_new"] for k in RAW_DELTAS if k in p]
+    cands += [p[k]["bytes"] + SIGNATURE + PER_PATH * res["paths_new"] for k in RAW_DELTAS if k in p]
     return min(cands) if cands else None
 
 
@@ -308,9 +327,37 @@ def fmt(n):
     return "—" if n is None else f"{n:,}"
 
 
+GROUND_RSS_MIB = 512
+
+
+def ground_table(results):
+    """Issue 20: ground pack time against zstd patch-from's (and HDiffPatch's), throughput and
+    peak RSS, and on every scenario narlink's bytes against HDiffPatch's."""
+    hdr = ["scenario", "new NAR MB", "narlink pack s", "MB/s", "pack peak RSS", "zstd patch-from s (RSS)",
+           "HDiffPatch s (RSS)", "pack / zstd", "pack / HDiffPatch", "time and RSS met", "narlink / HDiffPatch bytes"]
+    out = ["| " + " | ".join(hdr) + " |", "|" + "---|" * len(hdr)]
+    for r in results:
+        n, p = r["narlink"], r["peers"]
+        if "error" in n:
+            continue
+        mb = r["nar_bytes_new"] / 1e6
+        peer = lambda k: (f"{p[k]['seconds']:.1f} ({p[k]['rss_kib'] / 1024:.0f} MiB)" if "seconds" in p.get(k, {}) else "—")
+        ratio = lambda k: (f"{n['ground_pack_s'] / p[k]['seconds']:.2f}" if p.get(k, {}).get("seconds") else "—")
+        rss = n["ground_pack_rss_kib"] / 1024
+        z = p.get("zstd_patch", {}).get("seconds")
+        met = "—" if z is None else ("yes" if n["ground_pack_s"] <= z and rss <= GROUND_RSS_MIB else "no")
+        h = p.get("hdiffpatch", {}).get("bytes")
+        out.append("| " + " | ".join([r["scenario"], f"{mb:.1f}", f"{n['ground_pack_s']:.1f}",
+                                      f"{mb / n['ground_pack_s']:.2f}" if n["ground_pack_s"] else "—", f"{rss:.0f} MiB",
+                                      peer("zstd_patch"), peer("hdiffpatch"), ratio("zstd_patch"), ratio("hdiffpatch"),
+                                      met, f"{n['bytes'] / h:.3f}" if h else "—"]) + " |")
+    return out
+
+
 def cmd_report(a):
     work = Path(a.work)
-    order = ["python", "massrebuild", "bigbinary", "bigbinary-deb", "bigbinary-scipy", "config"]
+    order = ["python", "massrebuild", "bigbinary", "bigbinary-deb", "bigbinary-scipy", "config", "compiled-scipy",
+             "compiled-tf"]
     results = []
     for name in order + sorted(p.name for p in work.iterdir() if p.is_dir() and p.name not in order):
         f = work / name / "result.json"
@@ -319,7 +366,7 @@ def cmd_report(a):
     meta = json.loads((work / "meta.json").read_text()) if (work / "meta.json").exists() else {}
     lines = []
     hdr = ["scenario", "new paths", "new NAR", "naive (export+zstd)", "Attic-style", "casync", "OSTree delta",
-           "zstd patch-from", "xdelta3", "**narlink**", "narlink / naive", "target", "met"]
+           "zstd patch-from", "xdelta3", "HDiffPatch lzma", "**narlink**", "narlink / naive", "target", "met"]
     lines.append("| " + " | ".join(hdr) + " |")
     lines.append("|" + "---|" * len(hdr))
     for r in results:
@@ -329,7 +376,7 @@ def cmd_report(a):
         t = target(r)
         cell = lambda k: fmt(p[k]["bytes"]) if k in p else ("n/m" if k not in r["not_measured"] else "failed")
         row = [r["scenario"], str(r["paths_new"]), fmt(r["nar_bytes_new"]), cell("naive"), cell("attic"), cell("casync"),
-               cell("ostree"), cell("zstd_patch"), cell("xdelta3"),
+               cell("ostree"), cell("zstd_patch"), cell("xdelta3"), cell("hdiffpatch"),
                f"**{fmt(nb)}**" if nb is not None else "failed",
                f"{100 * nb / naive:.1f}%" if nb is not None and naive else "—",
                fmt(t), ("yes" if nb <= t else "no") if nb is not None and t is not None else "—"]
@@ -356,6 +403,8 @@ def cmd_report(a):
     for r in results:
         lines.append("| " + " | ".join([r["scenario"]] + [str(r["peer_seconds"].get(k, "—")) for k in PEERS]
                                        + [str(r.get("narlink_seconds", "—"))]) + " |")
+    lines.append("")
+    lines += ground_table(results)
     extra = []
     for r in results:
         if "mass_rebuild_bound" in r:

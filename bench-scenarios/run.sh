@@ -3,7 +3,7 @@
 # each shipped through narlink into a device store and measured against its peers in the same
 # run. See bench-scenarios/README.md.
 #
-#   bench-scenarios/run.sh [--quick] [--fetch-only] [--only python,massrebuild,bigbinary,bigbinary-deb,bigbinary-scipy,config] [--skip PEER,...] [WORKDIR]
+#   bench-scenarios/run.sh [--quick] [--fetch-only] [--only python,...,compiled-tf] [--skip PEER,...] [WORKDIR]
 #
 # Environment:
 #   SCENARIO_CACHE     where downloads and unpacked trees live (default /work/cache/scenarios)
@@ -31,7 +31,7 @@ while [ $# -gt 0 ]; do
   shift
 done
 if [ -z "$ONLY" ]; then
-  ONLY="python,massrebuild,bigbinary,bigbinary-deb,bigbinary-scipy,config"
+  ONLY="python,massrebuild,bigbinary,bigbinary-deb,bigbinary-scipy,config,compiled-scipy,compiled-tf"
   [ $QUICK = 1 ] && ONLY="python,massrebuild,bigbinary,config"   # the other two have no small variant
 fi
 WORK="${WORK:-$(mktemp -d /tmp/narlink-scenarios.XXXXXX)}"
@@ -56,12 +56,15 @@ if [ ${#need[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 python3 -c 'import pyfastcdc.cy, zstandard' 2>/dev/null || python3 -m pip install -q pyfastcdc zstandard
+command -v detools >/dev/null || python3 -m pip install -q 'detools==0.53.0'   # HDiffPatch's algorithm
 
 step "downloads into $CACHE (once) and unpacked trees"
 # Pinned versions: the same cache gives the same store paths. Debian's archive drops superseded
 # security builds over time; if one is gone, apt-get download says so.
 WHEELS="requests==2.31.0 requests==2.32.3"
 [ $QUICK = 1 ] || WHEELS="$WHEELS numpy==1.26.3 numpy==1.26.4 pyarrow==15.0.0 pyarrow==15.0.1 scipy==1.11.3 scipy==1.11.4"
+# The large compiled bumps (issue 20): 2.1 GB unpacked.
+[ $QUICK = 1 ] || WHEELS="$WHEELS scipy==1.12.0 tensorflow-cpu==2.15.0 tensorflow-cpu==2.15.1"
 DEBS="libssl3=3.0.20-1~deb12u2 libssl3=3.0.22-1~deb12u2 openssl=3.0.22-1~deb12u2 coreutils=9.1-1 bash=5.2.15-2+b13 busybox=1:1.35.0-4+deb12u1+b1 zlib1g=1:1.2.13.dfsg-1"
 [ $QUICK = 1 ] || DEBS="$DEBS libwebkit2gtk-4.1-0=2.50.6-1~deb12u1 libwebkit2gtk-4.1-0=2.50.6-1~deb12u2"
 mkdir -p "$CACHE/wheels" "$CACHE/debs" "$CACHE/trees"
@@ -69,11 +72,12 @@ for w in $WHEELS; do
   name="${w%%==*}"; ver="${w#*==}"
   tree="$CACHE/trees/$name-$ver"
   [ -d "$tree" ] && continue
-  f=$(ls "$CACHE/wheels/$name-$ver-"*.whl 2>/dev/null | head -1 || true)
+  file="$(echo "$name" | tr - _)-$ver-"   # wheel file names spell "-" as "_"
+  f=$(ls "$CACHE/wheels/$file"*.whl 2>/dev/null | head -1 || true)
   if [ -z "$f" ]; then
     python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.11 --implementation cp \
       --abi cp311 --platform manylinux2014_x86_64 "$w" -d "$CACHE/wheels"
-    f=$(ls "$CACHE/wheels/$name-$ver-"*.whl | head -1)
+    f=$(ls "$CACHE/wheels/$file"*.whl | head -1)
   fi
   rm -rf "$tree.tmp"; python3 -m zipfile -e "$f" "$tree.tmp" && mv "$tree.tmp" "$tree"
 done

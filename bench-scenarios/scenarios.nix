@@ -5,7 +5,8 @@
 #   NIX_REMOTE=local nix-build bench-scenarios/scenarios.nix --argstr cache /work/cache/scenarios \
 #     --argstr scenario python --argstr side old --option sandbox false --option substituters ""
 #
-# scenario: python | massrebuild | bigbinary | bigbinary-deb | bigbinary-scipy | config;
+# scenario: python | massrebuild | bigbinary | bigbinary-deb | bigbinary-scipy | config |
+#   compiled-scipy | compiled-tf;
 # side: old | new;  quick: smaller variants (of python, massrebuild, bigbinary, config).
 # Builders are /bin/sh with host tools called by absolute path (sandbox off), as in examples/demo.nix.
 # Sources are imported into the store with builtins.path, so the same cache gives the same paths.
@@ -140,6 +141,13 @@ let
   # 1.26.4 and an app naming both. No quick variant.
   bigbinary-scipy = pyApp "analysis-app-2.0" [ (pyPkg "scipy" (pick "1.11.3" "1.11.4")) (pyPkg "numpy" "1.26.4") ];
 
+  # (e) Large compiled minor-version bumps (issue 20): hundreds of rebuilt ELF .so files.
+  # scipy 1.11.4 -> 1.12.0 (a 142 MB path, 2,100 files, most .so rebuilt) next to an unchanged
+  # numpy 1.26.4, and tensorflow-cpu 2.15.0 -> 2.15.1 (a 900 MB path; libtensorflow_cc.so.2 is
+  # 565 MB), each under an app naming them. No quick variant.
+  compiled-scipy = pyApp "analysis-app-3.0" [ (pyPkg "scipy" (pick "1.11.4" "1.12.0")) (pyPkg "numpy" "1.26.4") ];
+  compiled-tf = pyApp "inference-app-1.0" [ (pyPkg "tensorflow-cpu" (pick "2.15.0" "2.15.1")) ];
+
   # (d) A config-only change of a system profile: a few packages (Debian's bash, coreutils,
   # busybox, zlib, libssl3 and openssl) and an /etc path; exactly one line of config changes.
   config =
@@ -162,4 +170,4 @@ let
       '';
     in profile "system" (pkgs ++ [ etc ]);
 in
-{ inherit python massrebuild bigbinary bigbinary-deb bigbinary-scipy config; }.${scenario}
+{ inherit python massrebuild bigbinary bigbinary-deb bigbinary-scipy config compiled-scipy compiled-tf; }.${scenario}

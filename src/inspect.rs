@@ -78,8 +78,10 @@ pub struct BundleView {
     pub payloads_zstd: usize,
     /// Chunks coded against on-board bytes: zstd deltas and patches.
     pub payloads_delta: usize,
-    /// Of those, bsdiff-style patches.
+    /// Of those, bsdiff-style patches (alone, in a span, or as a part of a solid group).
     pub payloads_patch: usize,
+    /// Chunks in solid groups (patches or new bytes, coded as three streams across the group).
+    pub payloads_solid: usize,
     /// Chunks coded together with the payload before them (no bytes of their own).
     pub payloads_joined: usize,
 }
@@ -98,13 +100,8 @@ pub fn inspect(r: impl Read) -> Result<Inspection, InspectError> {
     if magic.starts_with(&BUNDLE_MAGIC) || magic == *b"NLBUNDLE" {
         let head = read_manifest(&mut r, display_names)?;
         let (header, m) = (&head.header, &head.manifest);
-        // Chunks by how they are coded: a joined chunk as the head of its span.
-        let coded = |what: &dyn Fn(Encoding) -> bool| -> usize {
-            m.spans()
-                .filter(|s| what(m.payloads[s.start].encoding))
-                .map(|s| s.len())
-                .sum()
-        };
+        // Chunks by how they are coded: a joined chunk as the head of its part.
+        let coded = |what: &dyn Fn(Encoding) -> bool| m.chunks_coded(|p| what(p.encoding));
         return Ok(Inspection::Bundle(BundleView {
             bundle: hex(&header.id()),
             sequence: m.sequence,
@@ -115,8 +112,13 @@ pub fn inspect(r: impl Read) -> Result<Inspection, InspectError> {
             roots: m.roots.clone(),
             payloads: m.payloads.len(),
             payloads_zstd: coded(&|e| e == Encoding::Zstd),
-            payloads_delta: coded(&Encoding::needs_reference),
-            payloads_patch: coded(&|e| e == Encoding::Bsdiff),
+            payloads_delta: m.chunks_coded(|p| p.reference.is_some()),
+            // A part of a solid group with a reference is a patch against it.
+            payloads_patch: m.chunks_coded(|p| {
+                p.encoding == Encoding::Bsdiff
+                    || (p.encoding.starts_part() && p.reference.is_some())
+            }),
+            payloads_solid: coded(&Encoding::starts_part),
             payloads_joined: m
                 .payloads
                 .iter()
@@ -224,7 +226,7 @@ impl Inspection {
         match self {
             Inspection::Bundle(b) => {
                 let mut s = format!(
-                    "bundle {} (sequence {}, signed by {})\nmanifest {}, payloads {} ({} chunks, {} zstd, {} deltas)\nplanned against state {}\nroots: {}\n{} new paths:",
+                    "bundle {} (sequence {}, signed by {})\nmanifest {}, payloads {} ({} chunks, {} zstd, {} deltas, {} in solid groups)\nplanned against state {}\nroots: {}\n{} new paths:",
                     b.bundle,
                     b.sequence,
                     if b.signed_by.is_empty() { "nobody".to_owned() } else { format!("key {}", b.signed_by.join(", ")) },
@@ -233,6 +235,7 @@ impl Inspection {
                     b.payloads,
                     b.payloads_zstd,
                     b.payloads_delta,
+                    b.payloads_solid,
                     b.base_digest,
                     b.roots.join(" "),
                     b.paths.len()

@@ -18,6 +18,7 @@ pub mod payload;
 pub mod peek;
 pub mod progress;
 pub mod sim;
+pub mod solid;
 pub mod state;
 pub mod status_view;
 

@@ -87,29 +87,34 @@ const LZMA_DICT: u32 = 1 << 20;
 /// liblzma's LZMA_PRESET_EXTREME flag.
 const LZMA_PRESET_EXTREME: u32 = 0x8000_0000;
 
-fn lzma_options() -> std::io::Result<xz2::stream::LzmaOptions> {
+fn lzma_options(dict: u32) -> std::io::Result<xz2::stream::LzmaOptions> {
     let mut o = xz2::stream::LzmaOptions::new_preset(9 | LZMA_PRESET_EXTREME)
         .map_err(std::io::Error::other)?;
-    o.dict_size(LZMA_DICT);
+    o.dict_size(dict);
     Ok(o)
 }
 
 /// The `.lzma` header our options give: properties (lc 3, lp 0, pb 2), dictionary size,
 /// unknown length (the stream ends with an end marker).
-fn lzma_header() -> [u8; 13] {
+fn lzma_header(dict: u32) -> [u8; 13] {
     let mut h = [0xffu8; 13];
     h[0] = 93; // (pb 2 × 5 + lp 0) × 9 + lc 3
-    h[1..5].copy_from_slice(&LZMA_DICT.to_le_bytes());
+    h[1..5].copy_from_slice(&dict.to_le_bytes());
     h
 }
 
-/// LZMA of a patch's diff stream, without the header the decoder assumes.
+/// LZMA of a patch, without the header the decoder assumes.
 pub(crate) fn lzma_compress(data: &[u8]) -> std::io::Result<Vec<u8>> {
-    let mut s =
-        xz2::stream::Stream::new_lzma_encoder(&lzma_options()?).map_err(std::io::Error::other)?;
+    lzma_compress_with(data, LZMA_DICT)
+}
+
+/// LZMA of `data` with a dictionary of `dict` bytes, without the header.
+pub(crate) fn lzma_compress_with(data: &[u8], dict: u32) -> std::io::Result<Vec<u8>> {
+    let mut s = xz2::stream::Stream::new_lzma_encoder(&lzma_options(dict)?)
+        .map_err(std::io::Error::other)?;
     let mut out = Vec::with_capacity(data.len() + data.len() / 2 + 1024);
     match s.process_vec(data, &mut out, xz2::stream::Action::Finish) {
-        Ok(xz2::stream::Status::StreamEnd) if out.starts_with(&lzma_header()) => {
+        Ok(xz2::stream::Status::StreamEnd) if out.starts_with(&lzma_header(dict)) => {
             Ok(out.split_off(13))
         }
         Ok(_) => Err(std::io::Error::other(
@@ -119,12 +124,19 @@ pub(crate) fn lzma_compress(data: &[u8]) -> std::io::Result<Vec<u8>> {
     }
 }
 
-/// Decode a headerless LZMA stream into at most `capacity` bytes; all input must be used.
-fn lzma_decompress(bytes: &[u8], capacity: usize) -> std::io::Result<Vec<u8>> {
-    let mut s = xz2::stream::Stream::new_lzma_decoder(16 << 20).map_err(std::io::Error::other)?;
+/// Decode a headerless LZMA stream (dictionary `dict`) into at most `capacity` bytes; all
+/// input must be used.
+pub(crate) fn lzma_decompress(
+    bytes: &[u8],
+    capacity: usize,
+    dict: u32,
+) -> std::io::Result<Vec<u8>> {
+    // The decoder's memory: its dictionary, and a little state.
+    let mut s = xz2::stream::Stream::new_lzma_decoder(u64::from(dict) + (16 << 20))
+        .map_err(std::io::Error::other)?;
     let mut out = Vec::with_capacity(capacity);
     let bad = |what: &str| std::io::Error::other(format!("lzma: {what}"));
-    s.process_vec(&lzma_header(), &mut out, xz2::stream::Action::Run)
+    s.process_vec(&lzma_header(dict), &mut out, xz2::stream::Action::Run)
         .map_err(std::io::Error::other)?;
     match s.process_vec(bytes, &mut out, xz2::stream::Action::Finish) {
         Ok(xz2::stream::Status::StreamEnd) if s.total_in() == 13 + bytes.len() as u64 => Ok(out),
@@ -141,6 +153,12 @@ pub fn encode(chunk: &[u8], level: i32) -> (Encoding, Vec<u8>) {
         Ok(z) if z.len() < chunk.len() => (Encoding::Zstd, z),
         _ => (Encoding::Raw, chunk.to_vec()),
     }
+}
+
+/// A decoded part of a solid group coded for staging on the device: zstd at a fast level
+/// (the uplink's coding is already undone; this only spares the device's disk).
+pub fn restage(data: &[u8]) -> std::io::Result<Vec<u8>> {
+    compress(data, 3, None)
 }
 
 /// Bytes a delta costs beyond its payload: the reference in the manifest.
@@ -213,7 +231,8 @@ pub fn decode(
             decompress(bytes, raw_len as usize, Some(reference()?)).map_err(zstd_err)?
         }
         Encoding::Bsdiff => {
-            let patch = lzma_decompress(bytes, max_patch_len(raw_len)).map_err(zstd_err)?;
+            let patch =
+                lzma_decompress(bytes, max_patch_len(raw_len), LZMA_DICT).map_err(zstd_err)?;
             narlink_protocol::patch::apply(reference()?, &patch, raw_len as usize).map_err(|e| {
                 PayloadError::Patch {
                     chunk: chunk(),
@@ -221,7 +240,10 @@ pub fn decode(
                 }
             })?
         }
-        Encoding::Joined => return Err(PayloadError::Span { chunk: chunk() }),
+        // A solid group decodes through `solid::decode`.
+        Encoding::Joined | Encoding::Solid | Encoding::Part => {
+            return Err(PayloadError::Span { chunk: chunk() })
+        }
     };
     if data.len() != raw_len as usize {
         return Err(PayloadError::Length {

@@ -123,6 +123,7 @@ replay_tests!(
     receiver,
     patch,
     payload,
+    solid,
     announce,
     link,
     seal,
@@ -172,6 +173,9 @@ fn generated_seeds() -> Vec<(&'static str, String, Vec<u8>)> {
     }
     for (name, bytes) in payload_seeds() {
         add("payload", &name, bytes);
+    }
+    for (name, bytes) in solid_seeds() {
+        add("solid", &name, bytes);
     }
     for (name, bytes) in announce_seeds() {
         add("announce", &name, bytes);
@@ -881,6 +885,48 @@ fn payload_seeds() -> Vec<(String, Vec<u8>)> {
         ("zstd".into(), framed(1, b"", &plain)),
         ("zstd-delta".into(), framed(2, &code, &delta)),
         ("patch".into(), framed(3, &code, &patch)),
+    ]
+}
+
+/// Solid groups made by the real encoder, in the check's input layout: a group of two
+/// parts (a patch against a reference, then new bytes), and the same with a byte flipped.
+fn solid_seeds() -> Vec<(String, Vec<u8>)> {
+    let code: Vec<u8> = (0..3000u32).flat_map(|i| (i * 16).to_le_bytes()).collect();
+    let shifted: Vec<u8> = (0..3000u32)
+        .flat_map(|i| (i * 16 + 64).to_le_bytes())
+        .collect();
+    let fresh: Vec<u8> = (0..4000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let a = narlink::ground::bsdiff::Reference::new(&code)
+        .diff(&shifted)
+        .expect("patch");
+    let b = narlink::ground::bsdiff::Reference::new(&[])
+        .diff(&fresh)
+        .expect("patch");
+    let bytes = narlink::solid::encode(&[&a, &b]).expect("encode");
+    let mut out = vec![1u8];
+    for (data, reference) in [(&shifted, &code[..]), (&fresh, &[][..])] {
+        out.extend_from_slice(&(data.len() as u16 - 1).to_le_bytes());
+        out.extend_from_slice(&narlink::chunking::chunk_id(data));
+        // An odd length says "has a reference": pad the reference to one.
+        let r: Vec<u8> = if reference.is_empty() {
+            Vec::new()
+        } else {
+            let mut r = reference.to_vec();
+            if r.len() % 2 == 0 {
+                r.push(0);
+            }
+            r
+        };
+        out.extend_from_slice(&(r.len() as u16).to_le_bytes());
+        out.extend_from_slice(&r);
+    }
+    out.extend_from_slice(&bytes);
+    let mut flipped = out.clone();
+    let n = flipped.len();
+    flipped[n - 5] ^= 0x10;
+    vec![
+        ("two-parts".into(), out),
+        ("two-parts-flipped".into(), flipped),
     ]
 }
 

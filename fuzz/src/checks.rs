@@ -40,6 +40,7 @@ pub const TARGETS: &[(&str, Check)] = &[
     ("receiver", receiver),
     ("patch", patch),
     ("payload", payload),
+    ("solid", solid),
     ("announce", announce),
     ("link", link),
     ("seal", seal),
@@ -393,6 +394,54 @@ pub fn payload(data: &[u8]) {
     }
     if let Ok(chunks) = narlink::payload::decode(&span, bytes, Some(reference)) {
         assert_eq!(chunks.len(), raw_len as usize);
+    }
+}
+
+/// A solid group: up to four parts (lengths and chunk ids from the input, each with a
+/// reference of input bytes or none), then the group's bytes. Decoding never panics and
+/// never returns other than each part's length, each chunk checked.
+pub fn solid(data: &[u8]) {
+    use narlink_protocol::manifest::{Encoding, Payload, Reference};
+    let mut input = Input::new(data);
+    let count = usize::from(input.u8() % 4) + 1;
+    let mut group = Vec::new();
+    let mut references = Vec::new();
+    for i in 0..count {
+        let raw_len = u32::from(input.u16()) + 1;
+        let chunk: [u8; 16] = input.take(16).try_into().unwrap_or([0; 16]);
+        let reference_len = usize::from(input.u16());
+        let has_reference = reference_len % 2 == 1;
+        let reference = input.take(reference_len).to_vec();
+        group.push(Payload {
+            chunk,
+            raw_len,
+            encoded_len: 0,
+            encoding: if i == 0 {
+                Encoding::Solid
+            } else {
+                Encoding::Part
+            },
+            reference: has_reference.then_some(Reference {
+                source: references.len() as u32,
+                offset: 0,
+                len: reference.len() as u32,
+            }),
+        });
+        references.push(reference);
+    }
+    let bytes = input.rest();
+    let read = |r: &Reference| {
+        references
+            .get(r.source as usize)
+            .cloned()
+            .ok_or_else(|| "no such reference".to_string())
+    };
+    if let Ok(parts) = narlink::solid::decode(&group, bytes, read) {
+        assert_eq!(parts.len(), count);
+        for (range, data) in parts {
+            let len: u32 = group[range].iter().map(|p| p.raw_len).sum();
+            assert_eq!(data.len(), len as usize);
+        }
     }
 }
 

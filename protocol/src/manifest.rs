@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use crate::storepath::STORE_DIR;
 
 /// Format version of [`Manifest`]. Bump on any change of its fields.
-pub const MANIFEST_VERSION: u16 = 3;
+pub const MANIFEST_VERSION: u16 = 4;
 
 /// Hard cap on the decompressed manifest (defends the device against a hostile length).
 pub const MAX_MANIFEST_BYTES: u32 = 256 << 20;
@@ -101,6 +101,14 @@ pub enum Encoding {
     /// the nearest payload that is not `Joined` (the span's head), whose bytes decode into
     /// the concatenation of all of them. See [`Manifest::spans`].
     Joined,
+    /// The head of a *solid group*: its bytes hold the patches of this part and of the
+    /// `Part`s after it, coded as three streams (controls, differences, new bytes) across
+    /// all of them, so that what repeats between parts (the new code of one rebuilt library
+    /// and of the next) is coded once. Each part is patched against its own reference, or
+    /// against nothing (all its bytes new). See [`crate::solid`].
+    Solid,
+    /// No bytes of its own: the next part of the solid group before it (see `Solid`).
+    Part,
 }
 
 impl Encoding {
@@ -108,13 +116,28 @@ impl Encoding {
     pub fn needs_reference(self) -> bool {
         matches!(self, Encoding::ZstdRef | Encoding::Bsdiff)
     }
+
+    /// Whether the payload may name a reference: a delta must, a part of a solid group may.
+    pub fn takes_reference(self) -> bool {
+        self.needs_reference() || self.starts_part()
+    }
+
+    /// Whether the payload begins a part of a solid group.
+    pub fn starts_part(self) -> bool {
+        matches!(self, Encoding::Solid | Encoding::Part)
+    }
 }
 
 /// Longest reference a delta may name.
 pub const MAX_REFERENCE: u32 = 4 << 20;
 
-/// Most bytes a span (a head payload and the payloads joined to it) may decode into.
+/// Most bytes a span (a head payload and the payloads joined to it) may decode into; also
+/// each part of a solid group.
 pub const MAX_SPAN: u32 = 1 << 20;
+
+/// Most bytes a solid group (all its parts) may decode into. The device holds the group's
+/// decoded streams (at most about twice this) while it stages it.
+pub const MAX_SOLID: u32 = 16 << 20;
 
 /// Bytes the device reads from its own store to decode a delta: `len` bytes at `offset` of
 /// the normalized NAR of `sources[source]`.
@@ -135,7 +158,8 @@ pub struct Payload {
     pub encoded_len: u32,
     pub encoding: Encoding,
     /// For [`Encoding::ZstdRef`] and [`Encoding::Bsdiff`]: the on-board bytes the delta was
-    /// made against.
+    /// made against; for [`Encoding::Solid`] and [`Encoding::Part`], those the part is
+    /// patched against, if any.
     pub reference: Option<Reference>,
 }
 
@@ -175,15 +199,41 @@ impl Manifest {
         })
     }
 
-    /// The span that starts at payload `start`: it and the `Joined` payloads right after it.
+    /// The span that starts at payload `start`: it and the `Joined` payloads right after it;
+    /// for the head of a solid group, the whole group (its `Part`s and their `Joined`s).
     pub fn span_at(&self, start: usize) -> std::ops::Range<usize> {
-        let joined = self
+        let solid = self
+            .payloads
+            .get(start)
+            .is_some_and(|p| p.encoding == Encoding::Solid);
+        let follows = self
             .payloads
             .iter()
             .skip(start + 1)
-            .take_while(|p| p.encoding == Encoding::Joined)
+            .take_while(|p| {
+                p.encoding == Encoding::Joined || (solid && p.encoding == Encoding::Part)
+            })
             .count();
-        start..start + 1 + joined
+        start..start + 1 + follows
+    }
+
+    /// The parts of the span `span`: each a payload and the `Joined` payloads after it (a
+    /// span that is not a solid group is one part).
+    pub fn parts(&self, span: std::ops::Range<usize>) -> Vec<std::ops::Range<usize>> {
+        parts(&self.payloads[span.clone()])
+            .into_iter()
+            .map(|r| r.start + span.start..r.end + span.start)
+            .collect()
+    }
+
+    /// How many chunks are coded by a part head (a payload that is not `Joined`) for which
+    /// `what` holds: a joined chunk counts as coded like the head of its part.
+    pub fn chunks_coded(&self, what: impl Fn(&Payload) -> bool) -> usize {
+        self.spans()
+            .flat_map(|s| self.parts(s))
+            .filter(|p| what(&self.payloads[p.start]))
+            .map(|p| p.len())
+            .sum()
     }
 
     /// Sum of all payloads' encoded lengths: the size of the payload section.
@@ -297,49 +347,79 @@ impl Manifest {
                     reason: "joined payload without a head, or with bytes of its own",
                 });
             }
+            if p.encoding == Encoding::Part && p.encoded_len != 0 {
+                return Err(ManifestError::Payload {
+                    index,
+                    reason: "part of a solid group with bytes of its own",
+                });
+            }
             if p.encoding == Encoding::Raw && p.encoded_len != p.raw_len {
                 return Err(ManifestError::Payload {
                     index,
                     reason: "raw payload whose length differs from its chunk",
                 });
             }
+            let valid = |r: &Reference| {
+                (r.source as usize) < self.sources.len() && r.len <= MAX_REFERENCE && r.len > 0
+            };
             match (p.encoding.needs_reference(), p.reference) {
-                (true, Some(r))
-                    if (r.source as usize) < self.sources.len()
-                        && r.len <= MAX_REFERENCE
-                        && r.len > 0 => {}
+                (true, Some(r)) if valid(&r) => {}
                 (true, _) => {
                     return Err(ManifestError::Payload {
                         index,
                         reason: "delta without a valid reference",
                     });
                 }
+                (false, Some(r)) if p.encoding.starts_part() && valid(&r) => {}
                 (false, Some(_)) => {
                     return Err(ManifestError::Payload {
                         index,
-                        reason: "reference on a payload that is not a delta",
+                        reason: "reference on a payload that is not a delta, or not valid",
                     });
                 }
                 _ => {}
             }
         }
+        let raw = |r: std::ops::Range<usize>| -> u64 {
+            self.payloads[r].iter().map(|p| u64::from(p.raw_len)).sum()
+        };
         for span in self.spans() {
-            let raw: u64 = self.payloads[span.clone()]
+            let head = self.payloads[span.start].encoding;
+            if head == Encoding::Part {
+                return Err(ManifestError::Payload {
+                    index: span.start,
+                    reason: "part outside a solid group",
+                });
+            }
+            let parts = self.parts(span.clone());
+            let long_part = parts
                 .iter()
-                .map(|p| u64::from(p.raw_len))
-                .sum();
-            if span.len() > 1
-                && (raw > u64::from(MAX_SPAN)
-                    || self.payloads[span.start].encoding == Encoding::Raw)
+                .any(|p| p.len() > 1 && raw(p.clone()) > u64::from(MAX_SPAN));
+            if (head == Encoding::Solid && (raw(span.clone()) > u64::from(MAX_SOLID) || long_part))
+                || (head != Encoding::Solid
+                    && span.len() > 1
+                    && (raw(span.clone()) > u64::from(MAX_SPAN) || head == Encoding::Raw))
             {
                 return Err(ManifestError::Payload {
                     index: span.start,
-                    reason: "span longer than the maximum, or raw",
+                    reason: "span or solid group longer than the maximum, or raw",
                 });
             }
         }
         Ok(())
     }
+}
+
+/// Split a span's payloads into parts: each a payload and the `Joined` payloads after it.
+pub fn parts(span: &[Payload]) -> Vec<std::ops::Range<usize>> {
+    let mut out: Vec<std::ops::Range<usize>> = Vec::new();
+    for (i, p) in span.iter().enumerate() {
+        match out.last_mut() {
+            Some(r) if p.encoding == Encoding::Joined => r.end = i + 1,
+            _ => out.push(i..i + 1),
+        }
+    }
+    out
 }
 
 /// Decode postcard bytes that start with [`MANIFEST_VERSION`] and are in canonical form:

@@ -58,13 +58,8 @@ fn unzigzag(v: u64) -> i64 {
 impl Patch {
     /// The serialized form.
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(self.diff.len() + self.extra.len() + 16);
-        put_varint(&mut out, self.controls.len() as u64);
-        for c in &self.controls {
-            put_varint(&mut out, c.add);
-            put_varint(&mut out, c.copy);
-            put_varint(&mut out, zigzag(c.seek));
-        }
+        let mut out = control_stream(&[self]);
+        out.reserve(self.diff.len() + self.extra.len());
         out.extend_from_slice(&self.diff);
         out.extend_from_slice(&self.extra);
         out
@@ -73,58 +68,109 @@ impl Patch {
 
 /// Rebuild the `len`-byte chunk that `patch` makes from `reference`.
 pub fn apply(reference: &[u8], patch: &[u8], len: usize) -> Result<Vec<u8>, PatchError> {
+    // Find where the controls end and sum what they take from the diff and extra bytes.
     let mut r = Reader::new(patch);
     let count = r.varint_u64()?;
-    // Every control takes at least three bytes: the count cannot make us allocate more
-    // than the patch itself.
-    let mut controls = Vec::with_capacity((count as usize).min(patch.len() / 3));
-    let (mut adds, mut copies) = (0u64, 0u64);
+    let mut adds = 0u64;
     for _ in 0..count {
-        let c = Control {
-            add: r.varint_u64()?,
-            copy: r.varint_u64()?,
-            seek: unzigzag(r.varint_u64()?),
-        };
-        adds = adds.saturating_add(c.add);
-        copies = copies.saturating_add(c.copy);
-        controls.push(c);
+        adds = adds.saturating_add(r.varint_u64()?);
+        r.varint_u64()?; // copy
+        r.varint_u64()?; // seek
     }
-    let total = adds.saturating_add(copies);
-    if total != len as u64 {
-        return Err(PatchError::Length {
-            found: total,
-            expected: len as u64,
-        });
-    }
-    // Both lengths are now at most `len`.
-    let diff = r.take(adds as usize)?;
-    let extra = r.take(copies as usize)?;
-    r.expect_end()?;
-    let mut out = Vec::with_capacity(len);
-    let (mut d, mut e) = (diff, extra);
-    let mut at: i128 = 0;
-    for c in controls {
-        let (add, copy) = (c.add as usize, c.copy as usize);
-        let start = usize::try_from(at)
-            .ok()
-            .filter(|s| s.checked_add(add).is_some_and(|end| end <= reference.len()))
-            .ok_or(PatchError::OutOfReference {
-                at,
-                len: reference.len(),
-            })?;
-        let (dd, rest) = d.split_at(add);
-        d = rest;
-        out.extend(
-            dd.iter()
-                .zip(&reference[start..start + add])
-                .map(|(x, y)| x.wrapping_add(*y)),
-        );
-        let (ee, rest) = e.split_at(copy);
-        e = rest;
-        out.extend_from_slice(ee);
-        at += add as i128 + i128::from(c.seek);
-    }
+    let controls = &patch[..r.position()];
+    let diff = r.take(usize::try_from(adds).unwrap_or(usize::MAX))?;
+    let extra = r.take_rest();
+    let mut streams = Streams::new(controls, diff, extra);
+    let out = streams.next(reference, len)?;
+    streams.expect_end()?;
     Ok(out)
+}
+
+/// The three streams of one or more patches, read in order: the controls (per patch a
+/// varint count, then its controls), the diff bytes and the extra bytes. A single patch is
+/// the three laid end to end ([`Patch::to_bytes`]); a solid group codes each stream across
+/// all its parts (`manifest::Encoding::Solid`).
+pub struct Streams<'a> {
+    controls: Reader<'a>,
+    diff: Reader<'a>,
+    extra: Reader<'a>,
+}
+
+impl<'a> Streams<'a> {
+    pub fn new(controls: &'a [u8], diff: &'a [u8], extra: &'a [u8]) -> Streams<'a> {
+        Streams {
+            controls: Reader::new(controls),
+            diff: Reader::new(diff),
+            extra: Reader::new(extra),
+        }
+    }
+
+    /// Rebuild the next patch's `len` bytes from `reference`. Never reads outside the
+    /// reference or the streams, and never makes more than `len` bytes.
+    pub fn next(&mut self, reference: &[u8], len: usize) -> Result<Vec<u8>, PatchError> {
+        let count = self.controls.varint_u64()?;
+        let mut out = Vec::with_capacity(len);
+        let mut at: i128 = 0;
+        for _ in 0..count {
+            let add = self.controls.varint_u64()?;
+            let copy = self.controls.varint_u64()?;
+            let seek = unzigzag(self.controls.varint_u64()?);
+            let found = (out.len() as u64).saturating_add(add).saturating_add(copy);
+            if found > len as u64 {
+                return Err(PatchError::Length {
+                    found,
+                    expected: len as u64,
+                });
+            }
+            // Both are now at most `len`.
+            let (add, copy) = (add as usize, copy as usize);
+            let start = usize::try_from(at)
+                .ok()
+                .filter(|s| s.checked_add(add).is_some_and(|end| end <= reference.len()))
+                .ok_or(PatchError::OutOfReference {
+                    at,
+                    len: reference.len(),
+                })?;
+            let d = self.diff.take(add)?;
+            out.extend(
+                d.iter()
+                    .zip(&reference[start..start + add])
+                    .map(|(x, y)| x.wrapping_add(*y)),
+            );
+            out.extend_from_slice(self.extra.take(copy)?);
+            at += add as i128 + i128::from(seek);
+        }
+        if out.len() != len {
+            return Err(PatchError::Length {
+                found: out.len() as u64,
+                expected: len as u64,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Every stream used up: bytes left over mean a malformed patch.
+    pub fn expect_end(&self) -> Result<(), PatchError> {
+        self.controls.expect_end()?;
+        self.diff.expect_end()?;
+        self.extra.expect_end()?;
+        Ok(())
+    }
+}
+
+/// The controls of `patches` as one stream (per patch: count, then its controls), the form
+/// [`Streams`] reads; their diff and extra bytes are the other two streams, concatenated.
+pub fn control_stream(patches: &[&Patch]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for p in patches {
+        put_varint(&mut out, p.controls.len() as u64);
+        for c in &p.controls {
+            put_varint(&mut out, c.add);
+            put_varint(&mut out, c.copy);
+            put_varint(&mut out, zigzag(c.seek));
+        }
+    }
+    out
 }
 
 #[cfg(test)]

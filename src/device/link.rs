@@ -848,14 +848,20 @@ impl LinkReceiver<'_> {
                 if end > prefix_end {
                     break;
                 }
-                if staged.get(&p.chunk)?.is_none() {
+                let ps = &m.payloads[span.clone()];
+                // Staged already only when all of it is (a chunk of a solid group may have
+                // been staged by another bundle in another grouping).
+                let mut have = true;
+                for q in ps {
+                    have &= staged.contains(&q.chunk)?;
+                }
+                if !have {
                     buf.resize(p.encoded_len as usize, 0);
                     r.seek(offset);
                     r.read_exact(&mut buf).map_err(|e| LinkError::Bundle {
                         bundle: bundle.clone(),
                         source: ReceiveError::Truncated(e),
                     })?;
-                    let ps = &m.payloads[span.clone()];
                     if !stage_payload(self.state, &tx, m, ps, &buf, &mut onboard, &mut report)? {
                         bad.push(offset..end);
                     }

@@ -6,7 +6,7 @@
 use std::io::{self, Read};
 
 use narlink_protocol::bundle::BundleId;
-use narlink_protocol::manifest::{resolve_in, Manifest, Payload};
+use narlink_protocol::manifest::{resolve_in, Encoding, Manifest, Payload, Reference};
 use narlink_protocol::status::device::Reason;
 use narlink_protocol::storepath::PathSet;
 use serde::Serialize;
@@ -306,6 +306,9 @@ pub fn stage_payload(
     let Some(p) = span.first() else {
         return Ok(false);
     };
+    if p.encoding == Encoding::Solid {
+        return stage_solid(state, tx, manifest, span, bytes, onboard, report);
+    }
     let source = p.reference.and_then(|r| {
         let path = manifest.sources.get(r.source as usize)?;
         Some(Source {
@@ -345,6 +348,56 @@ pub fn stage_payload(
             Ok(false)
         }
     }
+}
+
+/// Verify a solid group and stage each of its parts as a span of its own, coded anew with
+/// zstd: a part then decodes without the parts before it, as any staged span does.
+fn stage_solid(
+    state: &DeviceState,
+    tx: &Tx,
+    manifest: &Manifest,
+    group: &[Payload],
+    bytes: &[u8],
+    onboard: &mut Option<OnBoard>,
+    report: &mut ReceiveReport,
+) -> Result<bool, StateError> {
+    if onboard.is_none() && group.iter().any(|p| p.reference.is_some()) {
+        let store = NixStore::new(state.store_uri()?.as_deref());
+        *onboard = Some(OnBoard::new(store, state.db.record_reader()?));
+    }
+    let read = |r: &Reference| -> Result<Vec<u8>, String> {
+        let path = manifest
+            .sources
+            .get(r.source as usize)
+            .ok_or("no such source")?;
+        let o = onboard.as_mut().ok_or("no on-board reader")?;
+        o.range(path, r.offset, r.len).map_err(|e| e.to_string())
+    };
+    let parts = match crate::solid::decode(group, bytes, read) {
+        Ok(parts) => parts,
+        Err(e) => {
+            report.rejected.push(e.to_string());
+            return Ok(false);
+        }
+    };
+    for (range, data) in parts {
+        let coded = match payload::restage(&data) {
+            Ok(c) => c,
+            Err(e) => {
+                report
+                    .rejected
+                    .push(format!("staging a solid group's part: {e}"));
+                return Ok(false);
+            }
+        };
+        let mut span = group[range].to_vec();
+        span[0].encoding = Encoding::Zstd;
+        span[0].encoded_len = coded.len() as u32;
+        span[0].reference = None;
+        state.stage(tx, &span, None, &coded)?;
+    }
+    report.staged += group.len();
+    Ok(true)
 }
 
 /// Mark a bundle complete (every payload staged) or still receiving.

@@ -3,6 +3,7 @@
 pub mod ack;
 pub mod bsdiff;
 pub mod bundles;
+pub mod code;
 pub mod confirm;
 pub mod delta;
 pub mod downlink;

@@ -9,20 +9,19 @@ use std::sync::Arc;
 use narlink_protocol::bundle::{BundleHeader, MANIFEST_PLAIN, MANIFEST_ZSTD};
 use narlink_protocol::digest::{hex, short, state_digest};
 use narlink_protocol::manifest::{
-    ChunkId, Encoding, Manifest, ManifestError, PathEntry, Payload, Reference, MANIFEST_VERSION,
-    MAX_SPAN,
+    ChunkId, Encoding, Manifest, ManifestError, PathEntry, Reference, MANIFEST_VERSION,
 };
 use narlink_protocol::signature::SecretKey;
 use narlink_protocol::storepath::PathSet;
 use serde::Serialize;
 
 use crate::chunking::{chunk_stream, PARAMS};
-use crate::ground::{bsdiff, delta};
+use crate::ground::code::{Batch, RefBytes, RefCache, BATCH_BYTES};
+use crate::ground::delta;
 use crate::nar::{NarError, NarLayout};
 use crate::nixstore::{NixError, NixStore, PathInfo};
 use crate::normalize::{self, hash_list, Normalizer};
 use crate::onboard::OnBoard;
-use crate::payload;
 use crate::progress::{self, Progress};
 use crate::state::mirror::{GroundBundle, Mirror, Standing};
 use crate::state::StateError;
@@ -113,6 +112,8 @@ pub struct PackReport {
     pub chunks_delta: usize,
     /// Chunks coded together with the chunks before them, as one span.
     pub chunks_joined: usize,
+    /// Chunks in solid groups (their patches coded as three streams across the group).
+    pub chunks_solid: usize,
     /// The same after compression: the payload section.
     pub bytes_compressed: u64,
     pub chunks_new: usize,
@@ -341,11 +342,8 @@ pub fn pack(
     let (header, head) = encode_head(&manifest, &device, opts.sign_key.as_deref())?;
     report.signed_by = opts.sign_key.iter().map(|k| k.name.clone()).collect();
     report.bytes_compressed = header.payload_len;
-    report.chunks_delta = manifest
-        .spans()
-        .filter(|s| manifest.payloads[s.start].encoding.needs_reference())
-        .map(|s| s.len())
-        .sum();
+    report.chunks_delta = manifest.chunks_coded(|p| p.reference.is_some());
+    report.chunks_solid = manifest.chunks_coded(|p| p.encoding.starts_part());
     report.chunks_joined = manifest
         .payloads
         .iter()
@@ -462,227 +460,6 @@ fn delta_base(
     Some((cp, anchors))
 }
 
-const BATCH_BYTES: usize = 32 << 20;
-
-/// On-board bytes a new chunk may be a delta against.
-struct RefBytes {
-    reference: Reference,
-    bytes: Vec<u8>,
-}
-
-/// The references read lately: consecutive chunks of a file share theirs, so each is read
-/// once and, in [`Batch::flush`], prepared (zstd dictionary, suffix array) once.
-#[derive(Default)]
-struct RefCache {
-    recent: Vec<Arc<RefBytes>>,
-}
-
-impl RefCache {
-    const KEEP: usize = 8;
-
-    fn get(
-        &mut self,
-        r: Reference,
-        read: impl FnOnce() -> Option<Vec<u8>>,
-    ) -> Option<Arc<RefBytes>> {
-        if let Some(hit) = self.recent.iter().find(|x| x.reference == r) {
-            return Some(hit.clone());
-        }
-        let x = Arc::new(RefBytes {
-            reference: r,
-            bytes: read()?,
-        });
-        if self.recent.len() == Self::KEEP {
-            self.recent.remove(0);
-        }
-        self.recent.push(x.clone());
-        Some(x)
-    }
-}
-
-/// A new chunk: its id, its bytes, and the references it may be a delta against.
-type NewChunk = (ChunkId, Vec<u8>, Vec<Arc<RefBytes>>);
-
-/// New chunks waiting to be compressed, in bundle order.
-#[derive(Default)]
-struct Batch {
-    chunks: Vec<NewChunk>,
-    bytes: usize,
-}
-
-/// A reference prepared for encoding against: a zstd dictionary, and a suffix array for
-/// patches (only for the largest reference of a chunk, the one patches are made against).
-struct Prepared<'a> {
-    of: &'a Arc<RefBytes>,
-    dictionary: zstd::dict::EncoderDictionary<'static>,
-    patch: Option<bsdiff::Reference<'a>>,
-}
-
-impl Batch {
-    fn push(&mut self, id: ChunkId, bytes: &[u8], references: Vec<Arc<RefBytes>>) {
-        // A reference shared with the previous chunk is counted once.
-        let shared = |r: &Arc<RefBytes>| {
-            self.chunks
-                .last()
-                .is_some_and(|(_, _, prev)| prev.iter().any(|p| Arc::ptr_eq(p, r)))
-        };
-        let fresh: usize = references
-            .iter()
-            .filter(|r| !shared(r))
-            .map(|r| r.bytes.len())
-            .sum();
-        self.bytes += bytes.len() + fresh;
-        self.chunks.push((id, bytes.to_vec(), references));
-    }
-
-    /// The best encoding of one chunk: plain zstd (or raw), a zstd delta against one of its
-    /// references, or a patch against its largest reference, whichever is smallest.
-    fn encode<'a>(
-        data: &[u8],
-        references: &'a [Arc<RefBytes>],
-        level: i32,
-        prepared: &mut Vec<Prepared<'a>>,
-    ) -> (Encoding, Vec<u8>, Option<Reference>) {
-        let (encoding, plain) = payload::encode(data, level);
-        let mut best = (encoding, plain, None);
-        let largest = references.iter().max_by_key(|r| r.bytes.len());
-        for r in references {
-            let i = match prepared.iter().position(|p| Arc::ptr_eq(p.of, r)) {
-                Some(i) => i,
-                None => {
-                    if prepared.len() == RefCache::KEEP {
-                        prepared.remove(0);
-                    }
-                    let is_largest = largest.is_some_and(|l| Arc::ptr_eq(l, r));
-                    prepared.push(Prepared {
-                        of: r,
-                        dictionary: zstd::dict::EncoderDictionary::copy(&r.bytes, level),
-                        patch: is_largest.then(|| bsdiff::Reference::new(&r.bytes)),
-                    });
-                    prepared.len() - 1
-                }
-            };
-            let p = &prepared[i];
-            if let Some(d) = payload::encode_delta(data, &p.dictionary, best.1.len()) {
-                best = (Encoding::ZstdRef, d, Some(r.reference));
-            }
-            if let Some(b) = p.patch.as_ref() {
-                if let Some(d) = bsdiff::encode_patch(data, b, best.1.len()) {
-                    best = (Encoding::Bsdiff, d, Some(r.reference));
-                }
-            }
-        }
-        best
-    }
-
-    /// Runs of consecutive chunks that may be coded as one span: those whose largest
-    /// reference is the same (or that have none), at most [`MAX_SPAN`] bytes in all.
-    fn span_candidates(chunks: &[NewChunk]) -> Vec<std::ops::Range<usize>> {
-        let largest = |k: usize| chunks[k].2.iter().max_by_key(|r| r.bytes.len());
-        let same = |a: Option<&Arc<RefBytes>>, b: Option<&Arc<RefBytes>>| match (a, b) {
-            (Some(x), Some(y)) => Arc::ptr_eq(x, y),
-            (None, None) => true,
-            _ => false,
-        };
-        let mut out = Vec::new();
-        let mut i = 0;
-        while i < chunks.len() {
-            let (mut j, mut raw) = (i + 1, chunks[i].1.len());
-            while j < chunks.len()
-                && same(largest(i), largest(j))
-                && raw + chunks[j].1.len() <= MAX_SPAN as usize
-            {
-                raw += chunks[j].1.len();
-                j += 1;
-            }
-            out.push(i..j);
-            i = j;
-        }
-        out
-    }
-
-    /// The payloads of a run of chunks: each chunk coded alone, or, when that is smaller, the
-    /// run coded as one span (the first chunk's payload carries the bytes, the others are
-    /// `Joined`).
-    fn encode_run<'a>(
-        run: &'a [NewChunk],
-        level: i32,
-        prepared: &mut Vec<Prepared<'a>>,
-    ) -> Vec<(Encoding, Vec<u8>, Option<Reference>)> {
-        let singles: Vec<_> = run
-            .iter()
-            .map(|(_, data, references)| Self::encode(data, references, level, prepared))
-            .collect();
-        if run.len() < 2 {
-            return singles;
-        }
-        let separate: usize = singles.iter().map(|(_, b, _)| b.len()).sum();
-        let data: Vec<u8> = run.iter().flat_map(|(_, d, _)| d.iter().copied()).collect();
-        let (encoding, bytes, reference) = Self::encode(&data, &run[0].2, level, prepared);
-        if encoding == Encoding::Raw || bytes.len() >= separate {
-            return singles;
-        }
-        let mut out = vec![(encoding, bytes, reference)];
-        out.extend((1..run.len()).map(|_| (Encoding::Joined, Vec::new(), None)));
-        out
-    }
-
-    /// Compress the batch on `opts.threads` threads and append the payloads in order: each
-    /// chunk, or run of chunks coded as one span, as the smallest of plain zstd, a delta
-    /// against a reference and a patch.
-    fn flush(
-        &mut self,
-        opts: &PackOptions,
-        payloads: &mut Vec<Payload>,
-        out: &mut impl Write,
-    ) -> io::Result<()> {
-        let chunks = std::mem::take(&mut self.chunks);
-        self.bytes = 0;
-        let runs = Self::span_candidates(&chunks);
-        let per = runs.len().div_ceil(opts.threads.max(1)).max(1);
-        let chunks = &chunks;
-        let encoded: Vec<Vec<_>> = std::thread::scope(|s| {
-            let handles: Vec<_> = runs
-                .chunks(per)
-                .map(|part| {
-                    s.spawn(move || {
-                        let mut prepared = Vec::new();
-                        part.iter()
-                            .flat_map(|run| {
-                                Self::encode_run(
-                                    &chunks[run.clone()],
-                                    opts.zstd_level,
-                                    &mut prepared,
-                                )
-                            })
-                            .collect::<Vec<_>>()
-                    })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| {
-                    h.join()
-                        .map_err(|_| io::Error::other("a compression thread panicked"))
-                })
-                .collect::<io::Result<Vec<_>>>()
-        })?;
-        for ((id, data, _), (encoding, bytes, reference)) in
-            chunks.iter().zip(encoded.into_iter().flatten())
-        {
-            out.write_all(&bytes)?;
-            payloads.push(Payload {
-                chunk: *id,
-                raw_len: data.len() as u32,
-                encoded_len: bytes.len() as u32,
-                encoding,
-                reference,
-            });
-        }
-        Ok(())
-    }
-}
-
 /// Order paths so that every path comes after the paths it references; among the paths
 /// ready, the smallest NAR first (then by name), so that on the device small paths become
 /// complete, and importable, early.
@@ -749,7 +526,7 @@ impl PackReport {
              NAR bytes new:    {}\n\
              reused on board:  {} ({:.1}%)\n\
              repeated:         {} ({:.1}%)\n\
-             sent chunks:      {} in {} chunks ({} as deltas or patches, {} joined to the one before)\n\
+             sent chunks:      {} in {} chunks ({} as deltas or patches, {} joined to the one before, {} in solid groups)\n\
              compressed:       {}\n\
              manifest:         {}\n\
              bundle:           {} ({:.2}% of the new NAR bytes)\n\
@@ -766,6 +543,7 @@ impl PackReport {
             self.chunks_new,
             self.chunks_delta,
             self.chunks_joined,
+            self.chunks_solid,
             progress::bytes(self.bytes_compressed),
             progress::bytes(self.manifest_bytes),
             progress::bytes(self.bundle_bytes),

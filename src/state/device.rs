@@ -204,8 +204,11 @@ impl DeviceState {
                 Encoding::Zstd => 1,
                 Encoding::ZstdRef => 2,
                 Encoding::Bsdiff => 3,
-                Encoding::Joined => {
-                    return Err(StateError::Corrupt("a joined payload as a head".into()))
+                // Solid groups are staged part by part, each coded anew (device/receive.rs).
+                Encoding::Joined | Encoding::Solid | Encoding::Part => {
+                    return Err(StateError::Corrupt(
+                        "a joined payload or a solid group as a staged head".into(),
+                    ))
                 }
             } | if pieces { IN_PIECES } else { 0 },
         );

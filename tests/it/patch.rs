@@ -96,3 +96,35 @@ fn relinked_library_in_spans_through_lossy_frames() {
     rig.ok(&["device", "import", "--state", rig.p("state")]);
     rig.assert_holds(&v2);
 }
+
+/// A solid group (the relinked library's patches coded as one group) with one byte changed
+/// is refused whole: none of its parts is staged and import refuses; the genuine bytes then
+/// stage and import byte-exact.
+#[test]
+fn a_damaged_solid_group_stages_nothing() {
+    let (v1, v2) = (relocated(1), relocated(2));
+    let rig = Rig::new(&v1);
+    let bundle = rig.p("update.bundle");
+    let r = rig.pack(&["--out", bundle, &v2]);
+    let solid = r["chunks_solid"].as_u64().unwrap();
+    assert!(solid > 0, "no solid group: {r}");
+    let inspect = rig.json(&["inspect", bundle]);
+    assert_eq!(inspect["payloads_solid"].as_u64(), Some(solid), "{inspect}");
+    let bad = rig.p("bad.bundle");
+    std::fs::copy(bundle, bad).unwrap();
+    let len = std::fs::metadata(bad).unwrap().len();
+    for at in [len - 3, len - 2000] {
+        flip(std::path::Path::new(bad), at);
+        let out = rig.run(&["device", "receive", "--state", rig.p("state"), bad]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "a damaged group was taken: {err}");
+        rig.fails_with(
+            &["device", "import", "--state", rig.p("state")],
+            "payloads are not staged",
+        );
+        flip(std::path::Path::new(bad), at);
+    }
+    rig.receive(bundle);
+    rig.ok(&["device", "import", "--state", rig.p("state")]);
+    rig.assert_holds(&v2);
+}

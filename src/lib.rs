@@ -39,4 +39,17 @@ pub(crate) mod testutil {
             Ok(n)
         }
     }
+
+    /// `n` bytes of xorshift noise from `seed`: incompressible, and never found by chance in
+    /// other noise.
+    pub fn noise(n: usize, mut x: u64) -> Vec<u8> {
+        (0..n)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 24) as u8
+            })
+            .collect()
+    }
 }

@@ -87,9 +87,8 @@ const LZMA_DICT: u32 = 1 << 20;
 /// liblzma's LZMA_PRESET_EXTREME flag.
 const LZMA_PRESET_EXTREME: u32 = 0x8000_0000;
 
-fn lzma_options(dict: u32) -> std::io::Result<xz2::stream::LzmaOptions> {
-    let mut o = xz2::stream::LzmaOptions::new_preset(9 | LZMA_PRESET_EXTREME)
-        .map_err(std::io::Error::other)?;
+fn lzma_options(dict: u32, preset: u32) -> std::io::Result<xz2::stream::LzmaOptions> {
+    let mut o = xz2::stream::LzmaOptions::new_preset(preset).map_err(std::io::Error::other)?;
     o.dict_size(dict);
     Ok(o)
 }
@@ -105,12 +104,12 @@ fn lzma_header(dict: u32) -> [u8; 13] {
 
 /// LZMA of a patch, without the header the decoder assumes.
 pub(crate) fn lzma_compress(data: &[u8]) -> std::io::Result<Vec<u8>> {
-    lzma_compress_with(data, LZMA_DICT)
+    lzma_compress_with(data, LZMA_DICT, 9 | LZMA_PRESET_EXTREME)
 }
 
-/// LZMA of `data` with a dictionary of `dict` bytes, without the header.
-pub(crate) fn lzma_compress_with(data: &[u8], dict: u32) -> std::io::Result<Vec<u8>> {
-    let mut s = xz2::stream::Stream::new_lzma_encoder(&lzma_options(dict)?)
+/// LZMA of `data` at liblzma's `preset` with a dictionary of `dict` bytes, without the header.
+pub(crate) fn lzma_compress_with(data: &[u8], dict: u32, preset: u32) -> std::io::Result<Vec<u8>> {
+    let mut s = xz2::stream::Stream::new_lzma_encoder(&lzma_options(dict, preset)?)
         .map_err(std::io::Error::other)?;
     let mut out = Vec::with_capacity(data.len() + data.len() / 2 + 1024);
     match s.process_vec(data, &mut out, xz2::stream::Action::Finish) {

@@ -155,18 +155,8 @@ pub fn encode_patch(chunk: &[u8], reference: &Reference, plain: usize) -> Option
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testutil::noise;
     use narlink_protocol::patch::apply;
-
-    fn noise(n: usize, mut x: u64) -> Vec<u8> {
-        (0..n)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                (x >> 24) as u8
-            })
-            .collect()
-    }
 
     #[test]
     fn shifted_code_becomes_a_small_patch() {

@@ -13,8 +13,9 @@ use crate::ground::bsdiff;
 use crate::payload;
 
 use super::pack::PackOptions;
-/// New chunk bytes (and the references they bring) collected before they are coded.
-pub const BATCH_BYTES: usize = 32 << 20;
+/// A batch is coded once it holds this many bytes of new chunks and the references they
+/// bring (the ground's memory: at 96 MiB, compiled-scipy's pack peaked at 696 MiB).
+const BATCH_BYTES: usize = 32 << 20;
 
 /// On-board bytes a new chunk may be a delta against.
 pub struct RefBytes {
@@ -55,12 +56,20 @@ impl RefCache {
 /// A new chunk: its id, its bytes, and the references it may be a delta against.
 type NewChunk = (ChunkId, Vec<u8>, Vec<Arc<RefBytes>>);
 
-/// A run's codings (one per chunk: alone, or a span's head and its joined chunks) and its
-/// part of a solid group (a patch, and what it is against).
-type Coded = (
-    Vec<(Encoding, Vec<u8>, Option<Reference>)>,
-    (Patch, Option<Reference>),
-);
+/// Which path of the bundle a new chunk belongs to (its number in bundle order): spans and
+/// solid groups never cross paths, so that a path imports as soon as its own payloads arrive.
+type PathNumber = usize;
+
+/// A chunk's coding: how, its bytes, and what it is against.
+type Coding = (Encoding, Vec<u8>, Option<Reference>);
+
+/// A run as a part of a solid group: a patch, and what it is against.
+type Part = (Patch, Option<Reference>);
+
+/// Most bytes a solid group's payload may take (as its runs' codings apart bound it). A
+/// payload that fails verification on the device costs every FEC group it spans, forged
+/// shards included: a larger group would let one forged frame cost more of a pass.
+const SOLID_CODED: usize = 256 << 10;
 
 /// A patch that makes `data` from nothing: all of it new bytes.
 fn new_bytes(data: &[u8]) -> Patch {
@@ -79,7 +88,8 @@ fn new_bytes(data: &[u8]) -> Patch {
 #[derive(Default)]
 pub struct Batch {
     chunks: Vec<NewChunk>,
-    pub bytes: usize,
+    paths: Vec<PathNumber>,
+    bytes: usize,
 }
 
 /// A reference prepared for encoding against: a zstd dictionary, and a suffix array for
@@ -91,7 +101,19 @@ struct Prepared<'a> {
 }
 
 impl Batch {
-    pub fn push(&mut self, id: ChunkId, bytes: &[u8], references: Vec<Arc<RefBytes>>) {
+    /// Whether the batch should be coded now.
+    pub fn full(&self) -> bool {
+        self.bytes >= BATCH_BYTES
+    }
+
+    pub fn push(
+        &mut self,
+        id: ChunkId,
+        bytes: &[u8],
+        references: Vec<Arc<RefBytes>>,
+        path: PathNumber,
+    ) {
+        self.paths.push(path);
         // A reference shared with the previous chunk is counted once.
         let shared = |r: &Arc<RefBytes>| {
             self.chunks
@@ -114,7 +136,7 @@ impl Batch {
         references: &'a [Arc<RefBytes>],
         level: i32,
         prepared: &mut Vec<Prepared<'a>>,
-    ) -> (Encoding, Vec<u8>, Option<Reference>) {
+    ) -> Coding {
         let (encoding, plain) = payload::encode(data, level);
         let mut best = (encoding, plain, None);
         let largest = references.iter().max_by_key(|r| r.bytes.len());
@@ -149,7 +171,7 @@ impl Batch {
 
     /// Runs of consecutive chunks that may be coded as one span: those whose largest
     /// reference is the same (or that have none), at most [`MAX_SPAN`] bytes in all.
-    fn span_candidates(chunks: &[NewChunk]) -> Vec<std::ops::Range<usize>> {
+    fn span_candidates(chunks: &[NewChunk], paths: &[PathNumber]) -> Vec<std::ops::Range<usize>> {
         let largest = |k: usize| chunks[k].2.iter().max_by_key(|r| r.bytes.len());
         let same = |a: Option<&Arc<RefBytes>>, b: Option<&Arc<RefBytes>>| match (a, b) {
             (Some(x), Some(y)) => Arc::ptr_eq(x, y),
@@ -161,6 +183,7 @@ impl Batch {
         while i < chunks.len() {
             let (mut j, mut raw) = (i + 1, chunks[i].1.len());
             while j < chunks.len()
+                && paths[j] == paths[i]
                 && same(largest(i), largest(j))
                 && raw + chunks[j].1.len() <= MAX_SPAN as usize
             {
@@ -175,108 +198,57 @@ impl Batch {
 
     /// The payloads of a run of chunks: each chunk coded alone, or, when that is smaller, the
     /// run coded as one span (the first chunk's payload carries the bytes, the others are
-    /// `Joined`). Also the run's patch for a solid group: against its largest reference, or
-    /// against nothing.
-    fn encode_run<'a>(run: &'a [NewChunk], level: i32, prepared: &mut Vec<Prepared<'a>>) -> Coded {
+    /// `Joined`).
+    fn encode_run<'a>(
+        run: &'a [NewChunk],
+        level: i32,
+        prepared: &mut Vec<Prepared<'a>>,
+    ) -> Vec<Coding> {
         let singles: Vec<_> = run
             .iter()
             .map(|(_, data, references)| Self::encode(data, references, level, prepared))
             .collect();
+        if run.len() < 2 {
+            return singles;
+        }
+        let separate: usize = singles.iter().map(|(_, b, _)| b.len()).sum();
         let data: Vec<u8> = run.iter().flat_map(|(_, d, _)| d.iter().copied()).collect();
-        let mut best = singles;
-        if run.len() > 1 {
-            let separate: usize = best.iter().map(|(_, b, _)| b.len()).sum();
-            let (encoding, bytes, reference) = Self::encode(&data, &run[0].2, level, prepared);
-            if encoding != Encoding::Raw && bytes.len() < separate {
-                best = vec![(encoding, bytes, reference)];
-                best.extend((1..run.len()).map(|_| (Encoding::Joined, Vec::new(), None)));
-            }
+        let (encoding, bytes, reference) = Self::encode(&data, &run[0].2, level, prepared);
+        if encoding == Encoding::Raw || bytes.len() >= separate {
+            return singles;
         }
-        // Its part of a solid group: a patch against its largest reference even where
-        // another coding won alone. (Measured on scipy 1.11.4 -> 1.12.0: leaving out the
-        // runs a zstd delta won, and sending as new bytes those plain zstd won, cost 5 %:
-        // the groups broke up, and a patch coded in a group beats its coding alone.)
-        let part = Self::part(&data, &run[0].2, level, prepared);
-        (best, part)
+        let mut out = vec![(encoding, bytes, reference)];
+        out.extend((1..run.len()).map(|_| (Encoding::Joined, Vec::new(), None)));
+        out
     }
 
-    /// The bytes of `group` (`raw` bytes of chunks) as one solid group, if it has two runs
-    /// or more and that is smaller than their codings apart.
-    fn solid(group: &[Coded], raw: usize) -> io::Result<Option<Vec<u8>>> {
-        if group.len() < 2 {
-            return Ok(None);
-        }
-        let parts: Vec<&(Patch, Option<Reference>)> = group.iter().map(|(_, p)| p).collect();
-        let separate: usize = group
-            .iter()
-            .flat_map(|(codings, _)| codings.iter())
-            .map(|(_, b, r)| b.len() + r.map_or(0, |_| payload::REFERENCE_COST))
-            .sum();
-        let references = parts.iter().filter(|(_, r)| r.is_some()).count();
-        let patches: Vec<&Patch> = parts.iter().map(|(p, _)| p).collect();
-        let bytes = crate::solid::encode(&patches)?;
-        let smaller = bytes.len() + references * payload::REFERENCE_COST < separate;
-        let fits = bytes.len() as u64 <= u64::from(payload::max_encoded_len(raw as u32));
-        Ok((smaller && fits).then_some(bytes))
+    /// A run as a part of a solid group: a patch against the largest of its first chunk's
+    /// references (whose suffix array [`Batch::encode_run`] prepared), or all of it new.
+    fn part(run: &[NewChunk], prepared: &[Prepared<'_>]) -> Part {
+        let data: Vec<u8> = run.iter().flat_map(|(_, d, _)| d.iter().copied()).collect();
+        let largest = run[0].2.iter().max_by_key(|r| r.bytes.len());
+        let patch = largest.and_then(|r| {
+            let p = prepared.iter().find(|p| Arc::ptr_eq(p.of, r))?;
+            Some((p.patch.as_ref()?.diff(&data)?, Some(r.reference)))
+        });
+        patch.unwrap_or_else(|| (new_bytes(&data), None))
     }
 
-    /// `data` as a part of a solid group: a patch against the largest of `references` (the
-    /// one [`Batch::encode`] prepared a suffix array for), or all of it new.
-    fn part<'a>(
-        data: &[u8],
-        references: &'a [Arc<RefBytes>],
-        level: i32,
-        prepared: &mut Vec<Prepared<'a>>,
-    ) -> (Patch, Option<Reference>) {
-        let largest = references.iter().max_by_key(|r| r.bytes.len());
-        if let Some(r) = largest {
-            let p = match prepared.iter().position(|p| Arc::ptr_eq(p.of, r)) {
-                Some(i) => &prepared[i],
-                None => {
-                    Self::encode(data, references, level, prepared);
-                    match prepared.iter().position(|p| Arc::ptr_eq(p.of, r)) {
-                        Some(i) => &prepared[i],
-                        None => return (new_bytes(data), None),
-                    }
-                }
-            };
-            if let Some(patch) = p.patch.as_ref().and_then(|b| b.diff(data)) {
-                return (patch, Some(r.reference));
-            }
-        }
-        (new_bytes(data), None)
-    }
-
-    /// Compress the batch on `opts.threads` threads and append the payloads in order: each
-    /// chunk, or run of chunks coded as one span, as the smallest of plain zstd, a delta
-    /// against a reference and a patch; and consecutive runs, up to [`MAX_SOLID`] bytes, as
-    /// one solid group when that is smaller than all of those.
-    pub fn flush(
-        &mut self,
-        opts: &PackOptions,
-        payloads: &mut Vec<Payload>,
-        out: &mut impl Write,
-    ) -> io::Result<()> {
-        let chunks = std::mem::take(&mut self.chunks);
-        self.bytes = 0;
-        let runs = Self::span_candidates(&chunks);
-        let per = runs.len().div_ceil(opts.threads.max(1)).max(1);
-        let chunks = &chunks;
-        let coded: Vec<Coded> = std::thread::scope(|s| {
-            let handles: Vec<_> = runs
+    /// Run `f` over `items` on `threads` threads, results in order.
+    fn on_threads<'a, T: Sync, R: Send, S: Default>(
+        items: &'a [T],
+        threads: usize,
+        f: impl Fn(&'a T, &mut S) -> R + Sync,
+    ) -> io::Result<Vec<R>> {
+        let per = items.len().div_ceil(threads.max(1)).max(1);
+        let f = &f;
+        std::thread::scope(|s| {
+            let handles: Vec<_> = items
                 .chunks(per)
                 .map(|part| {
                     s.spawn(move || {
-                        let mut prepared = Vec::new();
-                        part.iter()
-                            .map(|run| {
-                                Self::encode_run(
-                                    &chunks[run.clone()],
-                                    opts.zstd_level,
-                                    &mut prepared,
-                                )
-                            })
-                            .collect::<Vec<_>>()
+                        let mut state = S::default();
+                        part.iter().map(|x| f(x, &mut state)).collect::<Vec<_>>()
                     })
                 })
                 .collect();
@@ -288,24 +260,76 @@ impl Batch {
                 })
                 .collect::<io::Result<Vec<Vec<_>>>>()
                 .map(|v| v.into_iter().flatten().collect())
-        })?;
+        })
+    }
+
+    /// `parts` (`raw` bytes of chunks) as one solid group, if there are two or more.
+    fn solid(parts: &[Part], raw: usize) -> io::Result<Option<Vec<u8>>> {
+        if parts.len() < 2 {
+            return Ok(None);
+        }
+        let patches: Vec<&Patch> = parts.iter().map(|(p, _)| p).collect();
+        let bytes = crate::solid::encode(&patches)?;
+        let fits = bytes.len() as u64 <= u64::from(payload::max_encoded_len(raw as u32));
+        Ok(fits.then_some(bytes))
+    }
+
+    /// Code the batch on `opts.threads` threads and append the payloads in order. Each run
+    /// is coded apart (each chunk, or the run as one span, as the smallest of plain zstd, a
+    /// zstd delta against a reference and a patch) and as a part of a solid group (a patch
+    /// against its largest reference, or new bytes); consecutive runs of one path, up to
+    /// [`MAX_SOLID`] bytes, go as one solid group when that is smaller.
+    pub fn flush(
+        &mut self,
+        opts: &PackOptions,
+        payloads: &mut Vec<Payload>,
+        out: &mut impl Write,
+    ) -> io::Result<()> {
+        let chunks = std::mem::take(&mut self.chunks);
+        let paths = std::mem::take(&mut self.paths);
+        self.bytes = 0;
+        let runs = Self::span_candidates(&chunks, &paths);
+        let chunks = &chunks;
+        let (coded, parts): (Vec<Vec<Coding>>, Vec<Part>) =
+            Self::on_threads(&runs, opts.threads, |run, prepared| {
+                let run = &chunks[run.clone()];
+                let coded = Self::encode_run(run, opts.zstd_level, prepared);
+                (coded, Self::part(run, prepared))
+            })?
+            .into_iter()
+            .unzip();
+        let cost = |codings: &[Coding]| -> usize {
+            codings
+                .iter()
+                .map(|(_, b, r)| b.len() + r.map_or(0, |_| payload::REFERENCE_COST))
+                .sum()
+        };
         let mut i = 0;
         while i < runs.len() {
-            // A group: runs while they fit in MAX_SOLID bytes.
-            let (mut j, mut raw) = (i, 0usize);
+            // A group: runs of one path while they fit in MAX_SOLID bytes, and their codings
+            // apart in SOLID_CODED (the group, smaller, then does too).
+            let (mut j, mut raw, mut separate) = (i, 0usize, 0usize);
             while j < runs.len() {
                 let len: usize = chunks[runs[j].clone()].iter().map(|c| c.1.len()).sum();
-                if j > i && raw + len > MAX_SOLID as usize {
+                let other_path = paths[runs[j].start] != paths[runs[i].start];
+                let over =
+                    raw + len > MAX_SOLID as usize || separate + cost(&coded[j]) > SOLID_CODED;
+                if j > i && (over || other_path) {
                     break;
                 }
                 raw += len;
+                separate += cost(&coded[j]);
                 j += 1;
             }
-            let group = &coded[i..j];
-            let solid = Self::solid(group, raw)?;
+            // The group is kept only if smaller than its runs coded apart. (Keeping it
+            // whenever it codes its runs well, without coding them apart, halves the time
+            // but cost 2.5 % on the mass rebuild: docs/measurements.md, "Solid groups".)
+            let coded = &coded[i..j];
+            let references = parts[i..j].iter().filter(|(_, r)| r.is_some()).count();
+            let solid = Self::solid(&parts[i..j], raw)?
+                .filter(|b| b.len() + references * payload::REFERENCE_COST < separate);
             for (n, run) in runs[i..j].iter().enumerate() {
-                let (singles, part) = &group[n];
-                let part_reference = part.1;
+                let part_reference = parts[i + n].1;
                 for (m, k) in run.clone().enumerate() {
                     let coding = match &solid {
                         Some(bytes) if n == 0 && m == 0 => {
@@ -314,7 +338,7 @@ impl Batch {
                         Some(_) if m == 0 => (Encoding::Part, &[][..], part_reference),
                         Some(_) => (Encoding::Joined, &[][..], None),
                         None => {
-                            let (e, b, r) = &singles[m];
+                            let (e, b, r) = &coded[n][m];
                             (*e, b.as_slice(), *r)
                         }
                     };

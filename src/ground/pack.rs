@@ -16,7 +16,7 @@ use narlink_protocol::storepath::PathSet;
 use serde::Serialize;
 
 use crate::chunking::{chunk_stream, PARAMS};
-use crate::ground::code::{Batch, RefBytes, RefCache, BATCH_BYTES};
+use crate::ground::code::{Batch, RefBytes, RefCache};
 use crate::ground::delta;
 use crate::nar::{NarError, NarLayout};
 use crate::nixstore::{NixError, NixStore, PathInfo};
@@ -246,8 +246,8 @@ pub fn pack(
                     }
                     _ => Vec::new(),
                 };
-                batch.push(c.id, bytes, references);
-                if batch.bytes >= BATCH_BYTES {
+                batch.push(c.id, bytes, references, entries.len());
+                if batch.full() {
                     batch
                         .flush(opts, &mut payloads, &mut payload_out)
                         .map_err(|e| {

@@ -402,7 +402,9 @@ pub fn listen_tcp_bursts_with(rig: &Rig, bursts: &[Vec<Frame>], extra: &[&str]) 
         }
         if start.elapsed() > Duration::from_secs(120) {
             let _ = child.kill();
-            panic!("device listen did not finish");
+            let mut err = String::new();
+            let _ = child.stderr.take().map(|mut e| e.read_to_string(&mut err));
+            panic!("device listen did not finish: {err}");
         }
         std::thread::sleep(Duration::from_millis(20));
     };

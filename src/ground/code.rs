@@ -323,7 +323,8 @@ impl Batch {
             }
             // The group is kept only if smaller than its runs coded apart. (Keeping it
             // whenever it codes its runs well, without coding them apart, halves the time
-            // but cost 2.5 % on the mass rebuild: docs/measurements.md, "Solid groups".)
+            // but cost 2.5 % on the mass rebuild: docs/measurements.md, "Solid first, and
+            // why it was not kept".)
             let coded = &coded[i..j];
             let references = parts[i..j].iter().filter(|(_, r)| r.is_some()).count();
             let solid = Self::solid(&parts[i..j], raw)?

@@ -85,7 +85,7 @@ fn decompress(
 /// the format's 13-byte header, which for these fixed options is always the same.
 const LZMA_DICT: u32 = 1 << 20;
 /// liblzma's LZMA_PRESET_EXTREME flag.
-const LZMA_PRESET_EXTREME: u32 = 0x8000_0000;
+pub(crate) const LZMA_PRESET_EXTREME: u32 = 0x8000_0000;
 
 fn lzma_options(dict: u32, preset: u32) -> std::io::Result<xz2::stream::LzmaOptions> {
     let mut o = xz2::stream::LzmaOptions::new_preset(preset).map_err(std::io::Error::other)?;

@@ -19,7 +19,9 @@ use narlink_protocol::manifest::{self, Encoding, Payload, Reference, MAX_SOLID};
 use narlink_protocol::patch::{control_stream, Patch, Streams};
 use narlink_protocol::wire::{put_varint, Reader};
 
-use crate::payload::{lzma_compress_with, lzma_decompress, short_id, verify, PayloadError};
+use crate::payload::{
+    lzma_compress_with, lzma_decompress, short_id, verify, PayloadError, LZMA_PRESET_EXTREME,
+};
 
 /// The LZMA dictionary of each stream: a whole group.
 pub const DICT: u32 = MAX_SOLID;
@@ -27,7 +29,7 @@ pub const DICT: u32 = MAX_SOLID;
 /// liblzma's preset for the streams: 9 extreme, as for single patches. Preset 6 packed the
 /// mass rebuild in half the time, but lost every group of the relinked-library test (16,343
 /// against 14,841 B) and 0.5 % on compiled-scipy (docs/measurements.md, "Solid groups").
-const PRESET: u32 = 9 | 0x8000_0000;
+const PRESET: u32 = 9 | LZMA_PRESET_EXTREME;
 
 /// Most bytes a group's control stream may decode into: as for a single patch, a few bytes
 /// per control, and controls never outnumber the bytes they make.

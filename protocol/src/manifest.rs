@@ -117,11 +117,6 @@ impl Encoding {
         matches!(self, Encoding::ZstdRef | Encoding::Bsdiff)
     }
 
-    /// Whether the payload may name a reference: a delta must, a part of a solid group may.
-    pub fn takes_reference(self) -> bool {
-        self.needs_reference() || self.starts_part()
-    }
-
     /// Whether the payload begins a part of a solid group.
     pub fn starts_part(self) -> bool {
         matches!(self, Encoding::Solid | Encoding::Part)

@@ -309,33 +309,19 @@ pub fn stage_payload(
     if p.encoding == Encoding::Solid {
         return stage_solid(state, tx, manifest, span, bytes, onboard, report);
     }
-    let source = p.reference.and_then(|r| {
-        let path = manifest.sources.get(r.source as usize)?;
-        Some(Source {
-            path: path.clone(),
-            offset: r.offset,
-            len: r.len,
-        })
-    });
+    let source = p.reference.and_then(|r| source_of(manifest, &r));
     let reference = match &source {
         None => None,
-        Some(s) => {
-            if onboard.is_none() {
-                let store = NixStore::new(state.store_uri()?.as_deref());
-                *onboard = Some(OnBoard::new(store, state.db.record_reader()?));
+        Some(s) => match onboard_reader(state, onboard)?.range(&s.path, s.offset, s.len) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                report.rejected.push(format!(
+                    "chunk {}: delta reference: {e}",
+                    payload::short_id(&p.chunk)
+                ));
+                return Ok(false);
             }
-            match onboard.as_mut().map(|o| o.range(&s.path, s.offset, s.len)) {
-                Some(Ok(r)) => Some(r),
-                Some(Err(e)) => {
-                    report.rejected.push(format!(
-                        "chunk {}: delta reference: {e}",
-                        payload::short_id(&p.chunk)
-                    ));
-                    return Ok(false);
-                }
-                None => None,
-            }
-        }
+        },
     };
     match payload::decode(span, bytes, reference.as_deref()) {
         Ok(_) => {
@@ -350,6 +336,30 @@ pub fn stage_payload(
     }
 }
 
+/// The on-board path and range a delta's reference names.
+fn source_of(manifest: &Manifest, r: &Reference) -> Option<Source> {
+    Some(Source {
+        path: manifest.sources.get(r.source as usize)?.clone(),
+        offset: r.offset,
+        len: r.len,
+    })
+}
+
+/// The reader of on-board bytes, opened on first use.
+fn onboard_reader<'a>(
+    state: &DeviceState,
+    onboard: &'a mut Option<OnBoard>,
+) -> Result<&'a mut OnBoard, StateError> {
+    let reader = match onboard.take() {
+        Some(o) => o,
+        None => OnBoard::new(
+            NixStore::new(state.store_uri()?.as_deref()),
+            state.db.record_reader()?,
+        ),
+    };
+    Ok(onboard.insert(reader))
+}
+
 /// Verify a solid group and stage each of its parts as a span of its own, coded anew with
 /// zstd: a part then decodes without the parts before it, as any staged span does.
 fn stage_solid(
@@ -361,17 +371,13 @@ fn stage_solid(
     onboard: &mut Option<OnBoard>,
     report: &mut ReceiveReport,
 ) -> Result<bool, StateError> {
-    if onboard.is_none() && group.iter().any(|p| p.reference.is_some()) {
-        let store = NixStore::new(state.store_uri()?.as_deref());
-        *onboard = Some(OnBoard::new(store, state.db.record_reader()?));
+    if group.iter().any(|p| p.reference.is_some()) {
+        onboard_reader(state, onboard)?;
     }
     let read = |r: &Reference| -> Result<Vec<u8>, String> {
-        let path = manifest
-            .sources
-            .get(r.source as usize)
-            .ok_or("no such source")?;
+        let s = source_of(manifest, r).ok_or("no such source")?;
         let o = onboard.as_mut().ok_or("no on-board reader")?;
-        o.range(path, r.offset, r.len).map_err(|e| e.to_string())
+        o.range(&s.path, s.offset, s.len).map_err(|e| e.to_string())
     };
     let parts = match crate::solid::decode(group, bytes, read) {
         Ok(parts) => parts,

@@ -143,6 +143,7 @@ fn build_bundle(mib: usize, key: &SecretKey) -> tempfile::NamedTempFile {
         paths: Vec::new(),
         payloads,
         sources: Vec::new(),
+        pieces: Default::default(),
     };
     let (header, head) = encode_head(&manifest, &PathSet::default(), Some(key)).unwrap();
     let mut f = tempfile::NamedTempFile::new().unwrap();

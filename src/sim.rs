@@ -541,6 +541,7 @@ pub fn simulate_update(
     let pack_opts = crate::ground::pack::PackOptions {
         progress,
         sign_key: Some(key.clone()),
+        piece_log2: link.piece_log2(),
         ..Default::default()
     };
     let pack = crate::ground::pack::pack(&mirror, ground_store, &roots[1..], &bundle, &pack_opts)?;

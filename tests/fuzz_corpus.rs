@@ -539,6 +539,7 @@ fn manifests() -> Vec<(String, Manifest)> {
         paths: vec![],
         payloads: vec![],
         sources: vec![],
+        pieces: Default::default(),
     };
     let lib = "/nix/store/0c8f5dd1zxb7mrnr8hb0hpwxzfz1b4qa-libfoo-1.0".to_string();
     let app = "/nix/store/9vv4bd0l5i8k8gd9hkqhhq1rhs0h2f60-app-2.0".to_string();
@@ -601,6 +602,11 @@ fn manifests() -> Vec<(String, Manifest)> {
             },
         ],
         sources: vec!["/nix/store/5q3x1yqzyrj0sfv7h9ld6cw3b6fjx9qm-libfoo-0.9".into()],
+        // 1,320 payload bytes: two pieces of 1 KiB.
+        pieces: narlink_protocol::pieces::Pieces {
+            log2: 10,
+            hashes: vec![[0x11; 8], [0x22; 8]],
+        },
     };
     let other_chunking = Manifest {
         chunking: ChunkParams {

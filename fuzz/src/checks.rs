@@ -1322,6 +1322,7 @@ pub fn link_bundle() -> &'static LinkBundle {
             paths,
             payloads,
             sources: vec![],
+            pieces: Default::default(),
         };
         let key = announce_key();
         let (header, mut bundle) =

@@ -11,6 +11,7 @@ pub mod layout;
 pub mod manifest;
 pub mod params;
 pub mod patch;
+pub mod pieces;
 pub mod receiver;
 pub mod schedule;
 pub mod seal;

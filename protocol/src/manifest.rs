@@ -16,10 +16,11 @@ pub use wire::{display_names, resolve_in};
 
 use serde::{Deserialize, Serialize};
 
+use crate::pieces::Pieces;
 use crate::storepath::STORE_DIR;
 
 /// Format version of [`Manifest`]. Bump on any change of its fields.
-pub const MANIFEST_VERSION: u16 = 4;
+pub const MANIFEST_VERSION: u16 = 5;
 
 /// Hard cap on the decompressed manifest (defends the device against a hostile length).
 pub const MAX_MANIFEST_BYTES: u32 = 256 << 20;
@@ -177,6 +178,8 @@ pub struct Manifest {
     pub payloads: Vec<Payload>,
     /// On-board store paths that deltas are made against.
     pub sources: Vec<String>,
+    /// Hashes of the payload section piece by piece: where forged bytes are.
+    pub pieces: Pieces,
 }
 
 impl Manifest {
@@ -270,6 +273,8 @@ pub enum ManifestError {
     Unresolved { prefix: String, ambiguous: bool },
     #[error("manifest {0} index out of range")]
     Index(&'static str),
+    #[error("manifest piece hashes do not describe its payload section (piece size or count)")]
+    Pieces,
 }
 
 impl Manifest {
@@ -374,6 +379,9 @@ impl Manifest {
                 }
                 _ => {}
             }
+        }
+        if !self.pieces.fits(self.payload_bytes()) {
+            return Err(ManifestError::Pieces);
         }
         let raw = |r: std::ops::Range<usize>| -> u64 {
             self.payloads[r].iter().map(|p| u64::from(p.raw_len)).sum()

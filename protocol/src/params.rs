@@ -303,6 +303,12 @@ impl Default for LinkOptions {
 }
 
 impl LinkOptions {
+    /// The piece size ([`crate::pieces`]) a bundle cut with these options is hashed in: a
+    /// piece spans at most two FEC groups.
+    pub fn piece_log2(&self) -> u8 {
+        crate::pieces::piece_log2_for(u64::from(self.frame_size) * u64::from(self.group_k))
+    }
+
     pub fn params(&self, bundle_len: u64) -> LinkParams {
         LinkParams {
             codec: CodecId::from_u8(self.codec).unwrap_or(DEFAULT_CODEC),

@@ -77,6 +77,7 @@ fn manifest() -> impl Strategy<Value = Manifest> {
                 paths,
                 payloads,
                 sources: Vec::new(),
+                pieces: Default::default(),
             }
         })
 }

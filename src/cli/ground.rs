@@ -284,6 +284,7 @@ pub fn run(c: Command, progress: bool) -> anyhow::Result<ExitCode> {
                 supersede: a.supersede,
                 sign_key,
                 progress,
+                piece_log2: a.link.options().piece_log2(),
                 ..Default::default()
             };
             let r = pack::pack(&mirror, &store, &a.roots, &a.out, &opts)

@@ -11,8 +11,12 @@
 //! groups below the cursor are dropped, so storage holds roughly one copy of the undelivered
 //! part of the bundle, and a lossless pass writes each byte twice: as a frame, then staged.
 //!
-//! A payload that fails verification although its group decoded (a forged frame that passed
-//! its checksum) costs its groups: their data is dropped and they are asked for again.
+//! Forged frames that passed their checksum decode into wrong bytes. The manifest's piece
+//! hashes ([`narlink_protocol::pieces`]) find them as soon as the groups under a piece decode,
+//! anywhere in the bundle: a piece that fails costs the groups under it (their data is
+//! dropped and they are asked for again), not the groups of the payload around it. A payload
+//! that fails verification where no piece did (a bundle too small for pieces) costs its
+//! groups.
 //!
 //! # Who gets room (protocol/SPEC.md, "Receiver admission")
 //!
@@ -143,6 +147,9 @@ struct Session {
     tracker: GroupTracker,
     code: Box<dyn ErasureCode>,
     manifest: Option<Manifest>,
+    /// The manifest's pieces whose bytes were found genuine (or lie partly below the staging
+    /// cursor, where their groups are gone): not checked again until a reset.
+    pieces_ok: Vec<bool>,
     persisted: bool,
     /// Bytes of shards and decoded groups this bundle holds on disk (as of the last flush),
     /// and bytes pending in the current batch.
@@ -320,6 +327,7 @@ impl<'a> LinkReceiver<'a> {
             tracker,
             code: fec::codec(params.codec),
             manifest,
+            pieces_ok: Vec::new(),
             persisted: true,
             stored: 0,
             pending: 0,
@@ -463,6 +471,7 @@ impl LinkReceiver<'_> {
             tracker,
             code: fec::codec(h.params.codec),
             manifest: None,
+            pieces_ok: Vec::new(),
             persisted: false,
             stored: 0,
             pending: 0,
@@ -826,6 +835,8 @@ impl LinkReceiver<'_> {
             .sessions
             .get_mut(key)
             .ok_or_else(|| StateError::Corrupt("session".into()))?;
+        // Pieces whose groups decoded into forged bytes, anywhere in the bundle.
+        let mut bad = check_pieces(self.state, key, s)?;
         let Some(m) = s.manifest.as_ref() else {
             return Ok(());
         };
@@ -834,8 +845,8 @@ impl LinkReceiver<'_> {
         let mut report = ReceiveReport::default();
         // Every payload of the decoded prefix is checked, also past one that failed, so
         // that all groups forged shards decoded into are dropped in one go (one resend round,
-        // not one per group); the cursor stops at the first failure.
-        let mut bad: Vec<std::ops::Range<u64>> = Vec::new();
+        // not one per group); the cursor stops at the first failure. A payload over a piece
+        // that failed is not decoded: it would fail.
         let mut onboard = None;
         {
             let mut r = self.state.bundle_reader(key, &s.layout, 0, prefix_end)?;
@@ -855,7 +866,8 @@ impl LinkReceiver<'_> {
                 for q in ps {
                     have &= staged.contains(&q.chunk)?;
                 }
-                if !have {
+                let damaged = bad.iter().any(|b| b.start < end && offset < b.end);
+                if !have && !damaged {
                     buf.resize(p.encoded_len as usize, 0);
                     r.seek(offset);
                     r.read_exact(&mut buf).map_err(|e| LinkError::Bundle {
@@ -867,7 +879,7 @@ impl LinkReceiver<'_> {
                     }
                     batch += buf.len();
                 }
-                if bad.is_empty() {
+                if !bad.iter().any(|b| b.start < end) {
                     s.rec.next_payload = span.end as _;
                     s.rec.next_offset = end;
                     if batch >= STAGE_BATCH {
@@ -886,17 +898,14 @@ impl LinkReceiver<'_> {
         let complete = s.rec.next_payload as usize == m.payloads.len();
         // Drop decoded groups wholly staged, and the groups of the payloads that failed.
         drop_staged(self.state, &tx, key, &s.layout, s.rec.next_offset)?;
-        for b in &bad {
-            let hit = (0..groups).filter(|&g| {
-                s.layout
-                    .byte_range(g)
-                    .is_some_and(|r| r.start < b.end && b.start < r.end)
-            });
-            for g in hit {
-                self.state.drop_groups(&tx, key, g..=g)?;
-            }
+        let hit: BTreeSet<u32> = bad
+            .iter()
+            .flat_map(|b| groups_under(&s.layout, b.clone()))
+            .collect();
+        for &g in &hit {
+            self.state.drop_groups(&tx, key, g..=g)?;
         }
-        self.stats.groups_dropped += bad.len() as u64;
+        self.stats.groups_dropped += hit.len() as u64;
         if complete {
             finish_bundle(self.state, &tx, &id, true)?;
             self.state.forget_session(&tx, key)?;
@@ -1035,6 +1044,64 @@ impl LinkReceiver<'_> {
 
 /// Drop the groups of session `key` that lie wholly below bundle offset `staged` (their
 /// payloads are staged), within `tx`.
+/// The groups that hold any of `bytes`.
+fn groups_under(layout: &GroupLayout, bytes: std::ops::Range<u64>) -> std::ops::Range<u32> {
+    let group_of = |at: u64| {
+        layout
+            .locate_shard(at / u64::from(layout.shard_size()))
+            .map_or(layout.group_count(), |(g, _)| g)
+    };
+    if bytes.is_empty() {
+        return 0..0;
+    }
+    group_of(bytes.start)..group_of(bytes.end - 1).saturating_add(1)
+}
+
+/// Check the pieces of session `s`'s payload section that are not checked yet and whose
+/// groups have all decoded; returns the byte ranges (in the bundle) of those that failed.
+/// A piece that starts below the staging cursor is not checked: the groups before the
+/// cursor are gone, and the payloads it holds were verified when they were staged.
+fn check_pieces(
+    state: &DeviceState,
+    key: &SessionKey,
+    s: &mut Session,
+) -> Result<Vec<std::ops::Range<u64>>, LinkError> {
+    let Some(m) = s.manifest.as_ref() else {
+        return Ok(Vec::new());
+    };
+    let pieces = &m.pieces;
+    let section = m.payload_bytes();
+    let start = s.layout.bundle_len().saturating_sub(section);
+    s.pieces_ok.resize(pieces.hashes.len(), false);
+    let mut bad = Vec::new();
+    let mut buf = Vec::new();
+    for (i, ok) in s.pieces_ok.iter_mut().enumerate() {
+        if *ok {
+            continue;
+        }
+        let r = pieces.range(i, section);
+        let bytes = start + r.start..start + r.end;
+        if bytes.start < s.rec.next_offset {
+            *ok = true;
+            continue;
+        }
+        if !groups_under(&s.layout, bytes.clone()).all(|g| s.tracker.is_decoded(g)) {
+            continue;
+        }
+        buf.resize((bytes.end - bytes.start) as usize, 0);
+        let mut reader = state.bundle_reader(key, &s.layout, bytes.start, bytes.end)?;
+        reader.read_exact(&mut buf).map_err(|e| LinkError::Bundle {
+            bundle: narlink_protocol::digest::hex(&s.rec.bundle),
+            source: ReceiveError::Truncated(e),
+        })?;
+        *ok = pieces.check(i, &buf);
+        if !*ok {
+            bad.push(bytes);
+        }
+    }
+    Ok(bad)
+}
+
 fn drop_staged(
     state: &DeviceState,
     tx: &Tx,

@@ -66,11 +66,6 @@ type Coding = (Encoding, Vec<u8>, Option<Reference>);
 /// A run as a part of a solid group: a patch, and what it is against.
 type Part = (Patch, Option<Reference>);
 
-/// Most bytes a solid group's payload may take (as its runs' codings apart bound it). A
-/// payload that fails verification on the device costs every FEC group it spans, forged
-/// shards included: a larger group would let one forged frame cost more of a pass.
-const SOLID_CODED: usize = 256 << 10;
-
 /// A patch that makes `data` from nothing: all of it new bytes.
 fn new_bytes(data: &[u8]) -> Patch {
     Patch {
@@ -306,15 +301,14 @@ impl Batch {
         };
         let mut i = 0;
         while i < runs.len() {
-            // A group: runs of one path while they fit in MAX_SOLID bytes, and their codings
-            // apart in SOLID_CODED (the group, smaller, then does too).
+            // A group: runs of one path while they fit in MAX_SOLID bytes. (A forged frame
+            // costs the groups under its piece of the payload section, not the payload's:
+            // protocol/src/pieces.rs. Before pieces, groups were capped at 256 KiB coded.)
             let (mut j, mut raw, mut separate) = (i, 0usize, 0usize);
             while j < runs.len() {
                 let len: usize = chunks[runs[j].clone()].iter().map(|c| c.1.len()).sum();
                 let other_path = paths[runs[j].start] != paths[runs[i].start];
-                let over =
-                    raw + len > MAX_SOLID as usize || separate + cost(&coded[j]) > SOLID_CODED;
-                if j > i && (over || other_path) {
+                if j > i && (raw + len > MAX_SOLID as usize || other_path) {
                     break;
                 }
                 raw += len;

@@ -11,6 +11,8 @@ use narlink_protocol::digest::{hex, short, state_digest};
 use narlink_protocol::manifest::{
     ChunkId, Encoding, Manifest, ManifestError, PathEntry, Reference, MANIFEST_VERSION,
 };
+use narlink_protocol::params::LinkOptions;
+use narlink_protocol::pieces::{PieceHasher, Pieces};
 use narlink_protocol::signature::SecretKey;
 use narlink_protocol::storepath::PathSet;
 use serde::Serialize;
@@ -79,6 +81,9 @@ pub struct PackOptions {
     /// Replace the bundles still in flight (else packing while one is in flight is refused).
     pub supersede: bool,
     pub progress: bool,
+    /// The payload section is hashed in pieces of `2^piece_log2` bytes
+    /// ([`LinkOptions::piece_log2`] of the link the bundle will be cut for).
+    pub piece_log2: u8,
 }
 
 impl Default for PackOptions {
@@ -91,6 +96,7 @@ impl Default for PackOptions {
             supersede: false,
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             progress: true,
+            piece_log2: LinkOptions::default().piece_log2(),
         }
     }
 }
@@ -297,6 +303,8 @@ pub fn pack(
         .map_err(io_err("writing payloads to a temporary file in", dir))?;
     drop(payload_out);
     progress.finish();
+    let pieces = hash_pieces(&mut payload_file, opts.piece_log2)
+        .map_err(io_err("reading back payloads in", dir))?;
 
     // What the device will hold when it decodes the manifest: on-board names are made
     // unique among these.
@@ -315,6 +323,7 @@ pub fn pack(
         paths: entries,
         payloads,
         sources,
+        pieces,
     };
     // The mirror keeps the full chunk lists; the wire carries runs the device already holds
     // as copies from the predecessor's list.
@@ -384,6 +393,19 @@ pub fn pack(
     };
     mirror.commit_pending(&header.id(), &packed)?;
     Ok(report)
+}
+
+/// The piece hashes of the payload section in `file`.
+fn hash_pieces(file: &mut std::fs::File, log2: u8) -> io::Result<Pieces> {
+    file.rewind()?;
+    let mut hasher = PieceHasher::new(log2);
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        match file.read(&mut buf)? {
+            0 => return Ok(hasher.finish()),
+            n => hasher.update(&buf[..n]),
+        }
+    }
 }
 
 /// Whether the mirror may be packed against: not stale, holding what the device last

@@ -3,7 +3,7 @@
 
 use crate::common::*;
 
-fn relocated(v: u32) -> String {
+pub fn relocated(v: u32) -> String {
     let root = env!("CARGO_MANIFEST_DIR");
     sh(&format!(
         "nix-build {root}/tests/nix/relocated.nix --arg version {v} --no-out-link \

@@ -15,6 +15,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::{ChunkParams, ChunkRef, CopyRun, Manifest, ManifestError, PathEntry, Payload};
+use crate::pieces::Pieces;
 use crate::storepath::{self, Lookup, PackedHash, PathSet, HASH_BYTES};
 
 #[derive(Serialize, Deserialize)]
@@ -31,6 +32,7 @@ struct Wire {
     payloads: Vec<Payload>,
     /// Into `onboard`.
     sources: Vec<u32>,
+    pieces: Pieces,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -160,6 +162,7 @@ impl Manifest {
             paths,
             payloads: self.payloads.clone(),
             sources: self.sources.iter().map(|s| index(at[s.as_str()])).collect(),
+            pieces: self.pieces.clone(),
         };
         // Serializing plain structs into a Vec cannot fail.
         Ok(postcard::to_allocvec(&wire).unwrap_or_default())
@@ -255,6 +258,7 @@ impl Manifest {
                         .ok_or(ManifestError::Index("source"))
                 })
                 .collect::<Result<_, _>>()?,
+            pieces: w.pieces,
         };
         m.check()?;
         Ok(m)
@@ -312,6 +316,7 @@ mod tests {
                 }),
             }],
             sources: vec![OLD_APP.into()],
+            pieces: Default::default(),
         }
     }
 

@@ -79,12 +79,40 @@ fn new_bytes(data: &[u8]) -> Patch {
     }
 }
 
-/// New chunks waiting to be compressed, in bundle order.
+/// New chunks waiting to be compressed, in bundle order, and runs coded but not written yet
+/// (the last solid group of a batch may go on in the next).
 #[derive(Default)]
 pub struct Batch {
     chunks: Vec<NewChunk>,
     paths: Vec<PathNumber>,
     bytes: usize,
+    coded: Vec<CodedRun>,
+}
+
+/// A run coded both ways, without its chunks' bytes: waiting to be written alone or in a
+/// solid group.
+struct CodedRun {
+    /// Its chunks' ids and lengths.
+    chunks: Vec<(ChunkId, u32)>,
+    path: PathNumber,
+    /// Each chunk, or the run as a span, coded the smallest way.
+    apart: Vec<Coding>,
+    /// The run as a part of a solid group.
+    part: Part,
+}
+
+impl CodedRun {
+    fn raw(&self) -> usize {
+        self.chunks.iter().map(|(_, len)| *len as usize).sum()
+    }
+
+    /// What the run costs coded apart.
+    fn cost(&self) -> usize {
+        self.apart
+            .iter()
+            .map(|(_, b, r)| b.len() + r.map_or(0, |_| payload::REFERENCE_COST))
+            .sum()
+    }
 }
 
 /// A reference prepared for encoding against: a zstd dictionary, and a suffix array for
@@ -258,97 +286,141 @@ impl Batch {
         })
     }
 
-    /// `parts` (`raw` bytes of chunks) as one solid group, if there are two or more.
-    fn solid(parts: &[Part], raw: usize) -> io::Result<Option<Vec<u8>>> {
-        if parts.len() < 2 {
+    /// The parts of `runs` (`raw` bytes of chunks) as one solid group, if there are two or
+    /// more.
+    fn solid(runs: &[CodedRun], raw: usize) -> io::Result<Option<Vec<u8>>> {
+        if runs.len() < 2 {
             return Ok(None);
         }
-        let patches: Vec<&Patch> = parts.iter().map(|(p, _)| p).collect();
+        let patches: Vec<&Patch> = runs.iter().map(|r| &r.part.0).collect();
         let bytes = crate::solid::encode(&patches)?;
         let fits = bytes.len() as u64 <= u64::from(payload::max_encoded_len(raw as u32));
         Ok(fits.then_some(bytes))
     }
 
-    /// Code the batch on `opts.threads` threads and append the payloads in order. Each run
-    /// is coded apart (each chunk, or the run as one span, as the smallest of plain zstd, a
-    /// zstd delta against a reference and a patch) and as a part of a solid group (a patch
-    /// against its largest reference, or new bytes); consecutive runs of one path, up to
-    /// [`MAX_SOLID`] bytes, go as one solid group when that is smaller.
+    /// Code the batch on `opts.threads` threads and append the payloads in order, but for
+    /// the runs of a solid group the next batch may add to. Each run is coded apart (each
+    /// chunk, or the run as one span, as the smallest of plain zstd, a zstd delta against a
+    /// reference and a patch) and as a part of a solid group (a patch against its largest
+    /// reference, or new bytes); consecutive runs of one path, up to [`MAX_SOLID`] bytes, go
+    /// as one solid group when that is smaller.
     pub fn flush(
         &mut self,
         opts: &PackOptions,
         payloads: &mut Vec<Payload>,
         out: &mut impl Write,
     ) -> io::Result<()> {
+        self.code(opts)?;
+        self.write(false, payloads, out)
+    }
+
+    /// [`Batch::flush`], and write every run.
+    pub fn finish(
+        &mut self,
+        opts: &PackOptions,
+        payloads: &mut Vec<Payload>,
+        out: &mut impl Write,
+    ) -> io::Result<()> {
+        self.code(opts)?;
+        self.write(true, payloads, out)
+    }
+
+    /// Code the batch's chunks, run by run, both ways; the chunks' bytes go.
+    fn code(&mut self, opts: &PackOptions) -> io::Result<()> {
         let chunks = std::mem::take(&mut self.chunks);
         let paths = std::mem::take(&mut self.paths);
         self.bytes = 0;
         let runs = Self::span_candidates(&chunks, &paths);
         let chunks = &chunks;
-        let (coded, parts): (Vec<Vec<Coding>>, Vec<Part>) =
-            Self::on_threads(&runs, opts.threads, |run, prepared| {
-                let run = &chunks[run.clone()];
-                let coded = Self::encode_run(run, opts.zstd_level, prepared);
-                (coded, Self::part(run, prepared))
-            })?
-            .into_iter()
-            .unzip();
-        let cost = |codings: &[Coding]| -> usize {
-            codings
-                .iter()
-                .map(|(_, b, r)| b.len() + r.map_or(0, |_| payload::REFERENCE_COST))
-                .sum()
-        };
+        let coded = Self::on_threads(&runs, opts.threads, |run, prepared| {
+            let path = paths[run.start];
+            let run = &chunks[run.clone()];
+            CodedRun {
+                chunks: run.iter().map(|(id, d, _)| (*id, d.len() as u32)).collect(),
+                path,
+                apart: Self::encode_run(run, opts.zstd_level, prepared),
+                part: Self::part(run, prepared),
+            }
+        })?;
+        self.coded.extend(coded);
+        Ok(())
+    }
+
+    /// Write the coded runs, group by group: runs of one path while they fit in MAX_SOLID
+    /// bytes. (A forged frame costs the groups under its piece of the payload section, not
+    /// the payload's: protocol/src/pieces.rs. Before pieces, groups were capped at 256 KiB
+    /// coded.) Unless `all`, the last group stays for the next batch to add to.
+    fn write(
+        &mut self,
+        all: bool,
+        payloads: &mut Vec<Payload>,
+        out: &mut impl Write,
+    ) -> io::Result<()> {
+        let runs = &self.coded;
         let mut i = 0;
         while i < runs.len() {
-            // A group: runs of one path while they fit in MAX_SOLID bytes. (A forged frame
-            // costs the groups under its piece of the payload section, not the payload's:
-            // protocol/src/pieces.rs. Before pieces, groups were capped at 256 KiB coded.)
-            let (mut j, mut raw, mut separate) = (i, 0usize, 0usize);
-            while j < runs.len() {
-                let len: usize = chunks[runs[j].clone()].iter().map(|c| c.1.len()).sum();
-                let other_path = paths[runs[j].start] != paths[runs[i].start];
-                if j > i && (raw + len > MAX_SOLID as usize || other_path) {
-                    break;
-                }
-                raw += len;
-                separate += cost(&coded[j]);
+            let (mut j, mut raw) = (i, 0usize);
+            while j < runs.len()
+                && (j == i
+                    || (runs[j].path == runs[i].path && raw + runs[j].raw() <= MAX_SOLID as usize))
+            {
+                raw += runs[j].raw();
                 j += 1;
             }
-            // The group is kept only if smaller than its runs coded apart. (Keeping it
-            // whenever it codes its runs well, without coding them apart, halves the time
-            // but cost 2.5 % on the mass rebuild: docs/measurements.md, "Solid first, and
-            // why it was not kept".)
-            let coded = &coded[i..j];
-            let references = parts[i..j].iter().filter(|(_, r)| r.is_some()).count();
-            let solid = Self::solid(&parts[i..j], raw)?
-                .filter(|b| b.len() + references * payload::REFERENCE_COST < separate);
-            for (n, run) in runs[i..j].iter().enumerate() {
-                let part_reference = parts[i + n].1;
-                for (m, k) in run.clone().enumerate() {
-                    let coding = match &solid {
-                        Some(bytes) if n == 0 && m == 0 => {
-                            (Encoding::Solid, bytes.as_slice(), part_reference)
-                        }
-                        Some(_) if m == 0 => (Encoding::Part, &[][..], part_reference),
-                        Some(_) => (Encoding::Joined, &[][..], None),
-                        None => {
-                            let (e, b, r) = &coded[n][m];
-                            (*e, b.as_slice(), *r)
-                        }
-                    };
-                    let (id, data, _) = &chunks[k];
-                    out.write_all(coding.1)?;
-                    payloads.push(Payload {
-                        chunk: *id,
-                        raw_len: data.len() as u32,
-                        encoded_len: coding.1.len() as u32,
-                        encoding: coding.0,
-                        reference: coding.2,
-                    });
-                }
+            if j == runs.len() && !all {
+                break;
             }
+            Self::write_group(&runs[i..j], raw, payloads, out)?;
             i = j;
+        }
+        self.coded.drain(..i);
+        Ok(())
+    }
+
+    /// Write `runs` (`raw` bytes of chunks) as one solid group if that is smaller than their
+    /// codings apart; else each half the same way, down to groups of two runs; else apart.
+    /// (A group that loses as a whole can win in parts: on the mass rebuild, groups of whole
+    /// paths lost where halves won. Keeping a group whenever it codes its runs well, without
+    /// coding them apart, halves the time but cost 2.5 % on the mass rebuild:
+    /// docs/measurements.md, "Solid first, and why it was not kept".)
+    fn write_group(
+        runs: &[CodedRun],
+        raw: usize,
+        payloads: &mut Vec<Payload>,
+        out: &mut impl Write,
+    ) -> io::Result<()> {
+        let separate: usize = runs.iter().map(CodedRun::cost).sum();
+        let references = runs.iter().filter(|r| r.part.1.is_some()).count();
+        let solid = Self::solid(runs, raw)?
+            .filter(|b| b.len() + references * payload::REFERENCE_COST < separate);
+        if solid.is_none() && runs.len() >= 4 {
+            let (a, b) = runs.split_at(runs.len() / 2);
+            Self::write_group(a, a.iter().map(CodedRun::raw).sum(), payloads, out)?;
+            return Self::write_group(b, b.iter().map(CodedRun::raw).sum(), payloads, out);
+        }
+        for (n, run) in runs.iter().enumerate() {
+            let part_reference = run.part.1;
+            for (m, &(id, raw_len)) in run.chunks.iter().enumerate() {
+                let coding = match &solid {
+                    Some(bytes) if n == 0 && m == 0 => {
+                        (Encoding::Solid, bytes.as_slice(), part_reference)
+                    }
+                    Some(_) if m == 0 => (Encoding::Part, &[][..], part_reference),
+                    Some(_) => (Encoding::Joined, &[][..], None),
+                    None => {
+                        let (e, b, r) = &run.apart[m];
+                        (*e, b.as_slice(), *r)
+                    }
+                };
+                out.write_all(coding.1)?;
+                payloads.push(Payload {
+                    chunk: id,
+                    raw_len,
+                    encoded_len: coding.1.len() as u32,
+                    encoding: coding.0,
+                    reference: coding.2,
+                });
+            }
         }
         Ok(())
     }

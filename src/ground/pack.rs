@@ -296,7 +296,7 @@ pub fn pack(
         predecessor.push(pred);
     }
     batch
-        .flush(opts, &mut payloads, &mut payload_out)
+        .finish(opts, &mut payloads, &mut payload_out)
         .map_err(io_err("writing payloads to a temporary file in", dir))?;
     payload_out
         .flush()

@@ -804,6 +804,23 @@ impl LinkReceiver<'_> {
                 Err(_) => return self.drop_head(key, header.payload_offset()),
             };
             let manifest = head.manifest;
+            // A trusted key announced a newer bundle: this one will never be imported (as
+            // `announced` refuses the announcement of an older one).
+            let newer = self
+                .sessions
+                .values()
+                .filter(|o| o.rec.trusted() && o.rec.bundle != id)
+                .map(|o| (o.rec.sequence, o.rec.bundle))
+                .max()
+                .filter(|&(sequence, _)| sequence > manifest.sequence);
+            if let Some((newer_sequence, newer)) = newer {
+                let why = ReceiveError::Superseded {
+                    sequence: manifest.sequence,
+                    newer: narlink_protocol::digest::hex(&newer),
+                    newer_sequence,
+                };
+                return self.reject(key, why);
+            }
             let announced = self.sessions.get(key).filter(|s| s.rec.announced);
             if let Some(announced) = announced.map(|s| s.rec.sequence) {
                 if announced != manifest.sequence {

@@ -31,7 +31,7 @@ pub enum ReceiveError {
     Replay { sequence: u64, last: u64 },
     #[error("refusing the bundle: its manifest is sequence {sequence}, but it was announced as sequence {announced}")]
     Announced { announced: u64, sequence: u64 },
-    #[error("refusing the bundle: it is sequence {sequence}, superseded by bundle {newer} (sequence {newer_sequence}), which this device already has")]
+    #[error("refusing the bundle: it is sequence {sequence}, superseded by bundle {newer} (sequence {newer_sequence}), which this device holds or a trusted key announced")]
     Superseded {
         sequence: u64,
         newer: String,

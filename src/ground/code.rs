@@ -321,7 +321,7 @@ impl Batch {
         payloads: &mut Vec<Payload>,
         out: &mut impl Write,
     ) -> io::Result<()> {
-        self.code(opts)?;
+        self.flush(opts, payloads, out)?;
         self.write(true, payloads, out)
     }
 

@@ -39,15 +39,21 @@ pub fn demo(v: u32) -> String {
                 Command::new("nix-build").arg("--version").output().is_ok(),
                 "nix-build is not on PATH: run scripts/setup.sh (Debian's nix-bin) first"
             );
-            let root = env!("CARGO_MANIFEST_DIR");
-            sh(&format!(
-                "nix-build {root}/examples/demo.nix --arg version {v} --no-out-link \
-                 --option sandbox false --option substituters '' 2>/dev/null"
-            ))
-            .trim()
-            .to_owned()
+            nix_fixture("examples/demo.nix", v)
         })
         .clone()
+}
+
+/// Build version `v` of the fixture `file` (relative to the repository) with the test
+/// store's options; its output path.
+pub fn nix_fixture(file: &str, v: u32) -> String {
+    let root = env!("CARGO_MANIFEST_DIR");
+    sh(&format!(
+        "nix-build {root}/{file} --arg version {v} --no-out-link \
+         --option sandbox false --option substituters '' 2>/dev/null"
+    ))
+    .trim()
+    .to_owned()
 }
 
 /// A device: a chroot Nix store holding the closure of `holds`, plus its narlink state, and

@@ -195,15 +195,7 @@ fn an_older_bundle_after_a_newer_announcement_is_refused() {
 #[test]
 fn forged_frames_in_large_payloads_cost_only_their_pieces() {
     use narlink_protocol::manifest::display_names;
-    let noise = |v: u32| {
-        let root = env!("CARGO_MANIFEST_DIR");
-        sh(&format!(
-            "nix-build {root}/tests/nix/noise.nix --arg version {v} --no-out-link \
-             --option sandbox false --option substituters '' 2>/dev/null"
-        ))
-        .trim()
-        .to_owned()
-    };
+    let noise = |v| nix_fixture("tests/nix/noise.nix", v);
     let (v1, v2) = (noise(1), noise(2));
     let rig = Rig::new(&v1);
     let mut args = vec!["--out", rig.p("b"), "--frames", rig.p("pass1")];

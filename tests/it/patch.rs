@@ -3,14 +3,8 @@
 
 use crate::common::*;
 
-pub fn relocated(v: u32) -> String {
-    let root = env!("CARGO_MANIFEST_DIR");
-    sh(&format!(
-        "nix-build {root}/tests/nix/relocated.nix --arg version {v} --no-out-link \
-         --option sandbox false --option substituters '' 2>/dev/null"
-    ))
-    .trim()
-    .to_owned()
+fn relocated(v: u32) -> String {
+    nix_fixture("tests/nix/relocated.nix", v)
 }
 
 #[test]

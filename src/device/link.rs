@@ -490,10 +490,7 @@ impl LinkReceiver<'_> {
             }
         };
         self.stats.announcements += 1;
-        let newer = self
-            .sessions
-            .values()
-            .any(|s| s.rec.trusted() && s.rec.bundle != a.bundle_id && s.rec.sequence > a.sequence);
+        let newer = self.newer_trusted(&a.bundle_id, a.sequence).is_some();
         if a.sequence <= self.state.last_sequence()? || newer {
             // A replay, or superseded: a trusted key said so.
             self.done.insert(a.bundle_id);
@@ -806,14 +803,7 @@ impl LinkReceiver<'_> {
             let manifest = head.manifest;
             // A trusted key announced a newer bundle: this one will never be imported (as
             // `announced` refuses the announcement of an older one).
-            let newer = self
-                .sessions
-                .values()
-                .filter(|o| o.rec.trusted() && o.rec.bundle != id)
-                .map(|o| (o.rec.sequence, o.rec.bundle))
-                .max()
-                .filter(|&(sequence, _)| sequence > manifest.sequence);
-            if let Some((newer_sequence, newer)) = newer {
+            if let Some((newer_sequence, newer)) = self.newer_trusted(&id, manifest.sequence) {
                 let why = ReceiveError::Superseded {
                     sequence: manifest.sequence,
                     newer: narlink_protocol::digest::hex(&newer),
@@ -940,6 +930,17 @@ impl LinkReceiver<'_> {
         Ok(())
     }
 
+    /// The newest trusted session (announced or verified) of a bundle other than `id`, if it
+    /// is newer than `sequence`: its sequence and bundle.
+    fn newer_trusted(&self, id: &BundleId, sequence: u64) -> Option<(u64, BundleId)> {
+        self.sessions
+            .values()
+            .filter(|o| o.rec.trusted() && o.rec.bundle != *id)
+            .map(|o| (o.rec.sequence, o.rec.bundle))
+            .max()
+            .filter(|&(newest, _)| newest > sequence)
+    }
+
     /// Session `key`'s head verified with `manifest`: it is never evicted now.
     fn verified(&mut self, key: &SessionKey, manifest: &Manifest) {
         if let Some(s) = self.sessions.get_mut(key) {
@@ -1059,8 +1060,6 @@ impl LinkReceiver<'_> {
     }
 }
 
-/// Drop the groups of session `key` that lie wholly below bundle offset `staged` (their
-/// payloads are staged), within `tx`.
 /// The groups that hold any of `bytes`.
 fn groups_under(layout: &GroupLayout, bytes: std::ops::Range<u64>) -> std::ops::Range<u32> {
     let group_of = |at: u64| {
@@ -1092,6 +1091,7 @@ fn check_pieces(
     s.pieces_ok.resize(pieces.hashes.len(), false);
     let mut bad = Vec::new();
     let mut buf = Vec::new();
+    let mut reader = None;
     for (i, ok) in s.pieces_ok.iter_mut().enumerate() {
         if *ok {
             continue;
@@ -1106,7 +1106,11 @@ fn check_pieces(
             continue;
         }
         buf.resize((bytes.end - bytes.start) as usize, 0);
-        let mut reader = state.bundle_reader(key, &s.layout, bytes.start, bytes.end)?;
+        let reader = match &mut reader {
+            Some(r) => r,
+            None => reader.insert(state.bundle_reader(key, &s.layout, 0, s.layout.bundle_len())?),
+        };
+        reader.seek(bytes.start);
         reader.read_exact(&mut buf).map_err(|e| LinkError::Bundle {
             bundle: narlink_protocol::digest::hex(&s.rec.bundle),
             source: ReceiveError::Truncated(e),
@@ -1119,6 +1123,8 @@ fn check_pieces(
     Ok(bad)
 }
 
+/// Drop the groups of session `key` that lie wholly below bundle offset `staged` (their
+/// payloads are staged), within `tx`.
 fn drop_staged(
     state: &DeviceState,
     tx: &Tx,

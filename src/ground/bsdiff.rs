@@ -143,9 +143,14 @@ impl<'a> Reference<'a> {
 /// Encode one chunk as a bsdiff-style patch payload (its format: [`crate::payload`]) against
 /// a prepared reference, if that beats `plain` by more than the reference costs.
 pub fn encode_patch(chunk: &[u8], reference: &Reference, plain: usize) -> Option<Vec<u8>> {
+    code_patch(&reference.diff(chunk)?, chunk.len(), plain)
+}
+
+/// [`encode_patch`] of a patch already made for a chunk of `len` bytes.
+pub fn code_patch(patch: &Patch, len: usize, plain: usize) -> Option<Vec<u8>> {
     use crate::payload::{lzma_compress, max_patch_len, REFERENCE_COST};
-    let patch = reference.diff(chunk)?.to_bytes();
-    if patch.len() > max_patch_len(chunk.len() as u32) {
+    let patch = patch.to_bytes();
+    if patch.len() > max_patch_len(len as u32) {
         return None;
     }
     let z = lzma_compress(&patch).ok()?;

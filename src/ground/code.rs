@@ -116,11 +116,67 @@ impl CodedRun {
 }
 
 /// A reference prepared for encoding against: a zstd dictionary, and a suffix array for
-/// patches (only for the largest reference of a chunk, the one patches are made against).
+/// patches (made once the reference is the largest of a chunk, the one patches are made
+/// against).
 struct Prepared<'a> {
     of: &'a Arc<RefBytes>,
-    dictionary: zstd::dict::EncoderDictionary<'static>,
+    dictionary: Option<zstd::dict::EncoderDictionary<'static>>,
     patch: Option<bsdiff::Reference<'a>>,
+}
+
+/// The references a coding thread has prepared, least recently used first, within a budget
+/// of memory. zstd sizes a dictionary's tables for the dictionary at its level: at level 19
+/// they take about 32 bytes per byte of reference (a 1 MiB reference, 33 MiB), so
+/// dictionaries are made only for references up to [`PreparedRefs::DICTIONARY_MAX`]; a
+/// suffix array takes 4 bytes per byte. Before this budget each thread kept 8 references of
+/// any size, and the pack of compiled-scipy peaked at 606 MiB (docs/measurements.md, "Where
+/// the pack's memory goes").
+struct PreparedRefs<'a> {
+    list: Vec<Prepared<'a>>,
+    budget: usize,
+}
+
+impl<'a> PreparedRefs<'a> {
+    /// Memory for prepared references, shared out among the coding threads.
+    const BUDGET: usize = 192 << 20;
+    /// Largest reference given a zstd dictionary: zstd deltas against larger ones rarely beat
+    /// a patch (on compiled-scipy, 0.1 % more bytes without them; none on the mass rebuild).
+    const DICTIONARY_MAX: usize = 1 << 20;
+
+    fn new(threads: usize) -> Self {
+        PreparedRefs {
+            list: Vec::new(),
+            budget: Self::BUDGET / threads.max(1),
+        }
+    }
+
+    /// What a prepared reference holds in memory, about.
+    fn cost(p: &Prepared<'_>) -> usize {
+        let n = p.of.bytes.len();
+        n + p.dictionary.as_ref().map_or(0, |_| 32 * n) + p.patch.as_ref().map_or(0, |_| 4 * n)
+    }
+
+    /// `r` prepared, with its suffix array if `patch`.
+    fn get(&mut self, r: &'a Arc<RefBytes>, level: i32, patch: bool) -> &Prepared<'a> {
+        let mut p = match self.list.iter().position(|p| Arc::ptr_eq(p.of, r)) {
+            Some(i) => self.list.remove(i),
+            None => Prepared {
+                of: r,
+                dictionary: (r.bytes.len() <= Self::DICTIONARY_MAX)
+                    .then(|| zstd::dict::EncoderDictionary::copy(&r.bytes, level)),
+                patch: None,
+            },
+        };
+        if patch && p.patch.is_none() {
+            p.patch = Some(bsdiff::Reference::new(&r.bytes));
+        }
+        let mut held: usize = self.list.iter().map(Self::cost).sum::<usize>() + Self::cost(&p);
+        while held > self.budget && !self.list.is_empty() {
+            held -= Self::cost(&self.list.remove(0));
+        }
+        self.list.push(p);
+        self.list.last().expect("just pushed")
+    }
 }
 
 impl Batch {
@@ -152,44 +208,40 @@ impl Batch {
         self.chunks.push((id, bytes.to_vec(), references));
     }
 
-    /// The best encoding of one chunk: plain zstd (or raw), a zstd delta against one of its
-    /// references, or a patch against its largest reference, whichever is smallest.
+    /// The best encoding of some bytes: plain zstd (or raw), a zstd delta against one of its
+    /// references, or a patch against its largest reference, whichever is smallest; and that
+    /// patch, or all of it new bytes, as a part of a solid group.
     fn encode<'a>(
         data: &[u8],
         references: &'a [Arc<RefBytes>],
         level: i32,
-        prepared: &mut Vec<Prepared<'a>>,
-    ) -> Coding {
+        prepared: &mut PreparedRefs<'a>,
+    ) -> (Coding, Part) {
         let (encoding, plain) = payload::encode(data, level);
         let mut best = (encoding, plain, None);
+        let mut part = None;
         let largest = references.iter().max_by_key(|r| r.bytes.len());
         for r in references {
-            let i = match prepared.iter().position(|p| Arc::ptr_eq(p.of, r)) {
-                Some(i) => i,
-                None => {
-                    if prepared.len() == RefCache::KEEP {
-                        prepared.remove(0);
-                    }
-                    let is_largest = largest.is_some_and(|l| Arc::ptr_eq(l, r));
-                    prepared.push(Prepared {
-                        of: r,
-                        dictionary: zstd::dict::EncoderDictionary::copy(&r.bytes, level),
-                        patch: is_largest.then(|| bsdiff::Reference::new(&r.bytes)),
-                    });
-                    prepared.len() - 1
+            let is_largest = largest.is_some_and(|l| Arc::ptr_eq(l, r));
+            let p = prepared.get(r, level, is_largest);
+            if let Some(dictionary) = &p.dictionary {
+                if let Some(d) = payload::encode_delta(data, dictionary, best.1.len()) {
+                    best = (Encoding::ZstdRef, d, Some(r.reference));
                 }
-            };
-            let p = &prepared[i];
-            if let Some(d) = payload::encode_delta(data, &p.dictionary, best.1.len()) {
-                best = (Encoding::ZstdRef, d, Some(r.reference));
             }
-            if let Some(b) = p.patch.as_ref() {
-                if let Some(d) = bsdiff::encode_patch(data, b, best.1.len()) {
+            if let Some(patch) = p
+                .patch
+                .as_ref()
+                .filter(|_| is_largest)
+                .and_then(|b| b.diff(data))
+            {
+                if let Some(d) = bsdiff::code_patch(&patch, data.len(), best.1.len()) {
                     best = (Encoding::Bsdiff, d, Some(r.reference));
                 }
+                part = Some((patch, Some(r.reference)));
             }
         }
-        best
+        (best, part.unwrap_or_else(|| (new_bytes(data), None)))
     }
 
     /// Runs of consecutive chunks that may be coded as one span: those whose largest
@@ -221,56 +273,46 @@ impl Batch {
 
     /// The payloads of a run of chunks: each chunk coded alone, or, when that is smaller, the
     /// run coded as one span (the first chunk's payload carries the bytes, the others are
-    /// `Joined`).
+    /// `Joined`); and the run as a part of a solid group (a patch against the largest of its
+    /// first chunk's references, or all of it new).
     fn encode_run<'a>(
         run: &'a [NewChunk],
         level: i32,
-        prepared: &mut Vec<Prepared<'a>>,
-    ) -> Vec<Coding> {
-        let singles: Vec<_> = run
+        prepared: &mut PreparedRefs<'a>,
+    ) -> (Vec<Coding>, Part) {
+        let (singles, mut parts): (Vec<_>, Vec<_>) = run
             .iter()
             .map(|(_, data, references)| Self::encode(data, references, level, prepared))
-            .collect();
+            .unzip();
         if run.len() < 2 {
-            return singles;
+            return (singles, parts.remove(0));
         }
         let separate: usize = singles.iter().map(|(_, b, _)| b.len()).sum();
         let data: Vec<u8> = run.iter().flat_map(|(_, d, _)| d.iter().copied()).collect();
-        let (encoding, bytes, reference) = Self::encode(&data, &run[0].2, level, prepared);
+        let ((encoding, bytes, reference), part) = Self::encode(&data, &run[0].2, level, prepared);
         if encoding == Encoding::Raw || bytes.len() >= separate {
-            return singles;
+            return (singles, part);
         }
         let mut out = vec![(encoding, bytes, reference)];
         out.extend((1..run.len()).map(|_| (Encoding::Joined, Vec::new(), None)));
-        out
-    }
-
-    /// A run as a part of a solid group: a patch against the largest of its first chunk's
-    /// references (whose suffix array [`Batch::encode_run`] prepared), or all of it new.
-    fn part(run: &[NewChunk], prepared: &[Prepared<'_>]) -> Part {
-        let data: Vec<u8> = run.iter().flat_map(|(_, d, _)| d.iter().copied()).collect();
-        let largest = run[0].2.iter().max_by_key(|r| r.bytes.len());
-        let patch = largest.and_then(|r| {
-            let p = prepared.iter().find(|p| Arc::ptr_eq(p.of, r))?;
-            Some((p.patch.as_ref()?.diff(&data)?, Some(r.reference)))
-        });
-        patch.unwrap_or_else(|| (new_bytes(&data), None))
+        (out, part)
     }
 
     /// Run `f` over `items` on `threads` threads, results in order.
-    fn on_threads<'a, T: Sync, R: Send, S: Default>(
+    fn on_threads<'a, T: Sync, R: Send, S>(
         items: &'a [T],
         threads: usize,
+        state: impl Fn() -> S + Sync,
         f: impl Fn(&'a T, &mut S) -> R + Sync,
     ) -> io::Result<Vec<R>> {
         let per = items.len().div_ceil(threads.max(1)).max(1);
-        let f = &f;
+        let (f, state) = (&f, &state);
         std::thread::scope(|s| {
             let handles: Vec<_> = items
                 .chunks(per)
                 .map(|part| {
                     s.spawn(move || {
-                        let mut state = S::default();
+                        let mut state = state();
                         part.iter().map(|x| f(x, &mut state)).collect::<Vec<_>>()
                     })
                 })
@@ -332,16 +374,23 @@ impl Batch {
         self.bytes = 0;
         let runs = Self::span_candidates(&chunks, &paths);
         let chunks = &chunks;
-        let coded = Self::on_threads(&runs, opts.threads, |run, prepared| {
-            let path = paths[run.start];
-            let run = &chunks[run.clone()];
-            CodedRun {
-                chunks: run.iter().map(|(id, d, _)| (*id, d.len() as u32)).collect(),
-                path,
-                apart: Self::encode_run(run, opts.zstd_level, prepared),
-                part: Self::part(run, prepared),
-            }
-        })?;
+        let threads = opts.threads;
+        let coded = Self::on_threads(
+            &runs,
+            threads,
+            || PreparedRefs::new(threads),
+            |run, prepared| {
+                let path = paths[run.start];
+                let run = &chunks[run.clone()];
+                let (apart, part) = Self::encode_run(run, opts.zstd_level, prepared);
+                CodedRun {
+                    chunks: run.iter().map(|(id, d, _)| (*id, d.len() as u32)).collect(),
+                    path,
+                    apart,
+                    part,
+                }
+            },
+        )?;
         self.coded.extend(coded);
         Ok(())
     }

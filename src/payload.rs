@@ -109,18 +109,48 @@ pub(crate) fn lzma_compress(data: &[u8]) -> std::io::Result<Vec<u8>> {
 
 /// LZMA of `data` at liblzma's `preset` with a dictionary of `dict` bytes, without the header.
 pub(crate) fn lzma_compress_with(data: &[u8], dict: u32, preset: u32) -> std::io::Result<Vec<u8>> {
+    lzma_compress_pieces(&[data], dict, preset)
+}
+
+/// [`lzma_compress_with`] of `pieces` one after the other, without joining them first.
+pub(crate) fn lzma_compress_pieces(
+    pieces: &[&[u8]],
+    dict: u32,
+    preset: u32,
+) -> std::io::Result<Vec<u8>> {
+    use xz2::stream::{Action, Status};
     let mut s = xz2::stream::Stream::new_lzma_encoder(&lzma_options(dict, preset)?)
         .map_err(std::io::Error::other)?;
-    let mut out = Vec::with_capacity(data.len() + data.len() / 2 + 1024);
-    match s.process_vec(data, &mut out, xz2::stream::Action::Finish) {
-        Ok(xz2::stream::Status::StreamEnd) if out.starts_with(&lzma_header(dict)) => {
-            Ok(out.split_off(13))
+    let len: usize = pieces.iter().map(|p| p.len()).sum();
+    let mut out = Vec::with_capacity(len + len / 2 + 1024);
+    let mut feed = |input: &[u8], action: Action| -> std::io::Result<Status> {
+        let mut at = 0;
+        loop {
+            if out.len() == out.capacity() {
+                out.reserve(out.capacity().max(1024));
+            }
+            let before = s.total_in();
+            let status = s
+                .process_vec(&input[at..], &mut out, action)
+                .map_err(std::io::Error::other)?;
+            at += (s.total_in() - before) as usize;
+            let done = match action {
+                Action::Finish => status == Status::StreamEnd,
+                _ => at == input.len(),
+            };
+            if done {
+                return Ok(status);
+            }
         }
-        Ok(_) => Err(std::io::Error::other(
-            "lzma: unexpected header or output too long",
-        )),
-        Err(e) => Err(std::io::Error::other(e)),
+    };
+    for p in pieces {
+        feed(p, Action::Run)?;
     }
+    feed(&[], Action::Finish)?;
+    if !out.starts_with(&lzma_header(dict)) {
+        return Err(std::io::Error::other("lzma: unexpected header"));
+    }
+    Ok(out.split_off(13))
 }
 
 /// Decode a headerless LZMA stream (dictionary `dict`) into at most `capacity` bytes; all

@@ -15,16 +15,16 @@
 
 use std::ops::Range;
 
-use narlink_protocol::manifest::{self, Encoding, Payload, Reference, MAX_SOLID};
+use narlink_protocol::manifest::{self, Encoding, Payload, Reference, MAX_SOLID, SOLID_DICT};
 use narlink_protocol::patch::{control_stream, Patch, Streams};
 use narlink_protocol::wire::{put_varint, Reader};
 
 use crate::payload::{
-    lzma_compress_with, lzma_decompress, short_id, verify, PayloadError, LZMA_PRESET_EXTREME,
+    lzma_compress_pieces, lzma_decompress, short_id, verify, PayloadError, LZMA_PRESET_EXTREME,
 };
 
-/// The LZMA dictionary of each stream: a whole group.
-pub const DICT: u32 = MAX_SOLID;
+/// The LZMA dictionary of each stream.
+pub const DICT: u32 = SOLID_DICT;
 
 /// liblzma's preset for the streams: 9 extreme, as for single patches. Preset 6 packed the
 /// mass rebuild in half the time, but lost every group of the relinked-library test (16,343
@@ -40,21 +40,18 @@ fn max_controls(raw: usize, parts: usize) -> usize {
 /// The bytes of a solid group carrying `patches`, one per part, in order.
 pub fn encode(patches: &[&Patch]) -> std::io::Result<Vec<u8>> {
     let controls = control_stream(patches);
-    let diff: Vec<u8> = patches
-        .iter()
-        .flat_map(|p| p.diff.iter().copied())
-        .collect();
-    let extra: Vec<u8> = patches
-        .iter()
-        .flat_map(|p| p.extra.iter().copied())
-        .collect();
+    let diff: Vec<&[u8]> = patches.iter().map(|p| p.diff.as_slice()).collect();
+    let extra: Vec<&[u8]> = patches.iter().map(|p| p.extra.as_slice()).collect();
     // An encoder never looks further back than its input: a smaller dictionary for a short
     // stream costs nothing in bytes and spares the ground memory. The decoder assumes DICT.
-    let code = |s: &[u8]| {
-        let dict = (s.len() as u32).next_power_of_two().clamp(1 << 16, DICT);
-        lzma_compress_with(s, dict, PRESET)
+    // The parts' streams are fed to the encoder one after the other, never joined (a group's
+    // differences and new bytes add up to its length, up to 64 MiB).
+    let code = |s: &[&[u8]]| {
+        let len: usize = s.iter().map(|p| p.len()).sum();
+        let dict = (len as u32).next_power_of_two().clamp(1 << 16, DICT);
+        lzma_compress_pieces(s, dict, PRESET)
     };
-    let (c, d, e) = (code(&controls)?, code(&diff)?, code(&extra)?);
+    let (c, d, e) = (code(&[&controls])?, code(&diff)?, code(&extra)?);
     let mut out = Vec::with_capacity(c.len() + d.len() + e.len() + 10);
     put_varint(&mut out, c.len() as u64);
     put_varint(&mut out, d.len() as u64);

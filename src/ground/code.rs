@@ -138,7 +138,7 @@ struct PreparedRefs<'a> {
 
 impl<'a> PreparedRefs<'a> {
     /// Memory for prepared references, shared out among the coding threads.
-    const BUDGET: usize = 192 << 20;
+    const BUDGET: usize = 128 << 20;
     /// Largest reference given a zstd dictionary: zstd deltas against larger ones rarely beat
     /// a patch (on compiled-scipy, 0.1 % more bytes without them; none on the mass rebuild).
     const DICTIONARY_MAX: usize = 1 << 20;

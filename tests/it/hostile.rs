@@ -534,7 +534,14 @@ pub fn listen_tcp_bursts_with(rig: &Rig, bursts: &[Vec<Frame>], extra: &[&str]) 
             let mut err = String::new();
             let _ = child.stderr.take().map(|mut e| e.read_to_string(&mut err));
             let _ = child.wait();
-            let st = rig.run(&["device", "status", "--state", rig.p("state")]);
+            let st = rig.run(&[
+                "device",
+                "status",
+                "--state",
+                rig.p("state"),
+                "--out",
+                rig.p("diagnosis.status"),
+            ]);
             panic!(
                 "device listen did not finish: {err}\ndevice status: {}{}",
                 String::from_utf8_lossy(&st.stdout),

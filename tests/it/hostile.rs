@@ -681,8 +681,8 @@ fn genuine_update_survives_a_hostile_mix() {
             // A forged shard that reaches the daemon before its genuine copy costs its group
             // until a resend (one pass cannot tell which shard of a group was forged); a group
             // that a forged shard failed once can take another forged shard before its genuine
-            // copies come again, and fail again on the next round (seen: 4 groups one round
-            // short after one resend, docs/measurements.md "The hostile mix over device
+            // copies come again, and fail again on the next round (seen: a group dropped
+            // again on the first resend, docs/measurements.md "The hostile mix over device
             // listen"). The genuine pass again, bursts the daemon takes while it is still
             // receiving, stand for up to three resend rounds.
             let again = vec![genuine.clone(); 3];

@@ -144,6 +144,7 @@ fn build_bundle(mib: usize, key: &SecretKey) -> tempfile::NamedTempFile {
         payloads,
         sources: Vec::new(),
         pieces: Default::default(),
+        nar_commitment: narlink_protocol::manifest::nar_commitment([]),
     };
     let (header, head) = encode_head(&manifest, &PathSet::default(), Some(key)).unwrap();
     let mut f = tempfile::NamedTempFile::new().unwrap();

@@ -7,16 +7,10 @@ use std::io::{self, Read};
 
 use narlink_protocol::manifest::{ChunkId, ChunkParams, ChunkRef};
 
-/// The chunking parameters of this narlink version. Chosen by measurement: see
-/// `docs/measurements.md` ("Chunk size").
-/// Algorithm 3: FastCDC v2020 cut points over store-hash-normalized NARs
-/// ([`crate::normalize`]), 128-bit BLAKE3 ids.
-pub const PARAMS: ChunkParams = ChunkParams {
-    algorithm: 3,
-    min_size: 16 * 1024,
-    avg_size: 64 * 1024,
-    max_size: 256 * 1024,
-};
+/// The chunking parameters of this narlink version: the protocol's standard ones (chosen by
+/// measurement: see `docs/measurements.md`, "Chunk size"). Algorithm 3: FastCDC v2020 cut
+/// points over store-hash-normalized NARs ([`crate::normalize`]), 128-bit BLAKE3 ids.
+pub const PARAMS: ChunkParams = narlink_protocol::manifest::STANDARD_CHUNKING;
 
 /// Bytes read per refill of the chunker's window.
 const WINDOW: usize = 4 << 20;

@@ -71,6 +71,9 @@ pub struct BundleView {
     pub manifest_bytes: u32,
     pub payload_bytes: u64,
     pub base_digest: String,
+    /// The commitment to the new paths' narHashes (which a bundle does not carry: the device
+    /// computes them).
+    pub nar_commitment: String,
     pub roots: Vec<String>,
     pub paths: Vec<PathView>,
     pub payloads: usize,
@@ -89,7 +92,8 @@ pub struct BundleView {
 #[derive(Debug, Serialize)]
 pub struct PathView {
     pub path: String,
-    pub nar_hash: String,
+    /// Known where the manifest is the ground's own; a bundle carries none.
+    pub nar_hash: Option<String>,
     pub nar_size: u64,
     pub chunks: usize,
     pub references: usize,
@@ -109,6 +113,7 @@ pub fn inspect(r: impl Read) -> Result<Inspection, InspectError> {
             manifest_bytes: header.manifest_len,
             payload_bytes: header.payload_len,
             base_digest: hex(&m.base_digest),
+            nar_commitment: hex(&m.nar_commitment),
             roots: m.roots.clone(),
             payloads: m.payloads.len(),
             payloads_zstd: coded(&|e| e == Encoding::Zstd),
@@ -129,7 +134,7 @@ pub fn inspect(r: impl Read) -> Result<Inspection, InspectError> {
                 .iter()
                 .map(|p| PathView {
                     path: p.store_path.clone(),
-                    nar_hash: NarHash(p.nar_hash).to_string(),
+                    nar_hash: p.nar_hash.map(|h| NarHash(h).to_string()),
                     nar_size: p.nar_size,
                     chunks: p.chunks.len()
                         + p.copies.iter().map(|r| r.count as usize).sum::<usize>(),
@@ -226,7 +231,7 @@ impl Inspection {
         match self {
             Inspection::Bundle(b) => {
                 let mut s = format!(
-                    "bundle {} (sequence {}, signed by {})\nmanifest {}, payloads {} ({} chunks, {} zstd, {} deltas, {} in solid groups)\nplanned against state {}\nroots: {}\n{} new paths:",
+                    "bundle {} (sequence {}, signed by {})\nmanifest {}, payloads {} ({} chunks, {} zstd, {} deltas, {} in solid groups)\nplanned against state {}, NARs committed to {}\nroots: {}\n{} new paths:",
                     b.bundle,
                     b.sequence,
                     if b.signed_by.is_empty() { "nobody".to_owned() } else { format!("key {}", b.signed_by.join(", ")) },
@@ -237,16 +242,20 @@ impl Inspection {
                     b.payloads_delta,
                     b.payloads_solid,
                     b.base_digest,
+                    b.nar_commitment,
                     b.roots.join(" "),
                     b.paths.len()
                 );
                 for p in &b.paths {
                     s.push_str(&format!(
-                        "\n  {}  {}  {} chunks  {}",
+                        "\n  {}  {}  {} chunks{}",
                         p.path,
                         bytes(p.nar_size),
                         p.chunks,
                         p.nar_hash
+                            .as_deref()
+                            .map(|h| format!("  {h}"))
+                            .unwrap_or_default()
                     ));
                 }
                 s

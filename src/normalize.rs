@@ -152,6 +152,54 @@ impl<R: Read> Normalizer<R> {
     }
 }
 
+/// Finds placeholders in normalized bytes fed in order, as a device does for
+/// [`Rewrites::Scan`](narlink_protocol::manifest::Rewrites::Scan): 32 `e`s, and in a longer run
+/// of `e`s one every 32 bytes from its start. Stops recording past `limit` occurrences.
+pub struct PlaceholderScan {
+    /// `e`s at the end of what was fed, since the last occurrence (fewer than 32).
+    run: usize,
+    fed: u64,
+    limit: usize,
+    /// Offsets of the occurrences, at most `limit + 1` of them.
+    pub found: Vec<u64>,
+}
+
+impl PlaceholderScan {
+    pub fn new(limit: usize) -> PlaceholderScan {
+        PlaceholderScan {
+            run: 0,
+            fed: 0,
+            limit,
+            found: Vec::new(),
+        }
+    }
+
+    pub fn feed(&mut self, bytes: &[u8]) {
+        for (i, &b) in bytes.iter().enumerate() {
+            if b != PLACEHOLDER[0] {
+                self.run = 0;
+                continue;
+            }
+            self.run += 1;
+            if self.run == LEN {
+                self.run = 0;
+                if self.found.len() <= self.limit {
+                    self.found.push(self.fed + (i + 1 - LEN) as u64);
+                }
+            }
+        }
+        self.fed += bytes.len() as u64;
+    }
+
+    /// Whether the scan found exactly the occurrences at `rewrites`' offsets (and no more
+    /// than its limit).
+    pub fn finds(&self, rewrites: &[Rewrite]) -> bool {
+        self.found.len() == rewrites.len()
+            && self.found.len() <= self.limit
+            && self.found.iter().zip(rewrites).all(|(&f, r)| f == r.offset)
+    }
+}
+
 /// Call `each(from, to)` for every maximal run `data[from..to]` of at least [`LEN`] bytes that
 /// are all in `alphabet`, in order.
 ///
@@ -370,5 +418,59 @@ mod tests {
         let p = "/nix/store/81xl50rg2nv1bisviqjjx3qsy2kvcrzi-dep-1";
         let q = "/nix/store/jlw84i3j2gz04kgknz0mxmj1cgvbxws0-app-1";
         assert_eq!(hash_list(q, &[p.into(), q.into()]), vec![*B, *A]);
+    }
+
+    /// Normalize `data` with the hashes `A` and `B`; whether the device's scan finds the
+    /// rewrites, feeding the normalized bytes `step` at a time.
+    fn scan_finds(data: &[u8], step: usize) -> (bool, usize) {
+        let mut n = Normalizer::new(data, &[*A, *B]);
+        let mut out = Vec::new();
+        n.read_to_end(&mut out).unwrap();
+        let mut scan = PlaceholderScan::new(n.rewrites.len());
+        for piece in out.chunks(step) {
+            scan.feed(piece);
+        }
+        (scan.finds(&n.rewrites), n.rewrites.len())
+    }
+
+    #[test]
+    fn the_scan_finds_placeholders_across_any_feed_size() {
+        let data = sample();
+        for step in [1, 7, 31, 32, 33, 4096, 1 << 20] {
+            assert_eq!(scan_finds(&data, step), (true, 5000), "step {step}");
+        }
+        // Hashes back to back, and `e`s that are not next to one.
+        let mut v = Vec::new();
+        for _ in 0..3 {
+            v.extend_from_slice(A);
+            v.extend_from_slice(B);
+            v.extend_from_slice(b"/eee/e/");
+        }
+        assert_eq!(scan_finds(&v, 5), (true, 6));
+    }
+
+    #[test]
+    fn the_scan_is_not_fooled_by_es_next_to_a_hash() {
+        // An `e` right before a hash makes a run of 33: the scan would put the hash one byte
+        // early, so the ground must not send these rewrites as `Scan`.
+        for (before, after) in [(&b"x e"[..], &b""[..]), (b"", b"e"), (b"e", b"e")] {
+            let mut v = b"a /nix/store/".to_vec();
+            v.extend_from_slice(before);
+            v.extend_from_slice(A);
+            v.extend_from_slice(after);
+            v.extend_from_slice(b"-lib\n");
+            let (finds, n) = scan_finds(&v, 3);
+            assert_eq!(n, 1);
+            // After a hash the run is 33 too, but from the hash's start: still found.
+            assert_eq!(finds, before.last() != Some(&b'e'), "{before:?} {after:?}");
+        }
+        // 32 `e`s in the raw bytes are not a hash: found as one, so not `Scan` either.
+        let mut v = vec![b'e'; 32];
+        v.extend_from_slice(A);
+        assert_eq!(scan_finds(&v, 64), (false, 1));
+        // Past the limit, the scan stops recording.
+        let mut scan = PlaceholderScan::new(2);
+        scan.feed(&[b'e'; 32 * 100]);
+        assert_eq!(scan.found.len(), 3);
     }
 }

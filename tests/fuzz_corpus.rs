@@ -29,7 +29,8 @@ use narlink::ground::pack::encode_head;
 use narlink_protocol::fec;
 use narlink_protocol::frame::{Frame, FrameHeader, FrameRef};
 use narlink_protocol::manifest::{
-    ChunkParams, ChunkRef, Encoding, Manifest, PathEntry, Payload, Reference, MANIFEST_VERSION,
+    nar_commitment, ChunkParams, ChunkRef, Encoding, Manifest, PathEntry, Payload, Reference,
+    Rewrites, MANIFEST_VERSION,
 };
 use narlink_protocol::params::{CodecId, LinkParams};
 use narlink_protocol::receiver::GroupTracker;
@@ -540,6 +541,7 @@ fn manifests() -> Vec<(String, Manifest)> {
         payloads: vec![],
         sources: vec![],
         pieces: Default::default(),
+        nar_commitment: nar_commitment([]),
     };
     let lib = "/nix/store/0c8f5dd1zxb7mrnr8hb0hpwxzfz1b4qa-libfoo-1.0".to_string();
     let app = "/nix/store/9vv4bd0l5i8k8gd9hkqhhq1rhs0h2f60-app-2.0".to_string();
@@ -552,25 +554,25 @@ fn manifests() -> Vec<(String, Manifest)> {
         paths: vec![
             PathEntry {
                 store_path: lib.clone(),
-                nar_hash: [4; 32],
+                nar_hash: Some([4; 32]),
                 nar_size: 70_000,
                 references: vec![lib.clone()],
                 deriver: None,
                 chunks: vec![chunk(5, 20_000), chunk(6, 50_000)],
                 copies: Vec::new(),
                 // Its own hash at bytes 1000 and 41000 of the NAR.
-                rewrites: vec![(1000, 0), (40_000, 0)],
+                rewrites: Rewrites::At(vec![(1000, 0), (40_000, 0)]),
             },
             PathEntry {
                 store_path: app.clone(),
-                nar_hash: [7; 32],
+                nar_hash: Some([7; 32]),
                 nar_size: 120,
                 references: vec![lib, app.clone()],
                 deriver: Some("/nix/store/n8i3c2w5zqi4x6pmm8lkfzxbj5wl3y5c-app-2.0.drv".into()),
                 chunks: vec![chunk(8, 120)],
                 copies: Vec::new(),
                 // libfoo's hash at byte 16, its own at byte 56.
-                rewrites: vec![(16, 1), (40, 0)],
+                rewrites: Rewrites::Scan(vec![1, 0]),
             },
         ],
         payloads: vec![
@@ -607,6 +609,7 @@ fn manifests() -> Vec<(String, Manifest)> {
             log2: 10,
             hashes: vec![[0x11; 8], [0x22; 8]],
         },
+        nar_commitment: nar_commitment(&[[4; 32], [7; 32]]),
     };
     let other_chunking = Manifest {
         chunking: ChunkParams {

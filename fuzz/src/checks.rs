@@ -1295,7 +1295,7 @@ pub fn link_bundle() -> &'static LinkBundle {
             id.copy_from_slice(&blake3::hash(&chunk).as_bytes()[..16]);
             paths.push(PathEntry {
                 store_path: (*name).to_owned(),
-                nar_hash: [i as u8; 32],
+                nar_hash: Some([i as u8; 32]),
                 nar_size: chunk.len() as u64,
                 references: vec![],
                 deriver: None,
@@ -1328,6 +1328,7 @@ pub fn link_bundle() -> &'static LinkBundle {
                 h.update(&bytes);
                 h.finish()
             },
+            nar_commitment: [0; 16],
         };
         let key = announce_key();
         let (header, mut bundle) =

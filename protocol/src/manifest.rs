@@ -20,7 +20,7 @@ use crate::pieces::Pieces;
 use crate::storepath::STORE_DIR;
 
 /// Format version of [`Manifest`]. Bump on any change of its fields.
-pub const MANIFEST_VERSION: u16 = 6;
+pub const MANIFEST_VERSION: u16 = 7;
 
 /// Hard cap on the decompressed manifest (defends the device against a hostile length).
 pub const MAX_MANIFEST_BYTES: u32 = 256 << 20;
@@ -56,8 +56,13 @@ pub struct ChunkRef {
 pub struct PathEntry {
     /// Full store path, e.g. `/nix/store/<hash>-name`.
     pub store_path: String,
-    /// SHA-256 of the NAR, as Nix computes it.
-    pub nar_hash: [u8; 32],
+    /// SHA-256 of the NAR, as Nix computes it. The ground knows every one; the wire form
+    /// carries them only in bundles large enough to arrive over several passes, where a path
+    /// may be imported before the rest of its bundle is in (since manifest version 7). A
+    /// device computes each narHash while it rebuilds the NAR, checks it against this where
+    /// given, and checks all of a bundle's together against [`Manifest::nar_commitment`]
+    /// once the bundle is complete: a path without one waits for that.
+    pub nar_hash: Option<[u8; 32]>,
     pub nar_size: u64,
     /// Full store paths this path references (may include itself).
     pub references: Vec<String>,
@@ -69,10 +74,29 @@ pub struct PathEntry {
     /// Runs of chunks the device takes from the chunk list of a path it holds, instead of
     /// 20 bytes per chunk here. Sorted by `at`.
     pub copies: Vec<CopyRun>,
-    /// Where the hashes go back: (gap from the previous occurrence's offset, or the offset
-    /// itself for the first; index into the hash list: the path's own hash, then its
-    /// references' in order, self-references skipped).
-    pub rewrites: Vec<(u64, u16)>,
+    /// Where the store hashes go back into the normalized NAR.
+    pub rewrites: Rewrites,
+}
+
+/// Where a path's store hashes go back into its normalized NAR. An index points into the
+/// path's hash list: its own hash, then its references' in order, self-references skipped.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Rewrites {
+    /// Each as (gap from the previous occurrence's offset, or the offset itself for the
+    /// first; index).
+    At(Vec<(u64, u16)>),
+    /// At each placeholder the device finds in the normalized NAR, scanning it from the start
+    /// (32 `e`s; in a longer run of `e`s, from its start, every 32 bytes), the next of these
+    /// indices, in order. The ground sends this form only where that scan finds exactly the
+    /// occurrences it recorded, which saves every offset; the device turns it into `At`
+    /// before it rebuilds the NAR.
+    Scan(Vec<u16>),
+}
+
+impl Default for Rewrites {
+    fn default() -> Self {
+        Rewrites::At(Vec::new())
+    }
 }
 
 /// `count` chunks starting at chunk `first` of the on-board path `sources[source]`, inserted
@@ -187,7 +211,38 @@ pub struct Manifest {
     pub sources: Vec<String>,
     /// Hashes of the payload section piece by piece: where forged bytes are.
     pub pieces: Pieces,
+    /// [`nar_commitment`] of the narHashes of [`Manifest::paths`], in order: one check of
+    /// every rebuilt NAR in 16 bytes instead of 32 per path.
+    pub nar_commitment: [u8; 16],
 }
+
+/// The commitment to the narHashes of a bundle's paths, in the manifest's order: the first 16
+/// bytes of their BLAKE3 under a key derived for this use.
+///
+/// Every chunk a device rebuilds a NAR from is checked against its 128-bit id, so what a
+/// narHash adds is a check that both sides restore the same store hashes into the same
+/// bytes, and a complete one of everything a bundle produces. One commitment gives that
+/// check at the strength of the chunk ids; it only cannot say which path differs (the error
+/// then names the bundle).
+pub fn nar_commitment<'a>(hashes: impl IntoIterator<Item = &'a [u8; 32]>) -> [u8; 16] {
+    let mut h = blake3::Hasher::new_derive_key("narlink 2026-12-05 nar commitment");
+    for n in hashes {
+        h.update(n);
+    }
+    let mut out = [0u8; 16];
+    out.copy_from_slice(&h.finalize().as_bytes()[..16]);
+    out
+}
+
+/// The chunking parameters of manifest version 7 (algorithm 3: FastCDC v2020 cut points over
+/// store-hash-normalized NARs, 128-bit BLAKE3 ids; sizes chosen by measurement,
+/// docs/measurements.md "Chunk size"). The wire form names them in one byte.
+pub const STANDARD_CHUNKING: ChunkParams = ChunkParams {
+    algorithm: 3,
+    min_size: 16 * 1024,
+    avg_size: 64 * 1024,
+    max_size: 256 * 1024,
+};
 
 impl Manifest {
     /// The payloads in spans: each range is a head payload and the `Joined` payloads after
@@ -305,18 +360,30 @@ impl Manifest {
             if !seen.insert(p.store_path.as_str()) {
                 return Err(ManifestError::Duplicate(p.store_path.clone()));
             }
-            let mut at: u64 = 0;
-            for (i, &(gap, index)) in p.rewrites.iter().enumerate() {
-                let next = at.checked_add(gap);
-                let ok = (i == 0 || gap >= 32)
-                    && usize::from(index) <= p.references.len()
-                    && next
-                        .and_then(|n| n.checked_add(32))
-                        .is_some_and(|end| end <= p.nar_size);
-                if !ok {
-                    return Err(ManifestError::Rewrites(p.store_path.clone()));
+            let in_list = |index: u16| usize::from(index) <= p.references.len();
+            match &p.rewrites {
+                Rewrites::At(gaps) => {
+                    let mut at: u64 = 0;
+                    for (i, &(gap, index)) in gaps.iter().enumerate() {
+                        let next = at.checked_add(gap);
+                        let ok = (i == 0 || gap >= 32)
+                            && in_list(index)
+                            && next
+                                .and_then(|n| n.checked_add(32))
+                                .is_some_and(|end| end <= p.nar_size);
+                        if !ok {
+                            return Err(ManifestError::Rewrites(p.store_path.clone()));
+                        }
+                        at = next.unwrap_or(0);
+                    }
                 }
-                at = next.unwrap_or(0);
+                Rewrites::Scan(indices) => {
+                    if !indices.iter().all(|&i| in_list(i))
+                        || indices.len() as u64 > p.nar_size / 32
+                    {
+                        return Err(ManifestError::Rewrites(p.store_path.clone()));
+                    }
+                }
             }
             let mut at = 0u64;
             for r in &p.copies {

@@ -3,7 +3,8 @@
 
 use narlink_protocol::bundle::{BundleHeader, HEADER_LEN, MANIFEST_ZSTD};
 use narlink_protocol::manifest::{
-    resolve_in, ChunkParams, ChunkRef, Encoding, Manifest, PathEntry, Payload, MANIFEST_VERSION,
+    nar_commitment, resolve_in, ChunkParams, ChunkRef, Encoding, Manifest, PathEntry, Payload,
+    Rewrites, MANIFEST_VERSION, STANDARD_CHUNKING,
 };
 use narlink_protocol::signature::{decode_block, encode_block, Signature};
 use narlink_protocol::storepath::PathSet;
@@ -16,7 +17,7 @@ fn chunk() -> impl Strategy<Value = ChunkRef> {
 fn path_entry() -> impl Strategy<Value = PathEntry> {
     (
         "[0-9a-df-np-sv-z]{32}-[a-z][a-z.-]{0,19}",
-        any::<[u8; 32]>(),
+        proptest::option::of(any::<[u8; 32]>()),
         proptest::collection::vec(chunk(), 0..8),
         proptest::collection::vec("/nix/store/[0-9a-df-np-sv-z]{32}-[a-z]{1,8}", 0..4),
         proptest::option::of("/nix/store/[a-z0-9]{32}-[a-z]{1,8}.drv"),
@@ -25,10 +26,10 @@ fn path_entry() -> impl Strategy<Value = PathEntry> {
             store_path: format!("/nix/store/{name}"),
             nar_hash,
             nar_size: chunks.iter().map(|c| u64::from(c.len)).sum(),
-            rewrites: if chunks.iter().map(|c| u64::from(c.len)).sum::<u64>() >= 100 {
-                vec![(3, 0), (40, 0)]
-            } else {
-                Vec::new()
+            rewrites: match chunks.iter().map(|c| u64::from(c.len)).sum::<u64>() {
+                n if n >= 1000 => Rewrites::Scan(vec![0; references.len() + 2]),
+                n if n >= 100 => Rewrites::At(vec![(3, 0), (40, 0)]),
+                _ => Rewrites::default(),
             },
             references,
             deriver,
@@ -59,17 +60,21 @@ fn manifest() -> impl Strategy<Value = Manifest> {
         proptest::collection::vec(payload(), 0..10),
         any::<[u8; 16]>(),
         any::<u64>(),
+        any::<bool>(),
     )
-        .prop_map(|(mut paths, payloads, base_digest, sequence)| {
+        .prop_map(|(mut paths, payloads, base_digest, sequence, standard)| {
             paths.sort_by(|a, b| a.store_path.cmp(&b.store_path));
             paths.dedup_by(|a, b| a.store_path == b.store_path);
+            let paths_hashes: Vec<[u8; 32]> = paths.iter().filter_map(|p| p.nar_hash).collect();
             Manifest {
                 version: MANIFEST_VERSION,
-                chunking: ChunkParams {
-                    algorithm: 2,
-                    min_size: 16 << 10,
-                    avg_size: 64 << 10,
-                    max_size: 256 << 10,
+                chunking: if standard {
+                    STANDARD_CHUNKING
+                } else {
+                    ChunkParams {
+                        algorithm: 2,
+                        ..STANDARD_CHUNKING
+                    }
                 },
                 base_digest,
                 sequence,
@@ -78,6 +83,7 @@ fn manifest() -> impl Strategy<Value = Manifest> {
                 payloads,
                 sources: Vec::new(),
                 pieces: Default::default(),
+                nar_commitment: nar_commitment(paths_hashes.iter()),
             }
         })
 }
@@ -155,13 +161,13 @@ fn compact_then_expand_gives_the_chunks_back() {
     assert_eq!(copies.len(), 2);
     let entry = PathEntry {
         store_path: "/nix/store/x".into(),
-        nar_hash: [0; 32],
+        nar_hash: None,
         nar_size: 516,
         references: vec![],
         deriver: None,
         chunks: explicit,
         copies,
-        rewrites: vec![],
+        rewrites: Rewrites::default(),
     };
     let sources = vec!["/nix/store/q".to_owned()];
     assert_eq!(

@@ -261,8 +261,9 @@ pub struct ImportArgs {
     state: PathBuf,
     #[command(flatten)]
     activation: ActivationArgs,
-    /// Also import, from bundles still being received, the paths whose data is all here.
-    /// Without it an incomplete bundle is refused and the store is left as it is.
+    /// Also import, from bundles still being received, the paths whose data is all here (in
+    /// bundles of more than one FEC group, which carry a narHash per path). Without it an
+    /// incomplete bundle is refused and the store is left as it is.
     #[arg(long)]
     partial: bool,
     /// Override the store recorded at init.

@@ -15,7 +15,7 @@ use narlink_protocol::manifest::Manifest;
 use serde::Serialize;
 
 use super::activate::Plan;
-use super::reassemble::{ChunkSource, ReassembleError};
+use super::reassemble::{check_commitment, ChunkSource, ReassembleError};
 use crate::nar::NarHash;
 use crate::nixstore::{NarMeta, NixError, NixStore};
 use crate::progress::Progress;
@@ -98,7 +98,8 @@ pub struct ImportReport {
 /// Import every staged bundle that has not been imported yet, in arrival order.
 ///
 /// With `partial`, a bundle still being received has every path imported whose chunks are all
-/// here (a prefix of the bundle's dependency order), as soon as they are; without it, an
+/// here and whose narHash its manifest gives (a prefix of the bundle's dependency order; small
+/// bundles give none and wait for their NAR commitment), as soon as they are; without it, an
 /// incomplete bundle is refused and the store is left untouched.
 ///
 /// With a `plan`, the import of a complete bundle journals the landing of its first root in
@@ -197,11 +198,15 @@ fn import_bundle(
     }
 
     let mut source = ChunkSource::new(state, store)?;
-    // Everything, or the prefix of paths whose chunks are all here.
+    // Everything, or the prefix of paths whose chunks are all here and whose narHash the
+    // manifest gives (the others wait for the NAR commitment, checked once all are here).
     let mut ready = manifest.paths.len();
     if !complete {
         ready = 0;
         'paths: for p in &manifest.paths {
+            if p.nar_hash.is_none() {
+                break;
+            }
             for c in &p.chunks {
                 if !source.available(&c.id)? {
                     break 'paths;
@@ -210,29 +215,51 @@ fn import_bundle(
             ready += 1;
         }
     }
+    // Where the device finds the store hashes itself, find them now (the index keeps them).
+    for entry in &mut manifest.paths[..ready] {
+        entry.rewrites = source
+            .find_rewrites(entry)
+            .map_err(|source| ImportError::Verify {
+                bundle: bundle.clone(),
+                source,
+            })?;
+    }
     let ready = &manifest.paths[..ready];
     let names: Vec<String> = ready.iter().map(|p| p.store_path.clone()).collect();
     let valid_before = store.valid_paths(&names)?;
-    let todo: Vec<_> = ready
-        .iter()
-        .filter(|p| !valid_before.contains(&p.store_path))
-        .collect();
-    let nar_bytes: u64 = todo.iter().map(|p| p.nar_size).sum();
 
-    // Pass 1: verify every NAR before anything touches the store.
-    let mut bar = Progress::new("verify", nar_bytes, progress);
+    // Pass 1: rebuild every NAR before anything touches the store, each chunk checked against
+    // its id, and take its narHash; for a complete bundle, check them all against the
+    // manifest's commitment. Paths the store already holds (an import cut short, or brought
+    // by other means) are rebuilt too: the commitment is over what the bundle produces.
+    let verify_bytes: u64 = ready.iter().map(|p| p.nar_size).sum();
+    let mut bar = Progress::new("verify", verify_bytes, progress);
     let mut done = 0;
-    for entry in &todo {
-        source
+    let mut hashes = Vec::with_capacity(ready.len());
+    for entry in ready {
+        let hash = source
             .verify_entry(entry)
             .map_err(|source| ImportError::Verify {
                 bundle: bundle.clone(),
                 source,
             })?;
+        hashes.push(hash);
         done += entry.nar_size;
         bar.update(done, String::new);
     }
     bar.finish();
+    if complete {
+        check_commitment(&manifest, &hashes).map_err(|source| ImportError::Verify {
+            bundle: bundle.clone(),
+            source,
+        })?;
+    }
+    let todo: Vec<_> = ready
+        .iter()
+        .zip(&hashes)
+        .filter(|(p, _)| !valid_before.contains(&p.store_path))
+        .collect();
+    let nar_bytes: u64 = todo.iter().map(|(p, _)| p.nar_size).sum();
 
     // Pass 2: stream the verified chunks into Nix, in dependency order.
     if !todo.is_empty() {
@@ -240,10 +267,10 @@ fn import_bundle(
         let mut bar = Progress::new("import", nar_bytes, progress);
         let mut done = 0;
         let result = store.add_nars(|nix| {
-            for entry in &todo {
+            for &(entry, hash) in &todo {
                 let meta = NarMeta {
                     path: &entry.store_path,
-                    nar_hash: NarHash(entry.nar_hash),
+                    nar_hash: NarHash(*hash),
                     nar_size: entry.nar_size,
                     references: &entry.references,
                     deriver: entry.deriver.as_deref(),
@@ -265,7 +292,7 @@ fn import_bundle(
         bar.finish();
         if let Err(err) = result {
             // The paths Nix added, and what it had restored of the one it was reading.
-            let added: Vec<String> = todo.iter().map(|p| p.store_path.clone()).collect();
+            let added: Vec<String> = todo.iter().map(|(p, _)| p.store_path.clone()).collect();
             let _ = store.delete(&added);
             // Our side failed to rebuild a NAR, unless all it saw was Nix going away (a full
             // disk, say): then Nix's own error says what happened.
@@ -282,11 +309,11 @@ fn import_bundle(
     // Fold into the index; once complete, drop the staged chunks and mark the bundle
     // imported: one transaction.
     let tx = state.db.begin_write()?;
-    for p in ready {
+    for (p, hash) in ready.iter().zip(&hashes) {
         if !state.db.has_path(&p.store_path)? {
             state
                 .db
-                .add_path(&tx, &p.store_path, &PathRecord::from(p))?;
+                .add_path(&tx, &p.store_path, &PathRecord::of(p, *hash))?;
         }
     }
     if complete {

@@ -2,7 +2,9 @@
 //! out of a path already in the device's store, and every chunk is checked against its
 //! BLAKE3 id before its bytes are used.
 
-use narlink_protocol::manifest::{ChunkId, ChunkRef, PathEntry, Payload};
+use narlink_protocol::manifest::{
+    nar_commitment, ChunkId, ChunkRef, Manifest, PathEntry, Payload, Rewrites,
+};
 use sha2::{Digest, Sha256};
 
 use crate::nar::NarHash;
@@ -39,7 +41,9 @@ pub enum ReassembleError {
         expected: String,
         expected_size: u64,
     },
-    #[error("{path}: the manifest's hash rewrites name a hash the path does not have")]
+    #[error("the rebuilt NARs hash to commitment {found}, the manifest says {expected}: for some path of the bundle the ground and this device rebuild different bytes; refusing to import")]
+    Commitment { found: String, expected: String },
+    #[error("{path}: the manifest's hash rewrites name a hash the path does not have, or are not where its placeholders are")]
     Rewrites { path: String },
     #[error(transparent)]
     State(#[from] StateError),
@@ -156,10 +160,14 @@ impl ChunkSource {
         mut sink: impl FnMut(&[u8]) -> std::io::Result<()>,
     ) -> Result<([u8; 32], u64), ReassembleError> {
         let hashes = normalize::hash_list(&entry.store_path, &entry.references);
-        let rewrites = normalize::decode(&entry.rewrites, hashes.len(), entry.nar_size)
-            .ok_or_else(|| ReassembleError::Rewrites {
-                path: entry.store_path.clone(),
-            })?;
+        let rewrites = match &entry.rewrites {
+            Rewrites::At(gaps) => normalize::decode(gaps, hashes.len(), entry.nar_size),
+            // Found by [`Self::find_rewrites`] before a NAR is rebuilt.
+            Rewrites::Scan(_) => None,
+        }
+        .ok_or_else(|| ReassembleError::Rewrites {
+            path: entry.store_path.clone(),
+        })?;
         let mut h = Sha256::new();
         let mut size = 0u64;
         let mut out = Vec::new();
@@ -181,18 +189,59 @@ impl ChunkSource {
         Ok((h.finalize().into(), size))
     }
 
-    /// Rebuild `entry`'s NAR without keeping it and check its narHash and narSize.
-    pub fn verify_entry(&mut self, entry: &PathEntry) -> Result<(), ReassembleError> {
+    /// Where `entry`'s store hashes go: for [`Rewrites::Scan`], found by scanning its
+    /// normalized chunks (each checked against its id) for placeholders; one more or one
+    /// fewer than its indices and the path is refused.
+    pub fn find_rewrites(&mut self, entry: &PathEntry) -> Result<Rewrites, ReassembleError> {
+        let Rewrites::Scan(indices) = &entry.rewrites else {
+            return Ok(entry.rewrites.clone());
+        };
+        let mut scan = normalize::PlaceholderScan::new(indices.len());
+        for c in &entry.chunks {
+            let bytes = self.chunk(&entry.store_path, c)?;
+            scan.feed(bytes);
+        }
+        if scan.found.len() != indices.len() {
+            return Err(ReassembleError::Rewrites {
+                path: entry.store_path.clone(),
+            });
+        }
+        let found = scan
+            .found
+            .iter()
+            .zip(indices)
+            .map(|(&offset, &index)| normalize::Rewrite { offset, index });
+        Ok(Rewrites::At(normalize::encode(&found.collect::<Vec<_>>())))
+    }
+
+    /// Rebuild `entry`'s NAR without keeping it, check its narSize and, where the entry
+    /// carries one, its narHash; returns the narHash (a bundle's are checked together against
+    /// its commitment: see [`check_commitment`]).
+    pub fn verify_entry(&mut self, entry: &PathEntry) -> Result<[u8; 32], ReassembleError> {
         let (found, size) = self.stream(entry, |_| Ok(()))?;
-        if found != entry.nar_hash || size != entry.nar_size {
+        if entry.nar_hash.is_some_and(|h| h != found) || size != entry.nar_size {
             return Err(ReassembleError::NarHash {
                 path: entry.store_path.clone(),
                 found: NarHash(found).to_string(),
                 found_size: size,
-                expected: NarHash(entry.nar_hash).to_string(),
+                expected: entry
+                    .nar_hash
+                    .map_or("(not given)".to_owned(), |h| NarHash(h).to_string()),
                 expected_size: entry.nar_size,
             });
         }
-        Ok(())
+        Ok(found)
     }
+}
+
+/// Check the narHashes of all of `manifest`'s paths, in its order, against its commitment.
+pub fn check_commitment(manifest: &Manifest, hashes: &[[u8; 32]]) -> Result<(), ReassembleError> {
+    let found = nar_commitment(hashes);
+    if hashes.len() != manifest.paths.len() || found != manifest.nar_commitment {
+        return Err(ReassembleError::Commitment {
+            found: payload::short_id(&found),
+            expected: payload::short_id(&manifest.nar_commitment),
+        });
+    }
+    Ok(())
 }

@@ -9,7 +9,8 @@ use std::sync::Arc;
 use narlink_protocol::bundle::{BundleHeader, MANIFEST_PLAIN, MANIFEST_ZSTD};
 use narlink_protocol::digest::{hex, short, state_digest};
 use narlink_protocol::manifest::{
-    ChunkId, Encoding, Manifest, ManifestError, PathEntry, Reference, MANIFEST_VERSION,
+    nar_commitment, ChunkId, Encoding, Manifest, ManifestError, PathEntry, Reference, Rewrites,
+    MANIFEST_VERSION,
 };
 use narlink_protocol::params::LinkOptions;
 use narlink_protocol::pieces::{PieceHasher, Pieces};
@@ -22,11 +23,15 @@ use crate::ground::code::{Batch, RefBytes, RefCache};
 use crate::ground::delta;
 use crate::nar::{NarError, NarLayout};
 use crate::nixstore::{NixError, NixStore, PathInfo};
-use crate::normalize::{self, hash_list, Normalizer};
+use crate::normalize::{self, hash_list, Normalizer, PlaceholderScan};
 use crate::onboard::OnBoard;
 use crate::progress::{self, Progress};
 use crate::state::mirror::{GroundBundle, Mirror, Standing};
 use crate::state::StateError;
+
+/// Most placeholders the pack's scan of one path records (8 MiB of offsets): a path with more
+/// rewrites sends their offsets.
+const SCAN_LIMIT: usize = 1 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PackError {
@@ -189,6 +194,8 @@ pub fn pack(
     let mut payloads = Vec::new();
     let mut entries = Vec::with_capacity(ordered.len());
     let mut predecessor: Vec<Option<String>> = Vec::with_capacity(ordered.len());
+    // Per path: whether the device's scan for placeholders finds its rewrites.
+    let mut scannable: Vec<bool> = Vec::with_capacity(ordered.len());
     let mut batch = Batch::default();
     let mut refs = RefCache::default();
     let mut progress = Progress::new("pack", total, opts.progress);
@@ -208,8 +215,10 @@ pub fn pack(
         let mut base: Option<Option<(delta::Counterpart, delta::Anchors)>> = None;
         let mut normalized =
             Normalizer::new(layout.reader(), &hash_list(&info.path, &info.references));
+        let mut scan = PlaceholderScan::new(SCAN_LIMIT);
         let result = chunk_stream::<_, io::Error>(&mut normalized, &PARAMS, |offset, bytes, c| {
             chunks.push(c);
+            scan.feed(bytes);
             done += u64::from(c.len);
             let known = index.contains(&c.id).map_err(|e| {
                 failure = Some(e.into());
@@ -285,15 +294,17 @@ pub fn pack(
         }
         entries.push(PathEntry {
             store_path: info.path.clone(),
-            nar_hash: info.nar_hash.0,
+            nar_hash: Some(info.nar_hash.0),
             nar_size: info.nar_size,
             references: info.references.clone(),
             deriver: info.deriver.clone().filter(|_| opts.derivers),
             chunks,
             copies: Vec::new(),
-            rewrites: normalize::encode(&normalized.rewrites),
+            rewrites: Rewrites::At(normalize::encode(&normalized.rewrites)),
         });
         predecessor.push(pred);
+        // Two or more: then the indices alone take fewer bytes than offsets and indices.
+        scannable.push(normalized.rewrites.len() >= 2 && scan.finds(&normalized.rewrites));
     }
     batch
         .finish(opts, &mut payloads, &mut payload_out)
@@ -314,6 +325,7 @@ pub fn pack(
             .map(String::as_str)
             .chain(entries.iter().map(|e| e.store_path.as_str())),
     );
+    let nar_commitment = nar_commitment(entries.iter().filter_map(|e| e.nar_hash.as_ref()));
     let manifest = Manifest {
         version: MANIFEST_VERSION,
         chunking: PARAMS,
@@ -324,11 +336,32 @@ pub fn pack(
         payloads,
         sources,
         pieces,
+        nar_commitment,
     };
-    // The mirror keeps the full chunk lists; the wire carries runs the device already holds
-    // as copies from the predecessor's list.
+    // The mirror keeps the full chunk lists and rewrites; the wire carries runs the device
+    // already holds as copies from the predecessor's list, and where the device's scan finds
+    // the rewrites, only their indices.
     mirror.add_pending_full(&manifest)?;
     let mut manifest = manifest;
+    for (entry, _) in manifest
+        .paths
+        .iter_mut()
+        .zip(&scannable)
+        .filter(|(_, s)| **s)
+    {
+        if let Rewrites::At(gaps) = &entry.rewrites {
+            entry.rewrites = Rewrites::Scan(gaps.iter().map(|&(_, index)| index).collect());
+        }
+    }
+    // A payload section of more than one piece (a piece is at most one FEC group: 512 KiB at
+    // the default link) may take several passes, and a device may import a path before the
+    // rest is in: it needs that path's own narHash (32 bytes). A smaller bundle arrives whole
+    // and relies on the NAR commitment alone: a one-line config change saves 64 bytes.
+    if manifest.pieces.hashes.is_empty() {
+        for entry in &mut manifest.paths {
+            entry.nar_hash = None;
+        }
+    }
     for (entry, pred) in manifest.paths.iter_mut().zip(&predecessor) {
         let Some(q) = pred else { continue };
         let Some(previous) = mirror.db.record(q)?.map(|r| r.chunks) else {

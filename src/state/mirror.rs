@@ -413,7 +413,15 @@ impl Mirror {
         for (id, m) in imported {
             for p in &m.paths {
                 if !self.db.has_path(&p.store_path)? {
-                    self.db.add_path(tx, &p.store_path, &PathRecord::from(p))?;
+                    // The ground's own manifests carry every narHash.
+                    let nar_hash = p.nar_hash.ok_or_else(|| {
+                        StateError::Corrupt(format!(
+                            "pending manifest: {} has no narHash",
+                            p.store_path
+                        ))
+                    })?;
+                    self.db
+                        .add_path(tx, &p.store_path, &PathRecord::of(p, nar_hash))?;
                 }
             }
             self.forget_pending(tx, id)?;

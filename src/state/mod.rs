@@ -18,7 +18,7 @@ pub mod probation;
 use std::path::{Path, PathBuf};
 
 use narlink_protocol::digest::state_digest;
-use narlink_protocol::manifest::{ChunkId, ChunkParams, ChunkRef};
+use narlink_protocol::manifest::{ChunkId, ChunkParams, ChunkRef, Rewrites};
 use redb::{
     Database, MultimapTableDefinition, ReadableDatabase, ReadableTable, ReadableTableMetadata,
     TableDefinition,
@@ -89,34 +89,41 @@ pub struct PathRecord {
     pub rewrites: Vec<crate::normalize::Rewrite>,
 }
 
-impl From<&narlink_protocol::manifest::PathEntry> for PathRecord {
-    fn from(p: &narlink_protocol::manifest::PathEntry) -> Self {
+impl PathRecord {
+    /// The record of a path a manifest brings, whose NAR hashes to `nar_hash` (the entry's
+    /// own on the ground; on a device, the one it computed and checked against the bundle's
+    /// commitment).
+    pub fn of(p: &narlink_protocol::manifest::PathEntry, nar_hash: [u8; 32]) -> Self {
         PathRecord {
-            nar_hash: p.nar_hash,
+            nar_hash,
             nar_size: p.nar_size,
             references: p.references.clone(),
             deriver: p.deriver.clone(),
             chunks: p.chunks.clone(),
-            // `Manifest::check` accepted these (the same bounds: own hash + references).
-            rewrites: crate::normalize::decode(&p.rewrites, p.references.len() + 1, p.nar_size)
-                .unwrap_or_default(),
+            // `Manifest::check` accepted these (the same bounds: own hash + references); a
+            // device has found scanned ones before (`ChunkSource::find_rewrites`).
+            rewrites: match &p.rewrites {
+                Rewrites::At(gaps) => {
+                    crate::normalize::decode(gaps, p.references.len() + 1, p.nar_size)
+                }
+                Rewrites::Scan(_) => None,
+            }
+            .unwrap_or_default(),
         }
     }
-}
 
-impl PathRecord {
     /// The manifest entry that brings this path as `store_path`, every chunk listed (no copy
-    /// runs): the inverse of `From<&PathEntry>`.
+    /// runs): the inverse of [`PathRecord::of`].
     pub fn to_entry(&self, store_path: &str) -> narlink_protocol::manifest::PathEntry {
         narlink_protocol::manifest::PathEntry {
             store_path: store_path.to_owned(),
-            nar_hash: self.nar_hash,
+            nar_hash: Some(self.nar_hash),
             nar_size: self.nar_size,
             references: self.references.clone(),
             deriver: self.deriver.clone(),
             chunks: self.chunks.clone(),
             copies: Vec::new(),
-            rewrites: crate::normalize::encode(&self.rewrites),
+            rewrites: Rewrites::At(crate::normalize::encode(&self.rewrites)),
         }
     }
 }
@@ -614,7 +621,7 @@ mod tests {
     }
 
     #[test]
-    fn to_entry_is_the_inverse_of_from_entry() {
+    fn to_entry_is_the_inverse_of_of() {
         let rec = PathRecord {
             nar_hash: [7; 32],
             nar_size: 300,
@@ -642,6 +649,6 @@ mod tests {
             ],
         };
         let entry = rec.to_entry("/nix/store/jlw84i3j2gz04kgknz0mxmj1cgvbxws0-app-1");
-        assert_eq!(PathRecord::from(&entry), rec);
+        assert_eq!(PathRecord::of(&entry, [7; 32]), rec);
     }
 }

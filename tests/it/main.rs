@@ -1,5 +1,6 @@
 //! narlink's integration tests: one binary, one module per area.
 
+mod commitment;
 mod common;
 mod downlink;
 mod failures;

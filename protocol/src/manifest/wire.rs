@@ -4,28 +4,38 @@
 //! Against the storage form, it
 //! * names every path by a number into one table: the on-board paths the manifest mentions
 //!   (references, roots, delta sources), each by the shortest prefix of its packed hash that
-//!   is unique on the device ([`PathSet::prefix_len`], at least 3 bytes), then the new paths;
+//!   is unique on the device ([`PathSet::prefix_len`], at least 3 bytes; all of one length,
+//!   the longest that any of them needs), then the new paths;
 //! * writes a new path as its packed hash (20 bytes) and name, without the store directory;
 //! * lists a new chunk in a path's chunk list by its payload number instead of its id and
-//!   length, which the payload already gives.
+//!   length, which the payload already gives;
+//! * carries a narHash per path only where the ground chose to (see [`PathEntry::nar_hash`]),
+//!   and always the bundle's [`nar_commitment`](super::nar_commitment);
+//! * names the standard chunking parameters in one byte;
+//! * packs each hash rewrite's index into the low bits of its gap.
 //!
 //! A device decodes it against its own paths ([`resolve_in`]); a name that resolves to no path
 //! or to several means the ground planned against another state, and the bundle is refused.
 
 use serde::{Deserialize, Serialize};
 
-use super::{ChunkParams, ChunkRef, CopyRun, Manifest, ManifestError, PathEntry, Payload};
+use super::{
+    ChunkParams, ChunkRef, CopyRun, Manifest, ManifestError, PathEntry, Payload, Rewrites,
+    STANDARD_CHUNKING,
+};
 use crate::pieces::Pieces;
 use crate::storepath::{self, Lookup, PackedHash, PathSet, HASH_BYTES};
 
 #[derive(Serialize, Deserialize)]
 struct Wire {
     version: u16,
-    chunking: ChunkParams,
+    /// `None`: [`STANDARD_CHUNKING`] (which is then never written out).
+    chunking: Option<ChunkParams>,
     base_digest: [u8; 16],
     sequence: u64,
-    /// On-board paths, by packed-hash prefix (1 to 20 bytes).
-    onboard: Vec<Vec<u8>>,
+    /// On-board paths, by packed-hash prefix: all prefixes one length (the longest any of
+    /// them needs: 1 to 20 bytes; 0 when there are none), one after the other.
+    onboard: (u8, Vec<u8>),
     /// Into the path table: `onboard`, then `paths`.
     roots: Vec<u32>,
     paths: Vec<WirePath>,
@@ -33,20 +43,96 @@ struct Wire {
     /// Into `onboard`.
     sources: Vec<u32>,
     pieces: Pieces,
+    nar_commitment: [u8; 16],
 }
 
 #[derive(Serialize, Deserialize)]
 struct WirePath {
     hash: PackedHash,
     name: String,
-    nar_hash: [u8; 32],
+    nar_hash: Option<[u8; 32]>,
     nar_size: u64,
     /// Into the path table.
     references: Vec<u32>,
     deriver: Option<String>,
     chunks: Vec<WireChunk>,
     copies: Vec<CopyRun>,
-    rewrites: Vec<(u64, u16)>,
+    rewrites: WireRewrites,
+}
+
+#[derive(Serialize, Deserialize)]
+enum WireRewrites {
+    /// Each rewrite's gap shifted left by [`index_bits`] of the path, its index in the low
+    /// bits.
+    At(Vec<u64>),
+    /// How many indices, and the indices, [`scan_bits`] each, packed least significant bit
+    /// first (the last byte's unused bits zero).
+    Scan(u32, Vec<u8>),
+}
+
+/// Bits that hold a rewrite's index into a hash list of the path itself and `references`
+/// others (at most `references` + 1 entries, indices up to `references`).
+fn index_bits(references: usize) -> u32 {
+    usize::BITS - references.leading_zeros()
+}
+
+fn pack_rewrites(rewrites: &[(u64, u16)], references: usize) -> Result<Vec<u64>, ManifestError> {
+    let bits = index_bits(references);
+    rewrites
+        .iter()
+        .map(|&(gap, index)| {
+            gap.checked_shl(bits)
+                .filter(|g| g >> bits == gap)
+                .map(|g| g | u64::from(index))
+                .ok_or(ManifestError::Decode("hash rewrite gap too large".into()))
+        })
+        .collect()
+}
+
+/// Inverse of [`pack_rewrites`]; the bounds of each index are [`Manifest::check`]'s.
+fn unpack_rewrites(packed: &[u64], references: usize) -> Vec<(u64, u16)> {
+    let bits = index_bits(references);
+    let mask = (1u64 << bits) - 1;
+    packed
+        .iter()
+        .map(|&p| (p >> bits, u16::try_from(p & mask).unwrap_or(u16::MAX)))
+        .collect()
+}
+
+/// Bits per index in [`WireRewrites::Scan`]: at least one, so that the count of indices is
+/// bounded by the bytes that carry them.
+fn scan_bits(references: usize) -> u32 {
+    index_bits(references).max(1)
+}
+
+fn pack_indices(indices: &[u16], references: usize) -> WireRewrites {
+    let bits = scan_bits(references);
+    let mut out = vec![0u8; (indices.len() * bits as usize).div_ceil(8)];
+    for (n, &i) in indices.iter().enumerate() {
+        for b in 0..bits as usize {
+            if i >> b & 1 == 1 {
+                let at = n * bits as usize + b;
+                out[at / 8] |= 1 << (at % 8);
+            }
+        }
+    }
+    WireRewrites::Scan(indices.len() as u32, out)
+}
+
+/// Inverse of [`pack_indices`]: `None` unless `bytes` are exactly `count` indices, unused
+/// bits zero.
+fn unpack_indices(count: u32, bytes: &[u8], references: usize) -> Option<Vec<u16>> {
+    let bits = scan_bits(references) as usize;
+    let total = (count as usize).checked_mul(bits)?;
+    if bytes.len() != total.div_ceil(8) || (total % 8 != 0 && bytes.last()? >> (total % 8) != 0) {
+        return None;
+    }
+    let bit = |at: usize| u16::from(bytes[at / 8] >> (at % 8) & 1);
+    Some(
+        (0..count as usize)
+            .map(|n| (0..bits).map(|b| bit(n * bits + b) << b).sum())
+            .collect(),
+    )
 }
 
 #[derive(Serialize, Deserialize)]
@@ -112,14 +198,27 @@ impl Manifest {
                 None => at[p.as_str()],
             })
         };
-        let prefixes = onboard
+        let hashes = onboard
             .iter()
             .map(|p| {
-                let (hash, _) =
-                    storepath::split(p).ok_or_else(|| ManifestError::Name((*p).to_owned()))?;
-                Ok(hash[..device.prefix_len(&hash)].to_vec())
+                storepath::split(p)
+                    .map(|(hash, _)| hash)
+                    .ok_or_else(|| ManifestError::Name((*p).to_owned()))
             })
             .collect::<Result<Vec<_>, ManifestError>>()?;
+        let prefix_len = hashes
+            .iter()
+            .map(|h| device.prefix_len(h))
+            .max()
+            .unwrap_or(0);
+        let prefixes = (
+            prefix_len as u8,
+            hashes
+                .iter()
+                .flat_map(|h| &h[..prefix_len])
+                .copied()
+                .collect(),
+        );
         let payload_of: std::collections::HashMap<_, _> = self
             .payloads
             .iter()
@@ -148,13 +247,18 @@ impl Manifest {
                         })
                         .collect(),
                     copies: p.copies.clone(),
-                    rewrites: p.rewrites.clone(),
+                    rewrites: match &p.rewrites {
+                        Rewrites::At(gaps) => {
+                            WireRewrites::At(pack_rewrites(gaps, p.references.len())?)
+                        }
+                        Rewrites::Scan(indices) => pack_indices(indices, p.references.len()),
+                    },
                 })
             })
             .collect::<Result<Vec<_>, ManifestError>>()?;
         let wire = Wire {
             version: self.version,
-            chunking: self.chunking,
+            chunking: (self.chunking != STANDARD_CHUNKING).then_some(self.chunking),
             base_digest: self.base_digest,
             sequence: self.sequence,
             onboard: prefixes,
@@ -163,6 +267,7 @@ impl Manifest {
             payloads: self.payloads.clone(),
             sources: self.sources.iter().map(|s| index(at[s.as_str()])).collect(),
             pieces: self.pieces.clone(),
+            nar_commitment: self.nar_commitment,
         };
         // Serializing plain structs into a Vec cannot fail.
         Ok(postcard::to_allocvec(&wire).unwrap_or_default())
@@ -176,13 +281,23 @@ impl Manifest {
         mut resolve: impl FnMut(&[u8]) -> Result<String, ManifestError>,
     ) -> Result<Manifest, ManifestError> {
         let w: Wire = super::decode_canonical(bytes)?;
-        let mut names = Vec::with_capacity(w.onboard.len() + w.paths.len());
-        for prefix in &w.onboard {
-            if prefix.is_empty() || prefix.len() > HASH_BYTES {
-                return Err(ManifestError::Decode(
-                    "on-board name of 0 or over 20 bytes".into(),
-                ));
-            }
+        if w.chunking == Some(STANDARD_CHUNKING) {
+            // One manifest, one encoding: the standard parameters are only ever implied.
+            return Err(ManifestError::Decode("not in canonical form".into()));
+        }
+        let (prefix_len, ref prefixes) = w.onboard;
+        let prefix_len = usize::from(prefix_len);
+        if prefix_len > HASH_BYTES
+            || (prefix_len == 0) != prefixes.is_empty()
+            || prefixes.len() % prefix_len.max(1) != 0
+        {
+            return Err(ManifestError::Decode(
+                "on-board names of 0 or over 20 bytes, or not a whole number of them".into(),
+            ));
+        }
+        let onboard = prefixes.len() / prefix_len.max(1);
+        let mut names = Vec::with_capacity(onboard + w.paths.len());
+        for prefix in prefixes.chunks(prefix_len.max(1)) {
             names.push(resolve(prefix)?);
         }
         for p in &w.paths {
@@ -221,7 +336,7 @@ impl Manifest {
                 })
                 .collect::<Result<Vec<_>, _>>()?;
             paths.push(PathEntry {
-                store_path: names[w.onboard.len() + j].clone(),
+                store_path: names[onboard + j].clone(),
                 nar_hash: p.nar_hash,
                 nar_size: p.nar_size,
                 references: p
@@ -232,12 +347,23 @@ impl Manifest {
                 deriver: p.deriver.clone(),
                 chunks,
                 copies: p.copies.clone(),
-                rewrites: p.rewrites.clone(),
+                rewrites: match &p.rewrites {
+                    WireRewrites::At(packed) => {
+                        Rewrites::At(unpack_rewrites(packed, p.references.len()))
+                    }
+                    WireRewrites::Scan(count, bytes) => Rewrites::Scan(
+                        unpack_indices(*count, bytes, p.references.len()).ok_or_else(|| {
+                            ManifestError::Decode(
+                                "hash rewrite indices not in canonical form".into(),
+                            )
+                        })?,
+                    ),
+                },
             });
         }
         let m = Manifest {
             version: w.version,
-            chunking: w.chunking,
+            chunking: w.chunking.unwrap_or(STANDARD_CHUNKING),
             base_digest: w.base_digest,
             sequence: w.sequence,
             roots: w
@@ -252,13 +378,14 @@ impl Manifest {
                 .iter()
                 .map(|&i| {
                     names
-                        .get(..w.onboard.len())
+                        .get(..onboard)
                         .and_then(|o| o.get(i as usize))
                         .cloned()
                         .ok_or(ManifestError::Index("source"))
                 })
                 .collect::<Result<_, _>>()?,
             pieces: w.pieces,
+            nar_commitment: w.nar_commitment,
         };
         m.check()?;
         Ok(m)
@@ -296,13 +423,13 @@ mod tests {
             roots: vec![APP.into()],
             paths: vec![PathEntry {
                 store_path: APP.into(),
-                nar_hash: [3; 32],
+                nar_hash: Some([3; 32]),
                 nar_size: 150,
                 references: vec![GLIBC.into(), APP.into()],
                 deriver: None,
                 chunks: vec![new, held],
                 copies: Vec::new(),
-                rewrites: vec![(10, 0), (40, 1)],
+                rewrites: Rewrites::At(vec![(10, 0), (40, 1)]),
             }],
             payloads: vec![Payload {
                 chunk: new.id,
@@ -317,6 +444,7 @@ mod tests {
             }],
             sources: vec![OLD_APP.into()],
             pieces: Default::default(),
+            nar_commitment: crate::manifest::nar_commitment(&[[3; 32]]),
         }
     }
 
@@ -419,5 +547,132 @@ mod tests {
         let mut with_bytes = m.clone();
         with_bytes.payloads[1].encoded_len = 1;
         assert!(with_bytes.check().is_err());
+    }
+
+    #[test]
+    fn standard_chunking_is_implied_and_only_so() {
+        let m = manifest();
+        let device = PathSet::new([GLIBC, OLD_APP, APP]);
+        let wire = m.to_wire(&device).unwrap();
+        let mut w: Wire = postcard::from_bytes(&wire).unwrap();
+        assert_eq!(w.chunking, None);
+        // Spelt out, the standard parameters are a second encoding of one manifest: refused.
+        w.chunking = Some(STANDARD_CHUNKING);
+        let spelt = postcard::to_allocvec(&w).unwrap();
+        assert_eq!(spelt.len(), wire.len() + 10);
+        assert!(matches!(
+            Manifest::from_wire(&spelt, resolve_in(&device)),
+            Err(ManifestError::Decode(_))
+        ));
+        // Other parameters travel and come back.
+        let mut other = m.clone();
+        other.chunking.avg_size = 32 << 10;
+        let wire = other.to_wire(&device).unwrap();
+        assert_eq!(
+            Manifest::from_wire(&wire, resolve_in(&device)).map(|d| d.chunking),
+            Ok(other.chunking)
+        );
+    }
+
+    #[test]
+    fn rewrite_indices_ride_in_the_gaps_low_bits() {
+        assert_eq!(
+            (0..6).map(index_bits).collect::<Vec<_>>(),
+            [0, 1, 2, 2, 3, 3]
+        );
+        // Two references: indices 0..=2 in 2 bits.
+        let rewrites = vec![(10, 0), (40, 2), (1 << 40, 1)];
+        let packed = pack_rewrites(&rewrites, 2).unwrap();
+        assert_eq!(packed[..2], [10 << 2, (40 << 2) | 2]);
+        assert_eq!(unpack_rewrites(&packed, 2), rewrites);
+        // No references: the gap alone.
+        assert_eq!(pack_rewrites(&[(7, 0)], 0).unwrap(), [7]);
+        // A gap that does not fit beside its index is refused, not truncated.
+        assert!(pack_rewrites(&[(u64::MAX >> 1, 0)], 2).is_err());
+        // An index the bits can hold but the hash list does not have: `check` refuses it.
+        let device = PathSet::new([GLIBC, OLD_APP, APP]);
+        let wire = manifest().to_wire(&device).unwrap();
+        let mut w: Wire = postcard::from_bytes(&wire).unwrap();
+        // APP's hash list: itself and GLIBC (its self-reference is skipped): indices 0..=1 of
+        // the 2 bits that its two references give room for.
+        let WireRewrites::At(packed) = &mut w.paths[0].rewrites else {
+            panic!("explicit rewrites")
+        };
+        packed[1] |= 3;
+        let bad = postcard::to_allocvec(&w).unwrap();
+        assert!(matches!(
+            Manifest::from_wire(&bad, resolve_in(&device)),
+            Err(ManifestError::Rewrites(_))
+        ));
+    }
+
+    #[test]
+    fn onboard_names_share_one_length() {
+        let device = PathSet::new([GLIBC, OLD_APP, APP]);
+        let wire = manifest().to_wire(&device).unwrap();
+        let w: Wire = postcard::from_bytes(&wire).unwrap();
+        assert_eq!(w.onboard.0, 3);
+        assert_eq!(w.onboard.1.len(), 6);
+        // A device where glibc's name needs more than 3 bytes: both are sent that long.
+        let near = "/nix/store/4gzm0877yzzzzzzzzzzzzzzzzzzzzzzz-near";
+        let crowded = PathSet::new([GLIBC, OLD_APP, APP, near]);
+        let wire = manifest().to_wire(&crowded).unwrap();
+        let w: Wire = postcard::from_bytes(&wire).unwrap();
+        assert!(w.onboard.0 > 3, "{}", w.onboard.0);
+        assert_eq!(w.onboard.1.len(), 2 * usize::from(w.onboard.0));
+        assert_eq!(
+            Manifest::from_wire(&wire, resolve_in(&crowded)),
+            Ok(manifest())
+        );
+        // Names that are not a whole number of prefixes, a length of 0 or over 20: refused.
+        for onboard in [
+            (3, vec![1; 7]),
+            (0, vec![1; 3]),
+            (21, vec![1; 21]),
+            (1, vec![]),
+        ] {
+            let mut bad: Wire = postcard::from_bytes(&wire).unwrap();
+            bad.onboard = onboard.clone();
+            let bytes = postcard::to_allocvec(&bad).unwrap();
+            assert!(
+                matches!(
+                    Manifest::from_wire(&bytes, resolve_in(&crowded)),
+                    Err(ManifestError::Decode(_))
+                ),
+                "{onboard:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn scanned_rewrites_carry_only_their_indices() {
+        // Two references: 2 bits per index; none: 1 bit (so the count is bounded by bytes).
+        for (indices, references, bytes) in [
+            (vec![0u16, 2, 1, 2, 0], 2, vec![0b10_01_10_00, 0b00]),
+            (vec![0, 0, 0], 0, vec![0]),
+            (vec![], 5, vec![]),
+        ] {
+            let WireRewrites::Scan(count, packed) = pack_indices(&indices, references) else {
+                unreachable!()
+            };
+            assert_eq!((count as usize, &packed), (indices.len(), &bytes));
+            assert_eq!(
+                unpack_indices(count, &packed, references),
+                Some(indices.clone())
+            );
+        }
+        // Too few or too many bytes for the count, or stray bits past the last index.
+        assert_eq!(unpack_indices(5, &[0], 2), None);
+        assert_eq!(unpack_indices(3, &[0, 0], 2), None);
+        assert_eq!(unpack_indices(3, &[0b0100_0000], 2), None);
+        assert_eq!(unpack_indices(u32::MAX, &[0; 8], 2), None);
+        // Through the wire and back.
+        let mut m = manifest();
+        m.paths[0].rewrites = Rewrites::Scan(vec![1, 0, 1]);
+        // A bundle may leave its narHashes to the commitment.
+        m.paths[0].nar_hash = None;
+        let device = PathSet::new([GLIBC, OLD_APP, APP]);
+        let wire = m.to_wire(&device).unwrap();
+        assert_eq!(Manifest::from_wire(&wire, resolve_in(&device)), Ok(m));
     }
 }

@@ -180,8 +180,14 @@ def peer_ostree(ctx):
     sh(["ostree", "static-delta", "generate", f"--repo={repo}", f"--from={revs['old']}", f"--to={revs['new']}"])
     deltas = repo / "deltas"
     files = [f for f in deltas.rglob("*") if f.is_file()]
-    total = sum(f.stat().st_size for f in files)
-    out = {"bytes": total, "files": len(files)}
+    parts = sum(f.stat().st_size for f in files)
+    # Objects the delta leaves out (too large to diff: a 565 MB library, say) are "fallback"
+    # objects, which a client fetches whole beside the delta: they count too. (Before
+    # 2026-12-05 they were left out, and OSTree's figure was too small wherever one occurred.)
+    show = sh(["ostree", "static-delta", "show", f"--repo={repo}", f"{revs['old']}-{revs['new']}"]).decode()
+    fallback = sum(int(l.split(":")[1].split()[0]) for l in show.splitlines()
+                   if l.startswith("Total Fallback Size:"))
+    out = {"bytes": parts + fallback, "files": len(files), "delta_bytes": parts, "fallback_bytes": fallback}
     shutil.rmtree(d)
     return out
 

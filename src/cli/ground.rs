@@ -158,6 +158,10 @@ pub struct PackArgs {
     /// zstd level for new chunks (1-22).
     #[arg(long, default_value_t = 19, value_parser = clap::value_parser!(i32).range(1..=22))]
     level: i32,
+    /// Threads that code new chunks (default: the CPUs this process may use). The bundle is
+    /// the same whatever the number.
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    threads: Option<u16>,
     /// Also cut the bundle into frames for the uplink: a file, a directory (one file per
     /// frame), or - for standard output.
     #[arg(long)]
@@ -277,6 +281,7 @@ pub fn run(c: Command, progress: bool) -> anyhow::Result<ExitCode> {
                 .map(read_secret_key)
                 .transpose()?
                 .map(std::sync::Arc::new);
+            let defaults = pack::PackOptions::default();
             let opts = pack::PackOptions {
                 zstd_level: a.level,
                 derivers: a.keep_derivers,
@@ -285,7 +290,7 @@ pub fn run(c: Command, progress: bool) -> anyhow::Result<ExitCode> {
                 sign_key,
                 progress,
                 piece_log2: a.link.options().piece_log2(),
-                ..Default::default()
+                threads: a.threads.map_or(defaults.threads, usize::from),
             };
             let r = pack::pack(&mirror, &store, &a.roots, &a.out, &opts)
                 .with_context(|| format!("ground pack into {}", a.out.display()))?;

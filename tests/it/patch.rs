@@ -54,6 +54,31 @@ fn relinked_library_travels_as_patches_and_imports() {
         v2
     ));
     assert_eq!(on_device, sh(&format!("cat {v2}/{lib} | sha256sum")));
+
+    // On one thread, the same payloads byte for byte (only the time differs).
+    rig.ground_init("mirror-1", &v1);
+    let one = rig.p("one.bundle");
+    rig.json(&[
+        "ground",
+        "pack",
+        "--mirror",
+        rig.p("mirror-1"),
+        "--unsigned",
+        "--threads",
+        "1",
+        "--out",
+        one,
+        &v2,
+    ]);
+    let payloads = |f: &str| {
+        let b = std::fs::read(f).unwrap();
+        let h = narlink_protocol::bundle::BundleHeader::decode(&b).unwrap();
+        b[h.payload_offset() as usize..].to_vec()
+    };
+    assert!(
+        payloads(one) == payloads(bundle),
+        "--threads 1 coded other payloads"
+    );
 }
 
 /// The same update through lossy frames: spans (chunks coded together) are staged from the

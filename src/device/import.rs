@@ -11,7 +11,7 @@
 use std::collections::HashSet;
 
 use narlink_protocol::bundle::BundleId;
-use narlink_protocol::manifest::Manifest;
+use narlink_protocol::manifest::{Manifest, PathEntry};
 use serde::Serialize;
 
 use super::activate::Plan;
@@ -230,34 +230,42 @@ fn import_bundle(
 
     // Pass 1: rebuild every NAR before anything touches the store, each chunk checked against
     // its id, and take its narHash; for a complete bundle, check them all against the
-    // manifest's commitment. Paths the store already holds (an import cut short, or brought
-    // by other means) are rebuilt too: the commitment is over what the bundle produces.
-    let verify_bytes: u64 = ready.iter().map(|p| p.nar_size).sum();
+    // manifest's commitment. There, paths the store already holds (an import cut short, a
+    // partial import, or brought by other means) are rebuilt too: the commitment is over what
+    // the bundle produces. A partial import skips them (each call would rebuild them again).
+    let skip = |p: &&PathEntry| !complete && valid_before.contains(&p.store_path);
+    let verify_bytes: u64 = ready.iter().filter(|p| !skip(p)).map(|p| p.nar_size).sum();
     let mut bar = Progress::new("verify", verify_bytes, progress);
     let mut done = 0;
-    let mut hashes = Vec::with_capacity(ready.len());
+    let mut hashes: Vec<Option<[u8; 32]>> = Vec::with_capacity(ready.len());
     for entry in ready {
+        if skip(&entry) {
+            hashes.push(None);
+            continue;
+        }
         let hash = source
             .verify_entry(entry)
             .map_err(|source| ImportError::Verify {
                 bundle: bundle.clone(),
                 source,
             })?;
-        hashes.push(hash);
+        hashes.push(Some(hash));
         done += entry.nar_size;
         bar.update(done, String::new);
     }
     bar.finish();
     if complete {
-        check_commitment(&manifest, &hashes).map_err(|source| ImportError::Verify {
+        let all: Vec<[u8; 32]> = hashes.iter().flatten().copied().collect();
+        check_commitment(&manifest, &all).map_err(|source| ImportError::Verify {
             bundle: bundle.clone(),
             source,
         })?;
     }
-    let todo: Vec<_> = ready
+    let todo: Vec<(&PathEntry, [u8; 32])> = ready
         .iter()
         .zip(&hashes)
         .filter(|(p, _)| !valid_before.contains(&p.store_path))
+        .filter_map(|(p, h)| Some((p, (*h)?)))
         .collect();
     let nar_bytes: u64 = todo.iter().map(|(p, _)| p.nar_size).sum();
 
@@ -270,7 +278,7 @@ fn import_bundle(
             for &(entry, hash) in &todo {
                 let meta = NarMeta {
                     path: &entry.store_path,
-                    nar_hash: NarHash(*hash),
+                    nar_hash: NarHash(hash),
                     nar_size: entry.nar_size,
                     references: &entry.references,
                     deriver: entry.deriver.as_deref(),
@@ -309,7 +317,10 @@ fn import_bundle(
     // Fold into the index; once complete, drop the staged chunks and mark the bundle
     // imported: one transaction.
     let tx = state.db.begin_write()?;
+    // (A path skipped above went into the index when it was imported, or goes in once the
+    // bundle is complete.)
     for (p, hash) in ready.iter().zip(&hashes) {
+        let Some(hash) = hash else { continue };
         if !state.db.has_path(&p.store_path)? {
             state
                 .db

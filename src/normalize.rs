@@ -16,6 +16,8 @@ use std::io::{self, Read};
 use aho_corasick::{AhoCorasick, MatchKind};
 use serde::{Deserialize, Serialize};
 
+use narlink_protocol::manifest::Rewrites;
+
 use crate::nixstore::hash_part;
 
 /// What stands in for a store hash in normalized bytes: 32 `e`s. `e` is not in Nix's base32
@@ -282,9 +284,13 @@ pub fn encode(rewrites: &[Rewrite]) -> Vec<(u64, u16)> {
         .collect()
 }
 
-/// Inverse of [`encode`]; `None` if the offsets overlap, overflow, or an index is out of
-/// range of a `hashes`-long list.
-pub fn decode(gaps: &[(u64, u16)], hashes: usize, nar_size: u64) -> Option<Vec<Rewrite>> {
+/// Inverse of [`encode`] for [`Rewrites::At`]; `None` if the offsets overlap, overflow, or an
+/// index is out of range of a `hashes`-long list, and for [`Rewrites::Scan`] (the device finds
+/// those places first: `ChunkSource::find_rewrites`).
+pub fn decode(rewrites: &Rewrites, hashes: usize, nar_size: u64) -> Option<Vec<Rewrite>> {
+    let Rewrites::At(gaps) = rewrites else {
+        return None;
+    };
     let mut out = Vec::with_capacity(gaps.len());
     let mut at: u64 = 0;
     for (i, &(gap, index)) in gaps.iter().enumerate() {
@@ -356,9 +362,12 @@ mod tests {
             assert_eq!(again, out);
         }
         let (_, r) = expected.unwrap();
-        assert_eq!(decode(&encode(&r), 2, data.len() as u64), Some(r));
-        assert_eq!(decode(&[(0, 2)], 2, 100), None);
-        assert_eq!(decode(&[(0, 0), (10, 0)], 2, 100), None);
+        let at = |gaps: Vec<(u64, u16)>| Rewrites::At(gaps);
+        assert_eq!(decode(&at(encode(&r)), 2, data.len() as u64), Some(r));
+        assert_eq!(decode(&at(vec![(0, 2)]), 2, 100), None);
+        assert_eq!(decode(&at(vec![(0, 0), (10, 0)]), 2, 100), None);
+        // Scanned places are not known until the device has found them.
+        assert_eq!(decode(&Rewrites::Scan(vec![0]), 2, 100), None);
     }
 
     /// The run prefilter finds exactly what the automaton finds over the whole input, in

@@ -215,8 +215,20 @@ fn import_bundle(
             ready += 1;
         }
     }
-    // Where the device finds the store hashes itself, find them now (the index keeps them).
-    for entry in &mut manifest.paths[..ready] {
+    let names: Vec<String> = manifest.paths[..ready]
+        .iter()
+        .map(|p| p.store_path.clone())
+        .collect();
+    let valid_before = store.valid_paths(&names)?;
+    // Pass 1 rebuilds every NAR before anything touches the store, each chunk checked against
+    // its id, and takes its narHash; for a complete bundle, it checks them all against the
+    // manifest's commitment. There, paths the store already holds (an import cut short, a
+    // partial import, or brought by other means) are rebuilt too: the commitment is over what
+    // the bundle produces. A partial import skips them (each call would rebuild them again).
+    let skip = |p: &PathEntry| !complete && valid_before.contains(&p.store_path);
+    // Where the device finds the store hashes itself, it finds them first (the index keeps
+    // them).
+    for entry in manifest.paths[..ready].iter_mut().filter(|p| !skip(p)) {
         entry.rewrites = source
             .find_rewrites(entry)
             .map_err(|source| ImportError::Verify {
@@ -225,21 +237,12 @@ fn import_bundle(
             })?;
     }
     let ready = &manifest.paths[..ready];
-    let names: Vec<String> = ready.iter().map(|p| p.store_path.clone()).collect();
-    let valid_before = store.valid_paths(&names)?;
-
-    // Pass 1: rebuild every NAR before anything touches the store, each chunk checked against
-    // its id, and take its narHash; for a complete bundle, check them all against the
-    // manifest's commitment. There, paths the store already holds (an import cut short, a
-    // partial import, or brought by other means) are rebuilt too: the commitment is over what
-    // the bundle produces. A partial import skips them (each call would rebuild them again).
-    let skip = |p: &&PathEntry| !complete && valid_before.contains(&p.store_path);
     let verify_bytes: u64 = ready.iter().filter(|p| !skip(p)).map(|p| p.nar_size).sum();
     let mut bar = Progress::new("verify", verify_bytes, progress);
     let mut done = 0;
     let mut hashes: Vec<Option<[u8; 32]>> = Vec::with_capacity(ready.len());
     for entry in ready {
-        if skip(&entry) {
+        if skip(entry) {
             hashes.push(None);
             continue;
         }

@@ -160,14 +160,11 @@ impl ChunkSource {
         mut sink: impl FnMut(&[u8]) -> std::io::Result<()>,
     ) -> Result<([u8; 32], u64), ReassembleError> {
         let hashes = normalize::hash_list(&entry.store_path, &entry.references);
-        let rewrites = match &entry.rewrites {
-            Rewrites::At(gaps) => normalize::decode(gaps, hashes.len(), entry.nar_size),
-            // Found by [`Self::find_rewrites`] before a NAR is rebuilt.
-            Rewrites::Scan(_) => None,
-        }
-        .ok_or_else(|| ReassembleError::Rewrites {
-            path: entry.store_path.clone(),
-        })?;
+        // Scanned ones were found by [`Self::find_rewrites`] before a NAR is rebuilt.
+        let rewrites = normalize::decode(&entry.rewrites, hashes.len(), entry.nar_size)
+            .ok_or_else(|| ReassembleError::Rewrites {
+                path: entry.store_path.clone(),
+            })?;
         let mut h = Sha256::new();
         let mut size = 0u64;
         let mut out = Vec::new();

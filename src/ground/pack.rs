@@ -343,14 +343,12 @@ pub fn pack(
     // the rewrites, only their indices.
     mirror.add_pending_full(&manifest)?;
     let mut manifest = manifest;
-    for (entry, _) in manifest
-        .paths
-        .iter_mut()
-        .zip(&scannable)
-        .filter(|(_, s)| **s)
-    {
-        if let Rewrites::At(gaps) = &entry.rewrites {
-            entry.rewrites = Rewrites::Scan(gaps.iter().map(|&(_, index)| index).collect());
+    for (entry, &scan) in manifest.paths.iter_mut().zip(&scannable) {
+        match &entry.rewrites {
+            Rewrites::At(gaps) if scan => {
+                entry.rewrites = Rewrites::Scan(gaps.iter().map(|&(_, index)| index).collect())
+            }
+            _ => {}
         }
     }
     // A payload section of more than one piece (a piece is at most one FEC group: 512 KiB at

@@ -102,13 +102,8 @@ impl PathRecord {
             chunks: p.chunks.clone(),
             // `Manifest::check` accepted these (the same bounds: own hash + references); a
             // device has found scanned ones before (`ChunkSource::find_rewrites`).
-            rewrites: match &p.rewrites {
-                Rewrites::At(gaps) => {
-                    crate::normalize::decode(gaps, p.references.len() + 1, p.nar_size)
-                }
-                Rewrites::Scan(_) => None,
-            }
-            .unwrap_or_default(),
+            rewrites: crate::normalize::decode(&p.rewrites, p.references.len() + 1, p.nar_size)
+                .unwrap_or_default(),
         }
     }
 

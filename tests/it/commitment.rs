@@ -129,8 +129,8 @@ fn a_scan_that_finds_other_places_is_refused() {
     let rig = Rig::new(&demo(1));
     rig.pack(&["--out", rig.p("b"), &demo(2)]);
     let paths = new_paths(rig.p("b"));
-    for (n, extra) in [(0, true), (1, false)] {
-        let forged = rig.p(if n == 0 { "more" } else { "fewer" }).to_owned();
+    for (name, extra) in [("more", true), ("fewer", false)] {
+        let forged = rig.p(name).to_owned();
         let mut changed = String::new();
         forge(&rig, rig.p("b"), &forged, |m| {
             let p = m
@@ -149,10 +149,7 @@ fn a_scan_that_finds_other_places_is_refused() {
         });
         rig.receive(&forged);
         import_refused(&rig, &paths, "not where its placeholders are");
-        eprintln!(
-            "{changed}: one index {}: refused",
-            if extra { "more" } else { "fewer" }
-        );
+        eprintln!("{changed}: one index {name}: refused");
     }
 }
 

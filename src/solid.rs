@@ -18,6 +18,7 @@ use std::ops::Range;
 use narlink_protocol::manifest::{self, Encoding, Payload, Reference, MAX_SOLID, SOLID_DICT};
 use narlink_protocol::patch::{control_stream, Patch, Streams};
 use narlink_protocol::wire::{put_varint, Reader};
+use narlink_protocol::zero_runs;
 
 use crate::payload::{
     lzma_compress_pieces, lzma_decompress, short_id, verify, PayloadError, LZMA_PRESET_EXTREME,
@@ -37,28 +38,69 @@ fn max_controls(raw: usize, parts: usize) -> usize {
     raw + 4096 * parts
 }
 
-/// The bytes of a solid group carrying `patches`, one per part, in order.
+/// How a group's differences travel (`narlink_protocol::zero_runs`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DiffForm {
+    /// LZMA over the diff bytes as they are.
+    Bytes = 0,
+    /// LZMA over the zero runs, then LZMA over the literal bytes.
+    Runs = 1,
+}
+
+/// The bytes of a solid group carrying `patches`, one per part, in order, its differences
+/// in whichever form codes smaller.
 pub fn encode(patches: &[&Patch]) -> std::io::Result<Vec<u8>> {
+    encode_with(patches, &[DiffForm::Bytes, DiffForm::Runs])
+}
+
+/// [`encode`], trying only `forms` for the differences.
+pub fn encode_with(patches: &[&Patch], forms: &[DiffForm]) -> std::io::Result<Vec<u8>> {
     let controls = control_stream(patches);
     let diff: Vec<&[u8]> = patches.iter().map(|p| p.diff.as_slice()).collect();
     let extra: Vec<&[u8]> = patches.iter().map(|p| p.extra.as_slice()).collect();
-    // An encoder never looks further back than its input: a smaller dictionary for a short
-    // stream costs nothing in bytes and spares the ground memory. The decoder assumes DICT.
-    // The parts' streams are fed to the encoder one after the other, never joined (a group's
-    // differences and new bytes add up to its length, up to 64 MiB).
-    let code = |s: &[&[u8]]| {
-        let len: usize = s.iter().map(|p| p.len()).sum();
-        let dict = (len as u32).next_power_of_two().clamp(1 << 16, DICT);
-        lzma_compress_pieces(s, dict, PRESET)
-    };
-    let (c, d, e) = (code(&[&controls])?, code(&diff)?, code(&extra)?);
+    let mut d: Option<(DiffForm, Vec<u8>)> = None;
+    for &form in forms {
+        let coded = code_diff(&diff, form)?;
+        if d.as_ref().is_none_or(|(_, best)| coded.len() < best.len()) {
+            d = Some((form, coded));
+        }
+    }
+    let (form, d) = d.expect("at least one form");
+    let (c, e) = (code(&[&controls])?, code(&extra)?);
     let mut out = Vec::with_capacity(c.len() + d.len() + e.len() + 10);
     put_varint(&mut out, c.len() as u64);
-    put_varint(&mut out, d.len() as u64);
+    put_varint(&mut out, (d.len() as u64) << 1 | form as u64);
     out.extend_from_slice(&c);
     out.extend_from_slice(&d);
     out.extend_from_slice(&e);
     Ok(out)
+}
+
+/// One LZMA stream over `pieces`, fed to the encoder one after the other, never joined (a
+/// group's differences and new bytes add up to its length, up to 64 MiB).
+fn code(pieces: &[&[u8]]) -> std::io::Result<Vec<u8>> {
+    // An encoder never looks further back than its input: a smaller dictionary for a short
+    // stream costs nothing in bytes and spares the ground memory. The decoder assumes DICT.
+    let len: usize = pieces.iter().map(|p| p.len()).sum();
+    let dict = (len as u32).next_power_of_two().clamp(1 << 16, DICT);
+    lzma_compress_pieces(pieces, dict, PRESET)
+}
+
+/// The differences in `form`: LZMA over them, or varint r, r bytes of LZMA over the zero
+/// runs, then LZMA over the literal bytes.
+fn code_diff(diff: &[&[u8]], form: DiffForm) -> std::io::Result<Vec<u8>> {
+    match form {
+        DiffForm::Bytes => code(diff),
+        DiffForm::Runs => {
+            let (runs, literals) = zero_runs::split(diff);
+            let runs = code(&[&runs])?;
+            let mut out = Vec::new();
+            put_varint(&mut out, runs.len() as u64);
+            out.extend_from_slice(&runs);
+            out.extend_from_slice(&code(&[&literals])?);
+            Ok(out)
+        }
+    }
 }
 
 /// A decoded part: its payloads' range within the group, and its bytes.
@@ -101,15 +143,31 @@ pub fn decode(
         r.take(usize::try_from(n).unwrap_or(usize::MAX))
             .map_err(|e| malformed(e.to_string()))
     };
-    let (c, d) = (take(cl)?, take(dl)?);
+    let (c, d) = (take(cl)?, take(dl >> 1)?);
     let e = r.take_rest();
     let lzma = |s: &[u8], cap: usize, what: &str| {
         lzma_decompress(s, cap, DICT).map_err(|e| malformed(format!("{what}: {e}")))
     };
-    let controls = lzma(c, max_controls(raw, parts.len()), "controls")?;
-    let diff = lzma(d, raw, "differences")?;
+    let cap = max_controls(raw, parts.len());
+    let controls = lzma(c, cap, "controls")?;
     let extra = lzma(e, raw, "new bytes")?;
-    let mut streams = Streams::new(&controls, &diff, &extra);
+    let (diff, literals);
+    let mut streams = if dl & 1 == 0 {
+        diff = lzma(d, raw, "differences")?;
+        Streams::new(&controls, &diff, &extra)
+    } else {
+        let mut r = Reader::new(d);
+        let runs = r
+            .varint_u64()
+            .map_err(|e| malformed(format!("zero runs: {e}")))
+            .and_then(|n| {
+                r.take(usize::try_from(n).unwrap_or(usize::MAX))
+                    .map_err(|e| malformed(format!("zero runs: {e}")))
+            })?;
+        diff = lzma(runs, cap, "zero runs")?;
+        literals = lzma(r.take_rest(), raw, "literal differences")?;
+        Streams::with_runs(&controls, &diff, &literals, &extra)
+    };
     let mut out = Vec::with_capacity(parts.len());
     for part in parts {
         let p = &group[part.start];
@@ -218,5 +276,56 @@ mod tests {
         let swapped = decode(&group, &bytes, |r| Ok(refs[1 - r.source as usize].clone()));
         assert!(swapped.is_err());
         assert!(decode(&group[1..], &bytes, |_| Ok(Vec::new())).is_err());
+    }
+
+    /// The form of a group's differences: the low bit of its second varint.
+    fn form(bytes: &[u8]) -> u64 {
+        let mut r = Reader::new(bytes);
+        r.varint_u64().unwrap();
+        r.varint_u64().unwrap() & 1
+    }
+
+    /// A library changed in a few scattered bytes travels as zero runs, smaller than its
+    /// differences as they are; a table of pointers that all moved travels as bytes. Both
+    /// forms decode to the same parts, and a flipped byte of either fails, never panics.
+    #[test]
+    fn scattered_changes_travel_as_runs_and_dense_ones_as_bytes() {
+        let old = noise(1 << 20, 4);
+        let mut sparse = old.clone();
+        for i in (0..sparse.len()).step_by(997) {
+            sparse[i] = sparse[i].wrapping_add(1 + (i % 3) as u8);
+        }
+        let mut dense = old.clone();
+        for i in (0..dense.len() - 8).step_by(8) {
+            let v = u64::from_le_bytes(dense[i..i + 8].try_into().unwrap());
+            dense[i..i + 8].copy_from_slice(&v.wrapping_add(0x4000).to_le_bytes());
+        }
+        let prepared = crate::ground::bsdiff::Reference::new(&old);
+        for (new, want) in [(sparse, 1), (dense, 0)] {
+            let patch = prepared.diff(&new).unwrap();
+            let bytes = encode(&[&patch]).unwrap();
+            assert_eq!(form(&bytes), want);
+            let group = [payload(
+                &new,
+                Encoding::Solid,
+                Some(Reference {
+                    source: 0,
+                    offset: 0,
+                    len: old.len() as u32,
+                }),
+            )];
+            for f in [DiffForm::Bytes, DiffForm::Runs] {
+                let forced = encode_with(&[&patch], &[f]).unwrap();
+                assert_eq!(form(&forced), f as u64);
+                assert!(bytes.len() <= forced.len());
+                let out = decode(&group, &forced, |_| Ok(old.clone())).unwrap();
+                assert_eq!(out, vec![(0..1, new.clone())]);
+                for i in (0..forced.len()).step_by(61) {
+                    let mut bad = forced.clone();
+                    bad[i] ^= 0x08;
+                    assert!(decode(&group, &bad, |_| Ok(old.clone())).is_err());
+                }
+            }
+        }
     }
 }

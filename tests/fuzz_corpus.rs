@@ -898,7 +898,8 @@ fn payload_seeds() -> Vec<(String, Vec<u8>)> {
 }
 
 /// Solid groups made by the real encoder, in the check's input layout: a group of two
-/// parts (a patch against a reference, then new bytes), and the same with a byte flipped.
+/// parts (a patch against a reference, then new bytes) with its differences in each form,
+/// and the same with a byte flipped.
 fn solid_seeds() -> Vec<(String, Vec<u8>)> {
     let code: Vec<u8> = (0..3000u32).flat_map(|i| (i * 16).to_le_bytes()).collect();
     let shifted: Vec<u8> = (0..3000u32)
@@ -911,32 +912,37 @@ fn solid_seeds() -> Vec<(String, Vec<u8>)> {
     let b = narlink::ground::bsdiff::Reference::new(&[])
         .diff(&fresh)
         .expect("patch");
-    let bytes = narlink::solid::encode(&[&a, &b]).expect("encode");
-    let mut out = vec![1u8];
-    for (data, reference) in [(&shifted, &code[..]), (&fresh, &[][..])] {
-        out.extend_from_slice(&(data.len() as u16 - 1).to_le_bytes());
-        out.extend_from_slice(&narlink::chunking::chunk_id(data));
-        // An odd length says "has a reference": pad the reference to one.
-        let r: Vec<u8> = if reference.is_empty() {
-            Vec::new()
-        } else {
-            let mut r = reference.to_vec();
-            if r.len() % 2 == 0 {
-                r.push(0);
-            }
-            r
-        };
-        out.extend_from_slice(&(r.len() as u16).to_le_bytes());
-        out.extend_from_slice(&r);
+    let mut seeds = Vec::new();
+    for (name, form) in [
+        ("two-parts", narlink::solid::DiffForm::Bytes),
+        ("two-parts-runs", narlink::solid::DiffForm::Runs),
+    ] {
+        let bytes = narlink::solid::encode_with(&[&a, &b], &[form]).expect("encode");
+        let mut out = vec![1u8];
+        for (data, reference) in [(&shifted, &code[..]), (&fresh, &[][..])] {
+            out.extend_from_slice(&(data.len() as u16 - 1).to_le_bytes());
+            out.extend_from_slice(&narlink::chunking::chunk_id(data));
+            // An odd length says "has a reference": pad the reference to one.
+            let r: Vec<u8> = if reference.is_empty() {
+                Vec::new()
+            } else {
+                let mut r = reference.to_vec();
+                if r.len() % 2 == 0 {
+                    r.push(0);
+                }
+                r
+            };
+            out.extend_from_slice(&(r.len() as u16).to_le_bytes());
+            out.extend_from_slice(&r);
+        }
+        out.extend_from_slice(&bytes);
+        let mut flipped = out.clone();
+        let n = flipped.len();
+        flipped[n - 5] ^= 0x10;
+        seeds.push((name.to_string(), out));
+        seeds.push((format!("{name}-flipped"), flipped));
     }
-    out.extend_from_slice(&bytes);
-    let mut flipped = out.clone();
-    let n = flipped.len();
-    flipped[n - 5] ^= 0x10;
-    vec![
-        ("two-parts".into(), out),
-        ("two-parts-flipped".into(), flipped),
-    ]
+    seeds
 }
 
 /// The receiver's journal under power cuts (redb's `tests/crash_consistency.rs` pattern, on

@@ -20,3 +20,4 @@ pub mod sim;
 pub mod status;
 pub mod storepath;
 pub mod wire;
+pub mod zero_runs;

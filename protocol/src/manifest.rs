@@ -20,7 +20,7 @@ use crate::pieces::Pieces;
 use crate::storepath::STORE_DIR;
 
 /// Format version of [`Manifest`]. Bump on any change of its fields.
-pub const MANIFEST_VERSION: u16 = 7;
+pub const MANIFEST_VERSION: u16 = 8;
 
 /// Hard cap on the decompressed manifest (defends the device against a hostile length).
 pub const MAX_MANIFEST_BYTES: u32 = 256 << 20;

@@ -17,6 +17,7 @@
 use thiserror::Error;
 
 use crate::wire::{put_varint, Reader, WireError};
+use crate::zero_runs::RunReader;
 
 /// One step of a patch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -92,15 +93,56 @@ pub fn apply(reference: &[u8], patch: &[u8], len: usize) -> Result<Vec<u8>, Patc
 /// all its parts (`manifest::Encoding::Solid`).
 pub struct Streams<'a> {
     controls: Reader<'a>,
-    diff: Reader<'a>,
+    diff: Diff<'a>,
     extra: Reader<'a>,
+}
+
+/// The diff bytes as they are, or as zero runs and literal bytes ([`crate::zero_runs`]).
+enum Diff<'a> {
+    Bytes(Reader<'a>),
+    Runs(RunReader<'a>),
+}
+
+impl Diff<'_> {
+    /// Append the next `base.len()` diff bytes to `out`, each added to its byte of `base`.
+    fn add_to(&mut self, base: &[u8], out: &mut Vec<u8>) -> Result<(), WireError> {
+        match self {
+            Diff::Bytes(r) => {
+                let d = r.take(base.len())?;
+                out.extend(d.iter().zip(base).map(|(x, y)| x.wrapping_add(*y)));
+                Ok(())
+            }
+            Diff::Runs(r) => r.add_to(base, out),
+        }
+    }
+
+    fn expect_end(&self) -> Result<(), WireError> {
+        match self {
+            Diff::Bytes(r) => r.expect_end(),
+            Diff::Runs(r) => r.expect_end(),
+        }
+    }
 }
 
 impl<'a> Streams<'a> {
     pub fn new(controls: &'a [u8], diff: &'a [u8], extra: &'a [u8]) -> Streams<'a> {
         Streams {
             controls: Reader::new(controls),
-            diff: Reader::new(diff),
+            diff: Diff::Bytes(Reader::new(diff)),
+            extra: Reader::new(extra),
+        }
+    }
+
+    /// The streams of a solid group whose diff bytes travel as zero runs and literal bytes.
+    pub fn with_runs(
+        controls: &'a [u8],
+        runs: &'a [u8],
+        literals: &'a [u8],
+        extra: &'a [u8],
+    ) -> Streams<'a> {
+        Streams {
+            controls: Reader::new(controls),
+            diff: Diff::Runs(RunReader::new(runs, literals)),
             extra: Reader::new(extra),
         }
     }
@@ -131,12 +173,7 @@ impl<'a> Streams<'a> {
                     at,
                     len: reference.len(),
                 })?;
-            let d = self.diff.take(add)?;
-            out.extend(
-                d.iter()
-                    .zip(&reference[start..start + add])
-                    .map(|(x, y)| x.wrapping_add(*y)),
-            );
+            self.diff.add_to(&reference[start..start + add], &mut out)?;
             out.extend_from_slice(self.extra.take(copy)?);
             at += add as i128 + i128::from(seek);
         }

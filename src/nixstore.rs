@@ -381,6 +381,7 @@ impl NixStore {
         if let Some(dir) = profile.parent() {
             std::fs::create_dir_all(dir)?;
         }
+        remove_stray_links(profile)?;
         self.nix_env(profile, &["--set", path])?;
         self.current_generation(profile)?
             .ok_or_else(|| NixError::Output {
@@ -390,6 +391,7 @@ impl NixStore {
     }
 
     pub fn switch_generation(&self, profile: &Path, generation: u32) -> Result<(), NixError> {
+        remove_stray_links(profile)?;
         self.nix_env(profile, &["--switch-generation", &generation.to_string()])
             .map(drop)
     }
@@ -642,6 +644,36 @@ impl<W: Write> Write for Exact<'_, W> {
     fn flush(&mut self) -> io::Result<()> {
         self.to.flush()
     }
+}
+
+/// Remove the links a killed `nix-env` left beside `profile`: Nix's `makeSymlink` makes a
+/// generation's link as `PROFILE-N-link.tmp-PID-RANDOM`, then renames it. Nix reads such a
+/// leftover as generation N, and a `--set` of the path it holds then points the profile at it
+/// (`tests/it/landing.rs`, `a_killed_nix_env_leaves_no_stray_generation_link`). One the profile
+/// points at already stays: removing it would leave the profile dangling.
+fn remove_stray_links(profile: &Path) -> std::io::Result<()> {
+    let (Some(dir), Some(stem)) = (profile.parent(), profile.file_name()) else {
+        return Ok(());
+    };
+    let prefix = format!("{}-", stem.to_string_lossy());
+    let live = std::fs::read_link(profile).ok();
+    let entries = match std::fs::read_dir(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        other => other?,
+    };
+    for entry in entries {
+        let entry = entry?;
+        let name = entry.file_name();
+        let stray = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(&prefix))
+            .and_then(|rest| rest.split_once("-link.tmp-"))
+            .is_some_and(|(n, _)| n.parse::<u32>().is_ok());
+        if stray && live.as_deref().and_then(Path::file_name) != Some(name.as_os_str()) {
+            std::fs::remove_file(entry.path())?;
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

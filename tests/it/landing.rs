@@ -166,3 +166,27 @@ fn sigkill_during_import_switch_and_activation() {
     }
     eprintln!("{kills} SIGKILLs over {rounds} rounds; every round landed or rolled back");
 }
+
+/// A `nix-env` killed between making a generation's link under a temporary name and renaming
+/// it (Nix 2.8's `makeSymlink`) leaves `PROFILE-N-link.tmp-PID-RANDOM` behind. Nix takes it for
+/// generation N, and the next `--set` of the same path pointed the profile at that stray link
+/// (seen once in `sigkill_during_import_switch_and_activation`). The landing removes such
+/// leftovers first: the profile then points at a generation link of Nix's own name.
+#[test]
+fn a_killed_nix_env_leaves_no_stray_generation_link() {
+    let (v1, v2) = (demo(1), demo(2));
+    let rig = running_with_received(&v1, &v2);
+    let stray = format!("{}-2-link.tmp-4242-1", rig.profile());
+    std::os::unix::fs::symlink(&v2, &stray).unwrap();
+    let out = rig.run(&import_args(&rig, "true", "30"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let link = std::fs::read_link(rig.profile()).unwrap();
+    assert_eq!(link.file_name().unwrap(), "narlink-2-link", "{err}");
+    assert!(
+        std::fs::symlink_metadata(&stray).is_err(),
+        "the stray link is still there"
+    );
+    assert_eq!(rig.live().map(|(_, root)| root), Some(v2));
+    assert_eq!(phase(&rig), "imported");
+}

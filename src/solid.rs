@@ -9,9 +9,10 @@
 //! On scipy 1.11.4 -> 1.12.0, whole-file patches coded file by file take 7.57 MB, the same
 //! patches in 16 MiB groups 6.28 MB (`docs/measurements.md`, "Solid groups").
 //!
-//! Layout of a group's bytes: varint length of the coded controls, varint length of the
-//! coded differences, then the three coded streams (the new bytes take the rest). Each is a
-//! headerless LZMA stream with a dictionary of [`DICT`] bytes.
+//! Layout of a group's bytes: varint length of the coded controls, varint twice the length of
+//! the coded differences plus their form ([`DiffForm`]), then the three coded streams (the new
+//! bytes take the rest). Each is a headerless LZMA stream with a dictionary of [`DICT`] bytes;
+//! differences as zero runs are two of them (protocol/SPEC.md, "Solid groups").
 
 use std::ops::Range;
 
@@ -151,22 +152,22 @@ pub fn decode(
     let cap = max_controls(raw, parts.len());
     let controls = lzma(c, cap, "controls")?;
     let extra = lzma(e, raw, "new bytes")?;
-    let (diff, literals);
+    let (diff, runs, literals);
     let mut streams = if dl & 1 == 0 {
         diff = lzma(d, raw, "differences")?;
         Streams::new(&controls, &diff, &extra)
     } else {
         let mut r = Reader::new(d);
-        let runs = r
+        let coded_runs = r
             .varint_u64()
             .map_err(|e| malformed(format!("zero runs: {e}")))
             .and_then(|n| {
                 r.take(usize::try_from(n).unwrap_or(usize::MAX))
                     .map_err(|e| malformed(format!("zero runs: {e}")))
             })?;
-        diff = lzma(runs, cap, "zero runs")?;
+        runs = lzma(coded_runs, cap, "zero runs")?;
         literals = lzma(r.take_rest(), raw, "literal differences")?;
-        Streams::with_runs(&controls, &diff, &literals, &extra)
+        Streams::with_runs(&controls, &runs, &literals, &extra)
     };
     let mut out = Vec::with_capacity(parts.len());
     for part in parts {

@@ -169,6 +169,10 @@ mod tests {
                        cut in 0usize..400, base in any::<u8>()) {
             let cut = cut.min(d.len());
             let (runs, literals) = split(&[&d[..cut], &d[cut..]]);
+            // Within what `solid::decode` lets the streams expand to (the group's length, and
+            // + 4096 per part for the runs): a pair after the first makes at least 3 bytes
+            // and takes 2 while its numbers are small.
+            prop_assert!(runs.len() <= d.len() + 2 && literals.len() <= d.len());
             let base = vec![base; d.len()];
             let mut r = RunReader::new(&runs, &literals);
             let mut out = Vec::new();

@@ -159,7 +159,8 @@ impl<'a> PreparedRefs<'a> {
         }
     }
 
-    /// What a prepared reference holds in memory, about.
+    /// What a prepared reference holds in memory, about (each dictionary counted at its
+    /// size at level 19, though the trial one is at [`TRIAL_LEVEL`]: an overestimate).
     fn cost(p: &Prepared<'_>) -> usize {
         let n = p.of.bytes.len();
         let dictionaries = [&p.dictionary, &p.final_dictionary]
